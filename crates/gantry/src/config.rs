@@ -1,0 +1,266 @@
+//! `RunConfig`: everything a run needs, one serde struct per concept, nested under the key that
+//! names it (`data.*`, `model.*`, `loss.*`, `train.*`, `adaptivemix.*`, `fq.*`). Every option is
+//! defined once, with its default, next to the code that reads it.
+//!
+//! Resolution order: defaults < preset < config file < `--set key=value`. Unknown keys and bad
+//! values are errors that name the dotted key (and, for unknown keys, list the valid ones).
+
+use crate::error::{Error, Result};
+use crate::loss::LossConfig;
+use crate::models::ModelConfig;
+use crate::plugins::adaptivemix::AdaptiveMixConfig;
+use crate::plugins::fq::FqConfig;
+use crate::train::TrainConfig;
+use gantry_data::DataConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// The preset this configuration started from (informational; set by `--config NAME`).
+    pub preset: String,
+    /// Data set and loading (`gantry_data::DataConfig`).
+    pub data: DataConfig,
+    /// Architecture and widths.
+    pub model: ModelConfig,
+    /// Adversarial loss and penalties.
+    pub loss: LossConfig,
+    /// Optimisation, schedule, logging and checkpoints.
+    pub train: TrainConfig,
+    /// AdaptiveMix discriminator plug-in.
+    pub adaptivemix: AdaptiveMixConfig,
+    /// Feature Quantization discriminator plug-in.
+    pub fq: FqConfig,
+}
+
+/// Built-in presets: `(name, description, TOML)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    ("shapes", "DCGAN on built-in coloured shapes at 32x32 (the default; no files needed)", include_str!("../presets/shapes.toml")),
+    ("dcgan-cifar", "DCGAN on CIFAR-10 (binary version), 32x32, NS loss", include_str!("../presets/dcgan-cifar.toml")),
+    ("dcgan-mnist", "DCGAN on MNIST IDX files, 1x32x32", include_str!("../presets/dcgan-mnist.toml")),
+    ("dcgan-64", "DCGAN on an image folder at 64x64", include_str!("../presets/dcgan-64.toml")),
+    ("wgangp-dcgan-cifar", "WGAN-GP with a DCGAN critic (layer norm) on CIFAR-10", include_str!("../presets/wgangp-dcgan-cifar.toml")),
+    ("gmm-8", "MLP GAN on 8 Gaussians on a ring", include_str!("../presets/gmm-8.toml")),
+    ("gmm-25", "MLP GAN on a 5x5 grid of Gaussians", include_str!("../presets/gmm-25.toml")),
+];
+
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|p| p.0 == name).map(|p| p.2)
+}
+
+fn preset_names() -> String {
+    PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Value> {
+    text.parse::<toml::Table>().map(toml::Value::Table).map_err(|e| {
+        let msg = e.message().to_string();
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let where_ = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        Error::config(origin, format!("bad TOML{where_}: {msg}"))
+    })
+}
+
+/// One `--set key=value`: the value is read as TOML (`3`, `true`, `["b16"]`, `"x"`), or else as a
+/// bare string (`data.path=/data/cats`).
+fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::config(assignment, "expected --set key=value"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|s| s.is_empty()) {
+        return Err(Error::config(assignment, "expected --set key=value with a dotted key"));
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed one key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut over = value;
+    for part in key.split('.').rev() {
+        let mut t = toml::Table::new();
+        t.insert(part.to_string(), over);
+        over = toml::Value::Table(t);
+    }
+    merge(root, over);
+    Ok(())
+}
+
+impl RunConfig {
+    /// Resolves defaults, a preset name or TOML file (`config`), and `--set` assignments.
+    pub fn resolve(config: Option<&str>, sets: &[String]) -> Result<RunConfig> {
+        let mut root = toml::Value::try_from(RunConfig::default()).expect("defaults serialise");
+        let mut preset_name = "shapes".to_string();
+        let user = match config {
+            None => None,
+            Some(arg) if preset(arg).is_some() => {
+                preset_name = arg.to_string();
+                None
+            }
+            Some(arg) => {
+                let path = Path::new(arg);
+                if !path.exists() {
+                    let hint = if arg.ends_with(".toml") || arg.contains('/') {
+                        format!("{arg} does not exist")
+                    } else {
+                        format!("unknown preset {arg:?} (valid: {})", preset_names())
+                    };
+                    return Err(Error::config("--config", hint));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let value = parse_toml(&text, arg)?;
+                // A file may start from a preset: `preset = "dcgan-cifar"`.
+                if let Some(name) = value.get("preset").and_then(|v| v.as_str()) {
+                    if preset(name).is_none() {
+                        return Err(Error::config("preset", format!("unknown preset {name:?} (valid: {})", preset_names())));
+                    }
+                    preset_name = name.to_string();
+                }
+                Some(value)
+            }
+        };
+        let preset_text = preset(&preset_name).expect("checked above");
+        merge(&mut root, parse_toml(preset_text, &preset_name).expect("built-in presets parse"));
+        if let Some(user) = user {
+            merge(&mut root, user);
+        }
+        for s in sets {
+            set_value(&mut root, s)?;
+        }
+        let mut cfg = Self::from_value(root)?;
+        cfg.preset = preset_name;
+        Ok(cfg)
+    }
+
+    /// Applies `--set` assignments on top of an existing configuration (used on resume).
+    pub fn with_sets(&self, sets: &[String]) -> Result<RunConfig> {
+        let mut root = toml::Value::try_from(self).expect("RunConfig serialises");
+        for s in sets {
+            set_value(&mut root, s)?;
+        }
+        Self::from_value(root)
+    }
+
+    fn from_value(root: toml::Value) -> Result<RunConfig> {
+        serde_path_to_error::deserialize(root).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let inner = inner.replace("unknown field", "unknown key").replace("expected one of", "valid:");
+            Error::config(if path == "." { "config".into() } else { path }, inner)
+        })
+    }
+
+    /// Parses a resolved configuration (as saved in a checkpoint's metadata).
+    pub fn from_value_str(text: &str, origin: &Path) -> Result<RunConfig> {
+        Self::from_value(parse_toml(text, &origin.display().to_string())?)
+    }
+
+    /// Reads a resolved `config.toml` as written into a run directory.
+    pub fn from_file(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_value(parse_toml(&text, &path.display().to_string())?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("RunConfig serialises to TOML")
+    }
+
+    /// The keys where two configurations differ (dotted paths), for resume checks.
+    pub fn diff(&self, other: &RunConfig) -> Vec<String> {
+        fn walk(prefix: &str, a: &toml::Value, b: Option<&toml::Value>, out: &mut Vec<String>) {
+            match (a, b) {
+                (toml::Value::Table(ta), Some(toml::Value::Table(tb))) => {
+                    let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+                    for k in keys {
+                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        match ta.get(k) {
+                            Some(va) => walk(&p, va, tb.get(k), out),
+                            None => out.push(p),
+                        }
+                    }
+                }
+                (a, Some(b)) if a == b => {}
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let a = toml::Value::try_from(self).expect("serialises");
+        let b = toml::Value::try_from(other).expect("serialises");
+        let mut out = Vec::new();
+        walk("", &a, Some(&b), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_shapes_preset() {
+        let cfg = RunConfig::resolve(None, &[]).unwrap();
+        assert_eq!(cfg.preset, "shapes");
+        assert_eq!(cfg.model.arch, "dcgan");
+    }
+
+    #[test]
+    fn every_preset_resolves() {
+        for (name, _, _) in PRESETS {
+            let cfg = RunConfig::resolve(Some(name), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&cfg.preset, name);
+        }
+    }
+
+    #[test]
+    fn set_overrides_and_reports_bad_keys() {
+        let cfg = RunConfig::resolve(None, &["train.steps=7".into(), "loss.kind=hinge".into(), "data.path=/x y".into()]).unwrap();
+        assert_eq!(cfg.train.steps, 7);
+        assert_eq!(cfg.loss.kind, crate::loss::Adversarial::Hinge);
+        assert_eq!(cfg.data.path.as_deref(), Some(Path::new("/x y")));
+        let e = RunConfig::resolve(None, &["train.stepz=7".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("train.stepz: unknown key `stepz`, valid:") && e.contains("batch_size"), "{e}");
+        let e = RunConfig::resolve(None, &["train.steps=-3".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("train.steps:"), "{e}");
+        let e = RunConfig::resolve(None, &["loss.kind=nope".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("loss.kind:") && e.contains("hinge"), "{e}");
+        let e = RunConfig::resolve(Some("nope"), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown preset \"nope\"") && e.contains("dcgan-cifar"), "{e}");
+    }
+
+    #[test]
+    fn bad_toml_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[train]\nsteps = 3\nbatch_size = \n").unwrap();
+        let e = RunConfig::resolve(Some(p.to_str().unwrap()), &[]).unwrap_err().to_string();
+        assert!(e.contains("bad TOML (line 3)"), "{e}");
+    }
+
+    #[test]
+    fn round_trips_through_toml_and_diffs() {
+        let a = RunConfig::resolve(Some("gmm-25"), &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, a.to_toml()).unwrap();
+        let b = RunConfig::from_file(&p).unwrap();
+        assert_eq!(a, b);
+        let c = RunConfig::resolve(Some("gmm-25"), &["train.steps=1".into(), "model.hidden=3".into()]).unwrap();
+        assert_eq!(a.diff(&c), ["model.hidden", "train.steps"]);
+    }
+}

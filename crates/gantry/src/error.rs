@@ -1,0 +1,58 @@
+//! `gantry::Error`: every variant carries the context a user needs to fix the problem, and its
+//! `Display` is a single line (the CLI prints it as `gantry: error: ...`).
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration key has a bad value, or the key does not exist.
+    #[error("{key}: {msg}")]
+    Config { key: String, msg: String },
+    /// A data set could not be opened or read.
+    #[error(transparent)]
+    Data(#[from] gantry_data::DataError),
+    /// A checkpoint is missing, truncated, or belongs to another model.
+    #[error("{}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
+    /// A file or directory could not be read or written.
+    #[error("{}: {msg}", path.display())]
+    Io { path: PathBuf, msg: String },
+    /// The requested device is not available.
+    #[error("device {device}: {msg}")]
+    Device { device: String, msg: String },
+    /// A loss or gradient became NaN or infinite.
+    #[error("non-finite {what} at step {step}")]
+    NonFinite { step: u64, what: String },
+    /// The run was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
+    #[error("interrupted at step {step}; resume with: gantry train --resume {}", run_dir.display())]
+    Interrupted { step: u64, run_dir: PathBuf },
+    /// libtorch reported an error (shape mismatch, out of memory, ...).
+    #[error("torch: {0}")]
+    Torch(String),
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        // libtorch messages carry a C++ backtrace after the first line; keep the first line.
+        let text = e.to_string();
+        Error::Torch(text.lines().next().unwrap_or("").to_string())
+    }
+}
+
+impl Error {
+    pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { key: key.into(), msg: msg.into() }
+    }
+    pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Error::Io { path: path.into(), msg: err.to_string() }
+    }
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Checkpoint { path: path.into(), msg: msg.into() }
+    }
+    /// Bad input from the user (exit code 2) rather than a failed run (exit code 1).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. })
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

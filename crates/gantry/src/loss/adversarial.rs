@@ -1,0 +1,68 @@
+//! The adversarial losses, written on logits (the sigmoid lives in the loss, not in D).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Adversarial {
+    /// Goodfellow et al. 2014 with the non-saturating G loss: softplus form of BCE.
+    NonSaturating,
+    /// Lim & Ye 2017 / SNGAN / BigGAN.
+    Hinge,
+    /// LSGAN (Mao et al. 2017) with targets a=0, b=1, c=1.
+    LeastSquares,
+    /// WGAN critic loss (pair with `loss.gp.enabled`).
+    Wasserstein,
+}
+
+impl Adversarial {
+    /// What D minimises, given its logits on a real and a fake batch.
+    pub fn d_loss(self, real: &Tensor, fake: &Tensor) -> Tensor {
+        match self {
+            Adversarial::NonSaturating => real.neg().softplus().mean(Kind::Float) + fake.softplus().mean(Kind::Float),
+            Adversarial::Hinge => (real.neg() + 1.0).relu().mean(Kind::Float) + (fake + 1.0).relu().mean(Kind::Float),
+            Adversarial::LeastSquares => {
+                0.5 * ((real - 1.0).square().mean(Kind::Float) + fake.square().mean(Kind::Float))
+            }
+            Adversarial::Wasserstein => fake.mean(Kind::Float) - real.mean(Kind::Float),
+        }
+    }
+
+    /// What G minimises, given D's logits on its fakes.
+    pub fn g_loss(self, fake: &Tensor) -> Tensor {
+        match self {
+            Adversarial::NonSaturating => fake.neg().softplus().mean(Kind::Float),
+            Adversarial::Hinge | Adversarial::Wasserstein => fake.mean(Kind::Float).neg(),
+            Adversarial::LeastSquares => 0.5 * (fake - 1.0).square().mean(Kind::Float),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::from_slice(v).to_kind(Kind::Float).to_device(Device::Cpu)
+    }
+    fn close(a: Tensor, b: f64) {
+        let a = a.double_value(&[]);
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    #[test]
+    fn values_match_their_definitions() {
+        let (r, f) = (t(&[2.0, -1.0]), t(&[0.5, -3.0]));
+        let sp = |x: f64| (1.0 + x.exp()).ln();
+        close(Adversarial::NonSaturating.d_loss(&r, &f), (sp(-2.0) + sp(1.0)) / 2.0 + (sp(0.5) + sp(-3.0)) / 2.0);
+        close(Adversarial::NonSaturating.g_loss(&f), (sp(-0.5) + sp(3.0)) / 2.0);
+        close(Adversarial::Hinge.d_loss(&r, &f), (0.0 + 2.0) / 2.0 + (1.5 + 0.0) / 2.0);
+        close(Adversarial::Hinge.g_loss(&f), 1.25);
+        close(Adversarial::LeastSquares.d_loss(&r, &f), 0.5 * ((1.0 + 4.0) / 2.0 + (0.25 + 9.0) / 2.0));
+        close(Adversarial::LeastSquares.g_loss(&f), 0.5 * (0.25 + 16.0) / 2.0);
+        close(Adversarial::Wasserstein.d_loss(&r, &f), -1.25 - 0.5);
+        close(Adversarial::Wasserstein.g_loss(&f), 1.25);
+    }
+}

@@ -1,0 +1,59 @@
+//! What each phase minimises. The D phase scores a real and a fake batch through the critic (so
+//! plug-ins shape the scores and add their terms), adds the adversarial loss and the penalties;
+//! the G phase scores fakes that carry G's graph. Which phase runs when is the training loop's job.
+
+use super::{penalty, LossConfig};
+use crate::plugins::{Branch, Critic, Ctx, Phase};
+use tch::Tensor;
+
+/// A phase's total loss and its named, detached scalar parts (read only on logging steps).
+pub struct PhaseLoss {
+    pub total: Tensor,
+    pub parts: Vec<(String, Tensor)>,
+}
+
+impl PhaseLoss {
+    fn new(name: &str, adv: Tensor) -> Self {
+        PhaseLoss { parts: vec![(name.to_string(), adv.detach())], total: adv }
+    }
+    fn add(&mut self, name: &str, term: Tensor) {
+        self.parts.push((name.to_string(), term.detach()));
+        self.total = &self.total + term;
+    }
+}
+
+/// D phase. `fake` must be detached from G. `r1_scale` is the R1 weight for this step
+/// (gamma/2 times the lazy interval) or 0 when R1 does not run now.
+pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, labels: Option<&Tensor>, cfg: &LossConfig, step: u64, r1_scale: f64) -> PhaseLoss {
+    let ctx = |branch| Ctx { phase: Phase::D, branch, step, record: true };
+    let real_in = if r1_scale > 0.0 { real.detach().set_requires_grad(true) } else { real.shallow_clone() };
+    let sr = critic.score(&real_in, labels, &ctx(Branch::Real));
+    let sf = critic.score(fake, labels, &ctx(Branch::Fake));
+    let mut loss = PhaseLoss::new("loss/d/adv", cfg.kind.d_loss(&sr.logits, &sf.logits));
+    for extra in [sr.extra_loss, sf.extra_loss].into_iter().flatten() {
+        loss.add("loss/d/plugins", extra);
+    }
+    if cfg.gp.enabled && cfg.gp.weight > 0.0 {
+        let gp = penalty::gradient_penalty(|x| critic.plain(x, labels), real, fake);
+        loss.add("loss/d/gp", gp * cfg.gp.weight);
+    }
+    if r1_scale > 0.0 {
+        loss.add("loss/d/r1", penalty::r1(&sr.logits, &real_in) * r1_scale);
+    }
+    loss.parts.push(("d/real".into(), sr.logits.detach().mean(tch::Kind::Float)));
+    loss.parts.push(("d/fake".into(), sf.logits.detach().mean(tch::Kind::Float)));
+    critic.end_phase(Phase::D);
+    loss
+}
+
+/// G phase. `fake` carries G's graph.
+pub fn g_phase(critic: &mut Critic, fake: &Tensor, labels: Option<&Tensor>, cfg: &LossConfig, step: u64) -> PhaseLoss {
+    let ctx = Ctx { phase: Phase::G, branch: Branch::Fake, step, record: true };
+    let sf = critic.score(fake, labels, &ctx);
+    let mut loss = PhaseLoss::new("loss/g/adv", cfg.kind.g_loss(&sf.logits));
+    if let Some(extra) = sf.extra_loss {
+        loss.add("loss/g/plugins", extra);
+    }
+    critic.end_phase(Phase::G);
+    loss
+}

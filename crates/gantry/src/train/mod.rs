@@ -1,0 +1,523 @@
+//! The training loop: when each phase runs, with which optimiser, and the bookkeeping around it
+//! (EMA, logging, samples, checkpoints, the divergence guard). What a phase computes is
+//! `loss::objective`'s business.
+
+pub mod adam;
+pub mod checkpoint;
+pub mod ema;
+pub mod log;
+pub mod samples;
+
+use crate::config::RunConfig;
+use crate::device::{parse_device, seed_torch, set_threads, Purpose};
+use crate::error::{Error, Result};
+use crate::loss::objective::{self, PhaseLoss};
+use crate::models::{self, DataShape, Generator};
+use crate::plugins::{self, Critic};
+use crate::stats::Stats;
+use adam::Adam;
+use ema::{Ema, EmaConfig};
+use gantry_data::{Dataset, Loader, Position};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// `train.*`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Generator steps to train for (safe to change on resume).
+    pub steps: u64,
+    /// Images per batch (real and fake alike).
+    pub batch_size: usize,
+    /// D steps per G step (5 for WGAN-GP and SNGAN).
+    pub n_dis: u64,
+    /// G's Adam learning rate.
+    pub g_lr: f64,
+    /// D's Adam learning rate.
+    pub d_lr: f64,
+    /// G's Adam betas.
+    pub g_betas: [f64; 2],
+    /// D's Adam betas.
+    pub d_betas: [f64; 2],
+    /// Adam epsilon (both networks).
+    pub adam_eps: f64,
+    /// EMA copy of G.
+    pub ema: EmaConfig,
+    /// Seed of everything random: initialisation, data order, latents, plug-ins.
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch; 0 = all cores.
+    pub threads: usize,
+    /// Log statistics to metrics.jsonl every N steps.
+    pub log_every: u64,
+    /// Write a sample grid from fixed latents every N steps (0 = only at the end).
+    pub sample_every: u64,
+    /// Samples in the grid.
+    pub grid: usize,
+    /// Save a checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: u64,
+    /// Checkpoints to keep (the newest ones).
+    pub keep_checkpoints: usize,
+    /// On a NaN/Inf loss or gradient: `stop` (keep the last good checkpoint) or `rollback`
+    /// (reload it and continue with a changed seed; at most 3 times).
+    pub on_nan: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 3000,
+            batch_size: 64,
+            n_dis: 1,
+            g_lr: 2e-4,
+            d_lr: 2e-4,
+            g_betas: [0.5, 0.999],
+            d_betas: [0.5, 0.999],
+            adam_eps: 1e-8,
+            ema: EmaConfig::default(),
+            seed: 0,
+            device: "cpu".into(),
+            threads: 0,
+            log_every: 50,
+            sample_every: 500,
+            grid: 64,
+            checkpoint_every: 1000,
+            keep_checkpoints: 3,
+            on_nan: "stop".into(),
+        }
+    }
+}
+
+/// Keys that may differ between a run's saved configuration and a resume.
+pub const SAFE_ON_RESUME: &[&str] = &[
+    "train.steps",
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.on_nan",
+    "data.workers",
+    "data.prefetch",
+    "data.path",
+];
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |k: &str, m: &str| Err(Error::config(format!("train.{k}"), m));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.n_dis == 0 {
+            return bad("n_dis", "must be at least 1");
+        }
+        if !(self.g_lr > 0.0 && self.d_lr > 0.0) {
+            return bad("g_lr", "learning rates must be positive");
+        }
+        for (k, b) in [("g_betas", self.g_betas), ("d_betas", self.d_betas)] {
+            if !b.iter().all(|v| (0.0..1.0).contains(v)) {
+                return bad(k, "betas must be in [0, 1)");
+            }
+        }
+        if !(0.0..1.0).contains(&self.ema.decay) {
+            return bad("ema.decay", "must be in [0, 1)");
+        }
+        if !["stop", "rollback"].contains(&self.on_nan.as_str()) {
+            return bad("on_nan", "valid: stop, rollback");
+        }
+        if self.keep_checkpoints == 0 {
+            return bad("keep_checkpoints", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What the loop reports to its caller (the CLI draws the progress bar from these).
+pub enum Event<'a> {
+    Started { step: u64, total: u64, run_dir: &'a Path, data: String },
+    Logged { step: u64, stats: &'a Stats },
+    Sampled { step: u64, path: &'a Path },
+    Saved { step: u64, path: &'a Path },
+    Warning(String),
+}
+
+/// How a `run` call ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Finished { step: u64 },
+    Interrupted { step: u64 },
+}
+
+pub struct Trainer {
+    pub cfg: RunConfig,
+    pub run_dir: PathBuf,
+    pub device: Device,
+    shape: DataShape,
+    dataset: Arc<dyn Dataset>,
+    g_vs: nn::VarStore,
+    d_vs: nn::VarStore,
+    ema_vs: nn::VarStore,
+    plugins_vs: nn::VarStore,
+    g: Box<dyn Generator>,
+    g_ema: Box<dyn Generator>,
+    critic: Critic,
+    opt_g: Adam,
+    opt_d: Adam,
+    ema: Option<Ema>,
+    loader: Loader,
+    step: u64,
+    images_seen: u64,
+    seed_offset: u64,
+    wall_before: f64,
+    fixed_z: Tensor,
+    log: log::MetricsLog,
+}
+
+/// The shape the models are built for, from the data set.
+pub fn data_shape(ds: &dyn Dataset) -> DataShape {
+    let [c, h, w] = ds.sample_shape();
+    DataShape {
+        channels: c as i64,
+        resolution: h.max(w) as i64,
+        numel: (c * h * w) as i64,
+        num_classes: ds.num_classes().map(|n| n as i64),
+    }
+}
+
+impl Trainer {
+    /// Builds everything for a fresh run in `run_dir` (which must be new or empty).
+    pub fn new(cfg: RunConfig, run_dir: &Path) -> Result<Self> {
+        Self::build(cfg, run_dir, None)
+    }
+
+    /// Continues the run in `run_dir` from its latest checkpoint; `cfg` is the configuration the
+    /// user asked for now, which may differ from the saved one only in [`SAFE_ON_RESUME`] keys.
+    pub fn resume(run_dir: &Path, cfg: Option<RunConfig>) -> Result<Self> {
+        let ckpt = checkpoint::resolve(run_dir)?;
+        let meta = checkpoint::read_meta(&ckpt)?;
+        let saved: RunConfig = RunConfig::from_value_str(&meta.config, &ckpt)?;
+        let cfg = match cfg {
+            None => saved,
+            Some(new) => {
+                let changed: Vec<String> = saved.diff(&new).into_iter().filter(|k| !SAFE_ON_RESUME.contains(&k.as_str())).collect();
+                if !changed.is_empty() {
+                    return Err(Error::config(
+                        changed[0].clone(),
+                        format!(
+                            "differs from the run being resumed ({} changed key(s): {}); only these may change on resume: {}",
+                            changed.len(),
+                            changed.join(", "),
+                            SAFE_ON_RESUME.join(", ")
+                        ),
+                    ));
+                }
+                new
+            }
+        };
+        Self::build(cfg, run_dir, Some(ckpt))
+    }
+
+    fn build(cfg: RunConfig, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+        cfg.train.validate()?;
+        cfg.data.validate()?;
+        let device = parse_device(&cfg.train.device)?;
+        set_threads(cfg.train.threads);
+        let dataset = gantry_data::open(&cfg.data)?;
+        let shape = data_shape(dataset.as_ref());
+        cfg.model.validate(&shape)?;
+        if cfg.train.batch_size > dataset.len() {
+            return Err(Error::config(
+                "train.batch_size",
+                format!("{} is larger than the data set ({} samples)", cfg.train.batch_size, dataset.len()),
+            ));
+        }
+
+        seed_torch(cfg.train.seed, 0, Purpose::Init, 0);
+        let g_vs = nn::VarStore::new(device);
+        let d_vs = nn::VarStore::new(device);
+        let mut ema_vs = nn::VarStore::new(device);
+        let plugins_vs = nn::VarStore::new(device);
+        let g = models::build_generator(g_vs.root(), &cfg.model, &shape)?;
+        let d = models::build_discriminator(d_vs.root(), &cfg.model, &shape)?;
+        let g_ema = models::build_generator(ema_vs.root(), &cfg.model, &shape)?;
+        ema_vs.freeze();
+        let stack = plugins::build_stack(&plugins_vs.root(), &cfg, d.as_ref(), &shape)?;
+        let critic = Critic::new(d, stack)?;
+        let t = &cfg.train;
+        let opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
+        let opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
+        let mut ema = t.ema.enabled.then(|| Ema::new(&g_vs, &ema_vs, &t.ema));
+        if let Some(e) = ema.as_mut() {
+            e.reset();
+        }
+        seed_torch(cfg.train.seed, 0, Purpose::FixedLatents, 0);
+        let n_grid = t.grid.max(1) as i64;
+        let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, device));
+
+        let mut trainer_step = 0;
+        let mut images_seen = 0;
+        let mut position = Position::default();
+        let mut wall_before = 0.0;
+        let mut seed_offset = 0;
+        let mut opt_g = opt_g;
+        let mut opt_d = opt_d;
+        if let Some(ckpt) = &ckpt {
+            let meta = checkpoint::read_meta(ckpt)?;
+            let restore = |vs: &nn::VarStore, name: &str| -> Result<()> {
+                let saved = checkpoint::read_store(ckpt, name)?;
+                checkpoint::restore_into(&vs.variables(), &saved, &ckpt.join(format!("{name}.safetensors")))
+            };
+            restore(&g_vs, "g")?;
+            restore(&d_vs, "d")?;
+            restore(&ema_vs, "g_ema")?;
+            restore(&plugins_vs, "plugins")?;
+            let adam_file = ckpt.join("adam.safetensors");
+            let adam_state = checkpoint::read_store(ckpt, "adam")?;
+            opt_g.load_state(&adam_state, "g", &adam_file)?;
+            opt_d.load_state(&adam_state, "d", &adam_file)?;
+            trainer_step = meta.step;
+            images_seen = meta.images_seen;
+            position = meta.loader;
+            wall_before = meta.wall_seconds;
+            seed_offset = meta.seed_offset;
+        }
+        let loader = Loader::new(
+            dataset.clone(),
+            t.batch_size,
+            cfg.train.seed,
+            position,
+            cfg.data.workers,
+            cfg.data.prefetch,
+        )?;
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+        let cfg_path = run_dir.join("config.toml");
+        crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+        let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
+        Ok(Trainer {
+            cfg,
+            run_dir: run_dir.to_path_buf(),
+            device,
+            shape,
+            dataset,
+            g_vs,
+            d_vs,
+            ema_vs,
+            plugins_vs,
+            g,
+            g_ema,
+            critic,
+            opt_g,
+            opt_d,
+            ema,
+            loader,
+            step: trainer_step,
+            images_seen,
+            seed_offset,
+            wall_before,
+            fixed_z,
+            log,
+        })
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn seed(&self) -> u64 {
+        self.cfg.train.seed.wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
+    }
+
+    fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
+        let b = self.loader.next_batch()?;
+        let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
+        let x = Tensor::from_slice(&b.images).view(shape.as_slice()).to_device(self.device);
+        self.images_seen += shape[0] as u64;
+        let labels = self.shape.num_classes.map(|_| Tensor::from_slice(&b.labels).to_device(self.device));
+        Ok((x, labels))
+    }
+
+    fn check_finite(&self, loss: &PhaseLoss, opt: &Adam, what: &str) -> Result<()> {
+        let v = (loss.total.detach() + opt.grad_sq_norm()).double_value(&[]);
+        if v.is_finite() {
+            Ok(())
+        } else {
+            Err(Error::NonFinite { step: self.step, what: format!("{what} loss or gradient") })
+        }
+    }
+
+    /// One training step: `n_dis` D steps, then one G step and the EMA update. On a non-finite
+    /// loss or gradient nothing of the failing phase is applied.
+    pub fn train_step(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let seed = self.seed();
+        let t = self.cfg.train.clone();
+        let r1 = self.cfg.loss.r1.clone();
+        let mut parts = Vec::new();
+        let z_dim = self.g.z_dim();
+        let b = t.batch_size as i64;
+        for k in 0..t.n_dis {
+            let (real, labels) = self.real_batch()?;
+            seed_torch(seed, self.step, Purpose::DStep, k);
+            let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
+            let fake = tch::no_grad(|| self.g.forward(&z, labels.as_ref(), true));
+            let d_index = self.step * t.n_dis + k;
+            let r1_scale = if r1.gamma > 0.0 && d_index % r1.every.max(1) == 0 { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
+            self.opt_d.zero_grad();
+            let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
+            loss.total.backward();
+            self.check_finite(&loss, &self.opt_d, "D")?;
+            self.opt_d.step();
+            if k + 1 == t.n_dis {
+                parts.extend(loss.parts);
+            }
+        }
+        seed_torch(seed, self.step, Purpose::GStep, 0);
+        let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
+        let labels = self.shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+        self.d_vs.freeze();
+        self.opt_g.zero_grad();
+        let fake = self.g.forward(&z, labels.as_ref(), true);
+        let loss = objective::g_phase(&mut self.critic, &fake, labels.as_ref(), &self.cfg.loss, self.step);
+        loss.total.backward();
+        self.d_vs.unfreeze();
+        self.check_finite(&loss, &self.opt_g, "G")?;
+        self.opt_g.step();
+        parts.extend(loss.parts);
+        self.step += 1;
+        if let Some(e) = self.ema.as_mut() {
+            e.update(self.step);
+        }
+        Ok(parts)
+    }
+
+    /// The generator used for samples: the EMA copy when enabled.
+    pub fn sampler(&self) -> &dyn Generator {
+        if self.ema.is_some() {
+            self.g_ema.as_ref()
+        } else {
+            self.g.as_ref()
+        }
+    }
+
+    pub fn write_samples(&self) -> Result<PathBuf> {
+        let x = tch::no_grad(|| self.sampler().forward(&self.fixed_z, None, false));
+        let dir = self.run_dir.join("samples");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join(format!("step-{:07}.png", self.step));
+        samples::save(&x, &path, self.dataset.as_ref())?;
+        Ok(path)
+    }
+
+    pub fn save_checkpoint(&self, elapsed: f64) -> Result<PathBuf> {
+        let meta = checkpoint::Meta {
+            format_version: checkpoint::FORMAT_VERSION,
+            gantry_version: env!("CARGO_PKG_VERSION").into(),
+            step: self.step,
+            images_seen: self.images_seen,
+            loader: self.loader.position(),
+            wall_seconds: self.wall_before + elapsed,
+            seed_offset: self.seed_offset,
+            arch: self.cfg.model.arch.clone(),
+            config: self.cfg.to_toml(),
+        };
+        let mut adam = self.opt_g.state("g");
+        adam.extend(self.opt_d.state("d"));
+        let stores = [
+            ("g", checkpoint::store_of(&self.g_vs)),
+            ("d", checkpoint::store_of(&self.d_vs)),
+            ("g_ema", checkpoint::store_of(&self.ema_vs)),
+            ("plugins", checkpoint::store_of(&self.plugins_vs)),
+            ("adam", adam),
+        ];
+        let path = checkpoint::save(&self.run_dir, &meta, &stores)?;
+        checkpoint::prune(&self.run_dir, self.cfg.train.keep_checkpoints);
+        Ok(path)
+    }
+
+    /// Trains until `train.steps` or until `stop` is raised (then saves and returns Interrupted).
+    pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Outcome> {
+        let total = self.cfg.train.steps;
+        on_event(Event::Started { step: self.step, total, run_dir: &self.run_dir, data: self.dataset.describe() });
+        let started = Instant::now();
+        let mut window = (Instant::now(), self.images_seen);
+        let mut rollbacks = 0;
+        let every = |n: u64, step: u64| n > 0 && step % n == 0;
+        while self.step < total {
+            if stop.load(Ordering::SeqCst) {
+                let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
+                on_event(Event::Saved { step: self.step, path: &path });
+                return Ok(Outcome::Interrupted { step: self.step });
+            }
+            let parts = match self.train_step() {
+                Ok(p) => p,
+                Err(Error::NonFinite { step, what }) => {
+                    self.log.event(step, "non-finite", &what)?;
+                    let has_ckpt = checkpoint::latest(&self.run_dir).is_some();
+                    if self.cfg.train.on_nan == "rollback" && rollbacks < 3 && has_ckpt {
+                        rollbacks += 1;
+                        on_event(Event::Warning(format!("non-finite {what} at step {step}; rolling back to the last checkpoint with a new seed")));
+                        self.rollback()?;
+                        continue;
+                    }
+                    return Err(Error::NonFinite { step, what: format!("{what} (the last good checkpoint is kept)") });
+                }
+                Err(e) => return Err(e),
+            };
+            let step = self.step;
+            if every(self.cfg.train.log_every, step) || step == total {
+                let mut stats = Stats::default();
+                for (k, v) in &parts {
+                    stats.set_tensor(k.clone(), v);
+                }
+                self.critic.stats(&mut stats);
+                let (t0, n0) = window;
+                let secs = t0.elapsed().as_secs_f64().max(1e-9);
+                stats.set("images_per_s", (self.images_seen - n0) as f64 / secs);
+                stats.set("kimg", self.images_seen as f64 / 1000.0);
+                stats.set("wall_s", self.wall_before + started.elapsed().as_secs_f64());
+                window = (Instant::now(), self.images_seen);
+                self.log.write(step, &stats)?;
+                on_event(Event::Logged { step, stats: &stats });
+            }
+            if every(self.cfg.train.sample_every, step) || step == total {
+                let path = self.write_samples()?;
+                on_event(Event::Sampled { step, path: &path });
+            }
+            if every(self.cfg.train.checkpoint_every, step) || step == total {
+                let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
+                on_event(Event::Saved { step, path: &path });
+            }
+        }
+        Ok(Outcome::Finished { step: self.step })
+    }
+
+    /// Reloads the latest checkpoint in place and shifts the seed, after a divergence.
+    fn rollback(&mut self) -> Result<()> {
+        let mut cfg = self.cfg.clone();
+        let offset = self.seed_offset + 1;
+        cfg.train.seed = self.cfg.train.seed;
+        let mut fresh = Trainer::resume(&self.run_dir, Some(cfg))?;
+        fresh.seed_offset = offset;
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Named tensors of every store (for tests: compare two runs bit for bit).
+    pub fn snapshot(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for (prefix, vs) in [("g", &self.g_vs), ("d", &self.d_vs), ("g_ema", &self.ema_vs), ("plugins", &self.plugins_vs)] {
+            for (k, t) in checkpoint::store_of(vs) {
+                out.push((format!("{prefix}/{k}"), t));
+            }
+        }
+        for (k, t) in self.opt_g.state("g").into_iter().chain(self.opt_d.state("d")) {
+            out.push((format!("adam/{k}"), t));
+        }
+        out
+    }
+}

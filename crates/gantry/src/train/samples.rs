@@ -1,0 +1,45 @@
+//! Sample pictures: an image grid for image data, a scatter plot for 2-D points.
+
+use crate::error::{Error, Result};
+use gantry_data::Dataset;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+pub fn save(x: &Tensor, path: &Path, data: &dyn Dataset) -> Result<()> {
+    let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let size = x.size();
+    let shape = [size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize];
+    let values: Vec<f32> = Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    if data.sample_shape() == [2, 1, 1] {
+        return scatter(&values, path);
+    }
+    let nrow = (shape[0] as f64).sqrt().ceil() as usize;
+    gantry_data::image_io::save_grid(&values, shape, nrow, path)?;
+    Ok(())
+}
+
+/// 2-D points on a 512x512 canvas over [-6, 6]^2, with faint axes.
+fn scatter(xy: &[f32], path: &Path) -> Result<()> {
+    const N: u32 = 512;
+    const EXTENT: f32 = 6.0;
+    let mut img = image::RgbImage::from_pixel(N, N, image::Rgb([255, 255, 255]));
+    for i in 0..N {
+        img.put_pixel(N / 2, i, image::Rgb([220, 220, 220]));
+        img.put_pixel(i, N / 2, image::Rgb([220, 220, 220]));
+    }
+    let to_px = |v: f32| ((v + EXTENT) / (2.0 * EXTENT) * N as f32) as i64;
+    for p in xy.chunks_exact(2) {
+        let (cx, cy) = (to_px(p[0]), N as i64 - 1 - to_px(p[1]));
+        for dx in -1..=1 {
+            for dy in -1..=1 {
+                let (x, y) = (cx + dx, cy + dy);
+                if (0..N as i64).contains(&x) && (0..N as i64).contains(&y) {
+                    img.put_pixel(x as u32, y as u32, image::Rgb([30, 90, 200]));
+                }
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| Error::io(path, e))?;
+    crate::util::write_atomic(path, &bytes)
+}

@@ -20,21 +20,21 @@ impl Adversarial {
     /// What D minimises, given its logits on a real and a fake batch.
     pub fn d_loss(self, real: &Tensor, fake: &Tensor) -> Tensor {
         match self {
-            Adversarial::NonSaturating => real.neg().softplus().mean(Kind::Float) + fake.softplus().mean(Kind::Float),
-            Adversarial::Hinge => (real.neg() + 1.0).relu().mean(Kind::Float) + (fake + 1.0).relu().mean(Kind::Float),
+            Adversarial::NonSaturating => real.neg().softplus().mean(None::<Kind>) + fake.softplus().mean(None::<Kind>),
+            Adversarial::Hinge => (real.neg() + 1.0).relu().mean(None::<Kind>) + (fake + 1.0).relu().mean(None::<Kind>),
             Adversarial::LeastSquares => {
-                0.5 * ((real - 1.0).square().mean(Kind::Float) + fake.square().mean(Kind::Float))
+                0.5 * ((real - 1.0).square().mean(None::<Kind>) + fake.square().mean(None::<Kind>))
             }
-            Adversarial::Wasserstein => fake.mean(Kind::Float) - real.mean(Kind::Float),
+            Adversarial::Wasserstein => fake.mean(None::<Kind>) - real.mean(None::<Kind>),
         }
     }
 
     /// What G minimises, given D's logits on its fakes.
     pub fn g_loss(self, fake: &Tensor) -> Tensor {
         match self {
-            Adversarial::NonSaturating => fake.neg().softplus().mean(Kind::Float),
-            Adversarial::Hinge | Adversarial::Wasserstein => fake.mean(Kind::Float).neg(),
-            Adversarial::LeastSquares => 0.5 * (fake - 1.0).square().mean(Kind::Float),
+            Adversarial::NonSaturating => fake.neg().softplus().mean(None::<Kind>),
+            Adversarial::Hinge | Adversarial::Wasserstein => fake.mean(None::<Kind>).neg(),
+            Adversarial::LeastSquares => 0.5 * (fake - 1.0).square().mean(None::<Kind>),
         }
     }
 }

@@ -40,8 +40,8 @@ pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, labels: Option
     if r1_scale > 0.0 {
         loss.add("loss/d/r1", penalty::r1(&sr.logits, &real_in) * r1_scale);
     }
-    loss.parts.push(("d/real".into(), sr.logits.detach().mean(tch::Kind::Float)));
-    loss.parts.push(("d/fake".into(), sf.logits.detach().mean(tch::Kind::Float)));
+    loss.parts.push(("d/real".into(), sr.logits.detach().mean(None::<tch::Kind>)));
+    loss.parts.push(("d/fake".into(), sf.logits.detach().mean(None::<tch::Kind>)));
     critic.end_phase(Phase::D);
     loss
 }

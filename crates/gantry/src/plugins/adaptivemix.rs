@@ -145,12 +145,12 @@ fn finish(head: &dyn Fn(&Tensor) -> Tensor, f_mix: Tensor, z: Tensor, noise: &dy
     let (a, t) = (f_mix.flatten(1, -1), target.flatten(1, -1));
     let per_sample = match cfg.distance {
         Distance::Cosine => 1.0 - Tensor::cosine_similarity(&a, &t, 1, 1e-8),
-        Distance::Mse => (&a - &t).square().mean_dim(1, false, a.kind()),
-        Distance::L2 => (&a - &t).square().sum_dim_intlist(1, false, a.kind()).g_add_scalar(1e-12).sqrt(),
+        Distance::Mse => (&a - &t).square().mean_dim(1, false, None::<Kind>),
+        Distance::L2 => (&a - &t).square().sum_dim_intlist(1, false, None::<Kind>).g_add_scalar(1e-12).sqrt(),
     };
     let cos = tch::no_grad(|| Tensor::cosine_similarity(&a, &z.flatten(1, -1), 1, 1e-8).mean(Kind::Float));
     let logits = head(&z) + head(&f_mix);
-    MixOut { logits, l_am: per_sample.mean(a.kind()), cos }
+    MixOut { logits, l_am: per_sample.mean(None::<Kind>), cos }
 }
 
 /// The reference code's three-pass form (embeds `x[perm]` separately); kept for the equality test.

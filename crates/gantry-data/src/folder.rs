@@ -1,0 +1,362 @@
+//! A directory tree of PNG/JPEG images.
+//!
+//! Only the sorted file list is held in memory; images are decoded lazily inside
+//! `load_into` (on the loader's worker threads), so large folders cost no RAM up front and a
+//! corrupt file surfaces as an `Err` naming that file when it is first read.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use image::ImageReader;
+use rand_chacha::ChaCha8Rng;
+
+use crate::transform::{check_index, Transform};
+use crate::{DataError, Dataset};
+
+/// File extensions read (compared case-insensitively).
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Guard against symlink cycles while walking.
+const MAX_DEPTH: usize = 32;
+
+/// Images under a folder, optionally labelled by their first-level sub-folder.
+pub struct Folder {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    labels: Vec<u32>,
+    classes: Option<Vec<String>>,
+    total: usize,
+    transform: Transform,
+}
+
+impl Folder {
+    /// Indexes `root`; with `labels`, each first-level sub-folder is a class (sorted by name).
+    pub(crate) fn open(
+        root: &Path,
+        labels: bool,
+        limit: Option<usize>,
+        transform: Transform,
+    ) -> Result<Folder, DataError> {
+        let meta = fs::metadata(root).map_err(|_| {
+            DataError::config("data.path", format!("{} does not exist", root.display()))
+        })?;
+        if !meta.is_dir() {
+            return Err(DataError::config(
+                "data.path",
+                format!(
+                    "{} is not a directory (data.kind=folder wants a folder of PNG/JPEG images)",
+                    root.display()
+                ),
+            ));
+        }
+        let (mut files, mut file_labels, classes) = if labels {
+            let mut files = Vec::new();
+            let mut file_labels = Vec::new();
+            let mut classes = Vec::new();
+            for entry in list_dir(root)? {
+                if entry.is_dir() {
+                    let mut class_files = Vec::new();
+                    walk(&entry, 1, &mut class_files)?;
+                    let name = entry
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if class_files.is_empty() {
+                        return Err(DataError::config(
+                            "data.labels",
+                            format!(
+                                "class folder {} holds no PNG/JPEG images (remove it or set data.labels=false)",
+                                entry.display()
+                            ),
+                        ));
+                    }
+                    let label = classes.len() as u32;
+                    file_labels.extend(std::iter::repeat(label).take(class_files.len()));
+                    files.extend(class_files);
+                    classes.push(name);
+                } else if is_image(&entry) {
+                    return Err(DataError::config(
+                        "data.labels",
+                        format!(
+                            "{} is not inside a class sub-folder (with data.labels=true every image must be)",
+                            entry.display()
+                        ),
+                    ));
+                }
+            }
+            (files, file_labels, Some(classes))
+        } else {
+            let mut files = Vec::new();
+            walk(root, 0, &mut files)?;
+            let n = files.len();
+            (files, vec![0; n], None)
+        };
+        if files.is_empty() {
+            return Err(DataError::config(
+                "data.path",
+                format!("{} contains no PNG/JPEG images", root.display()),
+            ));
+        }
+        let total = files.len();
+        if let Some(l) = limit {
+            files.truncate(l);
+            file_labels.truncate(l);
+        }
+        Ok(Folder {
+            root: root.to_path_buf(),
+            files,
+            labels: file_labels,
+            classes,
+            total,
+            transform,
+        })
+    }
+
+    /// The class names, in label order, when labelled.
+    pub fn classes(&self) -> Option<&[String]> {
+        self.classes.as_deref()
+    }
+
+    /// The image files, in index order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+}
+
+/// Entries of `dir`, sorted, without hidden ones (dot files such as macOS `._x.jpg` are not images).
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        let entry = entry.map_err(|e| DataError::io(dir, e))?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+        && p.is_file()
+}
+
+/// Appends every image under `dir` in sorted, depth-first order.
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    if depth > MAX_DEPTH {
+        return Err(DataError::config(
+            "data.path",
+            format!(
+                "{} is nested more than {MAX_DEPTH} folders deep (a symlink loop?)",
+                dir.display()
+            ),
+        ));
+    }
+    for p in list_dir(dir)? {
+        if p.is_dir() {
+            walk(&p, depth + 1, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl Dataset for Folder {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn sample_shape(&self) -> [usize; 3] {
+        self.transform.shape()
+    }
+
+    fn num_classes(&self) -> Option<usize> {
+        self.classes.as_ref().map(Vec::len)
+    }
+
+    fn describe(&self) -> String {
+        let [c, h, w] = self.sample_shape();
+        let mut s = format!("folder ({} images, {c}x{h}x{w}", self.len());
+        if let Some(classes) = &self.classes {
+            s.push_str(&format!(", {} classes", classes.len()));
+        }
+        s.push_str(&format!(") from {}", self.root.display()));
+        if self.len() < self.total {
+            s.push_str(&format!(" (first {} of {})", self.len(), self.total));
+        }
+        s
+    }
+
+    fn load_into(
+        &self,
+        index: usize,
+        out: &mut [f32],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<i64, DataError> {
+        check_index(index, self.len(), "the folder dataset")?;
+        let path = &self.files[index];
+        let img = ImageReader::open(path)
+            .map_err(|e| DataError::io(path, e))?
+            .with_guessed_format()
+            .map_err(|e| DataError::io(path, e))?
+            .decode()
+            .map_err(|e| DataError::decode(path, e))?;
+        self.transform.apply(img, out, rng)?;
+        Ok(i64::from(self.labels[index]))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+    use image::{ImageFormat, Rgb, RgbImage};
+    use rand::SeedableRng;
+    use std::io::Cursor;
+
+    /// A `w`x`h` image of one colour, encoded as `format`.
+    pub(crate) fn encoded(w: u32, h: u32, rgb: [u8; 3], format: ImageFormat) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        RgbImage::from_pixel(w, h, Rgb(rgb))
+            .write_to(&mut buf, format)
+            .unwrap();
+        buf.into_inner()
+    }
+
+    fn t(res: u32, channels: usize) -> Transform {
+        Transform {
+            res,
+            channels,
+            hflip: false,
+        }
+    }
+
+    fn load(ds: &Folder, i: usize) -> Result<(Vec<f32>, i64), DataError> {
+        let mut out = vec![0.0; ds.transform.numel()];
+        let l = ds.load_into(i, &mut out, &mut ChaCha8Rng::seed_from_u64(0))?;
+        Ok((out, l))
+    }
+
+    #[test]
+    fn walks_recursively_in_sorted_order_and_resizes() {
+        let dir = TempDir::new("folder");
+        dir.write("b/z.png", &encoded(20, 10, [255, 0, 0], ImageFormat::Png));
+        dir.write("a.PNG", &encoded(8, 8, [0, 255, 0], ImageFormat::Png));
+        dir.write(
+            "b/c/y.jpg",
+            &encoded(16, 16, [0, 0, 255], ImageFormat::Jpeg),
+        );
+        dir.write("notes.txt", b"not an image");
+        dir.write(".hidden.png", b"garbage");
+        let ds = Folder::open(dir.path(), false, None, t(8, 3)).unwrap();
+        assert_eq!(ds.len(), 3);
+        let names: Vec<_> = ds
+            .files()
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                Path::new("a.PNG"),
+                Path::new("b/c/y.jpg"),
+                Path::new("b/z.png")
+            ]
+        );
+        assert_eq!(ds.num_classes(), None);
+        assert_eq!(ds.sample_shape(), [3, 8, 8]);
+
+        let (green, label) = load(&ds, 0).unwrap();
+        assert_eq!(label, 0);
+        assert!(green[..64].iter().all(|&v| v == -1.0) && green[64..128].iter().all(|&v| v == 1.0));
+        let (blue, _) = load(&ds, 1).unwrap(); // JPEG: lossy, so compare loosely
+        assert!(blue[128..].iter().all(|&v| v > 0.9) && blue[..64].iter().all(|&v| v < -0.9));
+        let (red, _) = load(&ds, 2).unwrap(); // 20x10 -> 16x8 -> centre 8x8
+        assert!(red[..64].iter().all(|&v| v == 1.0));
+        assert!(ds.describe().starts_with("folder (3 images, 3x8x8) from "));
+
+        let grey = Folder::open(dir.path(), false, Some(1), t(4, 1)).unwrap();
+        assert_eq!((grey.len(), grey.sample_shape()), (1, [1, 4, 4]));
+        assert!(grey.describe().contains("first 1 of 3"));
+    }
+
+    #[test]
+    fn class_sub_folders_become_sorted_labels() {
+        let dir = TempDir::new("folder-labels");
+        let png = encoded(4, 4, [9, 9, 9], ImageFormat::Png);
+        dir.write("dogs/1.png", &png);
+        dir.write("cats/1.png", &png);
+        dir.write("cats/deep/2.png", &png);
+        dir.write("README", b"ignored");
+        let ds = Folder::open(dir.path(), true, None, t(4, 3)).unwrap();
+        assert_eq!(ds.num_classes(), Some(2));
+        assert_eq!(ds.classes().unwrap(), ["cats", "dogs"]);
+        let labels: Vec<i64> = (0..3).map(|i| load(&ds, i).unwrap().1).collect();
+        assert_eq!(labels, [0, 0, 1]);
+        assert!(ds.describe().contains("2 classes"));
+
+        dir.write("stray.png", &png);
+        let e = Folder::open(dir.path(), true, None, t(4, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.labels: ") && e.contains("stray.png"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_empty_and_corrupt_inputs_are_errors() {
+        let dir = TempDir::new("folder-bad");
+        let e = Folder::open(&dir.path().join("cats"), false, None, t(4, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.path: ") && e.ends_with("cats does not exist"),
+            "{e}"
+        );
+
+        dir.write("sub/readme.txt", b"x");
+        let e = Folder::open(dir.path(), false, None, t(4, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("contains no PNG/JPEG images"), "{e}");
+
+        let f = dir.write("sub/readme.txt", b"x");
+        let e = Folder::open(&f, false, None, t(4, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is not a directory"), "{e}");
+
+        let bad = dir.write("broken.png", b"\x89PNG\r\n\x1a\nthis is not really a png");
+        let ds = Folder::open(dir.path(), false, None, t(4, 3)).unwrap();
+        let e = load(&ds, 0).unwrap_err();
+        assert!(matches!(e, DataError::Decode { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&bad.display().to_string()) && !msg.contains('\n'),
+            "{msg}"
+        );
+
+        // A file that vanishes after indexing is an I/O error naming it.
+        fs::remove_file(&bad).unwrap();
+        let e = load(&ds, 0).unwrap_err().to_string();
+        assert!(e.contains("broken.png"), "{e}");
+
+        let empty_class = TempDir::new("folder-empty-class");
+        empty_class.write("a/1.png", &encoded(4, 4, [0, 0, 0], ImageFormat::Png));
+        fs::create_dir_all(empty_class.path().join("b")).unwrap();
+        let e = Folder::open(empty_class.path(), true, None, t(4, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("holds no PNG/JPEG images"), "{e}");
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared test helpers: running the PyTorch reference scripts in `tests/pyref/`, and tiny configs.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The virtualenv's python (torch 2.11 is the reference). Missing = a failed test, not a skip:
+/// CI always has it (scripts/setup-venv.sh).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("GANTRY_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join(".venv/bin/python");
+    assert!(p.exists(), "{} is missing: run scripts/setup-venv.sh", p.display());
+    p
+}
+
+/// Writes `inputs` to an npz, runs `tests/pyref/<script>` on it, and returns the npz it writes.
+pub fn pyref(script: &str, inputs: &[(&str, Tensor)]) -> HashMap<String, Tensor> {
+    let dir = tempfile::tempdir().unwrap();
+    let inp = dir.path().join("in.npz");
+    let out = dir.path().join("out.npz");
+    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(k, t)| (*k, t.detach().contiguous())).collect();
+    Tensor::write_npz(&named, &inp).unwrap();
+    let status = std::process::Command::new(python())
+        .arg(repo_root().join("tests/pyref").join(script))
+        .arg(&inp)
+        .arg(&out)
+        .status()
+        .expect("run python");
+    assert!(status.success(), "tests/pyref/{script} failed");
+    Tensor::read_npz(&out).unwrap().into_iter().collect()
+}
+
+/// Max |a - b| / max(|b|, floor).
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let a = a.to_kind(tch::Kind::Double);
+    let b = b.to_kind(tch::Kind::Double);
+    assert_eq!(a.size(), b.size(), "shapes differ");
+    let diff = (&a - &b).abs().max().double_value(&[]);
+    let scale = b.abs().max().double_value(&[]).max(1e-12);
+    diff / scale
+}
+
+/// A tiny, fast configuration on the built-in shapes at 8x8 (for training tests).
+pub fn tiny_sets(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "data.size=64",
+        "data.resolution=8",
+        "data.workers=1",
+        "model.ngf=4",
+        "model.ndf=4",
+        "model.z_dim=8",
+        "train.batch_size=8",
+        "train.threads=1",
+        "train.log_every=1",
+        "train.sample_every=0",
+        "train.checkpoint_every=0",
+        "train.grid=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}

@@ -447,6 +447,12 @@ impl Trainer {
         let mut window = (Instant::now(), self.images_seen);
         let mut rollbacks = 0;
         let every = |n: u64, step: u64| n > 0 && step % n == 0;
+        if checkpoint::latest(&self.run_dir).is_none() {
+            // The initial state, so that a divergence can always stop at (or roll back to) a
+            // good checkpoint.
+            let path = self.save_checkpoint(0.0)?;
+            on_event(Event::Saved { step: self.step, path: &path });
+        }
         while self.step < total {
             if stop.load(Ordering::SeqCst) {
                 let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;

@@ -47,6 +47,13 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     diff / scale
 }
 
+/// libtorch's generator is process-global and tests run on parallel threads: tests that need
+/// reproducible randomness hold this lock.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A tiny, fast configuration on the built-in shapes at 8x8 (for training tests).
 pub fn tiny_sets(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [

@@ -1,0 +1,184 @@
+//! Training-level invariants on tiny models: exact resume, plug-ins switched off = baseline,
+//! FQ with beta = 0 = baseline, every loss x plug-in combination stays finite, and the NaN guard.
+
+mod common;
+
+use gantry::train::{Outcome, Trainer};
+use gantry::RunConfig;
+use std::sync::atomic::AtomicBool;
+use tch::Tensor;
+
+fn config(extra: &[&str]) -> RunConfig {
+    RunConfig::resolve(None, &common::tiny_sets(extra)).unwrap()
+}
+
+fn train(cfg: RunConfig, dir: &std::path::Path) -> Trainer {
+    let mut t = Trainer::new(cfg, dir).unwrap();
+    let out = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(matches!(out, Outcome::Finished { .. }));
+    t
+}
+
+fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)], only: impl Fn(&str) -> bool) {
+    let a: Vec<_> = a.iter().filter(|(k, _)| only(k)).collect();
+    let b: Vec<_> = b.iter().filter(|(k, _)| only(k)).collect();
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka} differs");
+    }
+}
+
+fn resume_is_exact(extra: &[&str]) {
+    let n = 3;
+    let straight_dir = tempfile::tempdir().unwrap();
+    let mut full = extra.to_vec();
+    let steps_2n = format!("train.steps={}", 2 * n);
+    full.push(&steps_2n);
+    let straight = train(config(&full), straight_dir.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut half = extra.to_vec();
+    let steps_n = format!("train.steps={n}");
+    half.push(&steps_n);
+    drop(train(config(&half), dir.path()));
+    let mut resumed = Trainer::resume(dir.path(), Some(config(&full))).unwrap();
+    assert_eq!(resumed.step(), n);
+    resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_same(&straight.snapshot(), &resumed.snapshot(), |_| true);
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let _rng = common::rng_lock();
+    resume_is_exact(&[]);
+}
+
+#[test]
+fn resume_with_adaptivemix_and_fq_continues_bit_for_bit() {
+    let _rng = common::rng_lock();
+    resume_is_exact(&["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8", "loss.r1.gamma=1.0", "loss.r1.every=2"]);
+}
+
+#[test]
+fn resume_refuses_changed_config_but_allows_safe_keys() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    drop(train(config(&["train.steps=1"]), dir.path()));
+    let e = Trainer::resume(dir.path(), Some(config(&["train.steps=2", "train.g_lr=0.1"]))).err().unwrap().to_string();
+    assert!(e.starts_with("train.g_lr: differs from the run being resumed"), "{e}");
+    assert!(Trainer::resume(dir.path(), Some(config(&["train.steps=2", "train.log_every=5"]))).is_ok());
+}
+
+#[test]
+fn disabled_plugins_leave_the_run_unchanged() {
+    let _rng = common::rng_lock();
+    let base = train(config(&["train.steps=3"]), tempfile::tempdir().unwrap().path());
+    let off = train(
+        config(&["train.steps=3", "adaptivemix.sigma=0.3", "adaptivemix.alpha=0.2", "fq.k=7", "fq.beta=3.0"]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    assert_same(&base.snapshot(), &off.snapshot(), |_| true);
+}
+
+#[test]
+fn fq_with_beta_zero_in_loss_only_mode_is_the_baseline() {
+    let _rng = common::rng_lock();
+    let base = train(config(&["train.steps=3"]), tempfile::tempdir().unwrap().path());
+    let fq = train(config(&["train.steps=3", "fq.enabled=true", "fq.beta=0.0", "fq.k=8"]), tempfile::tempdir().unwrap().path());
+    assert_same(&base.snapshot(), &fq.snapshot(), |k| !k.starts_with("plugins/"));
+    // ... while the dictionary did learn.
+    assert!(fq.snapshot().iter().any(|(k, _)| k == "plugins/fq.b8.codebook"));
+}
+
+#[test]
+fn every_loss_and_plugin_combination_stays_finite() {
+    let _rng = common::rng_lock();
+    let losses: [&[&str]; 5] = [
+        &["loss.kind=non-saturating"],
+        &["loss.kind=hinge"],
+        &["loss.kind=least-squares"],
+        &["loss.kind=wasserstein", "loss.gp.enabled=true", "model.d_norm=layer"],
+        &["loss.kind=non-saturating", "loss.r1.gamma=10.0"],
+    ];
+    let plugins: [&[&str]; 4] = [
+        &[],
+        &["adaptivemix.enabled=true"],
+        &["fq.enabled=true", "fq.k=8"],
+        &["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8", "fq.mode=forward"],
+    ];
+    for l in losses {
+        for p in plugins {
+            let mut sets = vec!["train.steps=3"];
+            sets.extend_from_slice(l);
+            sets.extend_from_slice(p);
+            let dir = tempfile::tempdir().unwrap();
+            train(config(&sets), dir.path());
+            let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+            assert_eq!(rows.len(), 3, "{sets:?}");
+            for row in rows {
+                for (k, v) in row.as_object().unwrap() {
+                    let v = v.as_f64().unwrap_or_else(|| panic!("{sets:?}: {k} is {v}"));
+                    assert!(v.is_finite(), "{sets:?}: {k} = {v}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn mlp_on_gaussian_mixture_trains_with_both_plugins() {
+    let _rng = common::rng_lock();
+    let cfg = RunConfig::resolve(
+        Some("gmm-25"),
+        &["train.steps=5".into(), "train.batch_size=32".into(), "train.threads=1".into(), "data.size=256".into(), "adaptivemix.enabled=true".into(), "fq.enabled=true".into(), "fq.k=16".into()],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    train(cfg, dir.path());
+    assert!(dir.path().join("samples/step-0000005.png").exists());
+}
+
+#[test]
+fn non_finite_loss_stops_without_applying_the_step_and_keeps_the_checkpoint() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate that overflows the weights within a couple of steps.
+    let mut t = Trainer::new(config(&["train.steps=50", "train.d_lr=1e30", "train.g_lr=1e30", "train.checkpoint_every=1", "train.keep_checkpoints=2"]), dir.path()).unwrap();
+    let err = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("non-finite"), "{msg}");
+    let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+    assert!(rows.iter().any(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")));
+    let last = gantry::train::checkpoint::latest(dir.path()).expect("a good checkpoint survives");
+    let meta = gantry::train::checkpoint::read_meta(&last).unwrap();
+    assert!(meta.step < 50);
+    // The saved weights are finite: the failing step was not applied.
+    for (k, v) in gantry::train::checkpoint::read_store(&last, "d").unwrap() {
+        assert!(v.isfinite().all().int64_value(&[]) == 1, "{k} is not finite");
+    }
+}
+
+#[test]
+fn interrupt_saves_and_resume_continues() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(config(&["train.steps=4"]), dir.path()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut seen = 0;
+    let out = t
+        .run(&stop, &mut |ev| {
+            if let gantry::train::Event::Logged { .. } = ev {
+                seen += 1;
+                if seen == 2 {
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        })
+        .unwrap();
+    assert_eq!(out, Outcome::Interrupted { step: 2 });
+    let mut r = Trainer::resume(dir.path(), None).unwrap();
+    assert_eq!(r.step(), 2);
+    assert_eq!(r.run(&AtomicBool::new(false), &mut |_| {}).unwrap(), Outcome::Finished { step: 4 });
+}

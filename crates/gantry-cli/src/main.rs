@@ -62,6 +62,21 @@ enum Command {
         #[arg(long)]
         no_ema: bool,
     },
+    /// Time training steps on a fixed batch and print JSON (see scripts/bench.sh for the
+    /// side-by-side comparison with PyTorch).
+    Bench {
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// A label for the output.
+        #[arg(long, default_value = "step")]
+        what: String,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+    },
     /// List the built-in presets.
     Presets,
 }
@@ -120,6 +135,12 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 [one] => eprintln!("gantry: wrote {}", one.display()),
                 many => eprintln!("gantry: wrote {} images", many.len()),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { config, sets, what, warmup, steps } => {
+            let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
+            let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
+            println!("{}", serde_json::to_string(&timing).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Presets => {

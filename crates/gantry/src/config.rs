@@ -72,7 +72,7 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 fn parse_toml(text: &str, origin: &str) -> Result<toml::Value> {
     text.parse::<toml::Table>().map(toml::Value::Table).map_err(|e| {
-        let msg = e.message().to_string();
+        let msg = e.message().trim().replace('\n', "; ");
         let line = e.span().map(|s| text[..s.start].lines().count().max(1));
         let where_ = line.map(|l| format!(" (line {l})")).unwrap_or_default();
         Error::config(origin, format!("bad TOML{where_}: {msg}"))
@@ -161,7 +161,8 @@ impl RunConfig {
     fn from_value(root: toml::Value) -> Result<RunConfig> {
         serde_path_to_error::deserialize(root).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
+            // toml appends "\nin `key`"; the key is already in front.
+            let inner = e.into_inner().to_string().lines().next().unwrap_or_default().trim().to_string();
             let inner = inner.replace("unknown field", "unknown key").replace("expected one of", "valid:");
             Error::config(if path == "." { "config".into() } else { path }, inner)
         })

@@ -51,7 +51,7 @@ impl Error {
     }
     /// Bad input from the user (exit code 2) rather than a failed run (exit code 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. })
+        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. } | Error::Io { .. })
     }
 }
 

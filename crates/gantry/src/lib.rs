@@ -5,6 +5,7 @@
 //! [`plugins`] (wrap any D), [`loss`] (what a phase computes), [`train`] (when it runs),
 //! [`config`] (one `RunConfig`), [`run`] (what the CLI calls).
 
+pub mod bench;
 pub mod config;
 pub mod device;
 pub mod error;

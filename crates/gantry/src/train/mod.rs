@@ -333,7 +333,7 @@ impl Trainer {
         self.cfg.train.seed.wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
     }
 
-    fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
         let b = self.loader.next_batch()?;
         let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
         let x = Tensor::from_slice(&b.images).view(shape.as_slice()).to_device(self.device);
@@ -354,14 +354,20 @@ impl Trainer {
     /// One training step: `n_dis` D steps, then one G step and the EMA update. On a non-finite
     /// loss or gradient nothing of the failing phase is applied.
     pub fn train_step(&mut self) -> Result<Vec<(String, Tensor)>> {
+        let batches = (0..self.cfg.train.n_dis).map(|_| self.real_batch()).collect::<Result<Vec<_>>>()?;
+        self.train_step_on(batches)
+    }
+
+    /// [`train_step`](Self::train_step) on given real batches (one per D step; benchmarks feed
+    /// the same batch to time compute alone).
+    pub fn train_step_on(&mut self, batches: Vec<(Tensor, Option<Tensor>)>) -> Result<Vec<(String, Tensor)>> {
         let seed = self.seed();
         let t = self.cfg.train.clone();
         let r1 = self.cfg.loss.r1.clone();
         let mut parts = Vec::new();
         let z_dim = self.g.z_dim();
         let b = t.batch_size as i64;
-        for k in 0..t.n_dis {
-            let (real, labels) = self.real_batch()?;
+        for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
             seed_torch(seed, self.step, Purpose::DStep, k);
             let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
             let fake = tch::no_grad(|| self.g.forward(&z, labels.as_ref(), true));

@@ -1,0 +1,194 @@
+"""PyTorch twin of `gantry bench`: one training step of the same DCGAN (32x32 RGB, batch 64,
+D 64-128-256, G 256-128-64, non-saturating loss, Adam, EMA generator), on a fixed real batch.
+Optionally AdaptiveMix done the way the reference code does it (three embed passes) and FQ done the
+way the reference FQ-GAN code does it (dense one-hot EMA update), loss-only mode.
+
+Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib"}.
+"""
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+p = argparse.ArgumentParser()
+p.add_argument("--threads", type=int, required=True)
+p.add_argument("--steps", type=int, default=30)
+p.add_argument("--warmup", type=int, default=5)
+p.add_argument("--batch", type=int, default=64)
+p.add_argument("--am", action="store_true")
+p.add_argument("--fq-k", type=int, default=0)
+p.add_argument("--fq-layers", default="b16,b8")
+p.add_argument("--device", default="cpu")
+p.add_argument("--what", default="pytorch")
+args = p.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+dev = torch.device(args.device)
+nz, B = 100, args.batch
+
+
+def init(m):
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class G(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(nz, 256, 4, 1, 0, bias=False), nn.BatchNorm2d(256), nn.ReLU(True),
+            nn.ConvTranspose2d(256, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(True),
+            nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(True),
+            nn.ConvTranspose2d(64, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z.view(-1, nz, 1, 1))
+
+
+class FQ(nn.Module):
+    """The reference FQ-GAN (BigGAN) quantiser: EMA with dense one-hot encodings."""
+
+    def __init__(self, k, c, decay=0.8, eps=1e-5):
+        super().__init__()
+        self.k, self.decay, self.eps = k, decay, eps
+        e = torch.randn(k, c)
+        self.register_buffer("embed", e)
+        self.register_buffer("cluster_size", torch.zeros(k))
+        self.register_buffer("embed_avg", e.clone())
+
+    def forward(self, h, update):
+        x = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+        d = x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(1)
+        idx = d.argmin(1)
+        onehot = F.one_hot(idx, self.k).type(x.dtype)
+        q = self.embed[idx]
+        if update:
+            with torch.no_grad():
+                self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                self.embed_avg.mul_(self.decay).add_(onehot.t() @ x.detach(), alpha=1 - self.decay)
+                n = self.cluster_size.sum()
+                cs = (self.cluster_size + self.eps) / (n + self.k * self.eps) * n
+                self.embed.copy_(self.embed_avg / cs.unsqueeze(1))
+        return ((x - q.detach()) ** 2).mean()
+
+
+class D(nn.Module):
+    def __init__(self, fq_k, fq_layers):
+        super().__init__()
+        self.b32 = nn.Conv2d(3, 64, 4, 2, 1, bias=False)
+        self.b16 = nn.Conv2d(64, 128, 4, 2, 1, bias=False)
+        self.b16_bn = nn.BatchNorm2d(128)
+        self.b8 = nn.Conv2d(128, 256, 4, 2, 1, bias=False)
+        self.b8_bn = nn.BatchNorm2d(256)
+        self.b4 = nn.Conv2d(256, 1, 4, 1, 0, bias=False)
+        dims = {"b32": 64, "b16": 128, "b8": 256}
+        self.fq = nn.ModuleDict({n: FQ(fq_k, dims[n]) for n in fq_layers}) if fq_k else nn.ModuleDict()
+        self.fq_loss = 0.0
+
+    def embed(self, x, update=False):
+        h = F.leaky_relu(self.b32(x), 0.2)
+        h = self.tap("b32", h, update)
+        h = F.leaky_relu(self.b16_bn(self.b16(h)), 0.2)
+        h = self.tap("b16", h, update)
+        h = F.leaky_relu(self.b8_bn(self.b8(h)), 0.2)
+        return self.tap("b8", h, update)
+
+    def tap(self, name, h, update):
+        if name in self.fq:
+            self.fq_loss = self.fq_loss + self.fq[name](h, update)
+        return h
+
+    def head(self, f):
+        return self.b4(f).flatten()
+
+
+def am_score(d, x, update):
+    """AdaptiveMix as the reference code runs it: three embed passes."""
+    b = x.shape[0]
+    lam = torch.distributions.Beta(1.0, 1.0).sample().to(x.device)
+    perm = torch.randperm(b, device=x.device)
+    x_perm = x[perm]
+    f = d.embed(x, update)
+    f_perm = d.embed(x_perm)
+    f_mix = d.embed(lam * x + (1 - lam) * x_perm)
+    z = lam * f + (1 - lam) * f_perm
+    target = (z + 0.05 * torch.randn_like(z)).detach()
+    l_am = (1 - F.cosine_similarity(f_mix.flatten(1), target.flatten(1), dim=1)).mean()
+    return d.head(z) + d.head(f_mix), l_am
+
+
+def score(d, x, update):
+    if args.am:
+        return am_score(d, x, update)
+    return d.head(d.embed(x, update)), 0.0
+
+
+g, d, g_ema = G().to(dev), D(args.fq_k, args.fq_layers.split(",")).to(dev), G().to(dev)
+g.apply(init)
+d.apply(init)
+g_ema.load_state_dict(g.state_dict())
+g_ema.requires_grad_(False)
+opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+real = torch.rand(B, 3, 32, 32, device=dev) * 2 - 1
+step_no = 0
+
+
+def step():
+    global step_no
+    # D step
+    z = torch.randn(B, nz, device=dev)
+    with torch.no_grad():
+        fake = g(z)
+    opt_d.zero_grad()
+    d.fq_loss = 0.0
+    lr_, am_r = score(d, real, True)
+    lf_, am_f = score(d, fake, True)
+    loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean() + am_r + am_f + d.fq_loss
+    loss.backward()
+    opt_d.step()
+    # G step
+    d.requires_grad_(False)
+    opt_g.zero_grad()
+    d.fq_loss = 0.0
+    lf_, am_g = score(d, g(torch.randn(B, nz, device=dev)), True)
+    (F.softplus(-lf_).mean() + am_g + d.fq_loss).backward()
+    d.requires_grad_(True)
+    opt_g.step()
+    # EMA
+    step_no += 1
+    beta = min(0.999, (1 + step_no) / (10 + step_no))
+    with torch.no_grad():
+        for pe, pg in zip(g_ema.parameters(), g.parameters()):
+            pe.lerp_(pg, 1 - beta)
+        for be, bg in zip(g_ema.buffers(), g.buffers()):
+            be.copy_(bg)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+for _ in range(args.warmup):
+    step()
+sync()
+ms = []
+for _ in range(args.steps):
+    t0 = time.perf_counter()
+    step()
+    sync()
+    ms.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps({
+    "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
+    "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))

@@ -1,0 +1,128 @@
+//! The `gantry` binary end to end: training writes a run directory, sampling reads it, and every
+//! bad input gets one line on stderr, a non-zero exit code and no panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const TINY: &[&str] = &[
+    "--set", "data.size=64", "--set", "data.resolution=8", "--set", "model.ngf=4", "--set", "model.ndf=4",
+    "--set", "train.batch_size=8", "--set", "train.threads=1", "--set", "train.log_every=1", "--set", "train.grid=4",
+];
+
+fn gantry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry")).args(args).output().expect("run gantry")
+}
+
+fn train_tiny(out: &Path, steps: u32) -> Output {
+    let steps = format!("train.steps={steps}");
+    let mut args = vec!["train", "--out", out.to_str().unwrap(), "--set", &steps];
+    args.extend_from_slice(TINY);
+    gantry(&args)
+}
+
+/// Exit code 2 (bad input), one error line on stderr that names `needle`, no panic.
+fn assert_user_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    // Progress lines may precede it; the error itself is the last line, and the only one.
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "not exactly one error line: {err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("gantry: error: "), "{err}");
+    assert!(last.contains(needle), "expected {needle:?} in {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+}
+
+#[test]
+fn trains_then_samples_a_grid_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = train_tiny(&run, 3);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["config.toml", "metrics.jsonl", "samples/step-0000003.png", "checkpoints/ckpt-0000003/g_ema.safetensors"] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for k in ["step", "loss/d/adv", "loss/g/adv", "images_per_s", "wall_s"] {
+        assert!(first.get(k).is_some(), "metrics.jsonl lacks {k}: {first}");
+    }
+    let grid = dir.path().join("grid.png");
+    let out = gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "9", "--out", grid.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img = image::open(&grid).unwrap();
+    assert_eq!(img.width(), 3 * 8 + 4 * 2);
+    let files = dir.path().join("files");
+    let out = gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "5", "--out", files.to_str().unwrap(), "--seed", "3"]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read_dir(&files).unwrap().count(), 5);
+}
+
+#[test]
+fn dry_run_prints_the_resolved_config() {
+    let out = gantry(&["train", "--config", "gmm-25", "--set", "adaptivemix.enabled=true", "--dry-run"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kind = \"gmm-25\"") && text.contains("[adaptivemix]\nenabled = true"), "{text}");
+}
+
+#[test]
+fn resume_continues_and_refuses_unsafe_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(train_tiny(&run, 2).status.success());
+    let r = run.to_str().unwrap();
+    let out = gantry(&["train", "--resume", r, "--set", "train.steps=4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run.join("checkpoints/ckpt-0000004").exists());
+    assert_user_error(&gantry(&["train", "--resume", r, "--set", "model.ndf=8"]), "model.ndf: differs from the run being resumed");
+    // A second training into the same directory is refused (nothing is overwritten).
+    assert_user_error(&train_tiny(&run, 2), "already holds a run");
+}
+
+#[test]
+fn bad_inputs_get_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = |name: &str| d.join(name).to_str().unwrap().to_string();
+
+    assert_user_error(&gantry(&["train", "--config", "nope"]), "unknown preset \"nope\"");
+    assert_user_error(&gantry(&["train", "--set", "fq.kk=3", "--dry-run"]), "fq.kk: unknown key `kk`, valid:");
+    assert_user_error(&gantry(&["train", "--set", "train.steps=many", "--dry-run"]), "train.steps");
+    let bad_toml = d.join("bad.toml");
+    std::fs::write(&bad_toml, "[train\nsteps = 1").unwrap();
+    assert_user_error(&gantry(&["train", "--config", bad_toml.to_str().unwrap()]), "bad TOML");
+
+    assert_user_error(&gantry(&["train", "--out", &out("a"), "--set", "data.kind=folder", "--set", "data.path=/no/such/dir"]), "/no/such/dir");
+    let empty = d.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_user_error(&gantry(&["train", "--out", &out("b"), "--set", "data.kind=folder", "--set", &format!("data.path={}", empty.display())]), "empty");
+    let corrupt = d.join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    for i in 0..8 {
+        std::fs::write(corrupt.join(format!("{i}.png")), b"not a png").unwrap();
+    }
+    let mut args = vec!["train".to_string(), "--out".into(), out("c"), "--set".into(), "data.kind=folder".into(), "--set".into(), format!("data.path={}", corrupt.display())];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_user_error(&gantry(&args), "cannot decode image");
+
+    if !Path::new("/proc/driver/nvidia").exists() {
+        assert_user_error(&gantry(&["train", "--device", "cuda", "--out", &out("e")]), "no CUDA GPU");
+    }
+    assert_user_error(&gantry(&["train", "--out", "/proc/gantry-run"]), "/proc/gantry-run");
+    assert_user_error(&gantry(&["train", "--resume", d.to_str().unwrap()]), "is not a gantry run directory");
+    assert_user_error(&gantry(&["sample", "--checkpoint", "/no/such/run", "--out", &out("s.png")]), "does not exist");
+}
+
+#[test]
+fn truncated_checkpoint_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(train_tiny(&run, 1).status.success());
+    let f = run.join("checkpoints/ckpt-0000001/g_ema.safetensors");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    let png = dir.path().join("s.png");
+    assert_user_error(&gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--out", png.to_str().unwrap()]), "unreadable or truncated");
+}

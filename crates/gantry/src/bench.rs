@@ -1,0 +1,70 @@
+//! `gantry bench`: times training steps of a configuration on a fixed batch (compute only; data
+//! loading is measured separately by the loader's own prefetching), for side-by-side comparison
+//! with a PyTorch twin (`benches/*.py`, driven by `scripts/bench.sh`).
+
+use crate::config::RunConfig;
+use crate::error::Result;
+use crate::train::Trainer;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Serialize)]
+pub struct StepTiming {
+    pub what: String,
+    pub threads: i32,
+    pub device: String,
+    pub steps: usize,
+    pub median_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    /// Peak resident memory of this process (VmHWM), MiB; on CUDA, peak allocated GPU memory is
+    /// not visible through tch and is left out.
+    pub peak_rss_mib: f64,
+}
+
+/// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Times `steps` training steps after `warmup` untimed ones, in a scratch run directory.
+pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> Result<StepTiming> {
+    let dir = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut trainer = Trainer::new(cfg.clone(), &dir)?;
+    let batch = trainer.real_batch()?;
+    let batches = || (0..cfg.train.n_dis).map(|_| (batch.0.shallow_clone(), batch.1.as_ref().map(|l| l.shallow_clone()))).collect::<Vec<_>>();
+    let sync = |t: &Trainer| {
+        if let tch::Device::Cuda(i) = t.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for _ in 0..warmup {
+        trainer.train_step_on(batches())?;
+    }
+    sync(&trainer);
+    let mut ms = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let t0 = Instant::now();
+        trainer.train_step_on(batches())?;
+        sync(&trainer);
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut sorted = ms.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Ok(StepTiming {
+        what: what.to_string(),
+        threads: tch::get_num_threads(),
+        device: cfg.train.device.clone(),
+        steps,
+        median_ms: sorted[sorted.len() / 2],
+        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        min_ms: sorted[0],
+        peak_rss_mib: peak_rss_mib(),
+    })
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Training-step benchmarks: gantry and its PyTorch twin (benches/gan_step.py) in the same run,
+# same thread count, same model; prints a markdown table with the ratio gantry / PyTorch.
+# Usage: scripts/bench.sh [THREADS] [STEPS] [DEVICE]
+set -euo pipefail
+here="$(dirname "${BASH_SOURCE[0]}")"
+bash "$here/build.sh" --quiet
+source "$here/env.sh"
+cd "$GANTRY_ROOT"
+threads="${1:-$(nproc)}"
+steps="${2:-30}"
+device="${3:-cpu}"
+bin=target/release/gantry
+py="$GANTRY_VENV/bin/python"
+common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set "train.threads=$threads" --set "train.device=$device"
+        --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0 --steps "$steps")
+row() { # label, gantry json, pytorch json
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+label, g, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(f"| {label} | {g['threads']} | {g['median_ms']:.1f} | {p['median_ms']:.1f} | {g['median_ms']/p['median_ms']:.2f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
+PY
+}
+echo "| step | threads | gantry ms | PyTorch ms | ratio | gantry MiB | PyTorch MiB |"
+echo "|---|---|---|---|---|---|---|"
+run() { # label, gantry sets..., -- python args...
+  local label="$1"; shift
+  local gsets=() pyargs=()
+  while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gsets+=(--set "$1"); shift; done
+  [ "$#" -gt 0 ] && shift
+  pyargs=("$@")
+  local g p
+  g=$("$bin" bench "${common[@]}" ${gsets[@]+"${gsets[@]}"} --what "$label")
+  p=$("$py" benches/gan_step.py --threads "$threads" --steps "$steps" --device "$device" ${pyargs[@]+"${pyargs[@]}"})
+  row "$label" "$g" "$p"
+}
+run "DCGAN" --
+run "DCGAN + AdaptiveMix (PyTorch: 3 passes)" adaptivemix.enabled=true -- --am
+run "DCGAN + FQ K=256 (b16, b8)" fq.enabled=true fq.k=256 'fq.layers=["b16","b8"]' -- --fq-k 256
+run "DCGAN + FQ K=1024 (b16, b8)" fq.enabled=true fq.k=1024 'fq.layers=["b16","b8"]' -- --fq-k 1024

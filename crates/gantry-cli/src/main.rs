@@ -77,6 +77,10 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         steps: usize,
     },
+    /// Write plots and an HTML page for a run (RUN_DIR/report/index.html).
+    Report {
+        run_dir: PathBuf,
+    },
     /// List the built-in presets.
     Presets,
 }
@@ -141,6 +145,11 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
             let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
             println!("{}", serde_json::to_string(&timing).expect("serialises"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { run_dir } => {
+            let index = gantry::report::write(&run_dir)?;
+            eprintln!("gantry: wrote {}", index.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Presets => {

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod plugins;
+pub mod report;
 pub mod run;
 pub mod stats;
 pub mod train;

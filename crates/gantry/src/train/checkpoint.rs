@@ -103,8 +103,14 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     list(run_dir).pop()
 }
 
-/// Deletes all but the newest `keep` checkpoints (the `best` copy is kept separately).
+/// Deletes all but the newest `keep` checkpoints, and leftovers of saves that were killed.
 pub fn prune(run_dir: &Path, keep: usize) {
+    for e in fs::read_dir(checkpoints_dir(run_dir)).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".old")) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
     let all = list(run_dir);
     if all.len() > keep {
         for old in &all[..all.len() - keep] {

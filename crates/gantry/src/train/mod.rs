@@ -5,6 +5,7 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod ema;
+pub mod guard;
 pub mod log;
 pub mod samples;
 
@@ -177,6 +178,7 @@ pub struct Trainer {
     wall_before: f64,
     fixed_z: Tensor,
     log: log::MetricsLog,
+    guard: guard::Guard,
 }
 
 /// The shape the models are built for, from the data set.
@@ -322,6 +324,7 @@ impl Trainer {
             wall_before,
             fixed_z,
             log,
+            guard: guard::Guard::default(),
         })
     }
 
@@ -342,10 +345,12 @@ impl Trainer {
         Ok((x, labels))
     }
 
-    fn check_finite(&self, loss: &PhaseLoss, opt: &Adam, what: &str) -> Result<()> {
-        let v = (loss.total.detach() + opt.grad_sq_norm()).double_value(&[]);
+    /// Checks the phase's loss and gradients (one device sync); returns the gradient norm.
+    fn check_finite(&self, loss: &PhaseLoss, opt: &Adam, what: &str) -> Result<Tensor> {
+        let grad_sq = opt.grad_sq_norm();
+        let v = (loss.total.detach() + &grad_sq).double_value(&[]);
         if v.is_finite() {
-            Ok(())
+            Ok(grad_sq.sqrt())
         } else {
             Err(Error::NonFinite { step: self.step, what: format!("{what} loss or gradient") })
         }
@@ -376,10 +381,11 @@ impl Trainer {
             self.opt_d.zero_grad();
             let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
             loss.total.backward();
-            self.check_finite(&loss, &self.opt_d, "D")?;
+            let grad = self.check_finite(&loss, &self.opt_d, "D")?;
             self.opt_d.step();
             if k + 1 == t.n_dis {
                 parts.extend(loss.parts);
+                parts.push(("grad/d".into(), grad));
             }
         }
         seed_torch(seed, self.step, Purpose::GStep, 0);
@@ -391,9 +397,10 @@ impl Trainer {
         let loss = objective::g_phase(&mut self.critic, &fake, labels.as_ref(), &self.cfg.loss, self.step);
         loss.total.backward();
         self.d_vs.unfreeze();
-        self.check_finite(&loss, &self.opt_g, "G")?;
+        let grad = self.check_finite(&loss, &self.opt_g, "G")?;
         self.opt_g.step();
         parts.extend(loss.parts);
+        parts.push(("grad/g".into(), grad));
         self.step += 1;
         if let Some(e) = self.ema.as_mut() {
             e.update(self.step);
@@ -410,13 +417,28 @@ impl Trainer {
         }
     }
 
-    pub fn write_samples(&self) -> Result<PathBuf> {
+    /// Spread of the first `grid` data samples (read straight from the data set, so the loader's
+    /// position, and with it exact resume, is untouched).
+    fn real_diversity(&self) -> Result<f64> {
+        let n = self.cfg.train.grid.clamp(2, self.dataset.len());
+        let [c, h, w] = self.dataset.sample_shape();
+        let mut buf = vec![0f32; n * c * h * w];
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        for (i, out) in buf.chunks_mut(c * h * w).enumerate() {
+            self.dataset.load_into(i, out, &mut rng)?;
+        }
+        Ok(guard::diversity(&Tensor::from_slice(&buf).view([n as i64, -1])))
+    }
+
+    /// Writes the fixed-latent sample grid; returns its path and the samples' diversity.
+    pub fn write_samples(&self) -> Result<(PathBuf, f64)> {
         let x = tch::no_grad(|| self.sampler().forward(&self.fixed_z, None, false));
+        let spread = guard::diversity(&x);
         let dir = self.run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("step-{:07}.png", self.step));
         samples::save(&x, &path, self.dataset.as_ref())?;
-        Ok(path)
+        Ok((path, spread))
     }
 
     pub fn save_checkpoint(&self, elapsed: f64) -> Result<PathBuf> {
@@ -494,10 +516,24 @@ impl Trainer {
                 stats.set("wall_s", self.wall_before + started.elapsed().as_secs_f64());
                 window = (Instant::now(), self.images_seen);
                 self.log.write(step, &stats)?;
+                for w in self.guard.on_log(step, &stats, self.cfg.loss.kind) {
+                    self.log.event(step, "warning", &w)?;
+                    on_event(Event::Warning(w));
+                }
                 on_event(Event::Logged { step, stats: &stats });
             }
             if every(self.cfg.train.sample_every, step) || step == total {
-                let path = self.write_samples()?;
+                let (path, spread) = self.write_samples()?;
+                if self.guard.real_diversity.is_none() {
+                    self.guard.real_diversity = Some(self.real_diversity()?);
+                }
+                let mut s = Stats::default();
+                s.set("samples/diversity", spread);
+                self.log.write(step, &s)?;
+                if let Some(w) = self.guard.on_samples(step, spread) {
+                    self.log.event(step, "warning", &w)?;
+                    on_event(Event::Warning(w));
+                }
                 on_event(Event::Sampled { step, path: &path });
             }
             if every(self.cfg.train.checkpoint_every, step) || step == total {

@@ -1,0 +1,124 @@
+//! The FID Inception against pytorch-fid and torch-fidelity, with random weights built in
+//! PyTorch (tests/pyref/metrics_inception.py), loaded from both torch.save formats and from
+//! safetensors; plus how truncated weights files fail.
+
+mod common;
+
+use common::{assert_close, npy, pyref, TempDir};
+use gantry_metrics::{
+    load_state_dict, weights_hash, FeatureExtractor, FidInception, InceptionExtractor,
+    MetricsError, Preprocessing, FID_WEIGHTS_FILE,
+};
+use tch::{Device, Tensor};
+
+const SPEC_KEYS: &str = include_str!("fixtures/fid-inception-keys.tsv");
+
+fn spec_shapes() -> Vec<(String, Vec<i64>)> {
+    let mut v: Vec<(String, Vec<i64>)> = SPEC_KEYS
+        .lines()
+        .skip(1)
+        .filter(|l| !l.contains("num_batches_tracked"))
+        .map(|l| {
+            let mut f = l.split('\t');
+            let name = f.next().unwrap().to_string();
+            let shape = f
+                .next()
+                .unwrap()
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse().unwrap())
+                .collect();
+            (name, shape)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn network_layout_is_the_spec_key_list() {
+    let shapes = spec_shapes();
+    assert_eq!(shapes.len(), 566 - 94);
+    assert_eq!(FidInception::parameter_shapes(), shapes);
+}
+
+fn expect_weights_error(path: &std::path::Path, what: &str) {
+    let e = FidInception::load(path, Device::Cpu).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, MetricsError::Weights { .. }), "{what}: {e:?}");
+    assert!(
+        msg.contains(FID_WEIGHTS_FILE) && msg.contains("95,628,359") && !msg.contains('\n'),
+        "{what}: {msg}"
+    );
+}
+
+#[test]
+fn random_weights_match_pytorch_fid_and_torch_fidelity() {
+    let dir = TempDir::new("inception");
+    pyref("metrics_inception.py", &[dir.arg()]);
+
+    // The PyTorch construction has exactly the real file's keys, shapes and dtypes.
+    let keys = std::fs::read_to_string(dir.join("keys.tsv")).unwrap();
+    assert_eq!(keys, SPEC_KEYS);
+
+    let x299 = npy(dir.join("x299.npy"));
+    let images = npy(dir.join("images.npy"));
+    for file in ["weights_legacy.pth", "weights_zip.pth"] {
+        let net = FidInception::load(&dir.join(file), Device::Cpu).unwrap();
+        let (pool, logits) = net.forward(&x299).unwrap();
+        assert_close(file, &pool, &npy(dir.join("pool_net.npy")), 1e-4);
+        assert_close(file, &logits, &npy(dir.join("logits_net.npy")), 1e-4);
+    }
+
+    // End to end through each tool's preprocessing, batched unevenly (3 images, batch 2).
+    let legacy = dir.join("weights_legacy.pth");
+    let mut ex = InceptionExtractor::load(&legacy, Device::Cpu, Preprocessing::PytorchFid).unwrap();
+    ex.batch_size = 2;
+    assert_eq!(ex.net.weights_id(), weights_hash(&legacy).unwrap());
+    assert!(ex.id().contains(ex.net.weights_id()) && ex.id().ends_with("pytorch-fid"));
+    let f = ex.extract(&images).unwrap();
+    assert_close("pytorch-fid pool3", &f.pool, &npy(dir.join("pool_pfid.npy")), 1e-4);
+    let logits = f.logits.unwrap();
+    assert_close("pytorch-fid logits", &logits, &npy(dir.join("logits_pfid.npy")), 1e-4);
+    ex.mode = Preprocessing::Tf;
+    let f = ex.extract(&images).unwrap();
+    assert_close("torch-fidelity pool3", &f.pool, &npy(dir.join("pool_tf.npy")), 1e-4);
+    let logits = f.logits.unwrap();
+    assert_close("torch-fidelity logits", &logits, &npy(dir.join("logits_tf.npy")), 1e-4);
+
+    // Both torch.save formats decode to the same tensors; safetensors round-trips them.
+    let a = load_state_dict(&legacy).unwrap();
+    let b = load_state_dict(&dir.join("weights_zip.pth")).unwrap();
+    assert_eq!(a.len(), 566);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (k, t) in &a {
+        assert!(t.equal(&b[k]), "{k} differs between legacy and zip");
+    }
+    let st = dir.join("weights.safetensors");
+    let named: Vec<(&str, &Tensor)> = a.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    Tensor::write_safetensors(&named, &st).unwrap();
+    let c = load_state_dict(&st).unwrap();
+    for (k, t) in &a {
+        assert!(t.equal(&c[k]), "{k} differs after safetensors");
+    }
+    FidInception::load(&st, Device::Cpu).unwrap();
+
+    // Truncated downloads fail with the expected file named, for every format and cut.
+    for (src, cuts) in [
+        ("weights_legacy.pth", [60, 4_000, 50_000_000]),
+        ("weights_zip.pth", [60, 4_000, 50_000_000]),
+        ("weights.safetensors", [60, 4_000, 50_000_000]),
+    ] {
+        let bytes = std::fs::read(dir.join(src)).unwrap();
+        for cut in cuts {
+            let p = dir.join("truncated.bin");
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            expect_weights_error(&p, &format!("{src} cut at {cut}"));
+        }
+        // One byte short: the last storage is incomplete.
+        let p = dir.join("short.bin");
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        expect_weights_error(&p, &format!("{src} one byte short"));
+    }
+}

@@ -191,3 +191,48 @@ fn sigint_saves_and_says_how_to_resume() {
     let latest = std::fs::read_dir(run.join("checkpoints")).unwrap().count();
     assert!(latest >= 1);
 }
+
+/// A full disk while saving: a clear error, and the previous checkpoint stays usable. Needs a
+/// small tmpfs (root, as on CI); elsewhere it says so and returns.
+#[test]
+fn full_disk_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt.to_str().unwrap()]).output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("full_disk_keeps_the_last_checkpoint: cannot mount a tmpfs here (not root?); not run");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let run = mnt.join("run");
+    assert!(train_tiny(&run, 2).status.success());
+    // Fill the disk.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let r = run.to_str().unwrap();
+    let out = gantry(&["train", "--resume", r, "--set", "train.steps=6", "--set", "train.checkpoint_every=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("gantry: error: ") && last.contains("No space left"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    std::fs::remove_file(&filler).unwrap();
+    let png = dir.path().join("after.png");
+    let out = gantry(&["sample", "--checkpoint", r, "--n", "4", "--out", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gantry(&["train", "--resume", r, "--set", "train.steps=4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

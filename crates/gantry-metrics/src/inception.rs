@@ -136,7 +136,7 @@ fn cat(xs: &[Tensor]) -> Result<Tensor, tch::TchError> {
 
 /// 3x3 stride-1 average pool that ignores the padding (TensorFlow's SAME pooling).
 fn avg_pool_tf(x: &Tensor) -> Result<Tensor, tch::TchError> {
-    x.f_avg_pool2d([3, 3], [1, 1], [1, 1], false, true, None::<i64>)
+    x.f_avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)
 }
 
 fn max_pool(x: &Tensor, stride: i64, pad: i64) -> Result<Tensor, tch::TchError> {

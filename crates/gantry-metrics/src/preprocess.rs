@@ -199,17 +199,13 @@ pub fn pil_bicubic_weights(in_size: usize, out_size: usize) -> Vec<f64> {
         // C's (int) cast truncates toward zero, as `as i64` does.
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let row = &mut w[xx * in_size..(xx + 1) * in_size];
-        let mut total = 0.0;
-        for x in xmin..xmax {
-            let k = bicubic((x as f64 - center + 0.5) * ss);
-            row[x] = k;
-            total += k;
+        let taps = &mut w[xx * in_size + xmin..xx * in_size + xmax.max(xmin)];
+        for (i, k) in taps.iter_mut().enumerate() {
+            *k = bicubic(((xmin + i) as f64 - center + 0.5) * ss);
         }
+        let total: f64 = taps.iter().sum();
         if total != 0.0 {
-            for x in xmin..xmax {
-                row[x] /= total;
-            }
+            taps.iter_mut().for_each(|k| *k /= total);
         }
     }
     w

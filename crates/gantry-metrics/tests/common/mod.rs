@@ -96,6 +96,7 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rel: f64) {
     let w = want.to_kind(Kind::Double);
     let err = (&g - &w).abs().max().double_value(&[]);
     let scale = w.abs().max().double_value(&[]).max(1e-12);
+    eprintln!("{what}: max abs error {err:e}, max |reference| {scale:e}");
     assert!(
         err <= rel * scale,
         "{what}: max abs error {err:e} > {rel:e} x max |reference| {scale:e}"

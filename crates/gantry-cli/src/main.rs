@@ -77,12 +77,90 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         steps: usize,
     },
+    /// FID between two image sets (like `python -m pytorch_fid A B`). Each is an image folder,
+    /// a data set spec (`mnist:DIR`, `cifar10:DIR`, ...) or a pytorch-fid `.npz` of statistics.
+    Fid {
+        a: String,
+        b: String,
+        /// FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default $GANTRY_FID_WEIGHTS.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Preprocessing: pytorch-fid, tf or clean.
+        #[arg(long, default_value = "pytorch-fid")]
+        mode: String,
+        /// `inception` or `classifier:PATH`.
+        #[arg(long, default_value = "inception")]
+        features: String,
+        /// Use at most N images of each set (0 = all).
+        #[arg(long, default_value_t = 0)]
+        n: usize,
+        /// Also write the statistics of A to this .npz (pytorch-fid format).
+        #[arg(long)]
+        save_stats: Option<PathBuf>,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Evaluate a trained generator against a data set.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Reference data set spec (`mnist:DIR`, a folder, ...); default: the run's held-out data.
+        #[arg(long)]
+        data: Option<String>,
+        /// Comma-separated: fid, kid, is, pr.
+        #[arg(long, default_value = "fid,kid")]
+        metrics: String,
+        /// Generated samples.
+        #[arg(long, default_value_t = 10000)]
+        n: usize,
+        /// Real samples (0 = all).
+        #[arg(long, default_value_t = 0)]
+        real_n: usize,
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        #[arg(long, default_value = "pytorch-fid")]
+        mode: String,
+        #[arg(long, default_value = "inception")]
+        features: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Train the small classifier whose features replace Inception's on non-natural images.
+    Classifier {
+        #[command(subcommand)]
+        action: ClassifierCommand,
+    },
     /// Write plots and an HTML page for a run (RUN_DIR/report/index.html).
     Report {
         run_dir: PathBuf,
     },
     /// List the built-in presets.
     Presets,
+}
+
+#[derive(Subcommand)]
+enum ClassifierCommand {
+    /// Train on a labelled data set; reports accuracy on its test split.
+    Train {
+        /// Data set spec with labels, e.g. `mnist:../shared/data/mnist`.
+        #[arg(long)]
+        data: String,
+        /// Output weights (.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// Resolution the images are brought to (match the GAN's).
+        #[arg(long, default_value_t = 32)]
+        resolution: u32,
+        /// Validation split of the same data set.
+        #[arg(long, default_value = "test")]
+        val_split: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -145,6 +223,44 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
             let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
             println!("{}", serde_json::to_string(&timing).expect("serialises"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fid { a, b, weights, mode, features, n, save_stats, device } => {
+            let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
+            let out = run::fid(&run::FidOptions { a, b, weights, mode, features, n, save_stats, device }, &mut progress::counter())?;
+            println!("{}: {}", out.label, out.value);
+            for w in out.warnings {
+                eprintln!("gantry: warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval { checkpoint, data, metrics, n, real_n, weights, mode, features, device } => {
+            let metrics: Vec<String> = metrics.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+            let opts = run::EvalOptions { checkpoint, data, metrics, n, real_n, weights, mode, features, device };
+            let values = run::eval(&opts, &mut progress::counter())?;
+            for (k, v) in &values {
+                println!("{k:24} {v:.6}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classifier { action: ClassifierCommand::Train { data, out, epochs, resolution, val_split, seed, device } } => {
+            let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
+            let mut train_cfg = gantry::data::DataConfig::from_spec(&data)?;
+            train_cfg.resolution = resolution;
+            train_cfg.labels = true;
+            let mut val = train_cfg.clone();
+            val.split = val_split;
+            let report = gantry::classifier::train(&train_cfg, &val, &out, epochs, device, seed, |epoch, loss| {
+                eprintln!("epoch {epoch}/{epochs}  loss {loss:.4}");
+            })?;
+            println!(
+                "wrote {} ({} training images, {} epochs); accuracy on {} validation images: {:.4}",
+                report.path.display(),
+                report.train_samples,
+                report.epochs,
+                report.val_samples,
+                report.val_accuracy
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { run_dir } => {

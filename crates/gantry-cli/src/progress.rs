@@ -45,6 +45,13 @@ impl Progress {
                     }
                 }
             }
+            Event::Evaluated { step, stats } => {
+                let line = stats.iter().filter(|(k, _)| !k.ends_with("_std")).map(|(k, v)| format!("{}={v:.4}", k.trim_start_matches("eval/"))).collect::<Vec<_>>().join("  ");
+                match &self.bar {
+                    Some(bar) if self.tty => bar.println(format!("eval step {step}: {line}")),
+                    _ => eprintln!("eval step {step}: {line}"),
+                }
+            }
             Event::Sampled { .. } => {}
             Event::Saved { step, path } => {
                 if let Some(bar) = &self.bar {
@@ -62,6 +69,32 @@ impl Progress {
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+    }
+}
+
+/// A progress callback `(done, total)` for feature extraction: a bar on a terminal, else silent.
+pub fn counter() -> impl FnMut(&str, usize, usize) {
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<(String, ProgressBar)> = None;
+    move |what: &str, done: usize, total: usize| {
+        if !tty {
+            return;
+        }
+        if bar.as_ref().is_none_or(|(w, _)| w != what) {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            let b = ProgressBar::new(total as u64);
+            b.set_style(ProgressStyle::with_template("{msg:>12} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]").expect("valid template"));
+            b.set_message(what.to_string());
+            bar = Some((what.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(done as u64);
+            if done >= total {
+                b.finish_and_clear();
+            }
         }
     }
 }

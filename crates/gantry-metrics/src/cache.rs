@@ -142,7 +142,10 @@ mod tests {
         let b = c.path_for("cifar10/train n=50001");
         assert_ne!(a, b);
         let name = a.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("cifar10_train_n_50000-") && name.ends_with(".npz"), "{name}");
+        assert!(
+            name.starts_with("cifar10_train_n_50000-") && name.ends_with(".npz"),
+            "{name}"
+        );
         assert_ne!(c.path_for("a/b"), c.path_for("a_b"));
     }
 }

@@ -34,12 +34,18 @@ pub enum MetricsError {
     /// A torch.save / safetensors / npz file is malformed (truncated, corrupt, unsupported).
     #[error("{}: {reason}", path.display())]
     Format { path: PathBuf, reason: String },
-    /// An I/O failure on a named file.
-    #[error("{}: {source}", path.display())]
+    /// No weights path was given (no flag, no `GANTRY_FID_WEIGHTS`).
+    #[error(
+        "no FID Inception weights given: pass the path of {FID_WEIGHTS_FILE} (95,628,359 bytes) \
+         or set GANTRY_FID_WEIGHTS; gantry does not download it"
+    )]
+    NoWeights,
+    /// An I/O failure on a named file. (The cause is in the message, not chained, so that
+    /// `{err:#}` prints it once.)
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A tensor argument has the wrong rank, shape or dtype.
     #[error("{what}: expected {expected}, got {found}")]
@@ -59,7 +65,10 @@ pub enum MetricsError {
     },
     /// A metric came out NaN or infinite.
     #[error("{metric} is not finite ({detail})")]
-    NonFinite { metric: &'static str, detail: String },
+    NonFinite {
+        metric: &'static str,
+        detail: String,
+    },
     /// An error raised by libtorch while running an op.
     #[error("{context}: {message}")]
     Torch { context: String, message: String },
@@ -83,11 +92,11 @@ impl MetricsError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         MetricsError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 
-    pub(crate) fn input(
+    pub fn input(
         what: impl Into<String>,
         expected: impl Into<String>,
         found: impl Into<String>,
@@ -135,7 +144,10 @@ mod tests {
             reason: "no such file".into(),
         };
         let s = e.to_string();
-        assert!(s.contains(FID_WEIGHTS_FILE) && s.contains("95,628,359"), "{s}");
+        assert!(
+            s.contains(FID_WEIGHTS_FILE) && s.contains("95,628,359"),
+            "{s}"
+        );
         assert!(!s.contains('\n'));
     }
 

@@ -76,8 +76,14 @@ impl FeatureExtractor for InceptionExtractor {
             let batch = to_device(&batch, self.net.device())?;
             let x = preprocess(&batch, self.mode)?;
             let (p, l) = self.net.forward(&x)?;
-            pools.push(p.f_to_device(Device::Cpu).map_err(tch_err("features to CPU"))?);
-            logits.push(l.f_to_device(Device::Cpu).map_err(tch_err("logits to CPU"))?);
+            pools.push(
+                p.f_to_device(Device::Cpu)
+                    .map_err(tch_err("features to CPU"))?,
+            );
+            logits.push(
+                l.f_to_device(Device::Cpu)
+                    .map_err(tch_err("logits to CPU"))?,
+            );
             start += len;
         }
         if pools.is_empty() {
@@ -131,7 +137,11 @@ impl FeatureSet {
     pub fn push(&mut self, f: &Features) -> Result<(), MetricsError> {
         let size = f.pool.size();
         let [b, d] = size[..] else {
-            return Err(MetricsError::input("features", "[B, D]", format!("{size:?}")));
+            return Err(MetricsError::input(
+                "features",
+                "[B, D]",
+                format!("{size:?}"),
+            ));
         };
         if let Some(dim) = self.dim {
             if dim != d {
@@ -205,9 +215,7 @@ impl FeatureSet {
     /// [N, classes] f64, if every batch had logits.
     pub fn logits(&self) -> Result<Option<Tensor>, MetricsError> {
         match &self.logits {
-            Some(ls) if !ls.is_empty() => Tensor::f_cat(ls, 0)
-                .map(Some)
-                .map_err(tch_err("logits")),
+            Some(ls) if !ls.is_empty() => Tensor::f_cat(ls, 0).map(Some).map_err(tch_err("logits")),
             _ => Ok(None),
         }
     }

@@ -121,10 +121,8 @@ fn fid_with(
     trace_sqrt: &dyn Fn(&Mat<f64>, &Mat<f64>) -> f64,
 ) -> Result<Fid, MetricsError> {
     let d = check(a, b)?;
-    let mut warnings: Vec<MetricsWarning> = [a, b]
-        .iter()
-        .filter_map(|s| s.sample_warning())
-        .collect();
+    let mut warnings: Vec<MetricsWarning> =
+        [a, b].iter().filter_map(|s| s.sample_warning()).collect();
     warnings.dedup();
     let mut value = distance_with(a, b, d, 0.0, trace_sqrt);
     if !value.is_finite() {
@@ -201,6 +199,9 @@ mod tests {
         let b = stats(vec![0.0, 0.0], vec![1.0, 0.0, 0.0, 1.0], None);
         assert!(frechet_distance(&a, &b).is_err());
         let c = stats(vec![f64::NAN], vec![1.0], None);
-        assert!(frechet_distance(&a, &c).unwrap_err().to_string().contains("NaN"));
+        assert!(frechet_distance(&a, &c)
+            .unwrap_err()
+            .to_string()
+            .contains("NaN"));
     }
 }

@@ -63,10 +63,12 @@ impl Loader<'_> {
         let Some(weights) = self.weights.as_mut() else {
             return Ok(Tensor::zeros(&shape, (Kind::Float, Device::Cpu)));
         };
-        let t = weights.remove(&key).ok_or_else(|| MetricsError::MissingKey {
-            path: self.path.to_path_buf(),
-            key: key.clone(),
-        })?;
+        let t = weights
+            .remove(&key)
+            .ok_or_else(|| MetricsError::MissingKey {
+                path: self.path.to_path_buf(),
+                key: key.clone(),
+            })?;
         if t.size() != shape {
             return Err(MetricsError::KeyShape {
                 path: self.path.to_path_buf(),
@@ -105,7 +107,10 @@ impl Loader<'_> {
             let scale = gamma.f_div(&var.f_add_scalar(BN_EPS)?.f_sqrt()?)?;
             let weight = w.f_mul(&scale.f_view([cout, 1, 1, 1])?)?;
             let bias = beta.f_sub(&mean.f_mul(&scale)?)?;
-            Ok((weight.f_to_device(self.device)?, bias.f_to_device(self.device)?))
+            Ok((
+                weight.f_to_device(self.device)?,
+                bias.f_to_device(self.device)?,
+            ))
         };
         let (weight, bias) = fold().map_err(tch_err("folding BatchNorm"))?;
         Ok(BasicConv {
@@ -383,7 +388,10 @@ impl FidInception {
             BlockE::new(l, "Mixed_7b", 1280, false)?,
             BlockE::new(l, "Mixed_7c", 2048, true)?,
         ];
-        let fc = l.take("fc.weight".into(), vec![LOGITS_DIM as i64, POOL3_DIM as i64])?;
+        let fc = l.take(
+            "fc.weight".into(),
+            vec![LOGITS_DIM as i64, POOL3_DIM as i64],
+        )?;
         // Unused (IS takes logits without bias) but part of the file: checked all the same.
         let _bias = l.take("fc.bias".into(), vec![LOGITS_DIM as i64])?;
         let fc_t = fc
@@ -515,7 +523,10 @@ mod tests {
         assert_eq!(shapes.len(), 94 * 5 + 2);
         let get = |k: &str| shapes.iter().find(|(n, _)| n == k).map(|(_, s)| s.clone());
         assert_eq!(get("fc.weight"), Some(vec![1008, 2048]));
-        assert_eq!(get("Mixed_7c.branch_pool.conv.weight"), Some(vec![192, 2048, 1, 1]));
+        assert_eq!(
+            get("Mixed_7c.branch_pool.conv.weight"),
+            Some(vec![192, 2048, 1, 1])
+        );
         assert_eq!(
             get("Mixed_6e.branch7x7dbl_5.conv.weight"),
             Some(vec![192, 192, 1, 7])

@@ -54,7 +54,9 @@ pub fn inception_score(
             .map_err(tch_err("IS shuffle"))?;
     }
     let x = x.f_to_kind(Kind::Double).map_err(tch_err("IS logits"))?;
-    let p = x.f_softmax(1, Kind::Double).map_err(tch_err("IS softmax"))?;
+    let p = x
+        .f_softmax(1, Kind::Double)
+        .map_err(tch_err("IS softmax"))?;
     let log_p = x
         .f_log_softmax(1, Kind::Double)
         .map_err(tch_err("IS log-softmax"))?;
@@ -111,6 +113,9 @@ mod tests {
     fn fewer_samples_than_splits_is_an_error() {
         let logits = Tensor::zeros([3, 5], (Kind::Float, tch::Device::Cpu));
         let e = inception_score(&logits, 10, None).unwrap_err().to_string();
-        assert!(e.contains("needs at least 10") && e.contains("got 3"), "{e}");
+        assert!(
+            e.contains("needs at least 10") && e.contains("got 3"),
+            "{e}"
+        );
     }
 }

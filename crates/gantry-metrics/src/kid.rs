@@ -56,7 +56,10 @@ fn check_counts(n1: usize, n2: usize, opts: &KidOptions) -> Result<(), MetricsEr
         return Err(MetricsError::input(
             "KID options",
             "subsets >= 1 and subset_size >= 2",
-            format!("subsets {} and subset_size {}", opts.subsets, opts.subset_size),
+            format!(
+                "subsets {} and subset_size {}",
+                opts.subsets, opts.subset_size
+            ),
         ));
     }
     if n1 < opts.subset_size || n2 < opts.subset_size {
@@ -65,7 +68,7 @@ fn check_counts(n1: usize, n2: usize, opts: &KidOptions) -> Result<(), MetricsEr
             needed: opts.subset_size,
             n1,
             n2,
-            hint: " (the subset size; lower kid.subset_size or generate more samples)",
+            hint: " (the KID subset size: lower it or use more samples)",
         });
     }
     Ok(())
@@ -96,7 +99,12 @@ fn features_f64(x: &Tensor, what: &str) -> Result<Tensor, MetricsError> {
 }
 
 /// Unbiased MMD^2 of one subset pair with a polynomial kernel.
-fn polynomial_mmd2(x: &Tensor, y: &Tensor, gamma: f64, opts: &KidOptions) -> Result<f64, MetricsError> {
+fn polynomial_mmd2(
+    x: &Tensor,
+    y: &Tensor,
+    gamma: f64,
+    opts: &KidOptions,
+) -> Result<f64, MetricsError> {
     let m = x.size()[0] as f64;
     let kernel = |a: &Tensor, b: &Tensor| -> Result<Tensor, MetricsError> {
         a.f_matmul(&b.f_tr().map_err(tch_err("KID kernel"))?)
@@ -183,7 +191,8 @@ pub fn kid_with_subsets(
     })
 }
 
-/// KID between two feature sets [N, D] with torch-fidelity's protocol.
+/// KID between two feature sets [N, D] with torch-fidelity's protocol; `features1` is its
+/// `input1` (subset indices are drawn for it first).
 pub fn kernel_inception_distance(
     features1: &Tensor,
     features2: &Tensor,
@@ -191,9 +200,17 @@ pub fn kernel_inception_distance(
 ) -> Result<Kid, MetricsError> {
     let n = |t: &Tensor, what| match t.size()[..] {
         [n, _] => Ok(n as usize),
-        _ => Err(MetricsError::input(what, "a [N, D] tensor", format!("{:?}", t.size()))),
+        _ => Err(MetricsError::input(
+            what,
+            "a [N, D] tensor",
+            format!("{:?}", t.size()),
+        )),
     };
-    let subsets = kid_subsets(n(features1, "KID features 1")?, n(features2, "KID features 2")?, opts)?;
+    let subsets = kid_subsets(
+        n(features1, "KID features 1")?,
+        n(features2, "KID features 2")?,
+        opts,
+    )?;
     kid_with_subsets(features1, features2, &subsets, opts)
 }
 
@@ -206,8 +223,8 @@ mod tests {
         let e = kid_subsets(999, 5000, &KidOptions::default()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "KID: needs at least 1000 samples per set, got 999 and 5000 (the subset size; \
-             lower kid.subset_size or generate more samples)"
+            "KID: needs at least 1000 samples per set, got 999 and 5000 (the KID subset size: \
+             lower it or use more samples)"
         );
     }
 

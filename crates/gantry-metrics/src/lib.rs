@@ -40,4 +40,4 @@ pub use preprocess::{
     Preprocessing, INCEPTION_SIZE,
 };
 pub use stats::{MetricsWarning, Stats};
-pub use torch_file::{default_weights_path, load_state_dict, WEIGHTS_ENV};
+pub use torch_file::{default_weights_path, load_state_dict, weights_path, WEIGHTS_ENV};

@@ -69,8 +69,7 @@ fn parse_header(h: &str) -> Result<Header, String> {
     if descr.starts_with('>') && !descr.ends_with("1") {
         return Err(format!("big-endian npy dtype {descr} is not supported"));
     }
-    let kind =
-        descr_kind(descr).ok_or_else(|| format!("unsupported npy dtype {descr}"))?;
+    let kind = descr_kind(descr).ok_or_else(|| format!("unsupported npy dtype {descr}"))?;
     let f = field("fortran_order")?;
     let fortran = if f.starts_with("True") {
         true

@@ -674,9 +674,7 @@ mod tests {
         b.extend_from_slice(&(-2i32).to_le_bytes());
         b.extend_from_slice(&[0x8c, 1, b'x', 0x87, b'u', b'h', 1, 0x86, b'.']);
         let v = load_all(&b).unwrap();
-        let Value::Tuple(t) = v else {
-            panic!("{v:?}")
-        };
+        let Value::Tuple(t) = v else { panic!("{v:?}") };
         let expect = Value::Dict(vec![(
             Value::Str("a".into()),
             Value::Tuple(vec![Value::Int(1), Value::Int(-2), Value::Str("x".into())]),

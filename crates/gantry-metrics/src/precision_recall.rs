@@ -27,7 +27,11 @@ fn f64_features(x: &Tensor, what: &str) -> Result<Tensor, MetricsError> {
         [_, _] => x
             .f_to_kind(Kind::Double)
             .map_err(tch_err("features to f64")),
-        _ => Err(MetricsError::input(what, "a [N, D] tensor", format!("{:?}", x.size()))),
+        _ => Err(MetricsError::input(
+            what,
+            "a [N, D] tensor",
+            format!("{:?}", x.size()),
+        )),
     }
 }
 
@@ -57,8 +61,8 @@ fn coverage(query: &Tensor, manifold: &Tensor, radii: &Tensor) -> Result<f64, Me
     while start < n {
         let len = BLOCK.min(n - start);
         let rows = query.f_narrow(0, start, len).map_err(tch_err("PR block"))?;
-        let d = Tensor::f_cdist(&rows, manifold, 2.0, None::<i64>)
-            .map_err(tch_err("PR distances"))?;
+        let d =
+            Tensor::f_cdist(&rows, manifold, 2.0, None::<i64>).map_err(tch_err("PR distances"))?;
         let hit = d
             .f_le_tensor(&radii.f_unsqueeze(0).map_err(tch_err("PR radii"))?)
             .and_then(|m| m.f_any_dim(1, false))

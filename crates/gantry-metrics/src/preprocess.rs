@@ -57,11 +57,14 @@ impl fmt::Display for Preprocessing {
     }
 }
 
-/// Generated images in [-1, 1] to uint8 exactly as saving a PNG would:
-/// `clamp(round(x * 127.5 + 128), 0, 255)`. (Rounding is half-to-even, like `torch.round`.)
+/// Generated images in [-1, 1] to uint8 exactly as saving a PNG would: `floor(x * 127.5 + 128)`,
+/// clamped to [0, 255]. That is what torchvision's `save_image` (`x * 255 + 0.5`, truncated, on
+/// `(x + 1) / 2`) and stylegan2-ada's image export (`x * 127.5 + 128`, truncated) write, and it
+/// inverts the loaders' `v / 127.5 - 1` exactly. (shared/spec/metrics.md writes `round`; the
+/// tools it points to truncate, so gantry does too.)
 pub fn quantize(x: &Tensor) -> Tensor {
     (x.to_kind(Kind::Float) * 127.5 + 128.0)
-        .round()
+        .floor()
         .clamp(0.0, 255.0)
         .to_kind(Kind::Uint8)
 }
@@ -261,10 +264,14 @@ mod tests {
 
     #[test]
     fn quantize_matches_png_saving() {
-        let x = Tensor::from_slice(&[-1.0f32, -0.99999, 0.0, 0.5, 1.0, 1.5, -2.0]);
+        // Reference: torchvision.utils.save_image's conversion on the same values.
+        let x = Tensor::from_slice(&[-1.0f32, -0.999, -0.5, 0.0, 0.001, 0.5, 0.996, 1.0, 1.5, -2.0]);
         let q = Vec::<u8>::try_from(quantize(&x)).unwrap();
-        // -1 -> 0.5 rounds to even 0; 0 -> 128; 0.5 -> 191.75 -> 192; 1 -> 255.5 -> 255 (clamp).
-        assert_eq!(q, [0, 1, 128, 192, 255, 255, 0]);
+        assert_eq!(q, [0, 0, 64, 128, 128, 191, 254, 255, 255, 0]);
+        // Stored pixels survive the loaders' v / 127.5 - 1 and back.
+        let v = Tensor::arange(256, (Kind::Float, tch::Device::Cpu));
+        let back = quantize(&(&v / 127.5 - 1.0)).to_kind(Kind::Float);
+        assert!(back.equal(&v));
     }
 
     #[test]
@@ -288,11 +295,17 @@ mod tests {
         // 1x4 -> 1x2: src = dst * 2, so columns 0 and 2 are taken exactly.
         let x = Tensor::from_slice(&[10.0f32, 20.0, 30.0, 40.0]).view([1, 1, 1, 4]);
         let y = resize_tf1_bilinear(&x, 1, 2).unwrap();
-        assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), [10.0, 30.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(),
+            [10.0, 30.0]
+        );
         // Upsampling 1x2 -> 1x4: src = 0, .5, 1 (clamped high), 1.5 -> clamped edge.
         let x = Tensor::from_slice(&[0.0f32, 8.0]).view([1, 1, 1, 2]);
         let y = resize_tf1_bilinear(&x, 1, 4).unwrap();
-        assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), [0.0, 4.0, 8.0, 8.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(),
+            [0.0, 4.0, 8.0, 8.0]
+        );
     }
 
     #[test]
@@ -303,7 +316,10 @@ mod tests {
         let u = Tensor::zeros([1, 2, 8, 8], (Kind::Uint8, Device::Cpu));
         assert!(preprocess(&u, Preprocessing::Tf).is_err());
         let g = Tensor::zeros([2, 1, 8, 8], (Kind::Uint8, Device::Cpu));
-        assert_eq!(preprocess(&g, Preprocessing::Clean).unwrap().size(), [2, 3, 299, 299]);
+        assert_eq!(
+            preprocess(&g, Preprocessing::Clean).unwrap().size(),
+            [2, 3, 299, 299]
+        );
         assert_eq!(Preprocessing::from_id("tf"), Some(Preprocessing::Tf));
     }
 }

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use crate::error::{MetricsError, FID_WEIGHTS_FILE};
+use crate::error::MetricsError;
 use crate::pickle::{self, Value};
 
 /// Environment variable naming the FID Inception weights file.
@@ -40,14 +40,27 @@ pub enum TorchFileFormat {
 /// `$GANTRY_FID_WEIGHTS` if set and non-empty. gantry never downloads weights, so this (or an
 /// explicit path) is the only way to find them.
 pub fn default_weights_path() -> Option<PathBuf> {
-    std::env::var_os(WEIGHTS_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    non_empty(std::env::var_os(WEIGHTS_ENV))
 }
 
-/// The name users should look for when a weights file is missing.
-pub fn expected_weights_file() -> &'static str {
-    FID_WEIGHTS_FILE
+fn non_empty(v: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    v.filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The weights to use: `explicit` (a flag), else `$GANTRY_FID_WEIGHTS`, else an error that
+/// names the expected file.
+pub fn weights_path(explicit: Option<&Path>) -> Result<PathBuf, MetricsError> {
+    choose_weights(explicit, std::env::var_os(WEIGHTS_ENV))
+}
+
+fn choose_weights(
+    explicit: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> Result<PathBuf, MetricsError> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| non_empty(env))
+        .ok_or(MetricsError::NoWeights)
 }
 
 /// Sniffs the format from the first bytes.
@@ -278,11 +291,7 @@ fn storage_kinds(v: &Value, out: &mut HashMap<String, Kind>) {
 }
 
 /// Builds a tensor from raw little-endian bytes after checking the length.
-pub(crate) fn tensor_from_bytes(
-    bytes: &[u8],
-    shape: &[i64],
-    kind: Kind,
-) -> Result<Tensor, String> {
+pub(crate) fn tensor_from_bytes(bytes: &[u8], shape: &[i64], kind: Kind) -> Result<Tensor, String> {
     let numel = shape.iter().try_fold(1usize, |acc, &d| {
         usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
     });
@@ -317,9 +326,13 @@ fn rebuild(storage: &Tensor, numel: usize, t: &TensorRef) -> Result<Tensor, Stri
         return Tensor::f_zeros(&t.size, (storage.kind(), tch::Device::Cpu))
             .map_err(|e| e.to_string());
     }
-    let last = t.size.iter().zip(&t.stride).try_fold(t.offset, |acc, (&s, &st)| {
-        (s - 1).checked_mul(st).and_then(|x| acc.checked_add(x))
-    });
+    let last = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |acc, (&s, &st)| {
+            (s - 1).checked_mul(st).and_then(|x| acc.checked_add(x))
+        });
     match last {
         Some(l) if (l as u64) < numel as u64 => storage
             .f_as_strided(&t.size, &t.stride, t.offset)
@@ -376,7 +389,7 @@ fn load_legacy(path: &Path, data: &[u8]) -> Result<StateDict, MetricsError> {
     let magic = pickle::load(data, &mut pos).map_err(&err)?;
     if magic != Value::BigInt(LEGACY_MAGIC.to_vec()) {
         return Err(err(
-            "not a torch.save file (legacy magic number missing)".into(),
+            "not a torch.save file (legacy magic number missing)".into()
         ));
     }
     let version = pickle::load(data, &mut pos).map_err(&err)?;
@@ -581,12 +594,34 @@ mod tests {
             stride,
         };
         let ok = rebuild(&flat, 6, &t(0, vec![3, 2], vec![1, 3])).unwrap();
-        assert_eq!(Vec::<f32>::try_from(ok.flatten(0, -1)).unwrap(), [0., 3., 1., 4., 2., 5.]);
+        assert_eq!(
+            Vec::<f32>::try_from(ok.flatten(0, -1)).unwrap(),
+            [0., 3., 1., 4., 2., 5.]
+        );
         assert!(rebuild(&flat, 6, &t(1, vec![3, 2], vec![2, 1])).is_err());
         assert!(rebuild(&flat, 6, &t(0, vec![2], vec![1, 1])).is_err());
         assert!(rebuild(&flat, 6, &t(-1, vec![2], vec![1])).is_err());
         assert!(rebuild(&flat, 6, &t(0, vec![i64::MAX], vec![i64::MAX])).is_err());
-        assert_eq!(rebuild(&flat, 6, &t(9, vec![0, 4], vec![4, 1])).unwrap().size(), [0, 4]);
+        assert_eq!(
+            rebuild(&flat, 6, &t(9, vec![0, 4], vec![4, 1]))
+                .unwrap()
+                .size(),
+            [0, 4]
+        );
+    }
+
+    #[test]
+    fn explicit_path_wins_over_the_environment() {
+        let env = Some(std::ffi::OsString::from("/env/w.pth"));
+        let p = choose_weights(Some(Path::new("/flag/w.pth")), env.clone()).unwrap();
+        assert_eq!(p, Path::new("/flag/w.pth"));
+        assert_eq!(choose_weights(None, env).unwrap(), Path::new("/env/w.pth"));
+        let e = choose_weights(None, Some("".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pt_inception-2015-12-05-6726825d.pth") && e.contains("GANTRY_FID_WEIGHTS")
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use common::{assert_close, npy, pyref, TempDir};
 use gantry_metrics::{
-    load_state_dict, weights_hash, FeatureExtractor, FidInception, InceptionExtractor,
+    load_state_dict, torch_file, weights_hash, FeatureExtractor, FidInception, InceptionExtractor,
     MetricsError, Preprocessing, FID_WEIGHTS_FILE,
 };
 use tch::{Device, Tensor};
@@ -78,14 +78,34 @@ fn random_weights_match_pytorch_fid_and_torch_fidelity() {
     assert_eq!(ex.net.weights_id(), weights_hash(&legacy).unwrap());
     assert!(ex.id().contains(ex.net.weights_id()) && ex.id().ends_with("pytorch-fid"));
     let f = ex.extract(&images).unwrap();
-    assert_close("pytorch-fid pool3", &f.pool, &npy(dir.join("pool_pfid.npy")), 1e-4);
+    assert_close(
+        "pytorch-fid pool3",
+        &f.pool,
+        &npy(dir.join("pool_pfid.npy")),
+        1e-4,
+    );
     let logits = f.logits.unwrap();
-    assert_close("pytorch-fid logits", &logits, &npy(dir.join("logits_pfid.npy")), 1e-4);
+    assert_close(
+        "pytorch-fid logits",
+        &logits,
+        &npy(dir.join("logits_pfid.npy")),
+        1e-4,
+    );
     ex.mode = Preprocessing::Tf;
     let f = ex.extract(&images).unwrap();
-    assert_close("torch-fidelity pool3", &f.pool, &npy(dir.join("pool_tf.npy")), 1e-4);
+    assert_close(
+        "torch-fidelity pool3",
+        &f.pool,
+        &npy(dir.join("pool_tf.npy")),
+        1e-4,
+    );
     let logits = f.logits.unwrap();
-    assert_close("torch-fidelity logits", &logits, &npy(dir.join("logits_tf.npy")), 1e-4);
+    assert_close(
+        "torch-fidelity logits",
+        &logits,
+        &npy(dir.join("logits_tf.npy")),
+        1e-4,
+    );
 
     // Both torch.save formats decode to the same tensors; safetensors round-trips them.
     let a = load_state_dict(&legacy).unwrap();
@@ -115,6 +135,16 @@ fn random_weights_match_pytorch_fid_and_torch_fidelity() {
             let p = dir.join("truncated.bin");
             std::fs::write(&p, &bytes[..cut]).unwrap();
             expect_weights_error(&p, &format!("{src} cut at {cut}"));
+        }
+        // Corrupt bytes in the header / pickle region: an error or a state dict, never a panic.
+        let mut bad = bytes.clone();
+        let mut seed = 0x9e37_79b9_u64;
+        for _ in 0..15 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let at = (seed >> 33) as usize % 40_000;
+            bad[at] = (seed >> 13) as u8;
+            let _ = torch_file::parse_state_dict(std::path::Path::new(src), &bad);
+            bad[at] = bytes[at];
         }
         // One byte short: the last storage is incomplete.
         let p = dir.join("short.bin");

@@ -28,7 +28,10 @@ fn missing_and_non_weight_files_name_the_expected_file() {
     let e = FidInception::load(&missing, Device::Cpu).unwrap_err();
     let msg = e.to_string();
     assert!(msg.starts_with(&missing.display().to_string()), "{msg}");
-    assert!(msg.contains(FID_WEIGHTS_FILE) && msg.contains("95,628,359"), "{msg}");
+    assert!(
+        msg.contains(FID_WEIGHTS_FILE) && msg.contains("95,628,359"),
+        "{msg}"
+    );
 
     for (name, bytes) in [
         ("html.pth", &b"<html>404 Not Found</html>"[..]),
@@ -49,7 +52,9 @@ fn wrong_shape_and_missing_key_are_named() {
     let dir = TempDir::new("keys");
     let p = dir.join("w.safetensors");
 
-    write_weights(&p, |k, s| Some(if k == "fc.weight" { vec![10, 2048] } else { s }));
+    write_weights(&p, |k, s| {
+        Some(if k == "fc.weight" { vec![10, 2048] } else { s })
+    });
     let e = FidInception::load(&p, Device::Cpu).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -62,7 +67,10 @@ fn wrong_shape_and_missing_key_are_named() {
     let gone = "Mixed_6c.branch7x7dbl_3.bn.running_var";
     write_weights(&p, |k, s| (k != gone).then_some(s));
     let e = FidInception::load(&p, Device::Cpu).unwrap_err();
-    assert!(matches!(&e, MetricsError::MissingKey { key, .. } if key == gone), "{e:?}");
+    assert!(
+        matches!(&e, MetricsError::MissingKey { key, .. } if key == gone),
+        "{e:?}"
+    );
     assert!(e.to_string().contains(gone) && e.to_string().contains(FID_WEIGHTS_FILE));
 
     // Complete (and without num_batches_tracked, which is ignored): loads.

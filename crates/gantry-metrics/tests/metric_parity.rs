@@ -45,11 +45,18 @@ fn fid_matches_pytorch_fid() {
     // pytorch-fid's eps retry (forced in the reference) is what frechet_distance_eps computes.
     let retry = frechet_distance_eps(&s1, &s2, FID_EPS).unwrap();
     assert_rel("FID eps retry", retry, want("retry"), 1e-6);
-    assert!((retry - f.value).abs() > 1e-3, "the retry must change the value");
+    assert!(
+        (retry - f.value).abs() > 1e-3,
+        "the retry must change the value"
+    );
 
     let a = stats(&dir, "a");
     let same = frechet_distance(&a, &a).unwrap().value;
-    assert!(same.abs() < 1e-6, "identical sets: {same} (pytorch-fid: {})", want("identical"));
+    assert!(
+        same.abs() < 1e-6,
+        "identical sets: {same} (pytorch-fid: {})",
+        want("identical")
+    );
 }
 
 #[test]
@@ -65,24 +72,53 @@ fn kid_matches_torch_fidelity_on_its_own_subsets() {
     let idx1 = Vec::<i64>::try_from(npy(dir.join("kid_idx1.npy")).flatten(0, -1)).unwrap();
     let idx2 = Vec::<i64>::try_from(npy(dir.join("kid_idx2.npy")).flatten(0, -1)).unwrap();
     assert_eq!(subsets.len(), 100);
-    assert_eq!(subsets.iter().flat_map(|s| s.0.clone()).collect::<Vec<_>>(), idx1);
-    assert_eq!(subsets.iter().flat_map(|s| s.1.clone()).collect::<Vec<_>>(), idx2);
+    assert_eq!(
+        subsets.iter().flat_map(|s| s.0.clone()).collect::<Vec<_>>(),
+        idx1
+    );
+    assert_eq!(
+        subsets.iter().flat_map(|s| s.1.clone()).collect::<Vec<_>>(),
+        idx2
+    );
 
     // Same subsets: the float64 transcription of torch-fidelity's formula, tightly.
     let k = kid_with_subsets(&f1, &f2, &subsets, &opts).unwrap();
-    assert_rel("KID mean vs f64 formula", k.mean, r["f64_mean"].as_f64().unwrap(), 1e-9);
-    assert_rel("KID std vs f64 formula", k.std, r["f64_std"].as_f64().unwrap(), 1e-6);
+    assert_rel(
+        "KID mean vs f64 formula",
+        k.mean,
+        r["f64_mean"].as_f64().unwrap(),
+        1e-9,
+    );
+    assert_rel(
+        "KID std vs f64 formula",
+        k.std,
+        r["f64_std"].as_f64().unwrap(),
+        1e-6,
+    );
     // End to end against torch-fidelity itself (it works in float32).
     let k = kernel_inception_distance(&f1, &f2, &opts).unwrap();
-    assert_rel("KID mean vs torch-fidelity", k.mean, r["tf_mean"].as_f64().unwrap(), 1e-3);
-    assert_rel("KID std vs torch-fidelity", k.std, r["tf_std"].as_f64().unwrap(), 1e-3);
+    assert_rel(
+        "KID mean vs torch-fidelity",
+        k.mean,
+        r["tf_mean"].as_f64().unwrap(),
+        1e-3,
+    );
+    assert_rel(
+        "KID std vs torch-fidelity",
+        k.std,
+        r["tf_std"].as_f64().unwrap(),
+        1e-3,
+    );
     assert_eq!((k.subsets, k.subset_size), (100, 1000));
 
     // Too few samples: a clear error naming the numbers.
     let e = kernel_inception_distance(&f1.narrow(0, 0, 999), &f2, &opts).unwrap_err();
     assert!(matches!(e, MetricsError::TooFewSamples { .. }));
     let msg = e.to_string();
-    assert!(msg.contains("1000") && msg.contains("999") && msg.contains("1050"), "{msg}");
+    assert!(
+        msg.contains("1000") && msg.contains("999") && msg.contains("1050"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -93,8 +129,18 @@ fn inception_score_matches_torch_fidelity() {
     for name in ["a", "b"] {
         let logits = npy(dir.join(&format!("is_{name}.npy")));
         let s = inception_score(&logits, IS_SPLITS, Some(IS_SEED)).unwrap();
-        assert_rel(&format!("IS mean {name}"), s.mean, r[name][0].as_f64().unwrap(), 1e-6);
-        assert_rel(&format!("IS std {name}"), s.std, r[name][1].as_f64().unwrap(), 1e-4);
+        assert_rel(
+            &format!("IS mean {name}"),
+            s.mean,
+            r[name][0].as_f64().unwrap(),
+            1e-6,
+        );
+        assert_rel(
+            &format!("IS std {name}"),
+            s.std,
+            r[name][1].as_f64().unwrap(),
+            1e-4,
+        );
         // Without the shuffle the split contents change, and so does the std.
         let plain = inception_score(&logits, IS_SPLITS, None).unwrap();
         assert!((plain.std - s.std).abs() > 1e-6);
@@ -110,8 +156,18 @@ fn precision_recall_matches_torch_fidelity() {
     let fake = npy(dir.join("pr_fake.npy"));
     let pr = precision_recall(&real, &fake, PR_NEIGHBOURS).unwrap();
     for (col, want) in [("f64", &r["f64"]), ("f32", &r["f32"])] {
-        assert_rel(&format!("precision {col}"), pr.precision, want[0].as_f64().unwrap(), 1e-3);
-        assert_rel(&format!("recall {col}"), pr.recall, want[1].as_f64().unwrap(), 1e-3);
+        assert_rel(
+            &format!("precision {col}"),
+            pr.precision,
+            want[0].as_f64().unwrap(),
+            1e-3,
+        );
+        assert_rel(
+            &format!("recall {col}"),
+            pr.recall,
+            want[1].as_f64().unwrap(),
+            1e-3,
+        );
     }
     let f = 2.0 * pr.precision * pr.recall / (pr.precision + pr.recall);
     assert_rel("f-score", pr.f_score, f, 1e-12);
@@ -127,7 +183,12 @@ fn statistics_files_are_compatible_with_numpy() {
     // pytorch-fid's np.savez_compressed file, and a float32 / Fortran-ordered variant.
     let theirs = Stats::load_npz(&dir.join("pfid_stats.npz")).unwrap();
     assert_eq!(theirs.n, None);
-    for (a, b) in ours.mu.iter().zip(&theirs.mu).chain(ours.sigma.iter().zip(&theirs.sigma)) {
+    for (a, b) in ours
+        .mu
+        .iter()
+        .zip(&theirs.mu)
+        .chain(ours.sigma.iter().zip(&theirs.sigma))
+    {
         assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
     }
     let f32s = Stats::load_npz(&dir.join("pfid_stats_f32_fortran.npz")).unwrap();
@@ -143,10 +204,20 @@ fn statistics_files_are_compatible_with_numpy() {
     assert_eq!(v["dtype"], serde_json::json!(["float64", "float64"]));
     assert_eq!(v["n"], serde_json::json!(80));
     let bits = |k: &str| -> Vec<u64> {
-        v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
     };
-    assert_eq!(bits("mu_bits"), ours.mu.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
-    assert_eq!(bits("sigma_bits"), ours.sigma.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        bits("mu_bits"),
+        ours.mu.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bits("sigma_bits"),
+        ours.sigma.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
     assert_eq!(v["shape"], serde_json::json!([[16], [16, 16]]));
     assert_eq!(Stats::load_npz(&path).unwrap(), ours);
 

@@ -32,7 +32,11 @@ fn grey_images_are_repeated_to_rgb() {
         .to_kind(tch::Kind::Uint8)
         .view([2, 1, 20, 28]);
     let rgb = grey.repeat([1, 3, 1, 1]);
-    for mode in [Preprocessing::PytorchFid, Preprocessing::Tf, Preprocessing::Clean] {
+    for mode in [
+        Preprocessing::PytorchFid,
+        Preprocessing::Tf,
+        Preprocessing::Clean,
+    ] {
         let a = preprocess(&grey, mode).unwrap();
         let b = preprocess(&rgb, mode).unwrap();
         assert!(a.equal(&b), "{mode}");

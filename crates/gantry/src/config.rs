@@ -6,9 +6,11 @@
 //! values are errors that name the dotted key (and, for unknown keys, list the valid ones).
 
 use crate::error::{Error, Result};
+use crate::eval::EvalConfig;
 use crate::loss::LossConfig;
 use crate::models::ModelConfig;
 use crate::plugins::adaptivemix::AdaptiveMixConfig;
+use crate::plugins::diffaugment::DiffAugmentConfig;
 use crate::plugins::fq::FqConfig;
 use crate::train::TrainConfig;
 use gantry_data::DataConfig;
@@ -32,6 +34,10 @@ pub struct RunConfig {
     pub adaptivemix: AdaptiveMixConfig,
     /// Feature Quantization discriminator plug-in.
     pub fq: FqConfig,
+    /// DiffAugment: differentiable augmentation of every batch D sees.
+    pub diffaugment: DiffAugmentConfig,
+    /// Periodic evaluation (FID/KID/IS/PR) during training.
+    pub eval: EvalConfig,
 }
 
 /// Built-in presets: `(name, description, TOML)`.
@@ -43,6 +49,11 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ("wgangp-dcgan-cifar", "WGAN-GP with a DCGAN critic (layer norm) on CIFAR-10", include_str!("../presets/wgangp-dcgan-cifar.toml")),
     ("gmm-8", "MLP GAN on 8 Gaussians on a ring", include_str!("../presets/gmm-8.toml")),
     ("gmm-25", "MLP GAN on a 5x5 grid of Gaussians", include_str!("../presets/gmm-25.toml")),
+    ("sngan-cifar", "SNGAN CIFAR-10 ResNet: SN in D, hinge, n_dis 5 (Miyato et al. 2018)", include_str!("../presets/sngan-cifar.toml")),
+    ("wgangp-resnet-cifar", "WGAN-GP CIFAR-10 ResNet: Wasserstein + GP 10, n_dis 5 (Gulrajani et al. 2017)", include_str!("../presets/wgangp-resnet-cifar.toml")),
+    ("biggan-cifar", "Class-conditional BigGAN on CIFAR-10 as in the FQ-GAN runs (Brock et al. 2019)", include_str!("../presets/biggan-cifar.toml")),
+    ("stylegan2-256", "StyleGAN2 config F at 256x256 on an image folder (stylegan2-ada paper256)", include_str!("../presets/stylegan2-256.toml")),
+    ("stylegan2-32-small", "CPU-sized StyleGAN2 on built-in shapes at 32x32", include_str!("../presets/stylegan2-32-small.toml")),
 ];
 
 pub fn preset(name: &str) -> Option<&'static str> {

@@ -26,6 +26,9 @@ pub enum Error {
     /// The run was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
     #[error("interrupted at step {step}; resume with: gantry train --resume {}", run_dir.display())]
     Interrupted { step: u64, run_dir: PathBuf },
+    /// A metric could not be computed (missing weights, too few samples, ...).
+    #[error("{0}")]
+    Metrics(String),
     /// libtorch reported an error (shape mismatch, out of memory, ...).
     #[error("torch: {0}")]
     Torch(String),
@@ -51,7 +54,7 @@ impl Error {
     }
     /// Bad input from the user (exit code 2) rather than a failed run (exit code 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. } | Error::Io { .. })
+        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. } | Error::Io { .. } | Error::Metrics(_))
     }
 }
 

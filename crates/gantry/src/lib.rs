@@ -6,9 +6,11 @@
 //! [`config`] (one `RunConfig`), [`run`] (what the CLI calls).
 
 pub mod bench;
+pub mod classifier;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod loss;
 pub mod models;
 pub mod nn;

@@ -133,3 +133,105 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
     let shape4 = [size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize];
     Ok(gantry_data::image_io::save_images(&values, shape4, &opts.out, "sample")?)
 }
+
+/// Progress of a long computation: (what, done, total).
+pub type ProgressFn<'a> = dyn FnMut(&str, usize, usize) + 'a;
+
+#[derive(Clone, Debug)]
+pub struct FidOptions {
+    pub a: String,
+    pub b: String,
+    pub weights: Option<PathBuf>,
+    pub mode: String,
+    pub features: String,
+    pub n: usize,
+    pub save_stats: Option<PathBuf>,
+    pub device: tch::Device,
+}
+
+pub struct FidOutput {
+    /// `FID` or `classifier-feature FID`.
+    pub label: String,
+    pub value: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Statistics of one side of `gantry fid`: a pytorch-fid `.npz`, an image folder (native size,
+/// as pytorch-fid reads it) or a data set spec.
+fn side_stats(spec: &str, n: usize, ex: &mut Option<Box<dyn gantry_metrics::FeatureExtractor>>, opts: &FidOptions, progress: &mut ProgressFn) -> Result<gantry_metrics::Stats> {
+    let path = Path::new(spec);
+    if path.extension().is_some_and(|e| e == "npz") {
+        if !path.exists() {
+            return Err(Error::io(path, "does not exist"));
+        }
+        return gantry_metrics::Stats::load_npz(path).map_err(crate::eval::metrics_err);
+    }
+    if ex.is_none() {
+        *ex = Some(crate::eval::extractor(&opts.features, opts.weights.as_deref(), &opts.mode, opts.device)?);
+    }
+    let ex = ex.as_deref().expect("set above");
+    let set = if path.is_dir() {
+        crate::eval::folder_features(path, n, ex, |d, t| progress(spec, d, t))?
+    } else {
+        let data = gantry_data::DataConfig::from_spec(spec)?;
+        let ds = gantry_data::open(&data)?;
+        crate::eval::dataset_features(ds.as_ref(), n, ex, |d, t| progress(spec, d, t))?
+    };
+    set.stats().map_err(crate::eval::metrics_err)
+}
+
+/// `gantry fid A B`.
+pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
+    let mut ex = None;
+    let a = side_stats(&opts.a, opts.n, &mut ex, opts, progress)?;
+    if let Some(out) = &opts.save_stats {
+        a.save_npz(out).map_err(crate::eval::metrics_err)?;
+    }
+    let b = side_stats(&opts.b, opts.n, &mut ex, opts, progress)?;
+    let fid = gantry_metrics::frechet_distance(&a, &b).map_err(crate::eval::metrics_err)?;
+    let label = if opts.features == "inception" { "FID".to_string() } else { "classifier-feature FID".to_string() };
+    Ok(FidOutput { label, value: fid.value, warnings: fid.warnings.iter().map(|w| w.to_string()).collect() })
+}
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub checkpoint: PathBuf,
+    pub data: Option<String>,
+    pub metrics: Vec<String>,
+    pub n: usize,
+    pub real_n: usize,
+    pub weights: Option<PathBuf>,
+    pub mode: String,
+    pub features: String,
+    pub device: Option<String>,
+}
+
+/// `gantry eval`: metrics of a checkpoint's generator (EMA copy when it has one).
+pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String, f64)>> {
+    let ckpt = checkpoint::resolve(&opts.checkpoint)?;
+    let meta = checkpoint::read_meta(&ckpt)?;
+    let mut cfg = RunConfig::from_value_str(&meta.config, &ckpt)?;
+    cfg.eval.metrics = opts.metrics.clone();
+    cfg.eval.n = opts.n;
+    cfg.eval.real_n = opts.real_n;
+    cfg.eval.weights = opts.weights.clone();
+    cfg.eval.mode = opts.mode.clone();
+    cfg.eval.features = opts.features.clone();
+    cfg.eval.reference = opts.data.clone();
+    cfg.eval.kid_subset_size = cfg.eval.kid_subset_size.min(opts.n);
+    cfg.eval.validate()?;
+    let device = parse_device(opts.device.as_deref().unwrap_or(&cfg.train.device))?;
+    set_threads(cfg.train.threads);
+    let dataset = gantry_data::open(&cfg.data)?;
+    let shape = train::data_shape(dataset.as_ref());
+    let vs = nn::VarStore::new(device);
+    let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
+    let store = if cfg.train.ema.enabled { "g_ema" } else { "g" };
+    let saved = checkpoint::read_store(&ckpt, store)?;
+    checkpoint::restore_into(&vs.variables(), &saved, &ckpt.join(format!("{store}.safetensors")))?;
+    let ex = crate::eval::extractor(&cfg.eval.features, cfg.eval.weights.as_deref(), &cfg.eval.mode, device)?;
+    let reference = crate::eval::reference_config(&cfg)?;
+    let real = crate::eval::reference_features(&reference, cfg.eval.real_n, ex.as_ref(), &crate::eval::cache_dir(), |d, t| progress("real", d, t))?;
+    let fake = crate::eval::generator_features(g.as_ref(), shape.num_classes, cfg.eval.n, cfg.train.seed, device, ex.as_ref(), |d, t| progress("generated", d, t))?;
+    crate::eval::compute(&cfg.eval.metrics, cfg.eval.prefix(), &real, &fake, cfg.eval.kid_subset_size)
+}

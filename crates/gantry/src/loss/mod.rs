@@ -18,11 +18,13 @@ pub struct LossConfig {
     pub gp: GpConfig,
     /// R1 penalty (Mescheder et al. 2018) on real images.
     pub r1: R1Config,
+    /// Path-length regularisation of G (StyleGAN2).
+    pub pl: PlConfig,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { kind: Adversarial::NonSaturating, gp: GpConfig::default(), r1: R1Config::default() }
+        LossConfig { kind: Adversarial::NonSaturating, gp: GpConfig::default(), r1: R1Config::default(), pl: PlConfig::default() }
     }
 }
 
@@ -55,5 +57,32 @@ pub struct R1Config {
 impl Default for R1Config {
     fn default() -> Self {
         R1Config { gamma: 0.0, every: 1 }
+    }
+}
+
+/// `loss.pl.*`: path-length regularisation (Karras et al. 2020, sec. 3.2), which asks a fixed-size
+/// step in w to give a fixed-size change in the image. Only generators with an intermediate latent
+/// space compute it (`stylegan2`); for the others these keys change nothing.
+///
+/// Like `loss.r1.every`, the lazy term is added to the gradient of the same step's main loss, so
+/// there is one Adam step per minibatch. stylegan2-ada instead takes a separate optimiser step for
+/// the regulariser and rescales lr and betas by every/(every+1) to compensate; with no extra step
+/// that rescaling does not apply, and the presets use the paper's lr and betas as they are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlConfig {
+    /// Its weight (2 in StyleGAN2); 0 disables it.
+    pub weight: f64,
+    /// Lazy regularisation: apply every N G steps, scaled by N (4 in StyleGAN2). 1 = every step.
+    pub every: u64,
+    /// Decay of the running mean of path lengths the penalty pulls towards (0.01).
+    pub decay: f64,
+    /// The pass runs on the first batch_size / batch_shrink latents of the G step (2).
+    pub batch_shrink: u64,
+}
+
+impl Default for PlConfig {
+    fn default() -> Self {
+        PlConfig { weight: 2.0, every: 4, decay: 0.01, batch_shrink: 2 }
     }
 }

@@ -1,5 +1,11 @@
 //! Small layer helpers shared by the architectures.
 
+pub mod attention;
+pub mod init;
+pub mod layers;
+pub mod norm;
+pub mod spectral;
+
 use tch::Tensor;
 
 /// LeakyReLU with a chosen slope. tch's `leaky_relu` fixes the slope at 0.01, so this goes

@@ -7,6 +7,7 @@
 //! A new plug-in is one file here plus one line in [`build_stack`] and one `RunConfig` field.
 
 pub mod adaptivemix;
+pub mod diffaugment;
 pub mod fq;
 
 use crate::error::{Error, Result};
@@ -190,6 +191,9 @@ pub fn tap_dims(d: &dyn Discriminator, shape: &DataShape, device: tch::Device) -
 /// dictionaries) lives under `p`, a VarStore of its own that no optimizer sees.
 pub fn build_stack(p: &nn::Path, cfg: &crate::config::RunConfig, d: &dyn Discriminator, shape: &DataShape) -> Result<Vec<Box<dyn Plugin>>> {
     let mut stack: Vec<Box<dyn Plugin>> = Vec::new();
+    if cfg.diffaugment.enabled {
+        stack.push(Box::new(diffaugment::DiffAugment::new(&cfg.diffaugment)?));
+    }
     if cfg.fq.enabled {
         stack.push(Box::new(fq::Fq::new(p, &cfg.fq, &d.default_fq_layers(), &tap_dims(d, shape, p.device()))?));
     }

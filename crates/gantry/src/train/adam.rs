@@ -25,44 +25,41 @@ impl Adam {
         Adam { lr, betas: (betas[0], betas[1]), eps, step: 0, params, m, v }
     }
 
-    pub fn zero_grad(&mut self) {
-        for (_, p) in &self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
-        }
+    /// The optimised tensors, in the order [`step`](Self::step) expects their gradients.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
+    /// Gradients of `loss` for every parameter, as fresh tensors (`autograd.grad`): nothing is
+    /// accumulated into `.grad`, so there is no zeroing pass, and only the paths to these
+    /// parameters are differentiated (the other network needs no freezing).
+    pub fn gradients(&self, loss: &Tensor) -> Vec<Tensor> {
+        Tensor::run_backward(&[loss], &self.params(), false, false)
     }
 
     /// Sum of squared gradients as a scalar tensor (NaN/Inf propagate into it).
-    pub fn grad_sq_norm(&self) -> Tensor {
-        let parts: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, p)| p.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.square().sum(Kind::Float))
-            .collect();
+    pub fn grad_sq_norm(grads: &[Tensor]) -> Tensor {
+        let parts: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.square().sum(Kind::Float)).collect();
         if parts.is_empty() {
             return Tensor::from(0f32);
         }
         Tensor::stack(&parts, 0).sum(Kind::Float)
     }
 
-    pub fn step(&mut self) {
+    /// One Adam update with `grads` aligned to [`params`](Self::params) (undefined = unused).
+    pub fn step(&mut self, grads: &[Tensor]) {
         self.step += 1;
         let (b1, b2) = self.betas;
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
         let step_size = self.lr / bc1;
         tch::no_grad(|| {
-            for (((_, p), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
-                let g = p.grad();
+            for ((((_, p), m), v), g) in self.params.iter().zip(&mut self.m).zip(&mut self.v).zip(grads) {
                 if !g.defined() {
                     continue;
                 }
-                let _ = m.lerp_(&g, 1.0 - b1);
-                let _ = v.g_mul_scalar_(b2).addcmul_(&(&g * (1.0 - b2)), &g);
+                let _ = m.lerp_(g, 1.0 - b1);
+                let _ = v.g_mul_scalar_(b2).addcmul_(&(g * (1.0 - b2)), g);
                 let denom = (v.sqrt() / bc2_sqrt + self.eps) / (-step_size);
                 let _ = p.shallow_clone().addcdiv_(m, &denom);
             }
@@ -117,9 +114,8 @@ mod tests {
         let x = vs.root().var_copy("x", &Tensor::from_slice(&[1.0f32, -2.0, 0.3]));
         let mut opt = Adam::new(&vs, 0.01, [0.5, 0.9], 1e-8);
         for i in 0..5 {
-            opt.zero_grad();
-            (x.pow_tensor_scalar(3) + (&x * (i + 1) as f64).sin()).sum(Kind::Float).backward();
-            opt.step();
+            let grads = opt.gradients(&(x.pow_tensor_scalar(3) + (&x * (i + 1) as f64).sin()).sum(Kind::Float));
+            opt.step(&grads);
         }
         let got: Vec<f32> = Vec::try_from(&x).unwrap();
         let want = [0.965_119_1f32, -2.049_369_3, 0.248_666_72];

@@ -85,6 +85,46 @@ pub fn save(run_dir: &Path, meta: &Meta, stores: &[(&str, Store)]) -> Result<Pat
     result.map(|_| dst)
 }
 
+/// Makes `ckpt` the run's best checkpoint (`checkpoints/best/`, with `best.json` naming the metric,
+/// value and step), replacing the previous best atomically.
+pub fn mark_best(run_dir: &Path, ckpt: &Path, metric: &str, value: f64, step: u64) -> Result<PathBuf> {
+    let root = checkpoints_dir(run_dir);
+    let tmp = root.join(".best.tmp");
+    let old = root.join(".best.old");
+    let dst = root.join("best");
+    let _ = fs::remove_dir_all(&tmp);
+    let result = (|| -> Result<()> {
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        for e in fs::read_dir(ckpt).map_err(|e| Error::io(ckpt, e))?.flatten() {
+            let to = tmp.join(e.file_name());
+            fs::copy(e.path(), &to).map_err(|err| Error::io(&to, err))?;
+            fs::File::open(&to).and_then(|f| f.sync_all()).map_err(|err| Error::io(&to, err))?;
+        }
+        let info = serde_json::json!({"metric": metric, "value": value, "step": step});
+        let info_path = tmp.join("best.json");
+        fs::write(&info_path, info.to_string()).map_err(|e| Error::io(&info_path, e))?;
+        fsync_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let _ = fs::remove_dir_all(&old);
+        if dst.exists() {
+            fs::rename(&dst, &old).map_err(|e| Error::io(&dst, e))?;
+        }
+        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        let _ = fs::remove_dir_all(&old);
+        fsync_dir(&root).map_err(|e| Error::io(&root, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result.map(|_| dst)
+}
+
+/// The best value recorded so far for `metric`, if any.
+pub fn best_value(run_dir: &Path, metric: &str) -> Option<f64> {
+    let text = fs::read_to_string(checkpoints_dir(run_dir).join("best/best.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    (v.get("metric")?.as_str()? == metric).then(|| v.get("value")?.as_f64())?
+}
+
 /// Completed checkpoints of a run, oldest first.
 pub fn list(run_dir: &Path) -> Vec<PathBuf> {
     let root = checkpoints_dir(run_dir);

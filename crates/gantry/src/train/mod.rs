@@ -143,6 +143,7 @@ impl TrainConfig {
 pub enum Event<'a> {
     Started { step: u64, total: u64, run_dir: &'a Path, data: String },
     Logged { step: u64, stats: &'a Stats },
+    Evaluated { step: u64, stats: &'a Stats },
     Sampled { step: u64, path: &'a Path },
     Saved { step: u64, path: &'a Path },
     Warning(String),
@@ -179,6 +180,9 @@ pub struct Trainer {
     fixed_z: Tensor,
     log: log::MetricsLog,
     guard: guard::Guard,
+    evaluator: Option<crate::eval::Evaluator>,
+    /// Best value so far of `eval.best` (restored from `checkpoints/best/best.json`).
+    best: Option<f64>,
 }
 
 /// The shape the models are built for, from the data set.
@@ -301,6 +305,10 @@ impl Trainer {
         let cfg_path = run_dir.join("config.toml");
         crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
         let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
+        cfg.eval.validate()?;
+        // Built before training so that missing weights or a bad reference fail at once.
+        let evaluator = if cfg.eval.every > 0 { Some(crate::eval::Evaluator::new(&cfg.eval, &crate::eval::reference_config(&cfg)?, device)?) } else { None };
+        let best = evaluator.as_ref().and_then(|e| checkpoint::best_value(run_dir, &e.best_key().0));
         Ok(Trainer {
             cfg,
             run_dir: run_dir.to_path_buf(),
@@ -325,6 +333,8 @@ impl Trainer {
             fixed_z,
             log,
             guard: guard::Guard::default(),
+            evaluator,
+            best,
         })
     }
 
@@ -346,8 +356,8 @@ impl Trainer {
     }
 
     /// Checks the phase's loss and gradients (one device sync); returns the gradient norm.
-    fn check_finite(&self, loss: &PhaseLoss, opt: &Adam, what: &str) -> Result<Tensor> {
-        let grad_sq = opt.grad_sq_norm();
+    fn check_finite(&self, loss: &PhaseLoss, grads: &[Tensor], what: &str) -> Result<Tensor> {
+        let grad_sq = Adam::grad_sq_norm(grads);
         let v = (loss.total.detach() + &grad_sq).double_value(&[]);
         if v.is_finite() {
             Ok(grad_sq.sqrt())
@@ -378,11 +388,10 @@ impl Trainer {
             let fake = tch::no_grad(|| self.g.forward(&z, labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
             let r1_scale = if r1.gamma > 0.0 && d_index % r1.every.max(1) == 0 { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
-            self.opt_d.zero_grad();
             let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
-            loss.total.backward();
-            let grad = self.check_finite(&loss, &self.opt_d, "D")?;
-            self.opt_d.step();
+            let grads = self.opt_d.gradients(&loss.total);
+            let grad = self.check_finite(&loss, &grads, "D")?;
+            self.opt_d.step(&grads);
             if k + 1 == t.n_dis {
                 parts.extend(loss.parts);
                 parts.push(("grad/d".into(), grad));
@@ -391,14 +400,25 @@ impl Trainer {
         seed_torch(seed, self.step, Purpose::GStep, 0);
         let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
         let labels = self.shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
-        self.d_vs.freeze();
-        self.opt_g.zero_grad();
         let fake = self.g.forward(&z, labels.as_ref(), true);
-        let loss = objective::g_phase(&mut self.critic, &fake, labels.as_ref(), &self.cfg.loss, self.step);
-        loss.total.backward();
-        self.d_vs.unfreeze();
-        let grad = self.check_finite(&loss, &self.opt_g, "G")?;
-        self.opt_g.step();
+        let mut loss = objective::g_phase(&mut self.critic, &fake, labels.as_ref(), &self.cfg.loss, self.step);
+        // Lazy path-length regularisation (StyleGAN2, `loss.pl`): every `pl.every` G steps a second
+        // G pass on the first batch/batch_shrink latents adds weight * every * penalty to the same
+        // gradients, before the one Adam step. Generators without a w space return None.
+        let pl = &self.cfg.loss.pl;
+        if pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1)) {
+            let n = (b / pl.batch_shrink.max(1) as i64).max(1);
+            let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
+            if let Some(penalty) = self.g.path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay) {
+                let term = penalty * (pl.weight * pl.every.max(1) as f64);
+                loss.parts.push(("loss/g/pl".into(), term.detach()));
+                loss.total = &loss.total + term;
+            }
+        }
+        // Gradients for G's parameters only: D's are never computed in this phase.
+        let grads = self.opt_g.gradients(&loss.total);
+        let grad = self.check_finite(&loss, &grads, "G")?;
+        self.opt_g.step(&grads);
         parts.extend(loss.parts);
         parts.push(("grad/g".into(), grad));
         self.step += 1;
@@ -536,12 +556,44 @@ impl Trainer {
                 }
                 on_event(Event::Sampled { step, path: &path });
             }
+            let mut saved = None;
             if every(self.cfg.train.checkpoint_every, step) || step == total {
                 let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
                 on_event(Event::Saved { step, path: &path });
+                saved = Some(path);
+            }
+            if self.evaluator.is_some() && (every(self.cfg.eval.every, step) || step == total) {
+                self.evaluate(step, saved, started.elapsed().as_secs_f64(), on_event)?;
             }
         }
         Ok(Outcome::Finished { step: self.step })
+    }
+
+    /// Periodic evaluation: logs `eval/*`, and when `eval.best` improves, makes this step's
+    /// checkpoint (saved now if it was not) the run's best.
+    fn evaluate(&mut self, step: u64, saved: Option<PathBuf>, elapsed: f64, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let ev = self.evaluator.as_ref().expect("checked by caller");
+        let values = ev.run(self.sampler(), self.shape.num_classes, self.device, self.cfg.train.seed)?;
+        let (key, higher) = ev.best_key();
+        let mut stats = Stats::default();
+        for (k, v) in &values {
+            stats.set(k.clone(), *v);
+        }
+        self.log.write(step, &stats)?;
+        on_event(Event::Evaluated { step, stats: &stats });
+        if let Some(v) = stats.get(&key) {
+            let improved = self.best.is_none_or(|b| if higher { v > b } else { v < b });
+            if improved {
+                let ckpt = match saved {
+                    Some(p) => p,
+                    None => self.save_checkpoint(elapsed)?,
+                };
+                let path = checkpoint::mark_best(&self.run_dir, &ckpt, &key, v, step)?;
+                self.best = Some(v);
+                on_event(Event::Saved { step, path: &path });
+            }
+        }
+        Ok(())
     }
 
     /// Reloads the latest checkpoint in place and shifts the seed, after a divergence.

@@ -1,0 +1,105 @@
+"""Inception feature extraction throughput: gantry vs pytorch-fid, same run, same threads.
+
+Usage (from the repository root):
+  cargo build --release -p gantry-metrics --example inception_bench
+  .venv/bin/python tests/pyref/metrics_bench.py [--n 100] [--threads 2] [--sizes 32,256]
+
+Both sides use pytorch-fid's layout with the same random weights (written once to a temp
+dir in the legacy torch.save format), pytorch-fid preprocessing (bilinear resize to 299),
+batch 50, one untimed warm-up batch, and run in separate processes so that each reports its
+own peak RSS (VmHWM). Prints a markdown table; ratio = gantry / pytorch-fid images/s.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def vm_hwm_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def child(weights, size, n, threads, batch):
+    """pytorch-fid's extraction loop (get_activations) on random uint8 images."""
+    import torch
+    import pytorch_fid.inception as pfi
+    from metrics_common import random_fid_inception
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = random_fid_inception(seed=0, calib_size=75)
+    net.load_state_dict(torch.load(weights))
+    pfi.fid_inception_v3 = lambda: net
+    model = pfi.InceptionV3([3]).eval()
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+
+    def extract(x):
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                b = x[i:i + batch].float() / 255  # ToTensor
+                out.append(model(b)[0].squeeze(3).squeeze(2))
+        return torch.cat(out)
+
+    extract(images[:batch])
+    t = time.perf_counter()
+    pool = extract(images)
+    secs = time.perf_counter() - t
+    assert pool.shape == (n, 2048)
+    print(json.dumps({"tool": "pytorch-fid", "size": size, "n": n,
+                      "threads": torch.get_num_threads(), "images_per_s": n / secs,
+                      "seconds": secs, "vm_hwm_kib": vm_hwm_kib()}))
+
+
+def run(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--sizes", default="32,256")
+    p.add_argument("--gantry", default=os.path.join(ROOT, "target/release/examples/inception_bench"))
+    p.add_argument("--child", nargs=5, metavar=("WEIGHTS", "SIZE", "N", "THREADS", "BATCH"))
+    a = p.parse_args()
+    if a.child:
+        w, s, n, t, b = a.child
+        child(w, int(s), int(n), int(t), int(b))
+        return
+    if not os.path.exists(a.gantry):
+        sys.exit(f"{a.gantry} missing: cargo build --release -p gantry-metrics --example inception_bench")
+
+    import torch
+    from metrics_common import random_fid_inception
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.pth")
+        torch.save(random_fid_inception(seed=0, calib_size=75).state_dict(), weights,
+                   _use_new_zipfile_serialization=False)
+        print(f"| input | N | threads | gantry img/s | pytorch-fid img/s | ratio | "
+              f"gantry peak RSS MiB | pytorch-fid peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for size in [int(s) for s in a.sizes.split(",")]:
+            args = [weights, str(size), str(a.n), str(a.threads), str(a.batch)]
+            g = run([a.gantry] + args)
+            r = run([sys.executable, os.path.abspath(__file__), "--child"] + args)
+            print(f"| {size}x{size} | {a.n} | {a.threads} | {g['images_per_s']:.2f} | "
+                  f"{r['images_per_s']:.2f} | {g['images_per_s'] / r['images_per_s']:.2f} | "
+                  f"{g['vm_hwm_kib'] / 1024:.0f} | {r['vm_hwm_kib'] / 1024:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -130,6 +130,18 @@ enum Command {
         #[command(subcommand)]
         action: ClassifierCommand,
     },
+    /// Run a grid of arms x seeds (baseline, +AdaptiveMix, +FQ, ...) and write a report;
+    /// rerun the same command to resume an interrupted experiment.
+    Experiment {
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory (default experiments/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only (re)write the report from the runs that exist.
+        #[arg(long)]
+        report_only: bool,
+    },
     /// Write plots and an HTML page for a run (RUN_DIR/report/index.html).
     Report {
         run_dir: PathBuf,
@@ -261,6 +273,24 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 report.val_samples,
                 report.val_accuracy
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Experiment { config, out, report_only } => {
+            let cfg = gantry::experiment::ExperimentConfig::from_file(&config)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("experiments").join(&cfg.name));
+            let path = if report_only {
+                gantry::experiment::write_report(&cfg, &out)?
+            } else {
+                let stop = Arc::new(AtomicBool::new(false));
+                let flag = stop.clone();
+                let _ = ctrlc::set_handler(move || {
+                    if flag.swap(true, Ordering::SeqCst) {
+                        std::process::exit(130);
+                    }
+                });
+                gantry::experiment::run(&cfg, &out, &stop, |line| eprintln!("gantry: {line}"))?
+            };
+            eprintln!("gantry: report {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { run_dir } => {

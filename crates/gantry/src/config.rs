@@ -179,6 +179,15 @@ impl RunConfig {
         })
     }
 
+    /// Every check that needs no data or device: run before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.data.validate()?;
+        self.eval.validate_for(&self.data)?;
+        self.adaptivemix.validate()?;
+        Ok(())
+    }
+
     /// Parses a resolved configuration (as saved in a checkpoint's metadata).
     pub fn from_value_str(text: &str, origin: &Path) -> Result<RunConfig> {
         Self::from_value(parse_toml(text, &origin.display().to_string())?)

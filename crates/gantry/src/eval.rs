@@ -72,6 +72,16 @@ impl EvalConfig {
         if self.features != "inception" && !self.features.starts_with("classifier:") {
             return Err(Error::config("eval.features", "expected `inception` or `classifier:PATH`"));
         }
+        Ok(())
+    }
+
+    /// [`validate`](Self::validate) plus the checks that depend on the data: image metrics'
+    /// sample counts (2-D point data uses the Gaussian-mixture metrics instead).
+    pub fn validate_for(&self, data: &DataConfig) -> Result<()> {
+        self.validate()?;
+        if data.kind.is_points() {
+            return Ok(());
+        }
         if self.metrics.iter().any(|m| m == "kid") && self.n < self.kid_subset_size {
             return Err(Error::config("eval.n", format!("{} samples are fewer than KID's subset size {} (raise eval.n or lower eval.kid_subset_size)", self.n, self.kid_subset_size)));
         }
@@ -263,31 +273,69 @@ pub fn reference_config(cfg: &crate::config::RunConfig) -> Result<DataConfig> {
     }
 }
 
+/// What an evaluation measures against.
+enum Backend {
+    /// Image metrics on extracted features of generated vs real images.
+    Features { extractor: Box<dyn FeatureExtractor>, real: FeatureSet },
+    /// The 2-D Gaussian-mixture benchmark: modes covered, share of high-quality samples, KL of
+    /// the mode histogram (the mode-collapse literature's protocol; `gantry_data::gmm`).
+    Gmm(gantry_data::gmm::Mixture),
+}
+
 /// Everything needed to evaluate a generator repeatedly (periodic evaluation in training).
 pub struct Evaluator {
     pub cfg: EvalConfig,
-    extractor: Box<dyn FeatureExtractor>,
-    real: FeatureSet,
+    backend: Backend,
 }
 
 impl Evaluator {
-    pub fn new(cfg: &EvalConfig, reference: &DataConfig, device: Device) -> Result<Self> {
-        cfg.validate()?;
-        let extractor = extractor(&cfg.features, cfg.weights.as_deref(), &cfg.mode, device)?;
-        let real = reference_features(reference, cfg.real_n, extractor.as_ref(), &cache_dir(), |_, _| {})?;
-        Ok(Evaluator { cfg: cfg.clone(), extractor, real })
+    pub fn new(cfg: &EvalConfig, data: &DataConfig, reference: &DataConfig, device: Device) -> Result<Self> {
+        cfg.validate_for(data)?;
+        let backend = match data.kind {
+            gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
+            gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
+            _ => {
+                let extractor = extractor(&cfg.features, cfg.weights.as_deref(), &cfg.mode, device)?;
+                let real = reference_features(reference, cfg.real_n, extractor.as_ref(), &cache_dir(), |_, _| {})?;
+                Backend::Features { extractor, real }
+            }
+        };
+        Ok(Evaluator { cfg: cfg.clone(), backend })
     }
 
     /// Metrics of `g` (names prefixed `eval/`).
     pub fn run(&self, g: &dyn Generator, num_classes: Option<i64>, device: Device, seed: u64) -> Result<Vec<(String, f64)>> {
-        let fake = generator_features(g, num_classes, self.cfg.n, seed, device, self.extractor.as_ref(), |_, _| {})?;
-        let values = compute(&self.cfg.metrics, self.cfg.prefix(), &self.real, &fake, self.cfg.kid_subset_size)?;
+        let values = match &self.backend {
+            Backend::Features { extractor, real } => {
+                let fake = generator_features(g, num_classes, self.cfg.n, seed, device, extractor.as_ref(), |_, _| {})?;
+                compute(&self.cfg.metrics, self.cfg.prefix(), real, &fake, self.cfg.kid_subset_size)?
+            }
+            Backend::Gmm(mix) => gmm_metrics(g, mix, self.cfg.n, seed, device),
+        };
         Ok(values.into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect())
     }
 
     /// The key of the metric that picks the best checkpoint, and whether higher is better.
     pub fn best_key(&self) -> (String, bool) {
+        if let Backend::Gmm(_) = self.backend {
+            return match self.cfg.best.as_str() {
+                "modes" => ("eval/modes".into(), true),
+                "hq_share" => ("eval/hq_share".into(), true),
+                _ => ("eval/kl".into(), false),
+            };
+        }
         let m = self.cfg.best.as_str();
         (format!("eval/{}{m}", self.cfg.prefix()), matches!(m, "is" | "precision" | "recall"))
     }
+}
+
+/// `modes`, `hq_share` and `kl` of `n` generated points.
+pub fn gmm_metrics(g: &dyn Generator, mix: &gantry_data::gmm::Mixture, n: usize, seed: u64, device: Device) -> Vec<(String, f64)> {
+    tch::manual_seed(crate::device::derive_seed(seed, 0, crate::device::Purpose::Eval, 1));
+    let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, device));
+    let x = tch::no_grad(|| g.forward(&z, None, false)).to_device(Device::Cpu).to_kind(Kind::Double).reshape([n as i64, 2]);
+    let flat: Vec<f64> = Vec::try_from(x.flatten(0, -1)).unwrap_or_default();
+    let pts: Vec<[f64; 2]> = flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+    let q = gantry_data::gmm::evaluate(mix, &pts);
+    vec![("modes".into(), q.modes_covered as f64), ("hq_share".into(), q.high_quality_share), ("kl".into(), q.kl_mode_histogram)]
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod loss;
 pub mod models;
 pub mod nn;

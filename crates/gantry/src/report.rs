@@ -41,7 +41,7 @@ pub fn read_series(rows: &[serde_json::Value]) -> Series {
 const COLORS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
 
 /// One line chart of the given series (those present), written as PNG.
-fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<bool> {
+pub fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<bool> {
     let present: Vec<(&str, &Vec<(f64, f64)>)> = keys.iter().filter_map(|k| series.get(*k).filter(|v| !v.is_empty()).map(|v| (*k, v))).collect();
     if present.is_empty() {
         return Ok(false);
@@ -85,7 +85,7 @@ fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<bool
     Ok(true)
 }
 
-fn html_escape(s: &str) -> String {
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

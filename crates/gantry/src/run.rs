@@ -124,7 +124,7 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
         if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        train::samples::save(&x, &opts.out, dataset.as_ref())?;
+        train::samples::save(&x, &opts.out, dataset.as_ref(), cfg.data.kind)?;
         return Ok(vec![opts.out.clone()]);
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;

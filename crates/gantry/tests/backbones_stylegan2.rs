@@ -431,3 +431,46 @@ fn checkpoint_keys_read_like_the_reference() {
         assert!(!vars[k].requires_grad(), "{k} is trainable");
     }
 }
+
+fn trainable(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
+#[test]
+fn parameter_counts_match_the_paper_and_the_presets() {
+    // Config F at 1024x1024 (channel_base 32768, 8 mapping layers): the paper's G 30.0M / D 29.0M,
+    // exactly stylegan2-ada-pytorch's 30,370,060 / 29,012,513.
+    let cases = [
+        (
+            "stylegan2-256",
+            1024,
+            &["model.channel_base=32768"][..],
+            30_370_060,
+            29_012_513,
+        ),
+        ("stylegan2-256", 256, &[][..], 24_767_458, 24_001_089),
+        ("stylegan2-32-small", 32, &[][..], 2_987_731, 3_481_921),
+    ];
+    for (preset, res, sets, want_g, want_d) in cases {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = RunConfig::resolve(Some(preset), &sets).unwrap();
+        let shape = DataShape {
+            channels: 3,
+            resolution: res,
+            numel: 3 * res * res,
+            num_classes: None,
+        };
+        let g_vs = nn::VarStore::new(Device::Cpu);
+        let d_vs = nn::VarStore::new(Device::Cpu);
+        let _g = gantry::models::build_generator(g_vs.root(), &cfg.model, &shape).unwrap();
+        let _d = gantry::models::build_discriminator(d_vs.root(), &cfg.model, &shape).unwrap();
+        assert_eq!(
+            (trainable(&g_vs), trainable(&d_vs)),
+            (want_g, want_d),
+            "{preset} at {res}"
+        );
+    }
+}

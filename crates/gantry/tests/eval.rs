@@ -58,5 +58,5 @@ fn identical_features_have_zero_fid_and_bad_metric_names_are_rejected() {
     let bad = gantry::eval::EvalConfig { metrics: vec!["fidd".into()], ..Default::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("unknown metric \"fidd\""));
     let few = gantry::eval::EvalConfig { n: 100, ..Default::default() };
-    assert!(few.validate().unwrap_err().to_string().starts_with("eval.n:"));
+    assert!(few.validate_for(&DataConfig::default()).unwrap_err().to_string().starts_with("eval.n:"));
 }

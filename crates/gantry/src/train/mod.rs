@@ -230,8 +230,7 @@ impl Trainer {
     }
 
     fn build(cfg: RunConfig, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
-        cfg.train.validate()?;
-        cfg.data.validate()?;
+        cfg.validate()?;
         let device = parse_device(&cfg.train.device)?;
         set_threads(cfg.train.threads);
         let dataset = gantry_data::open(&cfg.data)?;
@@ -263,7 +262,8 @@ impl Trainer {
             e.reset();
         }
         seed_torch(cfg.train.seed, 0, Purpose::FixedLatents, 0);
-        let n_grid = t.grid.max(1) as i64;
+        // 2-D points need many samples to show the modes; images a grid.
+        let n_grid = if shape.numel == 2 { t.grid.max(2048) } else { t.grid.max(1) } as i64;
         let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, device));
 
         let mut trainer_step = 0;
@@ -305,9 +305,8 @@ impl Trainer {
         let cfg_path = run_dir.join("config.toml");
         crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
         let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
-        cfg.eval.validate()?;
         // Built before training so that missing weights or a bad reference fail at once.
-        let evaluator = if cfg.eval.every > 0 { Some(crate::eval::Evaluator::new(&cfg.eval, &crate::eval::reference_config(&cfg)?, device)?) } else { None };
+        let evaluator = if cfg.eval.every > 0 { Some(crate::eval::Evaluator::new(&cfg.eval, &cfg.data, &crate::eval::reference_config(&cfg)?, device)?) } else { None };
         let best = evaluator.as_ref().and_then(|e| checkpoint::best_value(run_dir, &e.best_key().0));
         Ok(Trainer {
             cfg,
@@ -457,7 +456,7 @@ impl Trainer {
         let dir = self.run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("step-{:07}.png", self.step));
-        samples::save(&x, &path, self.dataset.as_ref())?;
+        samples::save(&x, &path, self.dataset.as_ref(), self.cfg.data.kind)?;
         Ok((path, spread))
     }
 

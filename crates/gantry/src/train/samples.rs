@@ -5,21 +5,26 @@ use gantry_data::Dataset;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-pub fn save(x: &Tensor, path: &Path, data: &dyn Dataset) -> Result<()> {
+pub fn save(x: &Tensor, path: &Path, data: &dyn Dataset, kind: gantry_data::DataKind) -> Result<()> {
     let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let size = x.size();
     let shape = [size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize];
     let values: Vec<f32> = Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
     if data.sample_shape() == [2, 1, 1] {
-        return scatter(&values, path);
+        let modes = match kind {
+            gantry_data::DataKind::Gmm8 => gantry_data::gmm::Mixture::ring8().means,
+            gantry_data::DataKind::Gmm25 => gantry_data::gmm::Mixture::grid25().means,
+            _ => Vec::new(),
+        };
+        return scatter(&values, &modes, path);
     }
     let nrow = (shape[0] as f64).sqrt().ceil() as usize;
     gantry_data::image_io::save_grid(&values, shape, nrow, path)?;
     Ok(())
 }
 
-/// 2-D points on a 512x512 canvas over [-6, 6]^2, with faint axes.
-fn scatter(xy: &[f32], path: &Path) -> Result<()> {
+/// 2-D points on a 512x512 canvas over [-6, 6]^2, with faint axes and the true modes in red.
+fn scatter(xy: &[f32], modes: &[[f64; 2]], path: &Path) -> Result<()> {
     const N: u32 = 512;
     const EXTENT: f32 = 6.0;
     let mut img = image::RgbImage::from_pixel(N, N, image::Rgb([255, 255, 255]));
@@ -28,13 +33,26 @@ fn scatter(xy: &[f32], path: &Path) -> Result<()> {
         img.put_pixel(i, N / 2, image::Rgb([220, 220, 220]));
     }
     let to_px = |v: f32| ((v + EXTENT) / (2.0 * EXTENT) * N as f32) as i64;
+    for m in modes {
+        let (cx, cy) = (to_px(m[0] as f32), N as i64 - 1 - to_px(m[1] as f32));
+        for d in -6i64..=6 {
+            for (x, y) in [(cx + d, cy), (cx, cy + d)] {
+                if (0..N as i64).contains(&x) && (0..N as i64).contains(&y) {
+                    img.put_pixel(x as u32, y as u32, image::Rgb([220, 40, 40]));
+                }
+            }
+        }
+    }
     for p in xy.chunks_exact(2) {
         let (cx, cy) = (to_px(p[0]), N as i64 - 1 - to_px(p[1]));
-        for dx in -1..=1 {
-            for dy in -1..=1 {
+        for dx in 0..=1 {
+            for dy in 0..=1 {
                 let (x, y) = (cx + dx, cy + dy);
                 if (0..N as i64).contains(&x) && (0..N as i64).contains(&y) {
-                    img.put_pixel(x as u32, y as u32, image::Rgb([30, 90, 200]));
+                    let px = img.get_pixel_mut(x as u32, y as u32);
+                    if px.0 != [220, 40, 40] {
+                        *px = image::Rgb([30, 90, 200]);
+                    }
                 }
             }
         }

@@ -1,0 +1,329 @@
+//! `gantry experiment --config FILE.toml`: a grid of arms (e.g. baseline, +AdaptiveMix, +FQ,
+//! +both) x seeds on one data set and preset, fair by construction: every arm of a seed has the
+//! same data order, the same latents at every step and the same budget (gantry seeds each step's
+//! draws from (seed, step, purpose), and the loader's order from the seed alone). Runs go in
+//! sequence in this process, or in parallel child processes; an interrupted experiment resumes
+//! where it stopped (finished runs are skipped, partial ones resumed). Then a report: mean +- std
+//! per arm at the final and the best evaluation, curves, sample grids, wall time, configuration.
+//!
+//! ```toml
+//! name = "gmm25"
+//! base = "gmm-25"                       # preset name or TOML file
+//! set = ["train.steps=5000", "eval.every=1000"]
+//! seeds = [0, 1, 2, 3, 4]
+//! parallel = 1
+//! [[arm]]
+//! name = "baseline"
+//! [[arm]]
+//! name = "adaptivemix"
+//! set = ["adaptivemix.enabled=true"]
+//! ```
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::report::{self, Series};
+use crate::train::{checkpoint, log, Trainer};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arm {
+    /// Name of the arm (a directory name).
+    pub name: String,
+    /// `key=value` overrides on top of the base.
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Name (the default output directory is `experiments/<name>`).
+    pub name: String,
+    /// Preset name or TOML file of the base run.
+    pub base: String,
+    /// `key=value` overrides applied to every arm.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// Seeds; each seed runs every arm.
+    pub seeds: Vec<u64>,
+    /// Runs at once (child processes); 1 = in sequence, in this process.
+    #[serde(default = "one")]
+    pub parallel: usize,
+    #[serde(rename = "arm")]
+    pub arms: Vec<Arm>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ExperimentConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let de = toml::Deserializer::new(&text);
+        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            Error::config(key, e.into_inner().message().trim().replace('\n', "; "))
+        })?;
+        if cfg.arms.is_empty() || cfg.seeds.is_empty() {
+            return Err(Error::config("arm", "an experiment needs at least one [[arm]] and one seed"));
+        }
+        let mut names: Vec<&str> = cfg.arms.iter().map(|a| a.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != cfg.arms.len() || cfg.arms.iter().any(|a| a.name.is_empty() || a.name.contains('/')) {
+            return Err(Error::config("arm.name", "arm names must be unique, non-empty and contain no '/'"));
+        }
+        // Every run's configuration must resolve before any work starts.
+        for arm in &cfg.arms {
+            cfg.run_config(arm, cfg.seeds[0])?.validate()?;
+        }
+        Ok(cfg)
+    }
+
+    fn sets(&self, arm: &Arm, seed: u64) -> Vec<String> {
+        let mut sets = self.set.clone();
+        sets.extend(arm.set.iter().cloned());
+        sets.push(format!("train.seed={seed}"));
+        sets
+    }
+
+    pub fn run_config(&self, arm: &Arm, seed: u64) -> Result<RunConfig> {
+        RunConfig::resolve(Some(&self.base), &self.sets(arm, seed))
+    }
+}
+
+fn run_dir(out: &Path, arm: &Arm, seed: u64) -> PathBuf {
+    out.join(&arm.name).join(format!("seed-{seed}"))
+}
+
+/// Where one run stands.
+fn finished(dir: &Path, steps: u64) -> bool {
+    checkpoint::latest(dir).and_then(|c| checkpoint::read_meta(&c).ok()).is_some_and(|m| m.step >= steps)
+}
+
+/// Runs (or resumes) every run of the experiment, then writes the report; returns its path.
+pub fn run(cfg: &ExperimentConfig, out: &Path, stop: &AtomicBool, mut say: impl FnMut(String)) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    crate::util::write_atomic(&out.join("experiment.toml"), toml::to_string_pretty(cfg).expect("serialises").as_bytes())?;
+    let mut todo = Vec::new();
+    for &seed in &cfg.seeds {
+        for arm in &cfg.arms {
+            let rc = cfg.run_config(arm, seed)?;
+            let dir = run_dir(out, arm, seed);
+            if finished(&dir, rc.train.steps) {
+                say(format!("{}/seed-{seed}: done", arm.name));
+            } else {
+                todo.push((arm.clone(), seed, rc, dir));
+            }
+        }
+    }
+    if cfg.parallel <= 1 {
+        for (arm, seed, rc, dir) in todo {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::Interrupted { step: 0, run_dir: out.to_path_buf() });
+            }
+            say(format!("{}/seed-{seed}: training", arm.name));
+            let mut t = if checkpoint::latest(&dir).is_some() { Trainer::resume(&dir, Some(rc))? } else { Trainer::new(rc, &dir)? };
+            if let crate::train::Outcome::Interrupted { .. } = t.run(stop, &mut |_| {})? {
+                return Err(Error::Interrupted { step: t.step(), run_dir: out.to_path_buf() });
+            }
+        }
+    } else {
+        run_parallel(cfg, todo, stop, &mut say)?;
+    }
+    write_report(cfg, out)
+}
+
+/// Runs in child `gantry train` processes, `parallel` at a time, splitting the cores between them.
+fn run_parallel(cfg: &ExperimentConfig, todo: Vec<(Arm, u64, RunConfig, PathBuf)>, stop: &AtomicBool, say: &mut impl FnMut(String)) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("gantry", e))?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = (cores / cfg.parallel).max(1);
+    let mut queue = todo.into_iter();
+    let mut running: Vec<(String, std::process::Child)> = Vec::new();
+    loop {
+        while running.len() < cfg.parallel && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Some((arm, seed, _, dir)) = queue.next() else { break };
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("train");
+            if checkpoint::latest(&dir).is_some() {
+                cmd.arg("--resume").arg(&dir);
+            } else {
+                cmd.args(["--config", &cfg.base, "--out"]).arg(&dir);
+                for s in cfg.sets(&arm, seed) {
+                    cmd.args(["--set", &s]);
+                }
+            }
+            cmd.args(["--set", &format!("train.threads={threads}")]);
+            let log_path = dir.with_extension("log");
+            std::fs::create_dir_all(dir.parent().expect("arm dir")).map_err(|e| Error::io(&dir, e))?;
+            let log_file = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+            cmd.stdout(std::process::Stdio::null()).stderr(log_file);
+            say(format!("{}/seed-{seed}: training (process, {threads} threads; log {})", arm.name, log_path.display()));
+            running.push((format!("{}/seed-{seed}", arm.name), cmd.spawn().map_err(|e| Error::io(&exe, e))?));
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(status) = running[i].1.try_wait().map_err(|e| Error::io(&exe, e))? {
+                let (name, _) = running.remove(i);
+                if !status.success() {
+                    for (_, c) in running.iter_mut() {
+                        let _ = c.kill();
+                    }
+                    return Err(Error::Io { path: PathBuf::from(name.clone()), msg: format!("run failed ({status}); see its .log file") });
+                }
+                say(format!("{name}: done"));
+            } else {
+                i += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mean and sample standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+fn higher_is_better(metric: &str) -> bool {
+    ["is", "precision", "recall", "modes", "hq_share"].iter().any(|k| metric.ends_with(k))
+}
+
+/// Per arm, per metric: (final values per seed, best values per seed).
+type Table = BTreeMap<String, BTreeMap<String, (Vec<f64>, Vec<f64>)>>;
+
+/// Reads every run and writes `report.md`, `report.html` and the curves; returns `report.md`.
+pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
+    let rdir = out.join("report");
+    std::fs::create_dir_all(&rdir).map_err(|e| Error::io(&rdir, e))?;
+    let mut table: Table = BTreeMap::new();
+    let mut curves: BTreeMap<String, Series> = BTreeMap::new();
+    let mut wall: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut metrics: Vec<String> = Vec::new();
+    for arm in &cfg.arms {
+        for &seed in &cfg.seeds {
+            let dir = run_dir(out, arm, seed);
+            let Ok(rows) = log::read(&dir.join("metrics.jsonl")) else { continue };
+            let series = report::read_series(&rows);
+            if let Some(w) = series.get("wall_s").and_then(|v| v.last()) {
+                wall.entry(arm.name.clone()).or_default().push(w.1);
+            }
+            for (k, pts) in series.iter().filter(|(k, _)| k.starts_with("eval/") && !k.ends_with("_std")) {
+                let m = k.trim_start_matches("eval/").to_string();
+                if !metrics.contains(&m) {
+                    metrics.push(m.clone());
+                }
+                let last = pts.last().expect("non-empty").1;
+                let higher = higher_is_better(&m);
+                let best = pts.iter().map(|p| p.1).fold(if higher { f64::MIN } else { f64::MAX }, |a, b| if higher { a.max(b) } else { a.min(b) });
+                let e = table.entry(arm.name.clone()).or_default().entry(m.clone()).or_default();
+                e.0.push(last);
+                e.1.push(best);
+                // Curves: mean over seeds per step (accumulated as sums, divided below).
+                let c = curves.entry(m.clone()).or_default().entry(arm.name.clone()).or_default();
+                for (i, p) in pts.iter().enumerate() {
+                    if c.len() <= i {
+                        c.push((p.0, 0.0));
+                    }
+                    c[i].1 += p.1 / cfg.seeds.len() as f64;
+                }
+            }
+        }
+    }
+    let baseline = &cfg.arms[0].name;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Experiment `{}`\n", cfg.name);
+    let _ = writeln!(md, "Base `{}` with `{}`; seeds {:?}; every arm of a seed sees the same data order, latents and budget.\n", cfg.base, cfg.set.join(" "), cfg.seeds);
+    let _ = writeln!(
+        md,
+        "Cells: mean ± sample std over seeds. A difference from `{baseline}` is marked * when it exceeds twice its standard error (sqrt(s1²/n1 + s2²/n2)); otherwise it is within the seed spread and **not significant**.\n"
+    );
+    for (title, pick) in [("Final evaluation", 0usize), ("Best evaluation", 1usize)] {
+        let _ = writeln!(md, "## {title}\n");
+        let _ = writeln!(md, "| arm | {} | wall time (s) |", metrics.iter().map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" })).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(md, "|---|{}---|", "---|".repeat(metrics.len()));
+        for arm in &cfg.arms {
+            let mut cells = Vec::new();
+            for m in &metrics {
+                let cell = match table.get(&arm.name).and_then(|t| t.get(m)) {
+                    Some(v) => {
+                        let vals = if pick == 0 { &v.0 } else { &v.1 };
+                        let (mu, sd) = mean_std(vals);
+                        let mark = match table.get(baseline).and_then(|t| t.get(m)) {
+                            Some(b) if &arm.name != baseline => {
+                                let bv = if pick == 0 { &b.0 } else { &b.1 };
+                                let (bm, bs) = mean_std(bv);
+                                let se = (sd * sd / vals.len() as f64 + bs * bs / bv.len() as f64).sqrt();
+                                if (mu - bm).abs() > 2.0 * se && se > 0.0 {
+                                    " *"
+                                } else {
+                                    " (n.s.)"
+                                }
+                            }
+                            _ => "",
+                        };
+                        format!("{mu:.4} ± {sd:.4}{mark}")
+                    }
+                    None => "—".into(),
+                };
+                cells.push(cell);
+            }
+            let w = wall.get(&arm.name).map(|w| mean_std(w).0).map(|w| format!("{w:.0}")).unwrap_or_else(|| "—".into());
+            let _ = writeln!(md, "| {} | {} | {w} |", arm.name, cells.join(" | "));
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "## Arms\n");
+    for arm in &cfg.arms {
+        let _ = writeln!(md, "- `{}`: {}", arm.name, if arm.set.is_empty() { "(base)".to_string() } else { format!("`{}`", arm.set.join(" ")) });
+    }
+    // Curves and samples.
+    let mut html_imgs = String::new();
+    for (m, per_arm) in &curves {
+        let file = format!("curve-{}.png", m.replace('/', "_"));
+        let keys: Vec<&str> = per_arm.keys().map(String::as_str).collect();
+        if report::plot(&rdir.join(&file), &format!("{m} (mean over seeds)"), per_arm, &keys)? {
+            let _ = writeln!(md, "\n![{m}]({file})");
+            html_imgs.push_str(&format!("<h3>{m}</h3><img src=\"{file}\">\n"));
+        }
+    }
+    let mut grids = String::new();
+    for arm in &cfg.arms {
+        let samples = run_dir(out, arm, cfg.seeds[0]).join("samples");
+        let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        pngs.sort();
+        if let Some(last) = pngs.last() {
+            let name = format!("samples-{}.png", arm.name);
+            std::fs::copy(last, rdir.join(&name)).map_err(|e| Error::io(last, e))?;
+            grids.push_str(&format!("<figure style=\"display:inline-block\"><img src=\"{name}\" width=\"256\"><figcaption>{}</figcaption></figure>\n", report::html_escape(&arm.name)));
+        }
+    }
+    let md_path = rdir.join("report.md");
+    crate::util::write_atomic(&md_path, md.as_bytes())?;
+    let cfg_text = std::fs::read_to_string(out.join("experiment.toml")).unwrap_or_default();
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}pre{{background:#f6f6f6;padding:1em}}</style></head><body><pre>{1}</pre><h2>Curves</h2>{2}<h2>Samples (seed {3})</h2>{4}<h2>Configuration</h2><pre>{5}</pre></body></html>",
+        report::html_escape(&cfg.name),
+        report::html_escape(&md),
+        html_imgs,
+        cfg.seeds[0],
+        grids,
+        report::html_escape(&cfg_text)
+    );
+    crate::util::write_atomic(&rdir.join("report.html"), html.as_bytes())?;
+    Ok(md_path)
+}

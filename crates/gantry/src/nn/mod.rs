@@ -8,11 +8,31 @@ pub mod spectral;
 
 use tch::Tensor;
 
-/// LeakyReLU with a chosen slope. tch's `leaky_relu` fixes the slope at 0.01, so this goes
-/// through PReLU with a constant weight: one kernel forward, one backward, same values.
+extern "C" {
+    // csrc/ops.cpp
+    fn gantry_leaky_relu(x: *const torch_sys::C_tensor, slope: f64, out: *mut *mut torch_sys::C_tensor) -> *mut std::ffi::c_char;
+}
+
+/// LeakyReLU with a chosen slope: libtorch's native `leaky_relu` (one kernel forward, one
+/// backward), reached through csrc/ops.cpp because tch's binding fixes the slope at 0.01.
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
-    let w = Tensor::full([1], slope, (x.kind(), x.device()));
-    x.prelu(&w)
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `x` is a live tensor; on success the shim hands over a new at::Tensor that the
+    // returned Tensor owns; on failure it returns a malloc'd message and leaves `out` alone.
+    unsafe {
+        let err = gantry_leaky_relu(x.as_ptr(), slope, &mut out);
+        if !err.is_null() {
+            let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().lines().next().unwrap_or_default().to_string();
+            libc_free(err as *mut std::ffi::c_void);
+            panic!("leaky_relu: {msg}");
+        }
+        Tensor::from_ptr(out)
+    }
+}
+
+extern "C" {
+    #[link_name = "free"]
+    fn libc_free(p: *mut std::ffi::c_void);
 }
 
 #[cfg(test)]
@@ -25,6 +45,10 @@ mod tests {
         let y = leaky_relu(&x, 0.2);
         assert_eq!(Vec::<f64>::try_from(&y).unwrap(), [-0.4, -0.1, 0.0, 1.5]);
         y.sum(tch::Kind::Double).backward();
+        // PyTorch's leaky_relu backward takes the slope at x == 0 as well.
         assert_eq!(Vec::<f64>::try_from(x.grad()).unwrap(), [0.2, 0.2, 0.2, 1.0]);
+        let g = Tensor::run_backward(&[leaky_relu(&x, 0.01).sum(tch::Kind::Double)], &[&x], false, false);
+        let want = Tensor::run_backward(&[x.leaky_relu().sum(tch::Kind::Double)], &[&x], false, false);
+        assert!(g[0].equal(&want[0]));
     }
 }

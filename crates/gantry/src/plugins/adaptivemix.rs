@@ -67,13 +67,13 @@ impl Default for AdaptiveMixConfig {
 
 impl AdaptiveMixConfig {
     pub fn validate(&self) -> Result<()> {
-        if !(self.alpha > 0.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 {
             return Err(Error::config("adaptivemix.alpha", "must be positive"));
         }
-        if !(self.sigma >= 0.0) {
+        if self.sigma.is_nan() || self.sigma < 0.0 {
             return Err(Error::config("adaptivemix.sigma", "must be >= 0"));
         }
-        if !(self.weight >= 0.0) {
+        if self.weight.is_nan() || self.weight < 0.0 {
             return Err(Error::config("adaptivemix.weight", "must be >= 0"));
         }
         Ok(())

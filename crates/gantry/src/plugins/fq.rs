@@ -280,7 +280,7 @@ impl Fq {
         if !(0.0..1.0).contains(&cfg.decay) {
             return Err(Error::config("fq.decay", "must be in [0, 1)"));
         }
-        if !(cfg.beta >= 0.0) {
+        if cfg.beta.is_nan() || cfg.beta < 0.0 {
             return Err(Error::config("fq.beta", "must be >= 0"));
         }
         let names: Vec<String> = if cfg.layers.is_empty() { default_layers.to_vec() } else { cfg.layers.clone() };
@@ -386,7 +386,7 @@ mod tests {
             let _ = dead;
         }
         let (c, s) = {
-            layer.quantise(&h, true);
+            let _ = layer.quantise(&h, true);
             layer.take_accumulators().unwrap()
         };
         let (_, dead) = layer.ema_update(&c, &s, false);

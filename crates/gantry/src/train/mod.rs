@@ -386,7 +386,7 @@ impl Trainer {
             let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
             let fake = tch::no_grad(|| self.g.forward(&z, labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
-            let r1_scale = if r1.gamma > 0.0 && d_index % r1.every.max(1) == 0 { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
+            let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
             let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
             let grads = self.opt_d.gradients(&loss.total);
             let grad = self.check_finite(&loss, &grads, "D")?;
@@ -493,7 +493,7 @@ impl Trainer {
         let started = Instant::now();
         let mut window = (Instant::now(), self.images_seen);
         let mut rollbacks = 0;
-        let every = |n: u64, step: u64| n > 0 && step % n == 0;
+        let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
         if checkpoint::latest(&self.run_dir).is_none() {
             // The initial state, so that a divergence can always stop at (or roll back to) a
             // good checkpoint.

@@ -183,3 +183,23 @@ fn interrupt_saves_and_resume_continues() {
     assert_eq!(r.step(), 2);
     assert_eq!(r.run(&AtomicBool::new(false), &mut |_| {}).unwrap(), Outcome::Finished { step: 4 });
 }
+
+#[test]
+fn rollback_policy_reloads_the_last_checkpoint_with_a_new_seed_then_gives_up() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(config(&["train.steps=50", "train.d_lr=1e30", "train.g_lr=1e30", "train.on_nan=rollback"]), dir.path()).unwrap();
+    let mut warnings = Vec::new();
+    let err = t
+        .run(&AtomicBool::new(false), &mut |ev| {
+            if let gantry::train::Event::Warning(w) = ev {
+                warnings.push(w);
+            }
+        })
+        .unwrap_err();
+    // Every retry diverges again with this learning rate: three rollbacks, then it stops.
+    assert!(err.to_string().starts_with("non-finite"), "{err}");
+    assert_eq!(warnings.iter().filter(|w| w.contains("rolling back")).count(), 3, "{warnings:?}");
+    let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(rows.iter().filter(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")).count(), 4);
+}

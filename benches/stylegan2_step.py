@@ -1,0 +1,147 @@
+"""PyTorch twin of `gantry bench --config stylegan2-32-small`: one training step of the same StyleGAN2
+(the network of tests/pyref/stylegan2_ref.py, which the reference tests check against gantry with
+the same weights), on a fixed real batch, done the way gantry does it:
+
+- D step: fakes from G under no_grad (training mode: style mixing 0.9, random noise, w_avg
+  tracking); non-saturating loss on a real and a fake pass; every `--r1-every` steps R1 (gamma/2,
+  scaled by the interval) on the real pass, in the same backward; Adam(0.0025, (0, 0.99)).
+- G step: D frozen; non-saturating loss; every `--pl-every` steps path-length regularisation on
+  the first batch/2 latents (weight 2, scaled by the interval) added to the same gradients; Adam.
+- EMA of G (decay 0.999 with ramp-up; buffers copied).
+
+Step i (counting warm-up steps from 0) runs R1 when i % r1_every == 0 and PL when i % pl_every == 0,
+as gantry does, so the median is a plain step and the mean includes the amortised regularisers.
+`--no-reg` times the plain step only.
+
+Prints one JSON line: {"what", "threads", "device", "steps", "median_ms", "mean_ms", "min_ms",
+"peak_rss_mib", "g_params", "d_params"}.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pyref"))
+import stylegan2_ref as R  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--threads", type=int, required=True)
+p.add_argument("--steps", type=int, default=30)
+p.add_argument("--warmup", type=int, default=5)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--res", type=int, default=32)
+p.add_argument("--channel-base", type=int, default=2048)
+p.add_argument("--channel-max", type=int, default=256)
+p.add_argument("--z-dim", type=int, default=256)
+p.add_argument("--mapping-layers", type=int, default=2)
+p.add_argument("--mbstd-group", type=int, default=4)
+p.add_argument("--r1-gamma", type=float, default=0.0064)
+p.add_argument("--r1-every", type=int, default=16)
+p.add_argument("--pl-every", type=int, default=4)
+p.add_argument("--no-reg", action="store_true")
+p.add_argument("--device", default="cpu")
+p.add_argument("--what", default="pytorch")
+args = p.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+dev = torch.device(args.device)
+B = args.batch
+MIXING, PL_WEIGHT, PL_DECAY, PL_SHRINK = 0.9, 2.0, 0.01, 2
+
+
+def build_g():
+    return R.Generator(args.z_dim, args.z_dim, args.res, 3, mapping_layers=args.mapping_layers,
+                       channel_base=args.channel_base, channel_max=args.channel_max).to(dev)
+
+
+g, g_ema = build_g(), build_g()
+d = R.Discriminator(args.res, 3, channel_base=args.channel_base, channel_max=args.channel_max,
+                    mbstd_group_size=args.mbstd_group).to(dev)
+g_ema.load_state_dict(g.state_dict())
+g_ema.requires_grad_(False)
+opt_g = torch.optim.Adam(g.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
+opt_d = torch.optim.Adam(d.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
+real = torch.rand(B, 3, args.res, args.res, device=dev) * 2 - 1
+step_no = 0
+
+
+def run_g(z):
+    """Training-mode G with style mixing (stylegan2-ada's run_G); returns images and ws."""
+    ws = g.mapping(z)
+    cutoff = int(torch.randint(1, ws.shape[1], []))
+    if torch.rand([]).item() < MIXING:
+        ws2 = g.mapping(torch.randn_like(z), skip_w_avg_update=True)
+        ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+    return g.synthesis(ws, noise_mode="random", fused_modconv=False), ws
+
+
+def step():
+    global step_no
+    r1_now = not args.no_reg and args.r1_gamma > 0 and step_no % args.r1_every == 0
+    pl_now = not args.no_reg and step_no % args.pl_every == 0
+    # D step
+    with torch.no_grad():
+        fake, _ = run_g(torch.randn(B, args.z_dim, device=dev))
+    opt_d.zero_grad()
+    real_in = real.detach().requires_grad_(r1_now)
+    lr_ = d(real_in).flatten()
+    lf_ = d(fake).flatten()
+    loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean()
+    if r1_now:
+        (gr,) = torch.autograd.grad(lr_.sum(), real_in, create_graph=True)
+        loss = loss + gr.square().sum([1, 2, 3]).mean() * (args.r1_gamma / 2 * args.r1_every)
+    loss.backward()
+    opt_d.step()
+    # G step
+    d.requires_grad_(False)
+    opt_g.zero_grad()
+    z = torch.randn(B, args.z_dim, device=dev)
+    fake, _ = run_g(z)
+    F.softplus(-d(fake).flatten()).mean().backward()
+    if pl_now:
+        img, ws = run_g(z[: B // PL_SHRINK])
+        noise = torch.randn_like(img) / np.sqrt(img.shape[2] * img.shape[3])
+        (gw,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = gw.square().sum(2).mean(1).sqrt()
+        pl_mean = g.pl_mean.lerp(lengths.mean(), PL_DECAY)
+        g.pl_mean.copy_(pl_mean.detach())
+        ((lengths - pl_mean).square().mean() * (PL_WEIGHT * args.pl_every)).backward()
+    d.requires_grad_(True)
+    opt_g.step()
+    # EMA
+    step_no += 1
+    beta = min(0.999, (1 + step_no) / (10 + step_no))
+    with torch.no_grad():
+        for pe, pg in zip(g_ema.parameters(), g.parameters()):
+            pe.lerp_(pg, 1 - beta)
+        for be, bg in zip(g_ema.buffers(), g.buffers()):
+            be.copy_(bg)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+for _ in range(args.warmup):
+    step()
+sync()
+ms = []
+for _ in range(args.steps):
+    t0 = time.perf_counter()
+    step()
+    sync()
+    ms.append((time.perf_counter() - t0) * 1e3)
+print(json.dumps({
+    "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
+    "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "g_params": sum(p.numel() for p in g.parameters()), "d_params": sum(p.numel() for p in d.parameters()),
+}))

@@ -22,19 +22,21 @@ impl PhaseLoss {
     }
 }
 
-/// D phase. `fake` must be detached from G. `r1_scale` is the R1 weight for this step
+/// D phase. `fake` must be detached from G; `real_labels`/`fake_labels` condition the scores of
+/// class-conditional critics (the gradient penalty's interpolates use the real labels). `r1_scale` is the R1 weight for this step
 /// (gamma/2 times the lazy interval) or 0 when R1 does not run now.
-pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, labels: Option<&Tensor>, cfg: &LossConfig, step: u64, r1_scale: f64) -> PhaseLoss {
+#[allow(clippy::too_many_arguments)]
+pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, real_labels: Option<&Tensor>, fake_labels: Option<&Tensor>, cfg: &LossConfig, step: u64, r1_scale: f64) -> PhaseLoss {
     let ctx = |branch| Ctx { phase: Phase::D, branch, step, record: true };
     let real_in = if r1_scale > 0.0 { real.detach().set_requires_grad(true) } else { real.shallow_clone() };
-    let sr = critic.score(&real_in, labels, &ctx(Branch::Real));
-    let sf = critic.score(fake, labels, &ctx(Branch::Fake));
+    let sr = critic.score(&real_in, real_labels, &ctx(Branch::Real));
+    let sf = critic.score(fake, fake_labels, &ctx(Branch::Fake));
     let mut loss = PhaseLoss::new("loss/d/adv", cfg.kind.d_loss(&sr.logits, &sf.logits));
     for extra in [sr.extra_loss, sf.extra_loss].into_iter().flatten() {
         loss.add("loss/d/plugins", extra);
     }
     if cfg.gp.enabled && cfg.gp.weight > 0.0 {
-        let gp = penalty::gradient_penalty(|x| critic.plain(x, labels), real, fake);
+        let gp = penalty::gradient_penalty(|x| critic.plain(x, real_labels), real, fake);
         loss.add("loss/d/gp", gp * cfg.gp.weight);
     }
     if r1_scale > 0.0 {

@@ -384,10 +384,12 @@ impl Trainer {
         for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
             seed_torch(seed, self.step, Purpose::DStep, k);
             let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
-            let fake = tch::no_grad(|| self.g.forward(&z, labels.as_ref(), true));
+            // Fakes get fresh random classes (BigGAN-PyTorch), not the real batch's.
+            let fake_labels = self.shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+            let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
             let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
-            let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
+            let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), fake_labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
             let grads = self.opt_d.gradients(&loss.total);
             let grad = self.check_finite(&loss, &grads, "D")?;
             self.opt_d.step(&grads);

@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "Train, evaluate and sample GANs with AdaptiveMix and FQ discriminator plug-ins")]
+#[command(
+    name = "gantry",
+    version,
+    about = "Train, evaluate and sample GANs with AdaptiveMix and FQ discriminator plug-ins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,9 +147,7 @@ enum Command {
         report_only: bool,
     },
     /// Write plots and an HTML page for a run (RUN_DIR/report/index.html).
-    Report {
-        run_dir: PathBuf,
-    },
+    Report { run_dir: PathBuf },
     /// List the built-in presets.
     Presets,
 }
@@ -188,11 +190,23 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
     match cli.command {
-        Command::Train { config, mut sets, out, resume, device, dry_run } => {
+        Command::Train {
+            config,
+            mut sets,
+            out,
+            resume,
+            device,
+            dry_run,
+        } => {
             if let Some(d) = device {
                 sets.push(format!("train.device={d}"));
             }
-            let opts = TrainOptions { config, sets, out, resume };
+            let opts = TrainOptions {
+                config,
+                sets,
+                out,
+                resume,
+            };
             if dry_run {
                 print!("{}", run::resolve_config(&opts)?.to_toml());
                 return Ok(ExitCode::SUCCESS);
@@ -211,7 +225,10 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let (outcome, run_dir) = result?;
             match outcome {
                 gantry::train::Outcome::Finished { step } => {
-                    eprintln!("gantry: trained {step} steps; run directory {}", run_dir.display());
+                    eprintln!(
+                        "gantry: trained {step} steps; run directory {}",
+                        run_dir.display()
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 gantry::train::Outcome::Interrupted { step } => {
@@ -223,48 +240,134 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 }
             }
         }
-        Command::Sample { checkpoint, n, out, seed, grid, device, no_ema } => {
-            let paths = run::sample(&SampleOptions { checkpoint, n, out, seed, grid, device, no_ema })?;
+        Command::Sample {
+            checkpoint,
+            n,
+            out,
+            seed,
+            grid,
+            device,
+            no_ema,
+        } => {
+            let paths = run::sample(&SampleOptions {
+                checkpoint,
+                n,
+                out,
+                seed,
+                grid,
+                device,
+                no_ema,
+            })?;
             match paths.as_slice() {
                 [one] => eprintln!("gantry: wrote {}", one.display()),
                 many => eprintln!("gantry: wrote {} images", many.len()),
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { config, sets, what, warmup, steps } => {
+        Command::Bench {
+            config,
+            sets,
+            what,
+            warmup,
+            steps,
+        } => {
             let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
             let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
             println!("{}", serde_json::to_string(&timing).expect("serialises"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Fid { a, b, weights, mode, features, n, save_stats, device } => {
+        Command::Fid {
+            a,
+            b,
+            weights,
+            mode,
+            features,
+            n,
+            save_stats,
+            device,
+        } => {
             let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
-            let out = run::fid(&run::FidOptions { a, b, weights, mode, features, n, save_stats, device }, &mut progress::counter())?;
+            let out = run::fid(
+                &run::FidOptions {
+                    a,
+                    b,
+                    weights,
+                    mode,
+                    features,
+                    n,
+                    save_stats,
+                    device,
+                },
+                &mut progress::counter(),
+            )?;
             println!("{}: {}", out.label, out.value);
             for w in out.warnings {
                 eprintln!("gantry: warning: {w}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval { checkpoint, data, metrics, n, real_n, weights, mode, features, device } => {
-            let metrics: Vec<String> = metrics.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
-            let opts = run::EvalOptions { checkpoint, data, metrics, n, real_n, weights, mode, features, device };
+        Command::Eval {
+            checkpoint,
+            data,
+            metrics,
+            n,
+            real_n,
+            weights,
+            mode,
+            features,
+            device,
+        } => {
+            let metrics: Vec<String> = metrics
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
+            let opts = run::EvalOptions {
+                checkpoint,
+                data,
+                metrics,
+                n,
+                real_n,
+                weights,
+                mode,
+                features,
+                device,
+            };
             let values = run::eval(&opts, &mut progress::counter())?;
             for (k, v) in &values {
                 println!("{k:24} {v:.6}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Classifier { action: ClassifierCommand::Train { data, out, epochs, resolution, val_split, seed, device } } => {
+        Command::Classifier {
+            action:
+                ClassifierCommand::Train {
+                    data,
+                    out,
+                    epochs,
+                    resolution,
+                    val_split,
+                    seed,
+                    device,
+                },
+        } => {
             let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
             let mut train_cfg = gantry::data::DataConfig::from_spec(&data)?;
             train_cfg.resolution = resolution;
             train_cfg.labels = true;
             let mut val = train_cfg.clone();
             val.split = val_split;
-            let report = gantry::classifier::train(&train_cfg, &val, &out, epochs, device, seed, |epoch, loss| {
-                eprintln!("epoch {epoch}/{epochs}  loss {loss:.4}");
-            })?;
+            let report = gantry::classifier::train(
+                &train_cfg,
+                &val,
+                &out,
+                epochs,
+                device,
+                seed,
+                |epoch, loss| {
+                    eprintln!("epoch {epoch}/{epochs}  loss {loss:.4}");
+                },
+            )?;
             println!(
                 "wrote {} ({} training images, {} epochs); accuracy on {} validation images: {:.4}",
                 report.path.display(),
@@ -275,7 +378,11 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Experiment { config, out, report_only } => {
+        Command::Experiment {
+            config,
+            out,
+            report_only,
+        } => {
             let cfg = gantry::experiment::ExperimentConfig::from_file(&config)?;
             let out = out.unwrap_or_else(|| PathBuf::from("experiments").join(&cfg.name));
             let path = if report_only {

@@ -12,18 +12,35 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Self {
-        Progress { bar: None, tty: std::io::stderr().is_terminal() }
+        Progress {
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn event(&mut self, ev: Event) {
         match ev {
-            Event::Started { step, total, run_dir, data } => {
+            Event::Started {
+                step,
+                total,
+                run_dir,
+                data,
+            } => {
                 eprintln!("gantry: run directory {}", run_dir.display());
                 eprintln!("gantry: data {data}");
-                let bar = ProgressBar::with_draw_target(Some(total), if self.tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+                let bar = ProgressBar::with_draw_target(
+                    Some(total),
+                    if self.tty {
+                        ProgressDrawTarget::stderr()
+                    } else {
+                        ProgressDrawTarget::hidden()
+                    },
+                );
                 bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-                        .expect("valid template"),
+                    ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                    )
+                    .expect("valid template"),
                 );
                 bar.set_position(step);
                 bar.reset_eta();
@@ -46,7 +63,12 @@ impl Progress {
                 }
             }
             Event::Evaluated { step, stats } => {
-                let line = stats.iter().filter(|(k, _)| !k.ends_with("_std")).map(|(k, v)| format!("{}={v:.4}", k.trim_start_matches("eval/"))).collect::<Vec<_>>().join("  ");
+                let line = stats
+                    .iter()
+                    .filter(|(k, _)| !k.ends_with("_std"))
+                    .map(|(k, v)| format!("{}={v:.4}", k.trim_start_matches("eval/")))
+                    .collect::<Vec<_>>()
+                    .join("  ");
                 match &self.bar {
                     Some(bar) if self.tty => bar.println(format!("eval step {step}: {line}")),
                     _ => eprintln!("eval step {step}: {line}"),
@@ -86,7 +108,12 @@ pub fn counter() -> impl FnMut(&str, usize, usize) {
                 b.finish_and_clear();
             }
             let b = ProgressBar::new(total as u64);
-            b.set_style(ProgressStyle::with_template("{msg:>12} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg:>12} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
             b.set_message(what.to_string());
             bar = Some((what.to_string(), b));
         }

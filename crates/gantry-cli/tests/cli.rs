@@ -5,12 +5,29 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 const TINY: &[&str] = &[
-    "--set", "data.size=64", "--set", "data.resolution=8", "--set", "model.ngf=4", "--set", "model.ndf=4",
-    "--set", "train.batch_size=8", "--set", "train.threads=1", "--set", "train.log_every=1", "--set", "train.grid=4",
+    "--set",
+    "data.size=64",
+    "--set",
+    "data.resolution=8",
+    "--set",
+    "model.ngf=4",
+    "--set",
+    "model.ndf=4",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.grid=4",
 ];
 
 fn gantry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gantry")).args(args).output().expect("run gantry")
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .output()
+        .expect("run gantry")
 }
 
 fn train_tiny(out: &Path, steps: u32) -> Output {
@@ -30,7 +47,10 @@ fn assert_user_error(out: &Output, needle: &str) {
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(last.starts_with("gantry: error: "), "{err}");
     assert!(last.contains(needle), "expected {needle:?} in {err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -38,8 +58,17 @@ fn trains_then_samples_a_grid_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let out = train_tiny(&run, 3);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["config.toml", "metrics.jsonl", "samples/step-0000003.png", "checkpoints/ckpt-0000003/g_ema.safetensors"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "samples/step-0000003.png",
+        "checkpoints/ckpt-0000003/g_ema.safetensors",
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -48,27 +77,68 @@ fn trains_then_samples_a_grid_and_files() {
         assert!(first.get(k).is_some(), "metrics.jsonl lacks {k}: {first}");
     }
     let out = gantry(&["report", run.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
-    assert!(html.contains("losses.png") && html.contains("step-0000003.png") && html.contains("[train]"), "{html}");
+    assert!(
+        html.contains("losses.png")
+            && html.contains("step-0000003.png")
+            && html.contains("[train]"),
+        "{html}"
+    );
     assert!(image::open(run.join("report/losses.png")).is_ok());
     let grid = dir.path().join("grid.png");
-    let out = gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "9", "--out", grid.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gantry(&[
+        "sample",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--n",
+        "9",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let img = image::open(&grid).unwrap();
     assert_eq!(img.width(), 3 * 8 + 4 * 2);
     let files = dir.path().join("files");
-    let out = gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "5", "--out", files.to_str().unwrap(), "--seed", "3"]);
+    let out = gantry(&[
+        "sample",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--n",
+        "5",
+        "--out",
+        files.to_str().unwrap(),
+        "--seed",
+        "3",
+    ]);
     assert!(out.status.success());
     assert_eq!(std::fs::read_dir(&files).unwrap().count(), 5);
 }
 
 #[test]
 fn dry_run_prints_the_resolved_config() {
-    let out = gantry(&["train", "--config", "gmm-25", "--set", "adaptivemix.enabled=true", "--dry-run"]);
+    let out = gantry(&[
+        "train",
+        "--config",
+        "gmm-25",
+        "--set",
+        "adaptivemix.enabled=true",
+        "--dry-run",
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("kind = \"gmm-25\"") && text.contains("[adaptivemix]\nenabled = true"), "{text}");
+    assert!(
+        text.contains("kind = \"gmm-25\"") && text.contains("[adaptivemix]\nenabled = true"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -78,9 +148,16 @@ fn resume_continues_and_refuses_unsafe_changes() {
     assert!(train_tiny(&run, 2).status.success());
     let r = run.to_str().unwrap();
     let out = gantry(&["train", "--resume", r, "--set", "train.steps=4"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run.join("checkpoints/ckpt-0000004").exists());
-    assert_user_error(&gantry(&["train", "--resume", r, "--set", "model.ndf=8"]), "model.ndf: differs from the run being resumed");
+    assert_user_error(
+        &gantry(&["train", "--resume", r, "--set", "model.ndf=8"]),
+        "model.ndf: differs from the run being resumed",
+    );
     // A second training into the same directory is refused (nothing is overwritten).
     assert_user_error(&train_tiny(&run, 2), "already holds a run");
 }
@@ -91,33 +168,93 @@ fn bad_inputs_get_one_line_and_exit_2() {
     let d = dir.path();
     let out = |name: &str| d.join(name).to_str().unwrap().to_string();
 
-    assert_user_error(&gantry(&["train", "--config", "nope"]), "unknown preset \"nope\"");
-    assert_user_error(&gantry(&["train", "--set", "fq.kk=3", "--dry-run"]), "fq.kk: unknown key `kk`, valid:");
-    assert_user_error(&gantry(&["train", "--set", "train.steps=many", "--dry-run"]), "train.steps");
+    assert_user_error(
+        &gantry(&["train", "--config", "nope"]),
+        "unknown preset \"nope\"",
+    );
+    assert_user_error(
+        &gantry(&["train", "--set", "fq.kk=3", "--dry-run"]),
+        "fq.kk: unknown key `kk`, valid:",
+    );
+    assert_user_error(
+        &gantry(&["train", "--set", "train.steps=many", "--dry-run"]),
+        "train.steps",
+    );
     let bad_toml = d.join("bad.toml");
     std::fs::write(&bad_toml, "[train\nsteps = 1").unwrap();
-    assert_user_error(&gantry(&["train", "--config", bad_toml.to_str().unwrap()]), "bad TOML");
+    assert_user_error(
+        &gantry(&["train", "--config", bad_toml.to_str().unwrap()]),
+        "bad TOML",
+    );
 
-    assert_user_error(&gantry(&["train", "--out", &out("a"), "--set", "data.kind=folder", "--set", "data.path=/no/such/dir"]), "/no/such/dir");
+    assert_user_error(
+        &gantry(&[
+            "train",
+            "--out",
+            &out("a"),
+            "--set",
+            "data.kind=folder",
+            "--set",
+            "data.path=/no/such/dir",
+        ]),
+        "/no/such/dir",
+    );
     let empty = d.join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert_user_error(&gantry(&["train", "--out", &out("b"), "--set", "data.kind=folder", "--set", &format!("data.path={}", empty.display())]), "empty");
+    assert_user_error(
+        &gantry(&[
+            "train",
+            "--out",
+            &out("b"),
+            "--set",
+            "data.kind=folder",
+            "--set",
+            &format!("data.path={}", empty.display()),
+        ]),
+        "empty",
+    );
     let corrupt = d.join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
     for i in 0..8 {
         std::fs::write(corrupt.join(format!("{i}.png")), b"not a png").unwrap();
     }
-    let mut args = vec!["train".to_string(), "--out".into(), out("c"), "--set".into(), "data.kind=folder".into(), "--set".into(), format!("data.path={}", corrupt.display())];
+    let mut args = vec![
+        "train".to_string(),
+        "--out".into(),
+        out("c"),
+        "--set".into(),
+        "data.kind=folder".into(),
+        "--set".into(),
+        format!("data.path={}", corrupt.display()),
+    ];
     args.extend(TINY.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_user_error(&gantry(&args), "cannot decode image");
 
     if !Path::new("/proc/driver/nvidia").exists() {
-        assert_user_error(&gantry(&["train", "--device", "cuda", "--out", &out("e")]), "no CUDA GPU");
+        assert_user_error(
+            &gantry(&["train", "--device", "cuda", "--out", &out("e")]),
+            "no CUDA GPU",
+        );
     }
-    assert_user_error(&gantry(&["train", "--out", "/proc/gantry-run"]), "/proc/gantry-run");
-    assert_user_error(&gantry(&["train", "--resume", d.to_str().unwrap()]), "is not a gantry run directory");
-    assert_user_error(&gantry(&["sample", "--checkpoint", "/no/such/run", "--out", &out("s.png")]), "does not exist");
+    assert_user_error(
+        &gantry(&["train", "--out", "/proc/gantry-run"]),
+        "/proc/gantry-run",
+    );
+    assert_user_error(
+        &gantry(&["train", "--resume", d.to_str().unwrap()]),
+        "is not a gantry run directory",
+    );
+    assert_user_error(
+        &gantry(&[
+            "sample",
+            "--checkpoint",
+            "/no/such/run",
+            "--out",
+            &out("s.png"),
+        ]),
+        "does not exist",
+    );
 }
 
 #[test]
@@ -129,7 +266,16 @@ fn truncated_checkpoint_is_a_clear_error() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
     let png = dir.path().join("s.png");
-    assert_user_error(&gantry(&["sample", "--checkpoint", run.to_str().unwrap(), "--out", png.to_str().unwrap()]), "unreadable or truncated");
+    assert_user_error(
+        &gantry(&[
+            "sample",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            png.to_str().unwrap(),
+        ]),
+        "unreadable or truncated",
+    );
 }
 
 /// Waits (up to a minute, for slow CI machines) until `path` exists.
@@ -149,40 +295,83 @@ fn kill_during_training_and_saving_never_corrupts_a_checkpoint() {
     let run = dir.path().join("run");
     let r = run.to_str().unwrap().to_string();
     // Save at every step so kills land inside saves as well as between them.
-    let mut args: Vec<String> = ["train", "--out", &r, "--set", "train.steps=100000", "--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut args: Vec<String> = [
+        "train",
+        "--out",
+        &r,
+        "--set",
+        "train.steps=100000",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.keep_checkpoints=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     args.extend(TINY.iter().map(|s| s.to_string()));
     for (i, delay_ms) in [150u64, 430, 610, 890, 1170].iter().enumerate() {
         let mut a = args.clone();
         if i > 0 {
             a = vec!["train".into(), "--resume".into(), r.clone()];
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry")).args(&a).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(&a)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         wait_for(&run.join("checkpoints"));
         std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
         child.kill().unwrap();
         child.wait().unwrap();
         // Every completed checkpoint is whole: sampling from the latest works.
         let png = dir.path().join(format!("s{i}.png"));
-        let out = gantry(&["sample", "--checkpoint", &r, "--n", "4", "--out", png.to_str().unwrap()]);
-        assert!(out.status.success(), "after kill {i}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = gantry(&[
+            "sample",
+            "--checkpoint",
+            &r,
+            "--n",
+            "4",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "after kill {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = gantry(&["train", "--resume", &r, "--set", "train.steps=1"]);
     // steps=1 is below the resumed step: nothing to do, but it must load cleanly.
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn sigint_saves_and_says_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut args = vec!["train", "--out", run.to_str().unwrap(), "--set", "train.steps=100000"];
+    let mut args = vec![
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "train.steps=100000",
+    ];
     args.extend_from_slice(TINY);
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry")).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for(&run.join("metrics.jsonl"));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -199,9 +388,20 @@ fn full_disk_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt.to_str().unwrap()]).output();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .output();
     if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!("full_disk_keeps_the_last_checkpoint: cannot mount a tmpfs here (not root?); not run");
+        eprintln!(
+            "full_disk_keeps_the_last_checkpoint: cannot mount a tmpfs here (not root?); not run"
+        );
         return;
     }
     struct Unmount<'a>(&'a Path);
@@ -223,16 +423,43 @@ fn full_disk_keeps_the_last_checkpoint() {
         let _ = f.sync_all();
     }
     let r = run.to_str().unwrap();
-    let out = gantry(&["train", "--resume", r, "--set", "train.steps=6", "--set", "train.checkpoint_every=1"]);
+    let out = gantry(&[
+        "train",
+        "--resume",
+        r,
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.checkpoint_every=1",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     let last = err.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("gantry: error: ") && last.contains("No space left"), "{err}");
+    assert!(
+        last.starts_with("gantry: error: ") && last.contains("No space left"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_file(&filler).unwrap();
     let png = dir.path().join("after.png");
-    let out = gantry(&["sample", "--checkpoint", r, "--n", "4", "--out", png.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gantry(&[
+        "sample",
+        "--checkpoint",
+        r,
+        "--n",
+        "4",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = gantry(&["train", "--resume", r, "--set", "train.steps=4"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -26,19 +26,39 @@ set = ["adaptivemix.enabled=true"]
     )
     .unwrap();
     let out = dir.path().join("out");
-    let run = || Command::new(env!("CARGO_BIN_EXE_gantry")).args(["experiment", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args([
+                "experiment",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
     let first = run();
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{err}");
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
-    for needle in ["| baseline |", "| adaptivemix |", "modes ↑", "kl ↓", "hq_share ↑", "not significant"] {
+    for needle in [
+        "| baseline |",
+        "| adaptivemix |",
+        "modes ↑",
+        "kl ↓",
+        "hq_share ↑",
+        "not significant",
+    ] {
         assert!(md.contains(needle), "{needle:?} missing from:\n{md}");
     }
     assert!(out.join("report/report.html").exists());
     assert!(out.join("report/curve-kl.png").exists());
     assert!(out.join("report/samples-adaptivemix.png").exists());
     // The seed reaches each run: two seeds of one arm train differently.
-    let read = |arm: &str, seed: u32| std::fs::read_to_string(out.join(format!("{arm}/seed-{seed}/metrics.jsonl"))).unwrap();
+    let read = |arm: &str, seed: u32| {
+        std::fs::read_to_string(out.join(format!("{arm}/seed-{seed}/metrics.jsonl"))).unwrap()
+    };
     assert_ne!(read("baseline", 0), read("baseline", 1));
     let again = run();
     let err = String::from_utf8_lossy(&again.stderr);
@@ -51,8 +71,14 @@ fn bad_experiment_files_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
     std::fs::write(&cfg, "name = \"x\"\nbase = \"gmm-25\"\nseeds = [0]\n[[arm]]\nname = \"a\"\nset = [\"fq.kk=1\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry")).args(["experiment", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["experiment", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.starts_with("gantry: error: fq.kk: unknown key"), "{err}");
+    assert!(
+        err.starts_with("gantry: error: fq.kk: unknown key"),
+        "{err}"
+    );
 }

@@ -265,7 +265,9 @@ mod tests {
     #[test]
     fn quantize_matches_png_saving() {
         // Reference: torchvision.utils.save_image's conversion on the same values.
-        let x = Tensor::from_slice(&[-1.0f32, -0.999, -0.5, 0.0, 0.001, 0.5, 0.996, 1.0, 1.5, -2.0]);
+        let x = Tensor::from_slice(&[
+            -1.0f32, -0.999, -0.5, 0.0, 0.001, 0.5, 0.996, 1.0, 1.5, -2.0,
+        ]);
         let q = Vec::<u8>::try_from(quantize(&x)).unwrap();
         assert_eq!(q, [0, 0, 64, 128, 128, 191, 254, 255, 255, 0]);
         // Stored pixels survive the loaders' v / 127.5 - 1 and back.

@@ -26,7 +26,11 @@ pub struct StepTiming {
 pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
 }
@@ -37,7 +41,16 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
     let _ = std::fs::remove_dir_all(&dir);
     let mut trainer = Trainer::new(cfg.clone(), &dir)?;
     let batch = trainer.real_batch()?;
-    let batches = || (0..cfg.train.n_dis).map(|_| (batch.0.shallow_clone(), batch.1.as_ref().map(|l| l.shallow_clone()))).collect::<Vec<_>>();
+    let batches = || {
+        (0..cfg.train.n_dis)
+            .map(|_| {
+                (
+                    batch.0.shallow_clone(),
+                    batch.1.as_ref().map(|l| l.shallow_clone()),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
     let sync = |t: &Trainer| {
         if let tch::Device::Cuda(i) = t.device {
             tch::Cuda::synchronize(i as i64);

@@ -42,18 +42,66 @@ pub struct RunConfig {
 
 /// Built-in presets: `(name, description, TOML)`.
 pub const PRESETS: &[(&str, &str, &str)] = &[
-    ("shapes", "DCGAN on built-in coloured shapes at 32x32 (the default; no files needed)", include_str!("../presets/shapes.toml")),
-    ("dcgan-cifar", "DCGAN on CIFAR-10 (binary version), 32x32, NS loss", include_str!("../presets/dcgan-cifar.toml")),
-    ("dcgan-mnist", "DCGAN on MNIST IDX files, 1x32x32", include_str!("../presets/dcgan-mnist.toml")),
-    ("dcgan-64", "DCGAN on an image folder at 64x64", include_str!("../presets/dcgan-64.toml")),
-    ("wgangp-dcgan-cifar", "WGAN-GP with a DCGAN critic (layer norm) on CIFAR-10", include_str!("../presets/wgangp-dcgan-cifar.toml")),
-    ("gmm-8", "MLP GAN on 8 Gaussians on a ring", include_str!("../presets/gmm-8.toml")),
-    ("gmm-25", "MLP GAN on a 5x5 grid of Gaussians", include_str!("../presets/gmm-25.toml")),
-    ("sngan-cifar", "SNGAN CIFAR-10 ResNet: SN in D, hinge, n_dis 5 (Miyato et al. 2018)", include_str!("../presets/sngan-cifar.toml")),
-    ("wgangp-resnet-cifar", "WGAN-GP CIFAR-10 ResNet: Wasserstein + GP 10, n_dis 5 (Gulrajani et al. 2017)", include_str!("../presets/wgangp-resnet-cifar.toml")),
-    ("biggan-cifar", "Class-conditional BigGAN on CIFAR-10 as in the FQ-GAN runs (Brock et al. 2019)", include_str!("../presets/biggan-cifar.toml")),
-    ("stylegan2-256", "StyleGAN2 config F at 256x256 on an image folder (stylegan2-ada paper256)", include_str!("../presets/stylegan2-256.toml")),
-    ("stylegan2-32-small", "CPU-sized StyleGAN2 on built-in shapes at 32x32", include_str!("../presets/stylegan2-32-small.toml")),
+    (
+        "shapes",
+        "DCGAN on built-in coloured shapes at 32x32 (the default; no files needed)",
+        include_str!("../presets/shapes.toml"),
+    ),
+    (
+        "dcgan-cifar",
+        "DCGAN on CIFAR-10 (binary version), 32x32, NS loss",
+        include_str!("../presets/dcgan-cifar.toml"),
+    ),
+    (
+        "dcgan-mnist",
+        "DCGAN on MNIST IDX files, 1x32x32",
+        include_str!("../presets/dcgan-mnist.toml"),
+    ),
+    (
+        "dcgan-64",
+        "DCGAN on an image folder at 64x64",
+        include_str!("../presets/dcgan-64.toml"),
+    ),
+    (
+        "wgangp-dcgan-cifar",
+        "WGAN-GP with a DCGAN critic (layer norm) on CIFAR-10",
+        include_str!("../presets/wgangp-dcgan-cifar.toml"),
+    ),
+    (
+        "gmm-8",
+        "MLP GAN on 8 Gaussians on a ring",
+        include_str!("../presets/gmm-8.toml"),
+    ),
+    (
+        "gmm-25",
+        "MLP GAN on a 5x5 grid of Gaussians",
+        include_str!("../presets/gmm-25.toml"),
+    ),
+    (
+        "sngan-cifar",
+        "SNGAN CIFAR-10 ResNet: SN in D, hinge, n_dis 5 (Miyato et al. 2018)",
+        include_str!("../presets/sngan-cifar.toml"),
+    ),
+    (
+        "wgangp-resnet-cifar",
+        "WGAN-GP CIFAR-10 ResNet: Wasserstein + GP 10, n_dis 5 (Gulrajani et al. 2017)",
+        include_str!("../presets/wgangp-resnet-cifar.toml"),
+    ),
+    (
+        "biggan-cifar",
+        "Class-conditional BigGAN on CIFAR-10 as in the FQ-GAN runs (Brock et al. 2019)",
+        include_str!("../presets/biggan-cifar.toml"),
+    ),
+    (
+        "stylegan2-256",
+        "StyleGAN2 config F at 256x256 on an image folder (stylegan2-ada paper256)",
+        include_str!("../presets/stylegan2-256.toml"),
+    ),
+    (
+        "stylegan2-32-small",
+        "CPU-sized StyleGAN2 on built-in shapes at 32x32",
+        include_str!("../presets/stylegan2-32-small.toml"),
+    ),
 ];
 
 pub fn preset(name: &str) -> Option<&'static str> {
@@ -82,12 +130,14 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 fn parse_toml(text: &str, origin: &str) -> Result<toml::Value> {
-    text.parse::<toml::Table>().map(toml::Value::Table).map_err(|e| {
-        let msg = e.message().trim().replace('\n', "; ");
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-        let where_ = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        Error::config(origin, format!("bad TOML{where_}: {msg}"))
-    })
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| {
+            let msg = e.message().trim().replace('\n', "; ");
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let where_ = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            Error::config(origin, format!("bad TOML{where_}: {msg}"))
+        })
 }
 
 /// One `--set key=value`: the value is read as TOML (`3`, `true`, `["b16"]`, `"x"`), or else as a
@@ -98,7 +148,10 @@ fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
         .ok_or_else(|| Error::config(assignment, "expected --set key=value"))?;
     let key = key.trim();
     if key.is_empty() || key.split('.').any(|s| s.is_empty()) {
-        return Err(Error::config(assignment, "expected --set key=value with a dotted key"));
+        return Err(Error::config(
+            assignment,
+            "expected --set key=value with a dotted key",
+        ));
     }
     let value = match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut t) => t.remove("v").expect("parsed one key"),
@@ -140,7 +193,10 @@ impl RunConfig {
                 // A file may start from a preset: `preset = "dcgan-cifar"`.
                 if let Some(name) = value.get("preset").and_then(|v| v.as_str()) {
                     if preset(name).is_none() {
-                        return Err(Error::config("preset", format!("unknown preset {name:?} (valid: {})", preset_names())));
+                        return Err(Error::config(
+                            "preset",
+                            format!("unknown preset {name:?} (valid: {})", preset_names()),
+                        ));
                     }
                     preset_name = name.to_string();
                 }
@@ -148,7 +204,10 @@ impl RunConfig {
             }
         };
         let preset_text = preset(&preset_name).expect("checked above");
-        merge(&mut root, parse_toml(preset_text, &preset_name).expect("built-in presets parse"));
+        merge(
+            &mut root,
+            parse_toml(preset_text, &preset_name).expect("built-in presets parse"),
+        );
         if let Some(user) = user {
             merge(&mut root, user);
         }
@@ -173,8 +232,17 @@ impl RunConfig {
         serde_path_to_error::deserialize(root).map_err(|e| {
             let path = e.path().to_string();
             // toml appends "\nin `key`"; the key is already in front.
-            let inner = e.into_inner().to_string().lines().next().unwrap_or_default().trim().to_string();
-            let inner = inner.replace("unknown field", "unknown key").replace("expected one of", "valid:");
+            let inner = e
+                .into_inner()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            let inner = inner
+                .replace("unknown field", "unknown key")
+                .replace("expected one of", "valid:");
             Error::config(if path == "." { "config".into() } else { path }, inner)
         })
     }
@@ -208,9 +276,14 @@ impl RunConfig {
         fn walk(prefix: &str, a: &toml::Value, b: Option<&toml::Value>, out: &mut Vec<String>) {
             match (a, b) {
                 (toml::Value::Table(ta), Some(toml::Value::Table(tb))) => {
-                    let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+                    let keys: std::collections::BTreeSet<&String> =
+                        ta.keys().chain(tb.keys()).collect();
                     for k in keys {
-                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let p = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         match ta.get(k) {
                             Some(va) => walk(&p, va, tb.get(k), out),
                             None => out.push(p),
@@ -250,18 +323,40 @@ mod tests {
 
     #[test]
     fn set_overrides_and_reports_bad_keys() {
-        let cfg = RunConfig::resolve(None, &["train.steps=7".into(), "loss.kind=hinge".into(), "data.path=/x y".into()]).unwrap();
+        let cfg = RunConfig::resolve(
+            None,
+            &[
+                "train.steps=7".into(),
+                "loss.kind=hinge".into(),
+                "data.path=/x y".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(cfg.train.steps, 7);
         assert_eq!(cfg.loss.kind, crate::loss::Adversarial::Hinge);
         assert_eq!(cfg.data.path.as_deref(), Some(Path::new("/x y")));
-        let e = RunConfig::resolve(None, &["train.stepz=7".into()]).unwrap_err().to_string();
-        assert!(e.starts_with("train.stepz: unknown key `stepz`, valid:") && e.contains("batch_size"), "{e}");
-        let e = RunConfig::resolve(None, &["train.steps=-3".into()]).unwrap_err().to_string();
+        let e = RunConfig::resolve(None, &["train.stepz=7".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("train.stepz: unknown key `stepz`, valid:") && e.contains("batch_size"),
+            "{e}"
+        );
+        let e = RunConfig::resolve(None, &["train.steps=-3".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("train.steps:"), "{e}");
-        let e = RunConfig::resolve(None, &["loss.kind=nope".into()]).unwrap_err().to_string();
+        let e = RunConfig::resolve(None, &["loss.kind=nope".into()])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("loss.kind:") && e.contains("hinge"), "{e}");
-        let e = RunConfig::resolve(Some("nope"), &[]).unwrap_err().to_string();
-        assert!(e.contains("unknown preset \"nope\"") && e.contains("dcgan-cifar"), "{e}");
+        let e = RunConfig::resolve(Some("nope"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown preset \"nope\"") && e.contains("dcgan-cifar"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -269,7 +364,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, "[train]\nsteps = 3\nbatch_size = \n").unwrap();
-        let e = RunConfig::resolve(Some(p.to_str().unwrap()), &[]).unwrap_err().to_string();
+        let e = RunConfig::resolve(Some(p.to_str().unwrap()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad TOML (line 3)"), "{e}");
     }
 
@@ -281,7 +378,11 @@ mod tests {
         std::fs::write(&p, a.to_toml()).unwrap();
         let b = RunConfig::from_file(&p).unwrap();
         assert_eq!(a, b);
-        let c = RunConfig::resolve(Some("gmm-25"), &["train.steps=1".into(), "model.hidden=3".into()]).unwrap();
+        let c = RunConfig::resolve(
+            Some("gmm-25"),
+            &["train.steps=1".into(), "model.hidden=3".into()],
+        )
+        .unwrap();
         assert_eq!(a.diff(&c), ["model.hidden", "train.steps"]);
     }
 }

@@ -48,7 +48,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 /// Sets libtorch's intra-op thread count; 0 means all cores.
 pub fn set_threads(threads: usize) {
     let n = if threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         threads
     };
@@ -72,7 +74,9 @@ pub enum Purpose {
 pub fn derive_seed(seed: u64, step: u64, purpose: Purpose, sub: u64) -> i64 {
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
     for v in [step, purpose as u64, sub] {
-        x = x.wrapping_add(v.wrapping_mul(0xBF58_476D_1CE4_E5B9)).wrapping_add(0x94D0_49BB_1331_11EB);
+        x = x
+            .wrapping_add(v.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+            .wrapping_add(0x94D0_49BB_1331_11EB);
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         x ^= x >> 31;
@@ -92,7 +96,10 @@ mod tests {
     #[test]
     fn parses_devices_and_rejects_garbage() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(parse_device("tpu").unwrap_err().to_string().contains("expected cpu"));
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("expected cpu"));
         assert!(parse_device("cuda:x").is_err());
         if tch::Cuda::device_count() == 0 {
             let e = parse_device("cuda").unwrap_err().to_string();

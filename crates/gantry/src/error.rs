@@ -44,17 +44,34 @@ impl From<tch::TchError> for Error {
 
 impl Error {
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), msg: msg.into() }
+        Error::Config {
+            key: key.into(),
+            msg: msg.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
-        Error::Io { path: path.into(), msg: err.to_string() }
+        Error::Io {
+            path: path.into(),
+            msg: err.to_string(),
+        }
     }
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Checkpoint { path: path.into(), msg: msg.into() }
+        Error::Checkpoint {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     /// Bad input from the user (exit code 2) rather than a failed run (exit code 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::Config { .. } | Error::Data(_) | Error::Device { .. } | Error::Checkpoint { .. } | Error::Io { .. } | Error::Metrics(_))
+        matches!(
+            self,
+            Error::Config { .. }
+                | Error::Data(_)
+                | Error::Device { .. }
+                | Error::Checkpoint { .. }
+                | Error::Io { .. }
+                | Error::Metrics(_)
+        )
     }
 }
 

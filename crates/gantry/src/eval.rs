@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::models::Generator;
 use gantry_data::{DataConfig, Dataset};
-use gantry_metrics::{FeatureCache, FeatureExtractor, FeatureSet, InceptionExtractor, KidOptions, Preprocessing};
+use gantry_metrics::{
+    FeatureCache, FeatureExtractor, FeatureSet, InceptionExtractor, KidOptions, Preprocessing,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -63,14 +65,26 @@ impl EvalConfig {
     pub fn validate(&self) -> Result<()> {
         for m in &self.metrics {
             if !METRICS.contains(&m.as_str()) {
-                return Err(Error::config("eval.metrics", format!("unknown metric {m:?} (valid: {})", METRICS.join(", "))));
+                return Err(Error::config(
+                    "eval.metrics",
+                    format!("unknown metric {m:?} (valid: {})", METRICS.join(", ")),
+                ));
             }
         }
         if Preprocessing::from_id(&self.mode).is_none() {
-            return Err(Error::config("eval.mode", format!("unknown mode {:?} (valid: pytorch-fid, tf, clean)", self.mode)));
+            return Err(Error::config(
+                "eval.mode",
+                format!(
+                    "unknown mode {:?} (valid: pytorch-fid, tf, clean)",
+                    self.mode
+                ),
+            ));
         }
         if self.features != "inception" && !self.features.starts_with("classifier:") {
-            return Err(Error::config("eval.features", "expected `inception` or `classifier:PATH`"));
+            return Err(Error::config(
+                "eval.features",
+                "expected `inception` or `classifier:PATH`",
+            ));
         }
         Ok(())
     }
@@ -99,13 +113,28 @@ impl EvalConfig {
 }
 
 /// Builds the feature extractor named by `features` (`inception` or `classifier:PATH`).
-pub fn extractor(features: &str, weights: Option<&Path>, mode: &str, device: Device) -> Result<Box<dyn FeatureExtractor>> {
+pub fn extractor(
+    features: &str,
+    weights: Option<&Path>,
+    mode: &str,
+    device: Device,
+) -> Result<Box<dyn FeatureExtractor>> {
     if let Some(path) = features.strip_prefix("classifier:") {
-        return Ok(Box::new(crate::classifier::Classifier::load(Path::new(path), device)?));
+        return Ok(Box::new(crate::classifier::Classifier::load(
+            Path::new(path),
+            device,
+        )?));
     }
-    let mode = Preprocessing::from_id(mode).ok_or_else(|| Error::config("--mode", format!("unknown mode {mode:?} (valid: pytorch-fid, tf, clean)")))?;
+    let mode = Preprocessing::from_id(mode).ok_or_else(|| {
+        Error::config(
+            "--mode",
+            format!("unknown mode {mode:?} (valid: pytorch-fid, tf, clean)"),
+        )
+    })?;
     let path = gantry_metrics::weights_path(weights).map_err(metrics_err)?;
-    Ok(Box::new(InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?))
+    Ok(Box::new(
+        InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?,
+    ))
 }
 
 pub fn metrics_err(e: gantry_metrics::MetricsError) -> Error {
@@ -113,7 +142,12 @@ pub fn metrics_err(e: gantry_metrics::MetricsError) -> Error {
 }
 
 /// Features of the first `n` samples of a data set (0 = all), in order, as stored uint8.
-pub fn dataset_features(ds: &dyn Dataset, n: usize, ex: &dyn FeatureExtractor, mut progress: impl FnMut(usize, usize)) -> Result<FeatureSet> {
+pub fn dataset_features(
+    ds: &dyn Dataset,
+    n: usize,
+    ex: &dyn FeatureExtractor,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<FeatureSet> {
     let total = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let [c, h, w] = ds.sample_shape();
     let per = c * h * w;
@@ -127,9 +161,13 @@ pub fn dataset_features(ds: &dyn Dataset, n: usize, ex: &dyn FeatureExtractor, m
         for i in 0..len {
             ds.load_into(done + i, &mut buf[i * per..(i + 1) * per], &mut rng)?;
         }
-        let bytes: Vec<u8> = buf[..len * per].iter().map(|&v| gantry_data::image_io::to_u8(v)).collect();
+        let bytes: Vec<u8> = buf[..len * per]
+            .iter()
+            .map(|&v| gantry_data::image_io::to_u8(v))
+            .collect();
         let x = Tensor::from_slice(&bytes).view([len as i64, c as i64, h as i64, w as i64]);
-        set.push(&ex.extract(&x).map_err(metrics_err)?).map_err(metrics_err)?;
+        set.push(&ex.extract(&x).map_err(metrics_err)?)
+            .map_err(metrics_err)?;
         done += len;
         progress(done, total);
     }
@@ -137,8 +175,21 @@ pub fn dataset_features(ds: &dyn Dataset, n: usize, ex: &dyn FeatureExtractor, m
 }
 
 /// Features of `n` samples of `g` (inference mode), latents seeded by `seed`.
-pub fn generator_features(g: &dyn Generator, num_classes: Option<i64>, n: usize, seed: u64, device: Device, ex: &dyn FeatureExtractor, mut progress: impl FnMut(usize, usize)) -> Result<FeatureSet> {
-    tch::manual_seed(crate::device::derive_seed(seed, 0, crate::device::Purpose::Eval, 0));
+pub fn generator_features(
+    g: &dyn Generator,
+    num_classes: Option<i64>,
+    n: usize,
+    seed: u64,
+    device: Device,
+    ex: &dyn FeatureExtractor,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<FeatureSet> {
+    tch::manual_seed(crate::device::derive_seed(
+        seed,
+        0,
+        crate::device::Purpose::Eval,
+        0,
+    ));
     let mut set = FeatureSet::new();
     let mut done = 0;
     while done < n {
@@ -146,7 +197,11 @@ pub fn generator_features(g: &dyn Generator, num_classes: Option<i64>, n: usize,
         let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
         let labels = num_classes.map(|k| Tensor::randint(k, [b], (Kind::Int64, device)));
         let x = tch::no_grad(|| g.forward(&z, labels.as_ref(), false));
-        set.push(&ex.extract(&gantry_metrics::quantize(&x).to_device(Device::Cpu)).map_err(metrics_err)?).map_err(metrics_err)?;
+        set.push(
+            &ex.extract(&gantry_metrics::quantize(&x).to_device(Device::Cpu))
+                .map_err(metrics_err)?,
+        )
+        .map_err(metrics_err)?;
         done += b as usize;
         progress(done, n);
     }
@@ -154,49 +209,109 @@ pub fn generator_features(g: &dyn Generator, num_classes: Option<i64>, n: usize,
 }
 
 /// Cached features of a reference data set.
-pub fn reference_features(spec: &DataConfig, n: usize, ex: &dyn FeatureExtractor, cache_dir: &Path, progress: impl FnMut(usize, usize)) -> Result<FeatureSet> {
+pub fn reference_features(
+    spec: &DataConfig,
+    n: usize,
+    ex: &dyn FeatureExtractor,
+    cache_dir: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<FeatureSet> {
     let ds = gantry_data::open(spec)?;
-    let key = format!("{}|{}|{:?}|{}|{}", ds.describe(), spec.split, spec.limit, n, ex.id());
+    let key = format!(
+        "{}|{}|{:?}|{}|{}",
+        ds.describe(),
+        spec.split,
+        spec.limit,
+        n,
+        ex.id()
+    );
     let cache = FeatureCache::new(cache_dir);
-    cache.get_or_compute(&gantry_metrics::hash_bytes(key.as_bytes()), || dataset_features(ds.as_ref(), n, ex, progress).map_err(|e| gantry_metrics::MetricsError::input("reference data", "readable", e.to_string()))).map_err(metrics_err)
+    cache
+        .get_or_compute(&gantry_metrics::hash_bytes(key.as_bytes()), || {
+            dataset_features(ds.as_ref(), n, ex, progress).map_err(|e| {
+                gantry_metrics::MetricsError::input("reference data", "readable", e.to_string())
+            })
+        })
+        .map_err(metrics_err)
 }
 
 /// Computes the requested metrics; names are `fid`, `kid`, `kid_std`, `is`, `is_std`,
 /// `precision`, `recall` with the extractor's prefix.
-pub fn compute(metrics: &[String], prefix: &str, real: &FeatureSet, fake: &FeatureSet, kid_subset_size: usize) -> Result<Vec<(String, f64)>> {
+pub fn compute(
+    metrics: &[String],
+    prefix: &str,
+    real: &FeatureSet,
+    fake: &FeatureSet,
+    kid_subset_size: usize,
+) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     let name = |m: &str| format!("{prefix}{m}");
     for m in metrics {
         match m.as_str() {
             "fid" => {
-                let fid = gantry_metrics::frechet_distance(&real.stats().map_err(metrics_err)?, &fake.stats().map_err(metrics_err)?).map_err(metrics_err)?;
+                let fid = gantry_metrics::frechet_distance(
+                    &real.stats().map_err(metrics_err)?,
+                    &fake.stats().map_err(metrics_err)?,
+                )
+                .map_err(metrics_err)?;
                 out.push((name("fid"), fid.value));
             }
             "kid" => {
-                let opts = KidOptions { subset_size: kid_subset_size, ..Default::default() };
-                let kid = gantry_metrics::kernel_inception_distance(&real.pool().map_err(metrics_err)?, &fake.pool().map_err(metrics_err)?, &opts).map_err(metrics_err)?;
+                let opts = KidOptions {
+                    subset_size: kid_subset_size,
+                    ..Default::default()
+                };
+                let kid = gantry_metrics::kernel_inception_distance(
+                    &real.pool().map_err(metrics_err)?,
+                    &fake.pool().map_err(metrics_err)?,
+                    &opts,
+                )
+                .map_err(metrics_err)?;
                 out.push((name("kid"), kid.mean));
                 out.push((name("kid_std"), kid.std));
             }
             "is" => {
-                let logits = fake.logits().map_err(metrics_err)?.ok_or_else(|| Error::Metrics("these features have no logits for IS".into()))?;
-                let s = gantry_metrics::inception_score(&logits, gantry_metrics::IS_SPLITS, Some(gantry_metrics::IS_SEED)).map_err(metrics_err)?;
+                let logits = fake
+                    .logits()
+                    .map_err(metrics_err)?
+                    .ok_or_else(|| Error::Metrics("these features have no logits for IS".into()))?;
+                let s = gantry_metrics::inception_score(
+                    &logits,
+                    gantry_metrics::IS_SPLITS,
+                    Some(gantry_metrics::IS_SEED),
+                )
+                .map_err(metrics_err)?;
                 out.push((name("is"), s.mean));
                 out.push((name("is_std"), s.std));
             }
             "pr" => {
-                let pr = gantry_metrics::precision_recall(&real.pool().map_err(metrics_err)?, &fake.pool().map_err(metrics_err)?, gantry_metrics::PR_NEIGHBOURS).map_err(metrics_err)?;
+                let pr = gantry_metrics::precision_recall(
+                    &real.pool().map_err(metrics_err)?,
+                    &fake.pool().map_err(metrics_err)?,
+                    gantry_metrics::PR_NEIGHBOURS,
+                )
+                .map_err(metrics_err)?;
                 out.push((name("precision"), pr.precision));
                 out.push((name("recall"), pr.recall));
             }
-            other => return Err(Error::config("eval.metrics", format!("unknown metric {other:?}"))),
+            other => {
+                return Err(Error::config(
+                    "eval.metrics",
+                    format!("unknown metric {other:?}"),
+                ))
+            }
         }
     }
     Ok(out)
 }
 
 /// Image files of a folder (recursive, sorted), as pytorch-fid reads them: native size, RGB.
-pub fn folder_features(dir: &Path, n: usize, ex: &dyn FeatureExtractor, mut progress: impl FnMut(usize, usize)) -> Result<FeatureSet> {
+pub fn folder_features(
+    dir: &Path,
+    n: usize,
+    ex: &dyn FeatureExtractor,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<FeatureSet> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -205,7 +320,11 @@ pub fn folder_features(dir: &Path, n: usize, ex: &dyn FeatureExtractor, mut prog
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().and_then(|x| x.to_str()).is_some_and(|x| ["png", "jpg", "jpeg", "PNG", "JPG", "JPEG"].contains(&x)) {
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| ["png", "jpg", "jpeg", "PNG", "JPG", "JPEG"].contains(&x))
+            {
                 files.push(p);
             }
         }
@@ -223,11 +342,21 @@ pub fn folder_features(dir: &Path, n: usize, ex: &dyn FeatureExtractor, mut prog
     for chunk in files.chunks(100) {
         let mut bytes = Vec::new();
         for f in chunk {
-            let img = image::open(f).map_err(|e| Error::io(f, format!("cannot decode image: {e}")))?.to_rgb8();
+            let img = image::open(f)
+                .map_err(|e| Error::io(f, format!("cannot decode image: {e}")))?
+                .to_rgb8();
             let dims = img.dimensions();
             match size {
                 None => size = Some(dims),
-                Some(s) if s != dims => return Err(Error::io(f, format!("is {}x{}, other images are {}x{} (all images must have one size)", dims.0, dims.1, s.0, s.1))),
+                Some(s) if s != dims => {
+                    return Err(Error::io(
+                        f,
+                        format!(
+                            "is {}x{}, other images are {}x{} (all images must have one size)",
+                            dims.0, dims.1, s.0, s.1
+                        ),
+                    ))
+                }
                 _ => {}
             }
             // HWC -> CHW
@@ -239,7 +368,8 @@ pub fn folder_features(dir: &Path, n: usize, ex: &dyn FeatureExtractor, mut prog
         }
         let (w, h) = size.expect("set above");
         let x = Tensor::from_slice(&bytes).view([chunk.len() as i64, 3, h as i64, w as i64]);
-        set.push(&ex.extract(&x).map_err(metrics_err)?).map_err(metrics_err)?;
+        set.push(&ex.extract(&x).map_err(metrics_err)?)
+            .map_err(metrics_err)?;
         progress(set.len(), total);
     }
     Ok(set)
@@ -250,7 +380,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("GANTRY_CACHE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache/gantry/features")
 }
 
@@ -276,7 +408,10 @@ pub fn reference_config(cfg: &crate::config::RunConfig) -> Result<DataConfig> {
 /// What an evaluation measures against.
 enum Backend {
     /// Image metrics on extracted features of generated vs real images.
-    Features { extractor: Box<dyn FeatureExtractor>, real: FeatureSet },
+    Features {
+        extractor: Box<dyn FeatureExtractor>,
+        real: FeatureSet,
+    },
     /// The 2-D Gaussian-mixture benchmark: modes covered, share of high-quality samples, KL of
     /// the mode histogram (the mode-collapse literature's protocol; `gantry_data::gmm`).
     Gmm(gantry_data::gmm::Mixture),
@@ -289,30 +424,68 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(cfg: &EvalConfig, data: &DataConfig, reference: &DataConfig, device: Device) -> Result<Self> {
+    pub fn new(
+        cfg: &EvalConfig,
+        data: &DataConfig,
+        reference: &DataConfig,
+        device: Device,
+    ) -> Result<Self> {
         cfg.validate_for(data)?;
         let backend = match data.kind {
             gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
             gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
             _ => {
-                let extractor = extractor(&cfg.features, cfg.weights.as_deref(), &cfg.mode, device)?;
-                let real = reference_features(reference, cfg.real_n, extractor.as_ref(), &cache_dir(), |_, _| {})?;
+                let extractor =
+                    extractor(&cfg.features, cfg.weights.as_deref(), &cfg.mode, device)?;
+                let real = reference_features(
+                    reference,
+                    cfg.real_n,
+                    extractor.as_ref(),
+                    &cache_dir(),
+                    |_, _| {},
+                )?;
                 Backend::Features { extractor, real }
             }
         };
-        Ok(Evaluator { cfg: cfg.clone(), backend })
+        Ok(Evaluator {
+            cfg: cfg.clone(),
+            backend,
+        })
     }
 
     /// Metrics of `g` (names prefixed `eval/`).
-    pub fn run(&self, g: &dyn Generator, num_classes: Option<i64>, device: Device, seed: u64) -> Result<Vec<(String, f64)>> {
+    pub fn run(
+        &self,
+        g: &dyn Generator,
+        num_classes: Option<i64>,
+        device: Device,
+        seed: u64,
+    ) -> Result<Vec<(String, f64)>> {
         let values = match &self.backend {
             Backend::Features { extractor, real } => {
-                let fake = generator_features(g, num_classes, self.cfg.n, seed, device, extractor.as_ref(), |_, _| {})?;
-                compute(&self.cfg.metrics, self.cfg.prefix(), real, &fake, self.cfg.kid_subset_size)?
+                let fake = generator_features(
+                    g,
+                    num_classes,
+                    self.cfg.n,
+                    seed,
+                    device,
+                    extractor.as_ref(),
+                    |_, _| {},
+                )?;
+                compute(
+                    &self.cfg.metrics,
+                    self.cfg.prefix(),
+                    real,
+                    &fake,
+                    self.cfg.kid_subset_size,
+                )?
             }
             Backend::Gmm(mix) => gmm_metrics(g, mix, self.cfg.n, seed, device),
         };
-        Ok(values.into_iter().map(|(k, v)| (format!("eval/{k}"), v)).collect())
+        Ok(values
+            .into_iter()
+            .map(|(k, v)| (format!("eval/{k}"), v))
+            .collect())
     }
 
     /// The key of the metric that picks the best checkpoint, and whether higher is better.
@@ -325,17 +498,38 @@ impl Evaluator {
             };
         }
         let m = self.cfg.best.as_str();
-        (format!("eval/{}{m}", self.cfg.prefix()), matches!(m, "is" | "precision" | "recall"))
+        (
+            format!("eval/{}{m}", self.cfg.prefix()),
+            matches!(m, "is" | "precision" | "recall"),
+        )
     }
 }
 
 /// `modes`, `hq_share` and `kl` of `n` generated points.
-pub fn gmm_metrics(g: &dyn Generator, mix: &gantry_data::gmm::Mixture, n: usize, seed: u64, device: Device) -> Vec<(String, f64)> {
-    tch::manual_seed(crate::device::derive_seed(seed, 0, crate::device::Purpose::Eval, 1));
+pub fn gmm_metrics(
+    g: &dyn Generator,
+    mix: &gantry_data::gmm::Mixture,
+    n: usize,
+    seed: u64,
+    device: Device,
+) -> Vec<(String, f64)> {
+    tch::manual_seed(crate::device::derive_seed(
+        seed,
+        0,
+        crate::device::Purpose::Eval,
+        1,
+    ));
     let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, device));
-    let x = tch::no_grad(|| g.forward(&z, None, false)).to_device(Device::Cpu).to_kind(Kind::Double).reshape([n as i64, 2]);
+    let x = tch::no_grad(|| g.forward(&z, None, false))
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Double)
+        .reshape([n as i64, 2]);
     let flat: Vec<f64> = Vec::try_from(x.flatten(0, -1)).unwrap_or_default();
     let pts: Vec<[f64; 2]> = flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
     let q = gantry_data::gmm::evaluate(mix, &pts);
-    vec![("modes".into(), q.modes_covered as f64), ("hq_share".into(), q.high_quality_share), ("kl".into(), q.kl_mode_histogram)]
+    vec![
+        ("modes".into(), q.modes_covered as f64),
+        ("hq_share".into(), q.high_quality_share),
+        ("kl".into(), q.kl_mode_histogram),
+    ]
 }

@@ -71,13 +71,24 @@ impl ExperimentConfig {
             Error::config(key, e.into_inner().message().trim().replace('\n', "; "))
         })?;
         if cfg.arms.is_empty() || cfg.seeds.is_empty() {
-            return Err(Error::config("arm", "an experiment needs at least one [[arm]] and one seed"));
+            return Err(Error::config(
+                "arm",
+                "an experiment needs at least one [[arm]] and one seed",
+            ));
         }
         let mut names: Vec<&str> = cfg.arms.iter().map(|a| a.name.as_str()).collect();
         names.sort();
         names.dedup();
-        if names.len() != cfg.arms.len() || cfg.arms.iter().any(|a| a.name.is_empty() || a.name.contains('/')) {
-            return Err(Error::config("arm.name", "arm names must be unique, non-empty and contain no '/'"));
+        if names.len() != cfg.arms.len()
+            || cfg
+                .arms
+                .iter()
+                .any(|a| a.name.is_empty() || a.name.contains('/'))
+        {
+            return Err(Error::config(
+                "arm.name",
+                "arm names must be unique, non-empty and contain no '/'",
+            ));
         }
         // Every run's configuration must resolve before any work starts.
         for arm in &cfg.arms {
@@ -104,13 +115,23 @@ fn run_dir(out: &Path, arm: &Arm, seed: u64) -> PathBuf {
 
 /// Where one run stands.
 fn finished(dir: &Path, steps: u64) -> bool {
-    checkpoint::latest(dir).and_then(|c| checkpoint::read_meta(&c).ok()).is_some_and(|m| m.step >= steps)
+    checkpoint::latest(dir)
+        .and_then(|c| checkpoint::read_meta(&c).ok())
+        .is_some_and(|m| m.step >= steps)
 }
 
 /// Runs (or resumes) every run of the experiment, then writes the report; returns its path.
-pub fn run(cfg: &ExperimentConfig, out: &Path, stop: &AtomicBool, mut say: impl FnMut(String)) -> Result<PathBuf> {
+pub fn run(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    stop: &AtomicBool,
+    mut say: impl FnMut(String),
+) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    crate::util::write_atomic(&out.join("experiment.toml"), toml::to_string_pretty(cfg).expect("serialises").as_bytes())?;
+    crate::util::write_atomic(
+        &out.join("experiment.toml"),
+        toml::to_string_pretty(cfg).expect("serialises").as_bytes(),
+    )?;
     let mut todo = Vec::new();
     for &seed in &cfg.seeds {
         for arm in &cfg.arms {
@@ -126,12 +147,22 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, stop: &AtomicBool, mut say: impl 
     if cfg.parallel <= 1 {
         for (arm, seed, rc, dir) in todo {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(Error::Interrupted { step: 0, run_dir: out.to_path_buf() });
+                return Err(Error::Interrupted {
+                    step: 0,
+                    run_dir: out.to_path_buf(),
+                });
             }
             say(format!("{}/seed-{seed}: training", arm.name));
-            let mut t = if checkpoint::latest(&dir).is_some() { Trainer::resume(&dir, Some(rc))? } else { Trainer::new(rc, &dir)? };
+            let mut t = if checkpoint::latest(&dir).is_some() {
+                Trainer::resume(&dir, Some(rc))?
+            } else {
+                Trainer::new(rc, &dir)?
+            };
             if let crate::train::Outcome::Interrupted { .. } = t.run(stop, &mut |_| {})? {
-                return Err(Error::Interrupted { step: t.step(), run_dir: out.to_path_buf() });
+                return Err(Error::Interrupted {
+                    step: t.step(),
+                    run_dir: out.to_path_buf(),
+                });
             }
         }
     } else {
@@ -141,15 +172,24 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, stop: &AtomicBool, mut say: impl 
 }
 
 /// Runs in child `gantry train` processes, `parallel` at a time, splitting the cores between them.
-fn run_parallel(cfg: &ExperimentConfig, todo: Vec<(Arm, u64, RunConfig, PathBuf)>, stop: &AtomicBool, say: &mut impl FnMut(String)) -> Result<()> {
+fn run_parallel(
+    cfg: &ExperimentConfig,
+    todo: Vec<(Arm, u64, RunConfig, PathBuf)>,
+    stop: &AtomicBool,
+    say: &mut impl FnMut(String),
+) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("gantry", e))?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let threads = (cores / cfg.parallel).max(1);
     let mut queue = todo.into_iter();
     let mut running: Vec<(String, std::process::Child)> = Vec::new();
     loop {
         while running.len() < cfg.parallel && !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let Some((arm, seed, _, dir)) = queue.next() else { break };
+            let Some((arm, seed, _, dir)) = queue.next() else {
+                break;
+            };
             let mut cmd = std::process::Command::new(&exe);
             cmd.arg("train");
             if checkpoint::latest(&dir).is_some() {
@@ -162,11 +202,19 @@ fn run_parallel(cfg: &ExperimentConfig, todo: Vec<(Arm, u64, RunConfig, PathBuf)
             }
             cmd.args(["--set", &format!("train.threads={threads}")]);
             let log_path = dir.with_extension("log");
-            std::fs::create_dir_all(dir.parent().expect("arm dir")).map_err(|e| Error::io(&dir, e))?;
+            std::fs::create_dir_all(dir.parent().expect("arm dir"))
+                .map_err(|e| Error::io(&dir, e))?;
             let log_file = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
             cmd.stdout(std::process::Stdio::null()).stderr(log_file);
-            say(format!("{}/seed-{seed}: training (process, {threads} threads; log {})", arm.name, log_path.display()));
-            running.push((format!("{}/seed-{seed}", arm.name), cmd.spawn().map_err(|e| Error::io(&exe, e))?));
+            say(format!(
+                "{}/seed-{seed}: training (process, {threads} threads; log {})",
+                arm.name,
+                log_path.display()
+            ));
+            running.push((
+                format!("{}/seed-{seed}", arm.name),
+                cmd.spawn().map_err(|e| Error::io(&exe, e))?,
+            ));
         }
         if running.is_empty() {
             break;
@@ -180,7 +228,10 @@ fn run_parallel(cfg: &ExperimentConfig, todo: Vec<(Arm, u64, RunConfig, PathBuf)
                     for (_, c) in running.iter_mut() {
                         let _ = c.kill();
                     }
-                    return Err(Error::Io { path: PathBuf::from(name.clone()), msg: format!("run failed ({status}); see its .log file") });
+                    return Err(Error::Io {
+                        path: PathBuf::from(name.clone()),
+                        msg: format!("run failed ({status}); see its .log file"),
+                    });
                 }
                 say(format!("{name}: done"));
             } else {
@@ -195,12 +246,18 @@ fn run_parallel(cfg: &ExperimentConfig, todo: Vec<(Arm, u64, RunConfig, PathBuf)
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
 fn higher_is_better(metric: &str) -> bool {
-    ["is", "precision", "recall", "modes", "hq_share"].iter().any(|k| metric.ends_with(k))
+    ["is", "precision", "recall", "modes", "hq_share"]
+        .iter()
+        .any(|k| metric.ends_with(k))
 }
 
 /// Per arm, per metric: (final values per seed, best values per seed).
@@ -217,24 +274,40 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     for arm in &cfg.arms {
         for &seed in &cfg.seeds {
             let dir = run_dir(out, arm, seed);
-            let Ok(rows) = log::read(&dir.join("metrics.jsonl")) else { continue };
+            let Ok(rows) = log::read(&dir.join("metrics.jsonl")) else {
+                continue;
+            };
             let series = report::read_series(&rows);
             if let Some(w) = series.get("wall_s").and_then(|v| v.last()) {
                 wall.entry(arm.name.clone()).or_default().push(w.1);
             }
-            for (k, pts) in series.iter().filter(|(k, _)| k.starts_with("eval/") && !k.ends_with("_std")) {
+            for (k, pts) in series
+                .iter()
+                .filter(|(k, _)| k.starts_with("eval/") && !k.ends_with("_std"))
+            {
                 let m = k.trim_start_matches("eval/").to_string();
                 if !metrics.contains(&m) {
                     metrics.push(m.clone());
                 }
                 let last = pts.last().expect("non-empty").1;
                 let higher = higher_is_better(&m);
-                let best = pts.iter().map(|p| p.1).fold(if higher { f64::MIN } else { f64::MAX }, |a, b| if higher { a.max(b) } else { a.min(b) });
-                let e = table.entry(arm.name.clone()).or_default().entry(m.clone()).or_default();
+                let best = pts.iter().map(|p| p.1).fold(
+                    if higher { f64::MIN } else { f64::MAX },
+                    |a, b| if higher { a.max(b) } else { a.min(b) },
+                );
+                let e = table
+                    .entry(arm.name.clone())
+                    .or_default()
+                    .entry(m.clone())
+                    .or_default();
                 e.0.push(last);
                 e.1.push(best);
                 // Curves: mean over seeds per step (accumulated as sums, divided below).
-                let c = curves.entry(m.clone()).or_default().entry(arm.name.clone()).or_default();
+                let c = curves
+                    .entry(m.clone())
+                    .or_default()
+                    .entry(arm.name.clone())
+                    .or_default();
                 for (i, p) in pts.iter().enumerate() {
                     if c.len() <= i {
                         c.push((p.0, 0.0));
@@ -254,7 +327,15 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     );
     for (title, pick) in [("Final evaluation", 0usize), ("Best evaluation", 1usize)] {
         let _ = writeln!(md, "## {title}\n");
-        let _ = writeln!(md, "| arm | {} | wall time (s) |", metrics.iter().map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" })).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            md,
+            "| arm | {} | wall time (s) |",
+            metrics
+                .iter()
+                .map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" }))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
         let _ = writeln!(md, "|---|{}---|", "---|".repeat(metrics.len()));
         for arm in &cfg.arms {
             let mut cells = Vec::new();
@@ -267,7 +348,8 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                             Some(b) if &arm.name != baseline => {
                                 let bv = if pick == 0 { &b.0 } else { &b.1 };
                                 let (bm, bs) = mean_std(bv);
-                                let se = (sd * sd / vals.len() as f64 + bs * bs / bv.len() as f64).sqrt();
+                                let se = (sd * sd / vals.len() as f64 + bs * bs / bv.len() as f64)
+                                    .sqrt();
                                 if (mu - bm).abs() > 2.0 * se && se > 0.0 {
                                     " *"
                                 } else {
@@ -282,21 +364,39 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 };
                 cells.push(cell);
             }
-            let w = wall.get(&arm.name).map(|w| mean_std(w).0).map(|w| format!("{w:.0}")).unwrap_or_else(|| "—".into());
+            let w = wall
+                .get(&arm.name)
+                .map(|w| mean_std(w).0)
+                .map(|w| format!("{w:.0}"))
+                .unwrap_or_else(|| "—".into());
             let _ = writeln!(md, "| {} | {} | {w} |", arm.name, cells.join(" | "));
         }
         md.push('\n');
     }
     let _ = writeln!(md, "## Arms\n");
     for arm in &cfg.arms {
-        let _ = writeln!(md, "- `{}`: {}", arm.name, if arm.set.is_empty() { "(base)".to_string() } else { format!("`{}`", arm.set.join(" ")) });
+        let _ = writeln!(
+            md,
+            "- `{}`: {}",
+            arm.name,
+            if arm.set.is_empty() {
+                "(base)".to_string()
+            } else {
+                format!("`{}`", arm.set.join(" "))
+            }
+        );
     }
     // Curves and samples.
     let mut html_imgs = String::new();
     for (m, per_arm) in &curves {
         let file = format!("curve-{}.png", m.replace('/', "_"));
         let keys: Vec<&str> = per_arm.keys().map(String::as_str).collect();
-        if report::plot(&rdir.join(&file), &format!("{m} (mean over seeds)"), per_arm, &keys)? {
+        if report::plot(
+            &rdir.join(&file),
+            &format!("{m} (mean over seeds)"),
+            per_arm,
+            &keys,
+        )? {
             let _ = writeln!(md, "\n![{m}]({file})");
             html_imgs.push_str(&format!("<h3>{m}</h3><img src=\"{file}\">\n"));
         }
@@ -304,7 +404,12 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     let mut grids = String::new();
     for arm in &cfg.arms {
         let samples = run_dir(out, arm, cfg.seeds[0]).join("samples");
-        let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         pngs.sort();
         if let Some(last) = pngs.last() {
             let name = format!("samples-{}.png", arm.name);

@@ -12,7 +12,11 @@ use std::sync::Once;
 fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
@@ -26,7 +30,9 @@ pub fn read_series(rows: &[serde_json::Value]) -> Series {
         if obj.contains_key("event") {
             continue;
         }
-        let Some(step) = obj.get("step").and_then(|s| s.as_f64()) else { continue };
+        let Some(step) = obj.get("step").and_then(|s| s.as_f64()) else {
+            continue;
+        };
         for (k, v) in obj {
             if let Some(v) = v.as_f64().filter(|v| v.is_finite()) {
                 if k != "step" {
@@ -38,11 +44,21 @@ pub fn read_series(rows: &[serde_json::Value]) -> Series {
     out
 }
 
-const COLORS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
 
 /// One line chart of the given series (those present), written as PNG.
 pub fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<bool> {
-    let present: Vec<(&str, &Vec<(f64, f64)>)> = keys.iter().filter_map(|k| series.get(*k).filter(|v| !v.is_empty()).map(|v| (*k, v))).collect();
+    let present: Vec<(&str, &Vec<(f64, f64)>)> = keys
+        .iter()
+        .filter_map(|k| series.get(*k).filter(|v| !v.is_empty()).map(|v| (*k, v)))
+        .collect();
     if present.is_empty() {
         return Ok(false);
     }
@@ -69,15 +85,26 @@ pub fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<
             .x_label_area_size(36)
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
-        chart.configure_mesh().x_desc("step").label_style(("sans-serif", 13)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .label_style(("sans-serif", 13))
+            .draw()?;
         for (i, (name, pts)) in present.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
                 .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()?;
         root.present()?;
         Ok(())
     };
@@ -86,7 +113,9 @@ pub fn plot(path: &Path, title: &str, series: &Series, keys: &[&str]) -> Result<
 }
 
 pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Writes `RUN_DIR/report/` and returns the path of its `index.html`.
@@ -94,7 +123,10 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     let metrics = run_dir.join("metrics.jsonl");
     let config = run_dir.join("config.toml");
     if !metrics.exists() || !config.exists() {
-        return Err(Error::Io { path: run_dir.to_path_buf(), msg: "is not a gantry run directory (no metrics.jsonl / config.toml)".into() });
+        return Err(Error::Io {
+            path: run_dir.to_path_buf(),
+            msg: "is not a gantry run directory (no metrics.jsonl / config.toml)".into(),
+        });
     }
     let rows = log::read(&metrics)?;
     let series = read_series(&rows);
@@ -102,15 +134,35 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let mut figures = Vec::new();
-    let loss_keys: Vec<&str> = series.keys().filter(|k| k.starts_with("loss/")).map(String::as_str).collect();
-    let metric_keys: Vec<&str> = series.keys().filter(|k| k.starts_with("eval/")).map(String::as_str).collect();
-    let plugin_keys: Vec<&str> = series.keys().filter(|k| k.starts_with("am/") || (k.starts_with("fq/") && k.ends_with("perplexity"))).map(String::as_str).collect();
+    let loss_keys: Vec<&str> = series
+        .keys()
+        .filter(|k| k.starts_with("loss/"))
+        .map(String::as_str)
+        .collect();
+    let metric_keys: Vec<&str> = series
+        .keys()
+        .filter(|k| k.starts_with("eval/"))
+        .map(String::as_str)
+        .collect();
+    let plugin_keys: Vec<&str> = series
+        .keys()
+        .filter(|k| k.starts_with("am/") || (k.starts_with("fq/") && k.ends_with("perplexity")))
+        .map(String::as_str)
+        .collect();
     let charts: [(&str, &str, Vec<&str>); 5] = [
         ("losses.png", "Losses", loss_keys),
-        ("scores.png", "D scores (mean logits)", vec!["d/real", "d/fake"]),
+        (
+            "scores.png",
+            "D scores (mean logits)",
+            vec!["d/real", "d/fake"],
+        ),
         ("metrics.png", "Evaluation metrics", metric_keys),
         ("plugins.png", "Plug-in diagnostics", plugin_keys),
-        ("throughput.png", "Throughput (images/s)", vec!["images_per_s"]),
+        (
+            "throughput.png",
+            "Throughput (images/s)",
+            vec!["images_per_s"],
+        ),
     ];
     for (file, title, keys) in charts {
         if plot(&out.join(file), title, &series, &keys)? {
@@ -119,43 +171,77 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     }
 
     let cfg_text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
-    let mut samples: Vec<PathBuf> = std::fs::read_dir(run_dir.join("samples")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(run_dir.join("samples"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
     samples.sort();
-    let latest = samples.last().map(|p| format!("../samples/{}", p.file_name().unwrap().to_string_lossy()));
+    let latest = samples
+        .last()
+        .map(|p| format!("../samples/{}", p.file_name().unwrap().to_string_lossy()));
 
     let mut best = String::new();
     for (k, pts) in &series {
         if k.starts_with("eval/") {
             // Lower is better for FID/KID; IS and precision/recall are higher-better.
             let higher = k.contains("/is") || k.contains("precision") || k.contains("recall");
-            let pick = pts.iter().copied().reduce(|a, b| if (b.1 > a.1) == higher { b } else { a });
+            let pick = pts
+                .iter()
+                .copied()
+                .reduce(|a, b| if (b.1 > a.1) == higher { b } else { a });
             if let Some((step, v)) = pick {
-                best.push_str(&format!("<tr><td>{k}</td><td>{v:.4}</td><td>{step}</td></tr>\n"));
+                best.push_str(&format!(
+                    "<tr><td>{k}</td><td>{v:.4}</td><td>{step}</td></tr>\n"
+                ));
             }
         }
     }
-    let last_step = series.values().flat_map(|v| v.iter().map(|p| p.0)).fold(0.0, f64::max);
+    let last_step = series
+        .values()
+        .flat_map(|v| v.iter().map(|p| p.0))
+        .fold(0.0, f64::max);
     let events: Vec<String> = rows
         .iter()
         .filter(|r| r.get("event").is_some())
-        .map(|r| format!("<li>step {}: {} {}</li>", r["step"], html_escape(r["event"].as_str().unwrap_or("")), html_escape(r.get("detail").and_then(|d| d.as_str()).unwrap_or(""))))
+        .map(|r| {
+            format!(
+                "<li>step {}: {} {}</li>",
+                r["step"],
+                html_escape(r["event"].as_str().unwrap_or("")),
+                html_escape(r.get("detail").and_then(|d| d.as_str()).unwrap_or(""))
+            )
+        })
         .collect();
 
     let mut html = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>gantry report</title>\n<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}td,th{padding:2px 10px}</style></head><body>\n");
-    html.push_str(&format!("<h1>{}</h1>\n<p>{} logged rows, last step {last_step}.</p>\n", html_escape(&run_dir.display().to_string()), rows.len()));
+    html.push_str(&format!(
+        "<h1>{}</h1>\n<p>{} logged rows, last step {last_step}.</p>\n",
+        html_escape(&run_dir.display().to_string()),
+        rows.len()
+    ));
     if !best.is_empty() {
         html.push_str(&format!("<h2>Best metrics</h2><table><tr><th>metric</th><th>value</th><th>step</th></tr>\n{best}</table>\n"));
     }
     if let Some(s) = latest {
-        html.push_str(&format!("<h2>Latest samples</h2><img src=\"{s}\" alt=\"latest sample grid\">\n"));
+        html.push_str(&format!(
+            "<h2>Latest samples</h2><img src=\"{s}\" alt=\"latest sample grid\">\n"
+        ));
     }
     for (file, title) in &figures {
-        html.push_str(&format!("<h2>{title}</h2><img src=\"{file}\" alt=\"{title}\">\n"));
+        html.push_str(&format!(
+            "<h2>{title}</h2><img src=\"{file}\" alt=\"{title}\">\n"
+        ));
     }
     if !events.is_empty() {
         html.push_str(&format!("<h2>Events</h2><ul>{}</ul>\n", events.join("")));
     }
-    html.push_str(&format!("<h2>Configuration</h2><pre>{}</pre>\n</body></html>\n", html_escape(&cfg_text)));
+    html.push_str(&format!(
+        "<h2>Configuration</h2><pre>{}</pre>\n</body></html>\n",
+        html_escape(&cfg_text)
+    ));
     let index = out.join("index.html");
     crate::util::write_atomic(&index, html.as_bytes())?;
     Ok(index)

@@ -41,7 +41,12 @@ pub fn next_run_dir(root: &Path, preset: &str) -> PathBuf {
     let mut n = 0;
     if let Ok(entries) = std::fs::read_dir(root) {
         for e in entries.flatten() {
-            if let Some(num) = e.file_name().to_str().and_then(|s| s.split('-').next()).and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(num) = e
+                .file_name()
+                .to_str()
+                .and_then(|s| s.split('-').next())
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 n = n.max(num + 1);
             }
         }
@@ -50,27 +55,42 @@ pub fn next_run_dir(root: &Path, preset: &str) -> PathBuf {
 }
 
 /// Trains (or resumes) a run; returns how it ended and its directory.
-pub fn train(opts: &TrainOptions, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<(Outcome, PathBuf)> {
+pub fn train(
+    opts: &TrainOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Outcome, PathBuf)> {
     let cfg = resolve_config(opts)?;
     let mut trainer = match &opts.resume {
         Some(run) => {
             let run_dir = if run.join("meta.json").exists() {
                 // A checkpoint directory: its run is two levels up.
-                run.parent().and_then(|p| p.parent()).map(Path::to_path_buf).unwrap_or_else(|| run.clone())
+                run.parent()
+                    .and_then(|p| p.parent())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| run.clone())
             } else {
                 run.clone()
             };
             Trainer::resume(&run_dir, Some(cfg))?
         }
         None => {
-            let dir = opts.out.clone().unwrap_or_else(|| next_run_dir(Path::new("runs"), &cfg.preset));
+            let dir = opts
+                .out
+                .clone()
+                .unwrap_or_else(|| next_run_dir(Path::new("runs"), &cfg.preset));
             if checkpoint::latest(&dir).is_some() {
                 return Err(Error::config(
                     "--out",
-                    format!("{} already holds a run; use --resume {} or another --out", dir.display(), dir.display()),
+                    format!(
+                        "{} already holds a run; use --resume {} or another --out",
+                        dir.display(),
+                        dir.display()
+                    ),
                 ));
             }
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, format!("cannot create the run directory: {e}")))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(&dir, format!("cannot create the run directory: {e}")))?;
             Trainer::new(cfg, &dir)?
         }
     };
@@ -106,17 +126,29 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
     let shape = train::data_shape(dataset.as_ref());
     let vs = nn::VarStore::new(device);
     let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
-    let store = if cfg.train.ema.enabled && !opts.no_ema { "g_ema" } else { "g" };
+    let store = if cfg.train.ema.enabled && !opts.no_ema {
+        "g_ema"
+    } else {
+        "g"
+    };
     let saved = checkpoint::read_store(&ckpt, store)?;
-    checkpoint::restore_into(&vs.variables(), &saved, &ckpt.join(format!("{store}.safetensors")))?;
+    checkpoint::restore_into(
+        &vs.variables(),
+        &saved,
+        &ckpt.join(format!("{store}.safetensors")),
+    )?;
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let mut chunks = Vec::new();
     let mut left = opts.n as i64;
     while left > 0 {
         let b = left.min(256);
         let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
-        let labels = shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, device)));
-        chunks.push(tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu));
+        let labels = shape
+            .num_classes
+            .map(|n| Tensor::randint(n, [b], (Kind::Int64, device)));
+        chunks.push(
+            tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu),
+        );
         left -= b;
     }
     let x = Tensor::cat(&chunks, 0);
@@ -129,9 +161,17 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let size = x.size();
-    let values: Vec<f32> = Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
-    let shape4 = [size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize];
-    Ok(gantry_data::image_io::save_images(&values, shape4, &opts.out, "sample")?)
+    let values: Vec<f32> =
+        Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    let shape4 = [
+        size[0] as usize,
+        size[1] as usize,
+        size[2] as usize,
+        size[3] as usize,
+    ];
+    Ok(gantry_data::image_io::save_images(
+        &values, shape4, &opts.out, "sample",
+    )?)
 }
 
 /// Progress of a long computation: (what, done, total).
@@ -158,7 +198,13 @@ pub struct FidOutput {
 
 /// Statistics of one side of `gantry fid`: a pytorch-fid `.npz`, an image folder (native size,
 /// as pytorch-fid reads it) or a data set spec.
-fn side_stats(spec: &str, n: usize, ex: &mut Option<Box<dyn gantry_metrics::FeatureExtractor>>, opts: &FidOptions, progress: &mut ProgressFn) -> Result<gantry_metrics::Stats> {
+fn side_stats(
+    spec: &str,
+    n: usize,
+    ex: &mut Option<Box<dyn gantry_metrics::FeatureExtractor>>,
+    opts: &FidOptions,
+    progress: &mut ProgressFn,
+) -> Result<gantry_metrics::Stats> {
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "npz") {
         if !path.exists() {
@@ -167,7 +213,12 @@ fn side_stats(spec: &str, n: usize, ex: &mut Option<Box<dyn gantry_metrics::Feat
         return gantry_metrics::Stats::load_npz(path).map_err(crate::eval::metrics_err);
     }
     if ex.is_none() {
-        *ex = Some(crate::eval::extractor(&opts.features, opts.weights.as_deref(), &opts.mode, opts.device)?);
+        *ex = Some(crate::eval::extractor(
+            &opts.features,
+            opts.weights.as_deref(),
+            &opts.mode,
+            opts.device,
+        )?);
     }
     let ex = ex.as_deref().expect("set above");
     let set = if path.is_dir() {
@@ -189,8 +240,16 @@ pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
     }
     let b = side_stats(&opts.b, opts.n, &mut ex, opts, progress)?;
     let fid = gantry_metrics::frechet_distance(&a, &b).map_err(crate::eval::metrics_err)?;
-    let label = if opts.features == "inception" { "FID".to_string() } else { "classifier-feature FID".to_string() };
-    Ok(FidOutput { label, value: fid.value, warnings: fid.warnings.iter().map(|w| w.to_string()).collect() })
+    let label = if opts.features == "inception" {
+        "FID".to_string()
+    } else {
+        "classifier-feature FID".to_string()
+    };
+    Ok(FidOutput {
+        label,
+        value: fid.value,
+        warnings: fid.warnings.iter().map(|w| w.to_string()).collect(),
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -228,10 +287,39 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
     let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
     let store = if cfg.train.ema.enabled { "g_ema" } else { "g" };
     let saved = checkpoint::read_store(&ckpt, store)?;
-    checkpoint::restore_into(&vs.variables(), &saved, &ckpt.join(format!("{store}.safetensors")))?;
-    let ex = crate::eval::extractor(&cfg.eval.features, cfg.eval.weights.as_deref(), &cfg.eval.mode, device)?;
+    checkpoint::restore_into(
+        &vs.variables(),
+        &saved,
+        &ckpt.join(format!("{store}.safetensors")),
+    )?;
+    let ex = crate::eval::extractor(
+        &cfg.eval.features,
+        cfg.eval.weights.as_deref(),
+        &cfg.eval.mode,
+        device,
+    )?;
     let reference = crate::eval::reference_config(&cfg)?;
-    let real = crate::eval::reference_features(&reference, cfg.eval.real_n, ex.as_ref(), &crate::eval::cache_dir(), |d, t| progress("real", d, t))?;
-    let fake = crate::eval::generator_features(g.as_ref(), shape.num_classes, cfg.eval.n, cfg.train.seed, device, ex.as_ref(), |d, t| progress("generated", d, t))?;
-    crate::eval::compute(&cfg.eval.metrics, cfg.eval.prefix(), &real, &fake, cfg.eval.kid_subset_size)
+    let real = crate::eval::reference_features(
+        &reference,
+        cfg.eval.real_n,
+        ex.as_ref(),
+        &crate::eval::cache_dir(),
+        |d, t| progress("real", d, t),
+    )?;
+    let fake = crate::eval::generator_features(
+        g.as_ref(),
+        shape.num_classes,
+        cfg.eval.n,
+        cfg.train.seed,
+        device,
+        ex.as_ref(),
+        |d, t| progress("generated", d, t),
+    )?;
+    crate::eval::compute(
+        &cfg.eval.metrics,
+        cfg.eval.prefix(),
+        &real,
+        &fake,
+        cfg.eval.kid_subset_size,
+    )
 }

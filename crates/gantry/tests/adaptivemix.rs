@@ -13,14 +13,27 @@ const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
 
 fn tiny_d() -> (nn::VarStore, DcganDiscriminator) {
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let shape = DataShape { channels: 3, resolution: 16, numel: 768, num_classes: None };
-    let d = DcganDiscriminator::new(vs.root(), &ModelConfig { ndf: 2, ..Default::default() }, &shape);
+    let shape = DataShape {
+        channels: 3,
+        resolution: 16,
+        numel: 768,
+        num_classes: None,
+    };
+    let d = DcganDiscriminator::new(
+        vs.root(),
+        &ModelConfig {
+            ndf: 2,
+            ..Default::default()
+        },
+        &shape,
+    );
     vs.double();
     // Non-trivial BatchNorm affine parameters, so they matter in the comparison.
     tch::no_grad(|| {
         for (k, v) in vs.variables() {
             if k.contains(".bn.") && (k.ends_with("weight") || k.ends_with("bias")) {
-                v.shallow_clone().copy_(&(Tensor::randn(v.size(), OPTS) * 0.3 + 1.0));
+                v.shallow_clone()
+                    .copy_(&(Tensor::randn(v.size(), OPTS) * 0.3 + 1.0));
             }
         }
     });
@@ -35,7 +48,10 @@ fn two_passes_equal_three_passes() {
     let noise = Tensor::randn([6, 4, 4, 4], OPTS);
     for per_sample in [false, true] {
         let draw = Draw::sample(6, 1.0, per_sample, Device::Cpu);
-        let cfg = AdaptiveMixConfig { per_sample_lambda: per_sample, ..Default::default() };
+        let cfg = AdaptiveMixConfig {
+            per_sample_lambda: per_sample,
+            ..Default::default()
+        };
         let mut embed = |v: &Tensor, _: Pass| d.embed(v, true);
         let head = |f: &Tensor| d.head(f, None, true);
         let nf = |_: &[i64]| noise.shallow_clone();
@@ -54,11 +70,24 @@ fn check_against_pytorch(per_sample: bool, distance: Distance, code: i64) {
     let mut draw = Draw::sample(b, 0.7, per_sample, Device::Cpu);
     draw.lam = draw.lam.to_kind(Kind::Double);
     let noise = Tensor::randn([b, 4, 4, 4], OPTS);
-    let cfg = AdaptiveMixConfig { enabled: true, sigma: 0.05, weight: 0.7, distance, per_sample_lambda: per_sample, ..Default::default() };
+    let cfg = AdaptiveMixConfig {
+        enabled: true,
+        sigma: 0.05,
+        weight: 0.7,
+        distance,
+        per_sample_lambda: per_sample,
+        ..Default::default()
+    };
 
     let mut inputs: Vec<(&str, Tensor)> = Vec::new();
     let vars = vs.variables();
-    let names = ["b16.conv.weight", "b8.conv.weight", "b8.bn.weight", "b8.bn.bias", "b4.conv.weight"];
+    let names = [
+        "b16.conv.weight",
+        "b8.conv.weight",
+        "b8.bn.weight",
+        "b8.bn.bias",
+        "b4.conv.weight",
+    ];
     for n in names {
         inputs.push((n, vars[n].shallow_clone()));
     }
@@ -75,7 +104,14 @@ fn check_against_pytorch(per_sample: bool, distance: Distance, code: i64) {
 
     let mut embed = |v: &Tensor, _: Pass| d.embed(v, true);
     let head = |f: &Tensor| d.head(f, None, true);
-    let out = mix(&mut embed, &head, &x, &draw, &|_| noise.shallow_clone(), &cfg);
+    let out = mix(
+        &mut embed,
+        &head,
+        &x,
+        &draw,
+        &|_| noise.shallow_clone(),
+        &cfg,
+    );
     let loss = out.logits.neg().softplus().mean(None::<Kind>) + &out.l_am * cfg.weight;
     let mut wrt: Vec<Tensor> = names.iter().map(|n| vars[*n].shallow_clone()).collect();
     wrt.push(x.shallow_clone());

@@ -13,11 +13,23 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let clf = dir.path().join("clf.safetensors");
-    let data = DataConfig { size: 512, resolution: 8, ..Default::default() };
-    let val = DataConfig { split: "test".into(), ..data.clone() };
-    let report = gantry::classifier::train(&data, &val, &clf, 6, tch::Device::Cpu, 0, |_, _| {}).unwrap();
+    let data = DataConfig {
+        size: 512,
+        resolution: 8,
+        ..Default::default()
+    };
+    let val = DataConfig {
+        split: "test".into(),
+        ..data.clone()
+    };
+    let report =
+        gantry::classifier::train(&data, &val, &clf, 6, tch::Device::Cpu, 0, |_, _| {}).unwrap();
     assert_eq!(report.val_samples, 512);
-    assert!(report.val_accuracy > 0.6, "no better than chance: {}", report.val_accuracy);
+    assert!(
+        report.val_accuracy > 0.6,
+        "no better than chance: {}",
+        report.val_accuracy
+    );
 
     let features = format!("eval.features=\"classifier:{}\"", clf.display());
     let sets = common::tiny_sets(&[
@@ -34,15 +46,30 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     let mut t = Trainer::new(cfg, &run).unwrap();
     t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     let rows = gantry::train::log::read(&run.join("metrics.jsonl")).unwrap();
-    let evals: Vec<_> = rows.iter().filter(|r| r.get("eval/classifier_fid").is_some()).collect();
+    let evals: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("eval/classifier_fid").is_some())
+        .collect();
     assert_eq!(evals.len(), 2);
     for r in &evals {
-        for k in ["eval/classifier_fid", "eval/classifier_kid", "eval/classifier_is", "eval/classifier_precision", "eval/classifier_recall"] {
+        for k in [
+            "eval/classifier_fid",
+            "eval/classifier_kid",
+            "eval/classifier_is",
+            "eval/classifier_precision",
+            "eval/classifier_recall",
+        ] {
             assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k} in {r}");
         }
     }
-    let best: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/best/best.json")).unwrap()).unwrap();
-    let fids: Vec<f64> = evals.iter().map(|r| r["eval/classifier_fid"].as_f64().unwrap()).collect();
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/best.json")).unwrap(),
+    )
+    .unwrap();
+    let fids: Vec<f64> = evals
+        .iter()
+        .map(|r| r["eval/classifier_fid"].as_f64().unwrap())
+        .collect();
     let min = fids.iter().copied().fold(f64::INFINITY, f64::min);
     assert_eq!(best["metric"], "eval/classifier_fid");
     assert_eq!(best["value"].as_f64().unwrap(), min);
@@ -55,8 +82,22 @@ fn identical_features_have_zero_fid_and_bad_metric_names_are_rejected() {
     let set = gantry_metrics::FeatureSet::from_tensors(&x, None).unwrap();
     let v = gantry::eval::compute(&["fid".into()], "", &set, &set, 1000).unwrap();
     assert!(v[0].1.abs() < 1e-6, "{v:?}");
-    let bad = gantry::eval::EvalConfig { metrics: vec!["fidd".into()], ..Default::default() };
-    assert!(bad.validate().unwrap_err().to_string().contains("unknown metric \"fidd\""));
-    let few = gantry::eval::EvalConfig { n: 100, ..Default::default() };
-    assert!(few.validate_for(&DataConfig::default()).unwrap_err().to_string().starts_with("eval.n:"));
+    let bad = gantry::eval::EvalConfig {
+        metrics: vec!["fidd".into()],
+        ..Default::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("unknown metric \"fidd\""));
+    let few = gantry::eval::EvalConfig {
+        n: 100,
+        ..Default::default()
+    };
+    assert!(few
+        .validate_for(&DataConfig::default())
+        .unwrap_err()
+        .to_string()
+        .starts_with("eval.n:"));
 }

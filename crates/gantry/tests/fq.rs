@@ -13,7 +13,12 @@ fn layer_matches_pytorch_over_several_steps() {
     let (k, c, steps) = (16, 6, 4);
     let opts = (Kind::Float, Device::Cpu);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = FqConfig { decay: 0.8, beta: 0.5, chunk: 7, ..Default::default() };
+    let cfg = FqConfig {
+        decay: 0.8,
+        beta: 0.5,
+        chunk: 7,
+        ..Default::default()
+    };
     let mut layer = FqLayer::new(vs.root(), "b8", k, c, &cfg);
     let e0 = Tensor::randn([k, c], opts);
     tch::no_grad(|| {
@@ -41,12 +46,26 @@ fn layer_matches_pytorch_over_several_steps() {
         let loss_r = loss_r * cfg.beta;
         let (_, loss_f, idx_f) = layer.quantise(&h_fake.get(s), true);
         let loss_f = loss_f * cfg.beta;
-        let g = Tensor::run_backward(&[(&out_r * up.get(s)).sum(None::<Kind>) + &loss_r], &[&hr], false, false);
-        assert!(idx_r.equal(&want[&format!("idx_real.{s}")]), "step {s}: real assignments differ");
-        assert!(idx_f.equal(&want[&format!("idx_fake.{s}")]), "step {s}: fake assignments differ");
+        let g = Tensor::run_backward(
+            &[(&out_r * up.get(s)).sum(None::<Kind>) + &loss_r],
+            &[&hr],
+            false,
+            false,
+        );
+        assert!(
+            idx_r.equal(&want[&format!("idx_real.{s}")]),
+            "step {s}: real assignments differ"
+        );
+        assert!(
+            idx_f.equal(&want[&format!("idx_fake.{s}")]),
+            "step {s}: fake assignments differ"
+        );
         assert!(common::rel_err(&loss_r, &want[&format!("loss_real.{s}")]) < tol);
         assert!(common::rel_err(&loss_f, &want[&format!("loss_fake.{s}")]) < tol);
-        assert!(common::rel_err(&g[0], &want[&format!("grad_real.{s}")]) < tol, "step {s}: straight-through gradient");
+        assert!(
+            common::rel_err(&g[0], &want[&format!("grad_real.{s}")]) < tol,
+            "step {s}: straight-through gradient"
+        );
         let (counts, sums) = layer.take_accumulators().expect("recorded");
         let (perplexity, _) = layer.ema_update(&counts, &sums, false);
         assert!(common::rel_err(&perplexity, &want[&format!("perplexity.{s}")]) < tol);

@@ -11,8 +11,17 @@ use tch::{nn, Device, Kind, Tensor};
 fn gp_and_r1_match_pytorch() {
     tch::manual_seed(3);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let shape = DataShape { channels: 3, resolution: 8, numel: 192, num_classes: None };
-    let cfg = ModelConfig { ndf: 2, d_norm: "none".into(), ..Default::default() };
+    let shape = DataShape {
+        channels: 3,
+        resolution: 8,
+        numel: 192,
+        num_classes: None,
+    };
+    let cfg = ModelConfig {
+        ndf: 2,
+        d_norm: "none".into(),
+        ..Default::default()
+    };
     let d = DcganDiscriminator::new(vs.root(), &cfg, &shape);
     vs.double();
     let opts = (Kind::Double, Device::Cpu);
@@ -23,14 +32,24 @@ fn gp_and_r1_match_pytorch() {
     let (w0, w1) = (&vars["b8.conv.weight"], &vars["b4.conv.weight"]);
     let want = common::pyref(
         "penalty.py",
-        &[("b8.conv.weight", w0.shallow_clone()), ("b4.conv.weight", w1.shallow_clone()), ("real", real.shallow_clone()), ("fake", fake.shallow_clone()), ("eps", eps.shallow_clone())],
+        &[
+            ("b8.conv.weight", w0.shallow_clone()),
+            ("b4.conv.weight", w1.shallow_clone()),
+            ("real", real.shallow_clone()),
+            ("fake", fake.shallow_clone()),
+            ("eps", eps.shallow_clone()),
+        ],
     );
     let critic = |x: &Tensor| d.forward(x, None, true);
 
     let gp = penalty::gradient_penalty_at(critic, &real, &fake, &eps);
     let grads = Tensor::run_backward(&[&gp], &[w0, w1], false, false);
     assert!(common::rel_err(&gp, &want["gp"]) < 1e-10);
-    assert!(common::rel_err(&grads[0], &want["gp_w0"]) < 1e-10, "{}", common::rel_err(&grads[0], &want["gp_w0"]));
+    assert!(
+        common::rel_err(&grads[0], &want["gp_w0"]) < 1e-10,
+        "{}",
+        common::rel_err(&grads[0], &want["gp_w0"])
+    );
     assert!(common::rel_err(&grads[1], &want["gp_w1"]) < 1e-10);
 
     let xr = real.shallow_clone().set_requires_grad(true);

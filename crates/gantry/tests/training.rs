@@ -58,7 +58,13 @@ fn resume_continues_bit_for_bit() {
 #[test]
 fn resume_with_adaptivemix_and_fq_continues_bit_for_bit() {
     let _rng = common::rng_lock();
-    resume_is_exact(&["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8", "loss.r1.gamma=1.0", "loss.r1.every=2"]);
+    resume_is_exact(&[
+        "adaptivemix.enabled=true",
+        "fq.enabled=true",
+        "fq.k=8",
+        "loss.r1.gamma=1.0",
+        "loss.r1.every=2",
+    ]);
 }
 
 #[test]
@@ -66,17 +72,39 @@ fn resume_refuses_changed_config_but_allows_safe_keys() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     drop(train(config(&["train.steps=1"]), dir.path()));
-    let e = Trainer::resume(dir.path(), Some(config(&["train.steps=2", "train.g_lr=0.1"]))).err().unwrap().to_string();
-    assert!(e.starts_with("train.g_lr: differs from the run being resumed"), "{e}");
-    assert!(Trainer::resume(dir.path(), Some(config(&["train.steps=2", "train.log_every=5"]))).is_ok());
+    let e = Trainer::resume(
+        dir.path(),
+        Some(config(&["train.steps=2", "train.g_lr=0.1"])),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.starts_with("train.g_lr: differs from the run being resumed"),
+        "{e}"
+    );
+    assert!(Trainer::resume(
+        dir.path(),
+        Some(config(&["train.steps=2", "train.log_every=5"]))
+    )
+    .is_ok());
 }
 
 #[test]
 fn disabled_plugins_leave_the_run_unchanged() {
     let _rng = common::rng_lock();
-    let base = train(config(&["train.steps=3"]), tempfile::tempdir().unwrap().path());
+    let base = train(
+        config(&["train.steps=3"]),
+        tempfile::tempdir().unwrap().path(),
+    );
     let off = train(
-        config(&["train.steps=3", "adaptivemix.sigma=0.3", "adaptivemix.alpha=0.2", "fq.k=7", "fq.beta=3.0"]),
+        config(&[
+            "train.steps=3",
+            "adaptivemix.sigma=0.3",
+            "adaptivemix.alpha=0.2",
+            "fq.k=7",
+            "fq.beta=3.0",
+        ]),
         tempfile::tempdir().unwrap().path(),
     );
     assert_same(&base.snapshot(), &off.snapshot(), |_| true);
@@ -85,11 +113,22 @@ fn disabled_plugins_leave_the_run_unchanged() {
 #[test]
 fn fq_with_beta_zero_in_loss_only_mode_is_the_baseline() {
     let _rng = common::rng_lock();
-    let base = train(config(&["train.steps=3"]), tempfile::tempdir().unwrap().path());
-    let fq = train(config(&["train.steps=3", "fq.enabled=true", "fq.beta=0.0", "fq.k=8"]), tempfile::tempdir().unwrap().path());
-    assert_same(&base.snapshot(), &fq.snapshot(), |k| !k.starts_with("plugins/"));
+    let base = train(
+        config(&["train.steps=3"]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    let fq = train(
+        config(&["train.steps=3", "fq.enabled=true", "fq.beta=0.0", "fq.k=8"]),
+        tempfile::tempdir().unwrap().path(),
+    );
+    assert_same(&base.snapshot(), &fq.snapshot(), |k| {
+        !k.starts_with("plugins/")
+    });
     // ... while the dictionary did learn.
-    assert!(fq.snapshot().iter().any(|(k, _)| k == "plugins/fq.b8.codebook"));
+    assert!(fq
+        .snapshot()
+        .iter()
+        .any(|(k, _)| k == "plugins/fq.b8.codebook"));
 }
 
 #[test]
@@ -99,14 +138,23 @@ fn every_loss_and_plugin_combination_stays_finite() {
         &["loss.kind=non-saturating"],
         &["loss.kind=hinge"],
         &["loss.kind=least-squares"],
-        &["loss.kind=wasserstein", "loss.gp.enabled=true", "model.d_norm=layer"],
+        &[
+            "loss.kind=wasserstein",
+            "loss.gp.enabled=true",
+            "model.d_norm=layer",
+        ],
         &["loss.kind=non-saturating", "loss.r1.gamma=10.0"],
     ];
     let plugins: [&[&str]; 4] = [
         &[],
         &["adaptivemix.enabled=true"],
         &["fq.enabled=true", "fq.k=8"],
-        &["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8", "fq.mode=forward"],
+        &[
+            "adaptivemix.enabled=true",
+            "fq.enabled=true",
+            "fq.k=8",
+            "fq.mode=forward",
+        ],
     ];
     for l in losses {
         for p in plugins {
@@ -116,8 +164,17 @@ fn every_loss_and_plugin_combination_stays_finite() {
             let dir = tempfile::tempdir().unwrap();
             train(config(&sets), dir.path());
             let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
-            let rows: Vec<_> = rows.into_iter().filter(|r| r.get("event").is_none()).collect();
-            assert_eq!(rows.iter().filter(|r| r.get("loss/d/adv").is_some()).count(), 3, "{sets:?}");
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|r| r.get("event").is_none())
+                .collect();
+            assert_eq!(
+                rows.iter()
+                    .filter(|r| r.get("loss/d/adv").is_some())
+                    .count(),
+                3,
+                "{sets:?}"
+            );
             for row in rows {
                 for (k, v) in row.as_object().unwrap() {
                     let v = v.as_f64().unwrap_or_else(|| panic!("{sets:?}: {k} is {v}"));
@@ -133,7 +190,15 @@ fn mlp_on_gaussian_mixture_trains_with_both_plugins() {
     let _rng = common::rng_lock();
     let cfg = RunConfig::resolve(
         Some("gmm-25"),
-        &["train.steps=5".into(), "train.batch_size=32".into(), "train.threads=1".into(), "data.size=256".into(), "adaptivemix.enabled=true".into(), "fq.enabled=true".into(), "fq.k=16".into()],
+        &[
+            "train.steps=5".into(),
+            "train.batch_size=32".into(),
+            "train.threads=1".into(),
+            "data.size=256".into(),
+            "adaptivemix.enabled=true".into(),
+            "fq.enabled=true".into(),
+            "fq.k=16".into(),
+        ],
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -146,18 +211,33 @@ fn non_finite_loss_stops_without_applying_the_step_and_keeps_the_checkpoint() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     // A learning rate that overflows the weights within a couple of steps.
-    let mut t = Trainer::new(config(&["train.steps=50", "train.d_lr=1e30", "train.g_lr=1e30", "train.checkpoint_every=1", "train.keep_checkpoints=2"]), dir.path()).unwrap();
+    let mut t = Trainer::new(
+        config(&[
+            "train.steps=50",
+            "train.d_lr=1e30",
+            "train.g_lr=1e30",
+            "train.checkpoint_every=1",
+            "train.keep_checkpoints=2",
+        ]),
+        dir.path(),
+    )
+    .unwrap();
     let err = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("non-finite"), "{msg}");
     let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
-    assert!(rows.iter().any(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")));
+    assert!(rows
+        .iter()
+        .any(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")));
     let last = gantry::train::checkpoint::latest(dir.path()).expect("a good checkpoint survives");
     let meta = gantry::train::checkpoint::read_meta(&last).unwrap();
     assert!(meta.step < 50);
     // The saved weights are finite: the failing step was not applied.
     for (k, v) in gantry::train::checkpoint::read_store(&last, "d").unwrap() {
-        assert!(v.isfinite().all().int64_value(&[]) == 1, "{k} is not finite");
+        assert!(
+            v.isfinite().all().int64_value(&[]) == 1,
+            "{k} is not finite"
+        );
     }
 }
 
@@ -181,14 +261,26 @@ fn interrupt_saves_and_resume_continues() {
     assert_eq!(out, Outcome::Interrupted { step: 2 });
     let mut r = Trainer::resume(dir.path(), None).unwrap();
     assert_eq!(r.step(), 2);
-    assert_eq!(r.run(&AtomicBool::new(false), &mut |_| {}).unwrap(), Outcome::Finished { step: 4 });
+    assert_eq!(
+        r.run(&AtomicBool::new(false), &mut |_| {}).unwrap(),
+        Outcome::Finished { step: 4 }
+    );
 }
 
 #[test]
 fn rollback_policy_reloads_the_last_checkpoint_with_a_new_seed_then_gives_up() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(config(&["train.steps=50", "train.d_lr=1e30", "train.g_lr=1e30", "train.on_nan=rollback"]), dir.path()).unwrap();
+    let mut t = Trainer::new(
+        config(&[
+            "train.steps=50",
+            "train.d_lr=1e30",
+            "train.g_lr=1e30",
+            "train.on_nan=rollback",
+        ]),
+        dir.path(),
+    )
+    .unwrap();
     let mut warnings = Vec::new();
     let err = t
         .run(&AtomicBool::new(false), &mut |ev| {
@@ -199,7 +291,19 @@ fn rollback_policy_reloads_the_last_checkpoint_with_a_new_seed_then_gives_up() {
         .unwrap_err();
     // Every retry diverges again with this learning rate: three rollbacks, then it stops.
     assert!(err.to_string().starts_with("non-finite"), "{err}");
-    assert_eq!(warnings.iter().filter(|w| w.contains("rolling back")).count(), 3, "{warnings:?}");
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.contains("rolling back"))
+            .count(),
+        3,
+        "{warnings:?}"
+    );
     let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
-    assert_eq!(rows.iter().filter(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")).count(), 4);
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite"))
+            .count(),
+        4
+    );
 }

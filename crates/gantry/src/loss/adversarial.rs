@@ -20,8 +20,13 @@ impl Adversarial {
     /// What D minimises, given its logits on a real and a fake batch.
     pub fn d_loss(self, real: &Tensor, fake: &Tensor) -> Tensor {
         match self {
-            Adversarial::NonSaturating => real.neg().softplus().mean(None::<Kind>) + fake.softplus().mean(None::<Kind>),
-            Adversarial::Hinge => (real.neg() + 1.0).relu().mean(None::<Kind>) + (fake + 1.0).relu().mean(None::<Kind>),
+            Adversarial::NonSaturating => {
+                real.neg().softplus().mean(None::<Kind>) + fake.softplus().mean(None::<Kind>)
+            }
+            Adversarial::Hinge => {
+                (real.neg() + 1.0).relu().mean(None::<Kind>)
+                    + (fake + 1.0).relu().mean(None::<Kind>)
+            }
             Adversarial::LeastSquares => {
                 0.5 * ((real - 1.0).square().mean(None::<Kind>) + fake.square().mean(None::<Kind>))
             }
@@ -45,7 +50,9 @@ mod tests {
     use tch::Device;
 
     fn t(v: &[f64]) -> Tensor {
-        Tensor::from_slice(v).to_kind(Kind::Float).to_device(Device::Cpu)
+        Tensor::from_slice(v)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
     }
     fn close(a: Tensor, b: f64) {
         let a = a.double_value(&[]);
@@ -56,12 +63,27 @@ mod tests {
     fn values_match_their_definitions() {
         let (r, f) = (t(&[2.0, -1.0]), t(&[0.5, -3.0]));
         let sp = |x: f64| (1.0 + x.exp()).ln();
-        close(Adversarial::NonSaturating.d_loss(&r, &f), (sp(-2.0) + sp(1.0)) / 2.0 + (sp(0.5) + sp(-3.0)) / 2.0);
-        close(Adversarial::NonSaturating.g_loss(&f), (sp(-0.5) + sp(3.0)) / 2.0);
-        close(Adversarial::Hinge.d_loss(&r, &f), (0.0 + 2.0) / 2.0 + (1.5 + 0.0) / 2.0);
+        close(
+            Adversarial::NonSaturating.d_loss(&r, &f),
+            (sp(-2.0) + sp(1.0)) / 2.0 + (sp(0.5) + sp(-3.0)) / 2.0,
+        );
+        close(
+            Adversarial::NonSaturating.g_loss(&f),
+            (sp(-0.5) + sp(3.0)) / 2.0,
+        );
+        close(
+            Adversarial::Hinge.d_loss(&r, &f),
+            (0.0 + 2.0) / 2.0 + (1.5 + 0.0) / 2.0,
+        );
         close(Adversarial::Hinge.g_loss(&f), 1.25);
-        close(Adversarial::LeastSquares.d_loss(&r, &f), 0.5 * ((1.0 + 4.0) / 2.0 + (0.25 + 9.0) / 2.0));
-        close(Adversarial::LeastSquares.g_loss(&f), 0.5 * (0.25 + 16.0) / 2.0);
+        close(
+            Adversarial::LeastSquares.d_loss(&r, &f),
+            0.5 * ((1.0 + 4.0) / 2.0 + (0.25 + 9.0) / 2.0),
+        );
+        close(
+            Adversarial::LeastSquares.g_loss(&f),
+            0.5 * (0.25 + 16.0) / 2.0,
+        );
         close(Adversarial::Wasserstein.d_loss(&r, &f), -1.25 - 0.5);
         close(Adversarial::Wasserstein.g_loss(&f), 1.25);
     }

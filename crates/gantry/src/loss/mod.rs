@@ -24,7 +24,12 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        LossConfig { kind: Adversarial::NonSaturating, gp: GpConfig::default(), r1: R1Config::default(), pl: PlConfig::default() }
+        LossConfig {
+            kind: Adversarial::NonSaturating,
+            gp: GpConfig::default(),
+            r1: R1Config::default(),
+            pl: PlConfig::default(),
+        }
     }
 }
 
@@ -40,7 +45,10 @@ pub struct GpConfig {
 
 impl Default for GpConfig {
     fn default() -> Self {
-        GpConfig { enabled: false, weight: 10.0 }
+        GpConfig {
+            enabled: false,
+            weight: 10.0,
+        }
     }
 }
 
@@ -56,7 +64,10 @@ pub struct R1Config {
 
 impl Default for R1Config {
     fn default() -> Self {
-        R1Config { gamma: 0.0, every: 1 }
+        R1Config {
+            gamma: 0.0,
+            every: 1,
+        }
     }
 }
 
@@ -83,6 +94,11 @@ pub struct PlConfig {
 
 impl Default for PlConfig {
     fn default() -> Self {
-        PlConfig { weight: 2.0, every: 4, decay: 0.01, batch_shrink: 2 }
+        PlConfig {
+            weight: 2.0,
+            every: 4,
+            decay: 0.01,
+            batch_shrink: 2,
+        }
     }
 }

@@ -14,7 +14,10 @@ pub struct PhaseLoss {
 
 impl PhaseLoss {
     fn new(name: &str, adv: Tensor) -> Self {
-        PhaseLoss { parts: vec![(name.to_string(), adv.detach())], total: adv }
+        PhaseLoss {
+            parts: vec![(name.to_string(), adv.detach())],
+            total: adv,
+        }
     }
     fn add(&mut self, name: &str, term: Tensor) {
         self.parts.push((name.to_string(), term.detach()));
@@ -26,9 +29,27 @@ impl PhaseLoss {
 /// class-conditional critics (the gradient penalty's interpolates use the real labels). `r1_scale` is the R1 weight for this step
 /// (gamma/2 times the lazy interval) or 0 when R1 does not run now.
 #[allow(clippy::too_many_arguments)]
-pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, real_labels: Option<&Tensor>, fake_labels: Option<&Tensor>, cfg: &LossConfig, step: u64, r1_scale: f64) -> PhaseLoss {
-    let ctx = |branch| Ctx { phase: Phase::D, branch, step, record: true };
-    let real_in = if r1_scale > 0.0 { real.detach().set_requires_grad(true) } else { real.shallow_clone() };
+pub fn d_phase(
+    critic: &mut Critic,
+    real: &Tensor,
+    fake: &Tensor,
+    real_labels: Option<&Tensor>,
+    fake_labels: Option<&Tensor>,
+    cfg: &LossConfig,
+    step: u64,
+    r1_scale: f64,
+) -> PhaseLoss {
+    let ctx = |branch| Ctx {
+        phase: Phase::D,
+        branch,
+        step,
+        record: true,
+    };
+    let real_in = if r1_scale > 0.0 {
+        real.detach().set_requires_grad(true)
+    } else {
+        real.shallow_clone()
+    };
     let sr = critic.score(&real_in, real_labels, &ctx(Branch::Real));
     let sf = critic.score(fake, fake_labels, &ctx(Branch::Fake));
     let mut loss = PhaseLoss::new("loss/d/adv", cfg.kind.d_loss(&sr.logits, &sf.logits));
@@ -42,15 +63,28 @@ pub fn d_phase(critic: &mut Critic, real: &Tensor, fake: &Tensor, real_labels: O
     if r1_scale > 0.0 {
         loss.add("loss/d/r1", penalty::r1(&sr.logits, &real_in) * r1_scale);
     }
-    loss.parts.push(("d/real".into(), sr.logits.detach().mean(None::<tch::Kind>)));
-    loss.parts.push(("d/fake".into(), sf.logits.detach().mean(None::<tch::Kind>)));
+    loss.parts
+        .push(("d/real".into(), sr.logits.detach().mean(None::<tch::Kind>)));
+    loss.parts
+        .push(("d/fake".into(), sf.logits.detach().mean(None::<tch::Kind>)));
     critic.end_phase(Phase::D);
     loss
 }
 
 /// G phase. `fake` carries G's graph.
-pub fn g_phase(critic: &mut Critic, fake: &Tensor, labels: Option<&Tensor>, cfg: &LossConfig, step: u64) -> PhaseLoss {
-    let ctx = Ctx { phase: Phase::G, branch: Branch::Fake, step, record: true };
+pub fn g_phase(
+    critic: &mut Critic,
+    fake: &Tensor,
+    labels: Option<&Tensor>,
+    cfg: &LossConfig,
+    step: u64,
+) -> PhaseLoss {
+    let ctx = Ctx {
+        phase: Phase::G,
+        branch: Branch::Fake,
+        step,
+        record: true,
+    };
     let sf = critic.score(fake, labels, &ctx);
     let mut loss = PhaseLoss::new("loss/g/adv", cfg.kind.g_loss(&sf.logits));
     if let Some(extra) = sf.extra_loss {

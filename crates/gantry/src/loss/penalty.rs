@@ -11,7 +11,11 @@ fn input_gradient(logits: &Tensor, x: &Tensor) -> Tensor {
 
 /// WGAN-GP: `E[(||grad_x D(x_hat)||_2 - 1)^2]` at `x_hat = eps * real + (1 - eps) * fake`, with one
 /// uniform `eps` per sample. `critic` is the plain D (no plug-ins), as the AdaptiveMix spec says.
-pub fn gradient_penalty(critic: impl FnOnce(&Tensor) -> Tensor, real: &Tensor, fake: &Tensor) -> Tensor {
+pub fn gradient_penalty(
+    critic: impl FnOnce(&Tensor) -> Tensor,
+    real: &Tensor,
+    fake: &Tensor,
+) -> Tensor {
     let mut shape = vec![real.size()[0]];
     shape.extend(std::iter::repeat_n(1, real.dim() - 1));
     let eps = Tensor::rand(shape.as_slice(), (real.kind(), real.device()));
@@ -19,10 +23,20 @@ pub fn gradient_penalty(critic: impl FnOnce(&Tensor) -> Tensor, real: &Tensor, f
 }
 
 /// [`gradient_penalty`] with given interpolation weights `eps` (`[B, 1, 1, 1]`).
-pub fn gradient_penalty_at(critic: impl FnOnce(&Tensor) -> Tensor, real: &Tensor, fake: &Tensor, eps: &Tensor) -> Tensor {
+pub fn gradient_penalty_at(
+    critic: impl FnOnce(&Tensor) -> Tensor,
+    real: &Tensor,
+    fake: &Tensor,
+    eps: &Tensor,
+) -> Tensor {
     let x_hat = (real.detach() * eps + fake.detach() * (eps.neg() + 1.0)).set_requires_grad(true);
     let grad = input_gradient(&critic(&x_hat), &x_hat);
-    let norm = grad.flatten(1, -1).square().sum_dim_intlist(1, false, None::<Kind>).g_add_scalar(1e-12).sqrt();
+    let norm = grad
+        .flatten(1, -1)
+        .square()
+        .sum_dim_intlist(1, false, None::<Kind>)
+        .g_add_scalar(1e-12)
+        .sqrt();
     (norm - 1.0).square().mean(None::<Kind>)
 }
 
@@ -30,5 +44,8 @@ pub fn gradient_penalty_at(critic: impl FnOnce(&Tensor) -> Tensor, real: &Tensor
 /// scales by gamma/2. With AdaptiveMix, `logits` are the mixed real logits, `real` the clean batch.
 pub fn r1(logits: &Tensor, real: &Tensor) -> Tensor {
     let grad = input_gradient(logits, real);
-    grad.flatten(1, -1).square().sum_dim_intlist(1, false, None::<Kind>).mean(None::<Kind>)
+    grad.flatten(1, -1)
+        .square()
+        .sum_dim_intlist(1, false, None::<Kind>)
+        .mean(None::<Kind>)
 }

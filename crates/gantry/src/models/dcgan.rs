@@ -13,12 +13,18 @@ use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
 fn init() -> nn::Init {
-    nn::Init::Randn { mean: 0.0, stdev: 0.02 }
+    nn::Init::Randn {
+        mean: 0.0,
+        stdev: 0.02,
+    }
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
     let cfg = nn::BatchNormConfig {
-        ws_init: nn::Init::Randn { mean: 1.0, stdev: 0.02 },
+        ws_init: nn::Init::Randn {
+            mean: 1.0,
+            stdev: 0.02,
+        },
         bs_init: nn::Init::Const(0.0),
         ..Default::default()
     };
@@ -44,7 +50,10 @@ pub(super) fn validate(cfg: &ModelConfig, shape: &DataShape) -> Result<()> {
     if !["batch", "layer", "none"].contains(&cfg.d_norm.as_str()) {
         return Err(Error::config(
             "model.d_norm",
-            format!("unknown normalisation {:?} (valid: batch, layer, none)", cfg.d_norm),
+            format!(
+                "unknown normalisation {:?} (valid: batch, layer, none)",
+                cfg.d_norm
+            ),
         ));
     }
     Ok(())
@@ -64,10 +73,20 @@ impl DcganGenerator {
         for i in 0..=n {
             let res = 4 << i;
             let last = i == n;
-            let c_out = if last { shape.channels } else { cfg.ngf << (n - 1 - i) };
+            let c_out = if last {
+                shape.channels
+            } else {
+                cfg.ngf << (n - 1 - i)
+            };
             let (stride, padding) = if i == 0 { (1, 0) } else { (2, 1) };
             let bp = &p / format!("b{res}");
-            let conv_cfg = nn::ConvTransposeConfig { stride, padding, bias: false, ws_init: init(), ..Default::default() };
+            let conv_cfg = nn::ConvTransposeConfig {
+                stride,
+                padding,
+                bias: false,
+                ws_init: init(),
+                ..Default::default()
+            };
             let conv = nn::conv_transpose2d(&bp / "conv", c_in, c_out, 4, conv_cfg);
             let norm = (!last).then(|| bn(&bp / "bn", c_out));
             blocks.push((conv, norm));
@@ -116,24 +135,42 @@ impl DcganDiscriminator {
             let name = format!("b{res}");
             let c_out = cfg.ndf << i;
             let bp = &p / name.as_str();
-            let conv_cfg = nn::ConvConfig { stride: 2, padding: 1, bias: false, ws_init: init(), ..Default::default() };
+            let conv_cfg = nn::ConvConfig {
+                stride: 2,
+                padding: 1,
+                bias: false,
+                ws_init: init(),
+                ..Default::default()
+            };
             let conv = nn::conv2d(&bp / "conv", c_in, c_out, 4, conv_cfg);
             // The first block has no normalisation (DCGAN paper).
             let norm = match (i, cfg.d_norm.as_str()) {
                 (0, _) | (_, "none") => Norm::None,
                 (_, "layer") => {
                     let out_res = res / 2;
-                    Norm::Layer(nn::layer_norm(&bp / "ln", vec![c_out, out_res, out_res], Default::default()))
+                    Norm::Layer(nn::layer_norm(
+                        &bp / "ln",
+                        vec![c_out, out_res, out_res],
+                        Default::default(),
+                    ))
                 }
                 _ => Norm::Batch(bn(&bp / "bn", c_out)),
             };
             blocks.push((name, conv, norm));
             c_in = c_out;
         }
-        let out_cfg = nn::ConvConfig { bias: false, ws_init: init(), ..Default::default() };
+        let out_cfg = nn::ConvConfig {
+            bias: false,
+            ws_init: init(),
+            ..Default::default()
+        };
         let out = nn::conv2d(&p / "b4" / "conv", c_in, 1, 4, out_cfg);
         let fq_default = vec![blocks[(blocks.len() - 1) / 2].0.clone()];
-        DcganDiscriminator { blocks, out, fq_default }
+        DcganDiscriminator {
+            blocks,
+            out,
+            fq_default,
+        }
     }
 }
 
@@ -168,14 +205,23 @@ mod tests {
     use tch::{Device, Kind};
 
     fn shape(res: i64) -> DataShape {
-        DataShape { channels: 3, resolution: res, numel: 3 * res * res, num_classes: None }
+        DataShape {
+            channels: 3,
+            resolution: res,
+            numel: 3 * res * res,
+            num_classes: None,
+        }
     }
 
     #[test]
     fn shapes_and_keys_follow_resolution() {
         for res in [32, 64] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = ModelConfig { ngf: 8, ndf: 8, ..Default::default() };
+            let cfg = ModelConfig {
+                ngf: 8,
+                ndf: 8,
+                ..Default::default()
+            };
             let g = DcganGenerator::new(vs.root() / "g", &cfg, &shape(res));
             let d = DcganDiscriminator::new(vs.root() / "d", &cfg, &shape(res));
             let z = Tensor::randn([2, 100], (Kind::Float, Device::Cpu));
@@ -185,7 +231,10 @@ mod tests {
             let f = d.embed(&x, true);
             assert_eq!(f.size(), [2, 8 << (levels(res) - 1), 4, 4]);
             let keys: Vec<String> = vs.variables().into_keys().collect();
-            assert!(keys.iter().all(|k| !k.contains("__")), "duplicate names: {keys:?}");
+            assert!(
+                keys.iter().all(|k| !k.contains("__")),
+                "duplicate names: {keys:?}"
+            );
             assert!(keys.contains(&format!("d.b{res}.conv.weight")));
             assert!(keys.contains(&format!("g.b{res}.conv.weight")));
         }
@@ -194,7 +243,14 @@ mod tests {
     #[test]
     fn taps_see_every_block_and_can_replace_features() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let d = DcganDiscriminator::new(vs.root(), &ModelConfig { ndf: 4, ..Default::default() }, &shape(32));
+        let d = DcganDiscriminator::new(
+            vs.root(),
+            &ModelConfig {
+                ndf: 4,
+                ..Default::default()
+            },
+            &shape(32),
+        );
         assert_eq!(d.taps(), ["b32", "b16", "b8"]);
         assert_eq!(d.default_fq_layers(), ["b16"]);
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));

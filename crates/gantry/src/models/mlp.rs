@@ -9,7 +9,10 @@ use tch::Tensor;
 
 pub(super) fn validate(cfg: &ModelConfig) -> Result<()> {
     if cfg.hidden <= 0 || cfg.depth <= 0 {
-        return Err(Error::config("model.hidden", "mlp needs hidden > 0 and depth > 0"));
+        return Err(Error::config(
+            "model.hidden",
+            "mlp needs hidden > 0 and depth > 0",
+        ));
     }
     Ok(())
 }
@@ -26,16 +29,30 @@ impl MlpGenerator {
         let mut layers = Vec::new();
         let mut c_in = z_dim;
         for i in 1..=cfg.depth {
-            layers.push(nn::linear(&p / format!("h{i}"), c_in, cfg.hidden, Default::default()));
+            layers.push(nn::linear(
+                &p / format!("h{i}"),
+                c_in,
+                cfg.hidden,
+                Default::default(),
+            ));
             c_in = cfg.hidden;
         }
-        layers.push(nn::linear(&p / "out", c_in, shape.numel, Default::default()));
+        layers.push(nn::linear(
+            &p / "out",
+            c_in,
+            shape.numel,
+            Default::default(),
+        ));
         let out_shape = if shape.resolution == 1 {
             vec![-1, shape.channels, 1, 1]
         } else {
             vec![-1, shape.channels, shape.resolution, shape.resolution]
         };
-        MlpGenerator { z_dim, out_shape, layers }
+        MlpGenerator {
+            z_dim,
+            out_shape,
+            layers,
+        }
     }
 }
 
@@ -45,7 +62,9 @@ impl Generator for MlpGenerator {
     }
     fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, _train: bool) -> Tensor {
         let (last, hidden) = self.layers.split_last().expect("at least one layer");
-        let h = hidden.iter().fold(z.shallow_clone(), |h, l| l.forward(&h).relu());
+        let h = hidden
+            .iter()
+            .fold(z.shallow_clone(), |h, l| l.forward(&h).relu());
         last.forward(&h).view(self.out_shape.as_slice())
     }
 }
@@ -61,7 +80,10 @@ impl MlpDiscriminator {
         let mut c_in = shape.numel;
         for i in 1..=cfg.depth {
             let name = format!("h{i}");
-            layers.push((name.clone(), nn::linear(&p / name.as_str(), c_in, cfg.hidden, Default::default())));
+            layers.push((
+                name.clone(),
+                nn::linear(&p / name.as_str(), c_in, cfg.hidden, Default::default()),
+            ));
             c_in = cfg.hidden;
         }
         let out = nn::linear(&p / "out", c_in, 1, Default::default());
@@ -96,11 +118,24 @@ mod tests {
     #[test]
     fn maps_latents_to_points_and_scores_them() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let shape = DataShape { channels: 2, resolution: 1, numel: 2, num_classes: None };
-        let cfg = ModelConfig { arch: "mlp".into(), hidden: 16, ..Default::default() };
+        let shape = DataShape {
+            channels: 2,
+            resolution: 1,
+            numel: 2,
+            num_classes: None,
+        };
+        let cfg = ModelConfig {
+            arch: "mlp".into(),
+            hidden: 16,
+            ..Default::default()
+        };
         let g = MlpGenerator::new(vs.root() / "g", &cfg, &shape);
         let d = MlpDiscriminator::new(vs.root() / "d", &cfg, &shape);
-        let x = g.forward(&Tensor::randn([5, 64], (Kind::Float, Device::Cpu)), None, true);
+        let x = g.forward(
+            &Tensor::randn([5, 64], (Kind::Float, Device::Cpu)),
+            None,
+            true,
+        );
         assert_eq!(x.size(), [5, 2, 1, 1]);
         assert_eq!(d.forward(&x, None, true).size(), [5]);
         assert_eq!(d.taps(), ["h1", "h2"]);

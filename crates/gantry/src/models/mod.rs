@@ -26,7 +26,12 @@ pub trait Generator: Send {
     /// Path-length regularisation (StyleGAN2, `loss.pl`): the penalty `E[(|J_w^T u| - a)^2]` for
     /// latents `z` (unweighted), updating the running mean `a` with `decay`. `None` (the default)
     /// for generators without an intermediate latent space, which then skip the pass.
-    fn path_length_penalty(&self, _z: &Tensor, _labels: Option<&Tensor>, _decay: f64) -> Option<Tensor> {
+    fn path_length_penalty(
+        &self,
+        _z: &Tensor,
+        _labels: Option<&Tensor>,
+        _decay: f64,
+    ) -> Option<Tensor> {
         None
     }
 }
@@ -162,14 +167,21 @@ impl ModelConfig {
             "biggan" => biggan::validate(self, shape),
             other => Err(Error::config(
                 "model.arch",
-                format!("unknown architecture {other:?} (valid: {})", ARCHS.join(", ")),
+                format!(
+                    "unknown architecture {other:?} (valid: {})",
+                    ARCHS.join(", ")
+                ),
             )),
         }
     }
 }
 
 /// Builds a generator under `p` (the same call builds G and its EMA copy, so their keys match).
-pub fn build_generator(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Result<Box<dyn Generator>> {
+pub fn build_generator(
+    p: nn::Path,
+    cfg: &ModelConfig,
+    shape: &DataShape,
+) -> Result<Box<dyn Generator>> {
     cfg.validate(shape)?;
     Ok(match cfg.arch.as_str() {
         "dcgan" => Box::new(dcgan::DcganGenerator::new(p, cfg, shape)),
@@ -181,7 +193,11 @@ pub fn build_generator(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Res
     })
 }
 
-pub fn build_discriminator(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Result<Box<dyn Discriminator>> {
+pub fn build_discriminator(
+    p: nn::Path,
+    cfg: &ModelConfig,
+    shape: &DataShape,
+) -> Result<Box<dyn Discriminator>> {
     cfg.validate(shape)?;
     Ok(match cfg.arch.as_str() {
         "dcgan" => Box::new(dcgan::DcganDiscriminator::new(p, cfg, shape)),

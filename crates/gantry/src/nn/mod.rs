@@ -10,7 +10,11 @@ use tch::Tensor;
 
 extern "C" {
     // csrc/ops.cpp
-    fn gantry_leaky_relu(x: *const torch_sys::C_tensor, slope: f64, out: *mut *mut torch_sys::C_tensor) -> *mut std::ffi::c_char;
+    fn gantry_leaky_relu(
+        x: *const torch_sys::C_tensor,
+        slope: f64,
+        out: *mut *mut torch_sys::C_tensor,
+    ) -> *mut std::ffi::c_char;
 }
 
 /// LeakyReLU with a chosen slope: libtorch's native `leaky_relu` (one kernel forward, one
@@ -22,7 +26,12 @@ pub fn leaky_relu(x: &Tensor, slope: f64) -> Tensor {
     unsafe {
         let err = gantry_leaky_relu(x.as_ptr(), slope, &mut out);
         if !err.is_null() {
-            let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().lines().next().unwrap_or_default().to_string();
+            let msg = std::ffi::CStr::from_ptr(err)
+                .to_string_lossy()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
             libc_free(err as *mut std::ffi::c_void);
             panic!("leaky_relu: {msg}");
         }
@@ -46,9 +55,22 @@ mod tests {
         assert_eq!(Vec::<f64>::try_from(&y).unwrap(), [-0.4, -0.1, 0.0, 1.5]);
         y.sum(tch::Kind::Double).backward();
         // PyTorch's leaky_relu backward takes the slope at x == 0 as well.
-        assert_eq!(Vec::<f64>::try_from(x.grad()).unwrap(), [0.2, 0.2, 0.2, 1.0]);
-        let g = Tensor::run_backward(&[leaky_relu(&x, 0.01).sum(tch::Kind::Double)], &[&x], false, false);
-        let want = Tensor::run_backward(&[x.leaky_relu().sum(tch::Kind::Double)], &[&x], false, false);
+        assert_eq!(
+            Vec::<f64>::try_from(x.grad()).unwrap(),
+            [0.2, 0.2, 0.2, 1.0]
+        );
+        let g = Tensor::run_backward(
+            &[leaky_relu(&x, 0.01).sum(tch::Kind::Double)],
+            &[&x],
+            false,
+            false,
+        );
+        let want = Tensor::run_backward(
+            &[x.leaky_relu().sum(tch::Kind::Double)],
+            &[&x],
+            false,
+            false,
+        );
         assert!(g[0].equal(&want[0]));
     }
 }

@@ -97,7 +97,10 @@ impl Draw {
         let g = a.internal_standard_gamma();
         let lam = g.get(0) / g.sum_dim_intlist(0, false, Kind::Float);
         let lam = if per_sample { lam } else { lam.squeeze() };
-        Draw { lam, perm: Tensor::randperm(b, (Kind::Int64, device)) }
+        Draw {
+            lam,
+            perm: Tensor::randperm(b, (Kind::Int64, device)),
+        }
     }
 }
 
@@ -140,17 +143,33 @@ pub fn mix(
     finish(head, f_mix, z, noise, cfg)
 }
 
-fn finish(head: &dyn Fn(&Tensor) -> Tensor, f_mix: Tensor, z: Tensor, noise: &dyn Fn(&[i64]) -> Tensor, cfg: &AdaptiveMixConfig) -> MixOut {
+fn finish(
+    head: &dyn Fn(&Tensor) -> Tensor,
+    f_mix: Tensor,
+    z: Tensor,
+    noise: &dyn Fn(&[i64]) -> Tensor,
+    cfg: &AdaptiveMixConfig,
+) -> MixOut {
     let target = (&z + noise(&z.size()) * cfg.sigma).detach();
     let (a, t) = (f_mix.flatten(1, -1), target.flatten(1, -1));
     let per_sample = match cfg.distance {
         Distance::Cosine => 1.0 - Tensor::cosine_similarity(&a, &t, 1, 1e-8),
         Distance::Mse => (&a - &t).square().mean_dim(1, false, None::<Kind>),
-        Distance::L2 => (&a - &t).square().sum_dim_intlist(1, false, None::<Kind>).g_add_scalar(1e-12).sqrt(),
+        Distance::L2 => (&a - &t)
+            .square()
+            .sum_dim_intlist(1, false, None::<Kind>)
+            .g_add_scalar(1e-12)
+            .sqrt(),
     };
-    let cos = tch::no_grad(|| Tensor::cosine_similarity(&a, &z.flatten(1, -1), 1, 1e-8).mean(Kind::Float));
+    let cos = tch::no_grad(|| {
+        Tensor::cosine_similarity(&a, &z.flatten(1, -1), 1, 1e-8).mean(Kind::Float)
+    });
     let logits = head(&z) + head(&f_mix);
-    MixOut { logits, l_am: per_sample.mean(None::<Kind>), cos }
+    MixOut {
+        logits,
+        l_am: per_sample.mean(None::<Kind>),
+        cos,
+    }
 }
 
 /// The reference code's three-pass form (embeds `x[perm]` separately); kept for the equality test.
@@ -182,7 +201,11 @@ pub struct AdaptiveMix {
 impl AdaptiveMix {
     pub fn new(cfg: &AdaptiveMixConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(AdaptiveMix { cfg: cfg.clone(), pending: None, stats: BTreeMap::new() })
+        Ok(AdaptiveMix {
+            cfg: cfg.clone(),
+            pending: None,
+            stats: BTreeMap::new(),
+        })
     }
 }
 
@@ -193,8 +216,20 @@ impl Plugin for AdaptiveMix {
     fn scores(&self) -> bool {
         true
     }
-    fn score(&mut self, d: &dyn Discriminator, x: &Tensor, labels: Option<&Tensor>, ctx: &Ctx, embed: &mut EmbedFn<'_>) -> Scored {
-        let draw = Draw::sample(x.size()[0], self.cfg.alpha, self.cfg.per_sample_lambda, x.device());
+    fn score(
+        &mut self,
+        d: &dyn Discriminator,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        ctx: &Ctx,
+        embed: &mut EmbedFn<'_>,
+    ) -> Scored {
+        let draw = Draw::sample(
+            x.size()[0],
+            self.cfg.alpha,
+            self.cfg.per_sample_lambda,
+            x.device(),
+        );
         let noise = |shape: &[i64]| Tensor::randn(shape, (x.kind(), x.device()));
         let head = |f: &Tensor| d.head(f, labels, true);
         let out = mix(embed, &head, x, &draw, &noise, &self.cfg);
@@ -204,14 +239,19 @@ impl Plugin for AdaptiveMix {
         };
         let counts = ctx.phase == Phase::D || self.cfg.in_g;
         if ctx.record {
-            self.stats.insert(format!("am/loss/{branch}"), out.l_am.detach());
+            self.stats
+                .insert(format!("am/loss/{branch}"), out.l_am.detach());
             self.stats.insert("am/cos".into(), out.cos.shallow_clone());
-            self.stats.insert("am/lambda".into(), draw.lam.mean(Kind::Float));
+            self.stats
+                .insert("am/lambda".into(), draw.lam.mean(Kind::Float));
         }
         if counts && self.cfg.weight > 0.0 {
             self.pending = Some(out.l_am * self.cfg.weight);
         }
-        Scored { logits: out.logits, extra_loss: None }
+        Scored {
+            logits: out.logits,
+            extra_loss: None,
+        }
     }
     fn take_loss(&mut self, _ctx: &Ctx) -> Option<Tensor> {
         self.pending.take()

@@ -171,7 +171,11 @@ impl FqLayer {
     pub fn assign(&self, x: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let x = x.to_kind(Kind::Float);
-            let e2 = self.codebook.square().sum_dim_intlist(1, false, Kind::Float).unsqueeze(0);
+            let e2 = self
+                .codebook
+                .square()
+                .sum_dim_intlist(1, false, Kind::Float)
+                .unsqueeze(0);
             let et = self.codebook.transpose(0, 1) * -2.0;
             let n = x.size()[0];
             let parts: Vec<Tensor> = (0..n)
@@ -214,8 +218,13 @@ impl FqLayer {
         if record {
             tch::no_grad(|| {
                 let xd = x.detach().to_kind(Kind::Float);
-                let counts = Tensor::zeros([self.k], (Kind::Float, x.device())).index_add(0, &idx, &Tensor::ones_like(&idx).to_kind(Kind::Float));
-                let sums = Tensor::zeros([self.k, xd.size()[1]], (Kind::Float, x.device())).index_add(0, &idx, &xd);
+                let counts = Tensor::zeros([self.k], (Kind::Float, x.device())).index_add(
+                    0,
+                    &idx,
+                    &Tensor::ones_like(&idx).to_kind(Kind::Float),
+                );
+                let sums = Tensor::zeros([self.k, xd.size()[1]], (Kind::Float, x.device()))
+                    .index_add(0, &idx, &xd);
                 self.acc = Some(match self.acc.take() {
                     Some((c, s)) => (c + counts, s + sums),
                     None => (counts, sums),
@@ -236,21 +245,35 @@ impl FqLayer {
 
     /// EMA update from (already all-reduced) counts `c[K]` and sums `s[K, C]`; returns
     /// (perplexity, dead codewords) of this update.
-    pub fn ema_update(&mut self, counts: &Tensor, sums: &Tensor, restart_dead: bool) -> (Tensor, Tensor) {
+    pub fn ema_update(
+        &mut self,
+        counts: &Tensor,
+        sums: &Tensor,
+        restart_dead: bool,
+    ) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let d = self.decay;
-            let _ = self.ema_count.g_mul_scalar_(d).g_add_(&(counts * (1.0 - d)));
+            let _ = self
+                .ema_count
+                .g_mul_scalar_(d)
+                .g_add_(&(counts * (1.0 - d)));
             let _ = self.ema_sum.g_mul_scalar_(d).g_add_(&(sums * (1.0 - d)));
             let tot = self.ema_count.sum(Kind::Float);
-            let smoothed = (&self.ema_count + LAPLACE_EPS) / (&tot + self.k as f64 * LAPLACE_EPS) * &tot;
-            self.codebook.copy_(&(&self.ema_sum / smoothed.unsqueeze(1)));
+            let smoothed =
+                (&self.ema_count + LAPLACE_EPS) / (&tot + self.k as f64 * LAPLACE_EPS) * &tot;
+            self.codebook
+                .copy_(&(&self.ema_sum / smoothed.unsqueeze(1)));
             let dead_mask = self.ema_count.lt(DEAD_BELOW);
             let dead = dead_mask.sum(Kind::Float);
             if restart_dead {
                 if let Some(recent) = &self.recent {
                     let n_dead = dead.int64_value(&[]);
                     if n_dead > 0 {
-                        let rows = Tensor::randint(recent.size()[0], [n_dead], (Kind::Int64, recent.device()));
+                        let rows = Tensor::randint(
+                            recent.size()[0],
+                            [n_dead],
+                            (Kind::Int64, recent.device()),
+                        );
                         let fresh = recent.index_select(0, &rows);
                         let where_ = dead_mask.nonzero().squeeze_dim(1);
                         let _ = self.codebook.index_copy_(0, &where_, &fresh);
@@ -276,24 +299,44 @@ pub struct Fq {
 
 impl Fq {
     /// `tap_dims`: channels of each of D's taps (from a probe pass).
-    pub fn new(p: &nn::Path, cfg: &FqConfig, default_layers: &[String], tap_dims: &BTreeMap<String, i64>) -> Result<Self> {
+    pub fn new(
+        p: &nn::Path,
+        cfg: &FqConfig,
+        default_layers: &[String],
+        tap_dims: &BTreeMap<String, i64>,
+    ) -> Result<Self> {
         if !(0.0..1.0).contains(&cfg.decay) {
             return Err(Error::config("fq.decay", "must be in [0, 1)"));
         }
         if cfg.beta.is_nan() || cfg.beta < 0.0 {
             return Err(Error::config("fq.beta", "must be >= 0"));
         }
-        let names: Vec<String> = if cfg.layers.is_empty() { default_layers.to_vec() } else { cfg.layers.clone() };
+        let names: Vec<String> = if cfg.layers.is_empty() {
+            default_layers.to_vec()
+        } else {
+            cfg.layers.clone()
+        };
         if let PerLayer::Each(ks) = &cfg.k {
             if ks.len() != names.len() {
-                return Err(Error::config("fq.k", format!("{} values for {} layers ({})", ks.len(), names.len(), names.join(", "))));
+                return Err(Error::config(
+                    "fq.k",
+                    format!(
+                        "{} values for {} layers ({})",
+                        ks.len(),
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
             }
         }
         let valid: Vec<&str> = tap_dims.keys().map(String::as_str).collect();
         let mut layers = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let dim = *tap_dims.get(name).ok_or_else(|| {
-                Error::config("fq.layers", format!("D has no layer {name:?} (valid: {})", valid.join(", ")))
+                Error::config(
+                    "fq.layers",
+                    format!("D has no layer {name:?} (valid: {})", valid.join(", ")),
+                )
             })?;
             let k = cfg.k.get(i).expect("length checked");
             if k < 1 {
@@ -301,7 +344,12 @@ impl Fq {
             }
             layers.push(FqLayer::new(p / "fq" / name.as_str(), name, k, dim, cfg));
         }
-        Ok(Fq { cfg: cfg.clone(), layers, pending: None, stats: BTreeMap::new() })
+        Ok(Fq {
+            cfg: cfg.clone(),
+            layers,
+            pending: None,
+            stats: BTreeMap::new(),
+        })
     }
 
     fn updates(&self, phase: Phase) -> bool {
@@ -325,7 +373,14 @@ impl Plugin for Fq {
         let (out, commitment, _) = self.layers[i].quantise(&h, record);
         let weighted = commitment * self.cfg.beta;
         if ctx.record {
-            let key = format!("fq/{layer}/loss_{}", if ctx.phase == Phase::G { "g" } else { ctx.branch.name() });
+            let key = format!(
+                "fq/{layer}/loss_{}",
+                if ctx.phase == Phase::G {
+                    "g"
+                } else {
+                    ctx.branch.name()
+                }
+            );
             self.stats.insert(key, weighted.detach());
         }
         self.pending = Some(match self.pending.take() {
@@ -352,7 +407,8 @@ impl Plugin for Fq {
         for layer in &mut self.layers {
             if let Some((counts, sums)) = layer.take_accumulators() {
                 let (perplexity, dead) = layer.ema_update(&counts, &sums, self.cfg.restart_dead);
-                self.stats.insert(format!("fq/{}/perplexity", layer.name), perplexity);
+                self.stats
+                    .insert(format!("fq/{}/perplexity", layer.name), perplexity);
                 self.stats.insert(format!("fq/{}/dead", layer.name), dead);
             }
         }
@@ -373,7 +429,10 @@ mod tests {
     #[test]
     fn identical_vectors_have_perplexity_one_and_codewords_die() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = FqConfig { k: PerLayer::All(8), ..Default::default() };
+        let cfg = FqConfig {
+            k: PerLayer::All(8),
+            ..Default::default()
+        };
         let mut layer = FqLayer::new(vs.root(), "b16", 8, 4, &cfg);
         let h = Tensor::ones([2, 4, 3, 3], (Kind::Float, Device::Cpu));
         for _ in 0..40 {
@@ -396,12 +455,33 @@ mod tests {
     #[test]
     fn chunked_assignment_equals_unchunked() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let a = FqLayer::new(vs.root() / "a", "x", 16, 5, &FqConfig { chunk: 3, ..Default::default() });
-        let mut b = FqLayer::new(vs.root() / "b", "x", 16, 5, &FqConfig { chunk: 1000, ..Default::default() });
+        let a = FqLayer::new(
+            vs.root() / "a",
+            "x",
+            16,
+            5,
+            &FqConfig {
+                chunk: 3,
+                ..Default::default()
+            },
+        );
+        let mut b = FqLayer::new(
+            vs.root() / "b",
+            "x",
+            16,
+            5,
+            &FqConfig {
+                chunk: 1000,
+                ..Default::default()
+            },
+        );
         b.codebook = a.codebook.shallow_clone();
         let x = Tensor::randn([50, 5], (Kind::Float, Device::Cpu));
         assert!(a.assign(&x).equal(&b.assign(&x)));
-        let brute = (x.unsqueeze(1) - a.codebook.unsqueeze(0)).square().sum_dim_intlist(2, false, Kind::Float).argmin(1, false);
+        let brute = (x.unsqueeze(1) - a.codebook.unsqueeze(0))
+            .square()
+            .sum_dim_intlist(2, false, Kind::Float)
+            .argmin(1, false);
         assert!(a.assign(&x).equal(&brute));
     }
 

@@ -81,7 +81,14 @@ pub trait Plugin: Send {
         false
     }
     /// The replacement score; only called when `scores()` is true.
-    fn score(&mut self, _d: &dyn Discriminator, _x: &Tensor, _labels: Option<&Tensor>, _ctx: &Ctx, _embed: &mut EmbedFn<'_>) -> Scored {
+    fn score(
+        &mut self,
+        _d: &dyn Discriminator,
+        _x: &Tensor,
+        _labels: Option<&Tensor>,
+        _ctx: &Ctx,
+        _embed: &mut EmbedFn<'_>,
+    ) -> Scored {
         unreachable!("score() called on a plug-in whose scores() is false")
     }
     /// Loss terms accumulated since the last call (e.g. FQ's commitment loss), weighted.
@@ -102,11 +109,18 @@ pub struct Critic {
 
 impl Critic {
     pub fn new(d: Box<dyn Discriminator>, plugins: Vec<Box<dyn Plugin>>) -> Result<Self> {
-        let scorers: Vec<&str> = plugins.iter().filter(|p| p.scores()).map(|p| p.name()).collect();
+        let scorers: Vec<&str> = plugins
+            .iter()
+            .filter(|p| p.scores())
+            .map(|p| p.name())
+            .collect();
         if scorers.len() > 1 {
             return Err(Error::config(
                 "plugins",
-                format!("{} each replace D's score; enable at most one", scorers.join(" and ")),
+                format!(
+                    "{} each replace D's score; enable at most one",
+                    scorers.join(" and ")
+                ),
             ));
         }
         Ok(Critic { d, plugins })
@@ -125,17 +139,26 @@ impl Critic {
             None => {
                 let plugins = &mut self.plugins;
                 let f = d.embed_tapped(&x, train, &mut |name, h| {
-                    plugins.iter_mut().fold(h, |h, p| p.on_tap(name, h, ctx, Pass::Clean))
+                    plugins
+                        .iter_mut()
+                        .fold(h, |h, p| p.on_tap(name, h, ctx, Pass::Clean))
                 });
-                Scored { logits: d.head(&f, labels, train), extra_loss: None }
+                Scored {
+                    logits: d.head(&f, labels, train),
+                    extra_loss: None,
+                }
             }
             Some(i) => {
                 let (before, rest) = self.plugins.split_at_mut(i);
                 let (scorer, after) = rest.split_first_mut().expect("index from position()");
                 let mut embed = |x: &Tensor, pass: Pass| {
                     d.embed_tapped(x, train, &mut |name, h| {
-                        let h = before.iter_mut().fold(h, |h, p| p.on_tap(name, h, ctx, pass));
-                        after.iter_mut().fold(h, |h, p| p.on_tap(name, h, ctx, pass))
+                        let h = before
+                            .iter_mut()
+                            .fold(h, |h, p| p.on_tap(name, h, ctx, pass));
+                        after
+                            .iter_mut()
+                            .fold(h, |h, p| p.on_tap(name, h, ctx, pass))
                     })
                 };
                 scorer.score(d, &x, labels, ctx, &mut embed)
@@ -171,12 +194,19 @@ impl Critic {
 }
 
 /// Channels of each of D's taps, found by one probe pass in inference mode (no state changes).
-pub fn tap_dims(d: &dyn Discriminator, shape: &DataShape, device: tch::Device) -> std::collections::BTreeMap<String, i64> {
+pub fn tap_dims(
+    d: &dyn Discriminator,
+    shape: &DataShape,
+    device: tch::Device,
+) -> std::collections::BTreeMap<String, i64> {
     let mut dims = std::collections::BTreeMap::new();
     let x = if shape.resolution == 1 {
         Tensor::zeros([2, shape.channels, 1, 1], (tch::Kind::Float, device))
     } else {
-        Tensor::zeros([2, shape.channels, shape.resolution, shape.resolution], (tch::Kind::Float, device))
+        Tensor::zeros(
+            [2, shape.channels, shape.resolution, shape.resolution],
+            (tch::Kind::Float, device),
+        )
     };
     let _features = tch::no_grad(|| {
         d.embed_tapped(&x, false, &mut |name, h| {
@@ -189,13 +219,23 @@ pub fn tap_dims(d: &dyn Discriminator, shape: &DataShape, device: tch::Device) -
 
 /// Builds the enabled plug-ins, in application order. State that must be checkpointed (FQ
 /// dictionaries) lives under `p`, a VarStore of its own that no optimizer sees.
-pub fn build_stack(p: &nn::Path, cfg: &crate::config::RunConfig, d: &dyn Discriminator, shape: &DataShape) -> Result<Vec<Box<dyn Plugin>>> {
+pub fn build_stack(
+    p: &nn::Path,
+    cfg: &crate::config::RunConfig,
+    d: &dyn Discriminator,
+    shape: &DataShape,
+) -> Result<Vec<Box<dyn Plugin>>> {
     let mut stack: Vec<Box<dyn Plugin>> = Vec::new();
     if cfg.diffaugment.enabled {
         stack.push(Box::new(diffaugment::DiffAugment::new(&cfg.diffaugment)?));
     }
     if cfg.fq.enabled {
-        stack.push(Box::new(fq::Fq::new(p, &cfg.fq, &d.default_fq_layers(), &tap_dims(d, shape, p.device()))?));
+        stack.push(Box::new(fq::Fq::new(
+            p,
+            &cfg.fq,
+            &d.default_fq_layers(),
+            &tap_dims(d, shape, p.device()),
+        )?));
     }
     if cfg.adaptivemix.enabled {
         stack.push(Box::new(adaptivemix::AdaptiveMix::new(&cfg.adaptivemix)?));

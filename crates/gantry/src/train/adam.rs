@@ -18,11 +18,23 @@ pub struct Adam {
 impl Adam {
     /// Optimises every trainable variable of `vs` (sorted by name, so the order is stable).
     pub fn new(vs: &nn::VarStore, lr: f64, betas: [f64; 2], eps: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Adam { lr, betas: (betas[0], betas[1]), eps, step: 0, params, m, v }
+        Adam {
+            lr,
+            betas: (betas[0], betas[1]),
+            eps,
+            step: 0,
+            params,
+            m,
+            v,
+        }
     }
 
     /// The optimised tensors, in the order [`step`](Self::step) expects their gradients.
@@ -39,7 +51,11 @@ impl Adam {
 
     /// Sum of squared gradients as a scalar tensor (NaN/Inf propagate into it).
     pub fn grad_sq_norm(grads: &[Tensor]) -> Tensor {
-        let parts: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.square().sum(Kind::Float)).collect();
+        let parts: Vec<Tensor> = grads
+            .iter()
+            .filter(|g| g.defined())
+            .map(|g| g.square().sum(Kind::Float))
+            .collect();
         if parts.is_empty() {
             return Tensor::from(0f32);
         }
@@ -54,7 +70,13 @@ impl Adam {
         let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
         let step_size = self.lr / bc1;
         tch::no_grad(|| {
-            for ((((_, p), m), v), g) in self.params.iter().zip(&mut self.m).zip(&mut self.v).zip(grads) {
+            for ((((_, p), m), v), g) in self
+                .params
+                .iter()
+                .zip(&mut self.m)
+                .zip(&mut self.v)
+                .zip(grads)
+            {
                 if !g.defined() {
                     continue;
                 }
@@ -80,16 +102,28 @@ impl Adam {
         out
     }
 
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>, prefix: &str, file: &std::path::Path) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        state: &HashMap<String, Tensor>,
+        prefix: &str,
+        file: &std::path::Path,
+    ) -> Result<()> {
         let get = |key: &str, like: &Tensor| -> Result<Tensor> {
-            let t = state.get(key).ok_or_else(|| Error::checkpoint(file, format!("missing {key}")))?;
+            let t = state
+                .get(key)
+                .ok_or_else(|| Error::checkpoint(file, format!("missing {key}")))?;
             if t.size() != like.size() {
-                return Err(Error::checkpoint(file, format!("{key} is {:?}, model wants {:?}", t.size(), like.size())));
+                return Err(Error::checkpoint(
+                    file,
+                    format!("{key} is {:?}, model wants {:?}", t.size(), like.size()),
+                ));
             }
             Ok(t.to_device(like.device()).to_kind(like.kind()))
         };
         let step_key = format!("{prefix}.step");
-        let step = state.get(&step_key).ok_or_else(|| Error::checkpoint(file, format!("missing {step_key}")))?;
+        let step = state
+            .get(&step_key)
+            .ok_or_else(|| Error::checkpoint(file, format!("missing {step_key}")))?;
         self.step = step.int64_value(&[]);
         tch::no_grad(|| -> Result<()> {
             for (((name, _), m), v) in self.params.iter().zip(&mut self.m).zip(&mut self.v) {
@@ -111,10 +145,14 @@ mod tests {
     #[test]
     fn matches_pytorch_adam() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let x = vs.root().var_copy("x", &Tensor::from_slice(&[1.0f32, -2.0, 0.3]));
+        let x = vs
+            .root()
+            .var_copy("x", &Tensor::from_slice(&[1.0f32, -2.0, 0.3]));
         let mut opt = Adam::new(&vs, 0.01, [0.5, 0.9], 1e-8);
         for i in 0..5 {
-            let grads = opt.gradients(&(x.pow_tensor_scalar(3) + (&x * (i + 1) as f64).sin()).sum(Kind::Float));
+            let grads = opt.gradients(
+                &(x.pow_tensor_scalar(3) + (&x * (i + 1) as f64).sin()).sum(Kind::Float),
+            );
             opt.step(&grads);
         }
         let got: Vec<f32> = Vec::try_from(&x).unwrap();

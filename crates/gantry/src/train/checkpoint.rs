@@ -57,14 +57,26 @@ pub fn save(run_dir: &Path, meta: &Meta, stores: &[(&str, Store)]) -> Result<Pat
         for (store, tensors) in stores {
             let path = tmp.join(format!("{store}.safetensors"));
             // safetensors wants contiguous CPU tensors.
-            let cpu: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
+            let cpu: Vec<(String, Tensor)> = tensors
+                .iter()
+                .map(|(k, t)| {
+                    (
+                        k.clone(),
+                        t.detach().to_device(tch::Device::Cpu).contiguous(),
+                    )
+                })
+                .collect();
             Tensor::write_safetensors(&cpu, &path).map_err(|e| Error::io(&path, e))?;
-            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
         }
         let meta_path = tmp.join("meta.json");
         let text = serde_json::to_string_pretty(meta).expect("meta serialises");
         fs::write(&meta_path, text).map_err(|e| Error::io(&meta_path, e))?;
-        fs::File::open(&meta_path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&meta_path, e))?;
+        fs::File::open(&meta_path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&meta_path, e))?;
         fsync_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         if dst.exists() {
             // Re-saving the same step (e.g. interrupt right after a periodic save): replace it.
@@ -87,7 +99,13 @@ pub fn save(run_dir: &Path, meta: &Meta, stores: &[(&str, Store)]) -> Result<Pat
 
 /// Makes `ckpt` the run's best checkpoint (`checkpoints/best/`, with `best.json` naming the metric,
 /// value and step), replacing the previous best atomically.
-pub fn mark_best(run_dir: &Path, ckpt: &Path, metric: &str, value: f64, step: u64) -> Result<PathBuf> {
+pub fn mark_best(
+    run_dir: &Path,
+    ckpt: &Path,
+    metric: &str,
+    value: f64,
+    step: u64,
+) -> Result<PathBuf> {
     let root = checkpoints_dir(run_dir);
     let tmp = root.join(".best.tmp");
     let old = root.join(".best.old");
@@ -95,10 +113,15 @@ pub fn mark_best(run_dir: &Path, ckpt: &Path, metric: &str, value: f64, step: u6
     let _ = fs::remove_dir_all(&tmp);
     let result = (|| -> Result<()> {
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        for e in fs::read_dir(ckpt).map_err(|e| Error::io(ckpt, e))?.flatten() {
+        for e in fs::read_dir(ckpt)
+            .map_err(|e| Error::io(ckpt, e))?
+            .flatten()
+        {
             let to = tmp.join(e.file_name());
             fs::copy(e.path(), &to).map_err(|err| Error::io(&to, err))?;
-            fs::File::open(&to).and_then(|f| f.sync_all()).map_err(|err| Error::io(&to, err))?;
+            fs::File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(|err| Error::io(&to, err))?;
         }
         let info = serde_json::json!({"metric": metric, "value": value, "step": step});
         let info_path = tmp.join("best.json");
@@ -133,7 +156,12 @@ pub fn list(run_dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")) && p.join("meta.json").exists())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ckpt-"))
+                && p.join("meta.json").exists()
+        })
         .collect();
     out.sort();
     out
@@ -145,7 +173,11 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
 
 /// Deletes all but the newest `keep` checkpoints, and leftovers of saves that were killed.
 pub fn prune(run_dir: &Path, keep: usize) {
-    for e in fs::read_dir(checkpoints_dir(run_dir)).into_iter().flatten().flatten() {
+    for e in fs::read_dir(checkpoints_dir(run_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().to_string();
         if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".old")) {
             let _ = fs::remove_dir_all(e.path());
@@ -161,12 +193,17 @@ pub fn prune(run_dir: &Path, keep: usize) {
 
 pub fn read_meta(ckpt: &Path) -> Result<Meta> {
     let path = ckpt.join("meta.json");
-    let text = fs::read_to_string(&path).map_err(|e| Error::checkpoint(&path, format!("not a gantry checkpoint ({e})")))?;
-    let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::checkpoint(&path, format!("corrupt metadata: {e}")))?;
+    let text = fs::read_to_string(&path)
+        .map_err(|e| Error::checkpoint(&path, format!("not a gantry checkpoint ({e})")))?;
+    let meta: Meta = serde_json::from_str(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("corrupt metadata: {e}")))?;
     if meta.format_version != FORMAT_VERSION {
         return Err(Error::checkpoint(
             &path,
-            format!("checkpoint format {} is not supported by this gantry (format {FORMAT_VERSION})", meta.format_version),
+            format!(
+                "checkpoint format {} is not supported by this gantry (format {FORMAT_VERSION})",
+                meta.format_version
+            ),
         ));
     }
     Ok(meta)
@@ -185,19 +222,31 @@ pub fn read_store(ckpt: &Path, store: &str) -> Result<HashMap<String, Tensor>> {
 }
 
 /// Copies saved tensors into a model's variables, checking names and shapes.
-pub fn restore_into(vars: &HashMap<String, Tensor>, saved: &HashMap<String, Tensor>, file: &Path) -> Result<()> {
+pub fn restore_into(
+    vars: &HashMap<String, Tensor>,
+    saved: &HashMap<String, Tensor>,
+    file: &Path,
+) -> Result<()> {
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for name in names {
         let var = &vars[name];
-        let src = saved.get(name).ok_or_else(|| Error::checkpoint(file, format!("missing {name} (another architecture?)")))?;
+        let src = saved.get(name).ok_or_else(|| {
+            Error::checkpoint(file, format!("missing {name} (another architecture?)"))
+        })?;
         if src.size() != var.size() {
-            return Err(Error::checkpoint(file, format!("{name} is {:?}, model wants {:?}", src.size(), var.size())));
+            return Err(Error::checkpoint(
+                file,
+                format!("{name} is {:?}, model wants {:?}", src.size(), var.size()),
+            ));
         }
         tch::no_grad(|| var.shallow_clone().copy_(src));
     }
     if let Some(extra) = saved.keys().find(|k| !vars.contains_key(*k)) {
-        return Err(Error::checkpoint(file, format!("has {extra}, which the model lacks (another architecture?)")));
+        return Err(Error::checkpoint(
+            file,
+            format!("has {extra}, which the model lacks (another architecture?)"),
+        ));
     }
     Ok(())
 }
@@ -217,7 +266,12 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     if !path.exists() {
         return Err(Error::checkpoint(path, "does not exist"));
     }
-    latest(path).ok_or_else(|| Error::checkpoint(path, "is not a gantry run directory or checkpoint (no checkpoints/ckpt-*/meta.json)"))
+    latest(path).ok_or_else(|| {
+        Error::checkpoint(
+            path,
+            "is not a gantry run directory or checkpoint (no checkpoints/ckpt-*/meta.json)",
+        )
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +297,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Tensor::from_slice(&[1.0f32, 2.0]);
         for step in [10, 20, 30] {
-            save(dir.path(), &meta(step), &[("g", vec![("w".into(), &t * step as f64)])]).unwrap();
+            save(
+                dir.path(),
+                &meta(step),
+                &[("g", vec![("w".into(), &t * step as f64)])],
+            )
+            .unwrap();
         }
         prune(dir.path(), 2);
         let all = list(dir.path());
@@ -252,10 +311,18 @@ mod tests {
         assert!(last.ends_with("ckpt-0000030"));
         assert_eq!(read_meta(&last).unwrap().step, 30);
         let saved = read_store(&last, "g").unwrap();
-        let vars: HashMap<String, Tensor> = [("w".to_string(), Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)))].into();
+        let vars: HashMap<String, Tensor> = [(
+            "w".to_string(),
+            Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)),
+        )]
+        .into();
         restore_into(&vars, &saved, &last).unwrap();
         assert_eq!(Vec::<f32>::try_from(&vars["w"]).unwrap(), [30.0, 60.0]);
-        let wrong: HashMap<String, Tensor> = [("w".to_string(), Tensor::zeros([3], (tch::Kind::Float, tch::Device::Cpu)))].into();
+        let wrong: HashMap<String, Tensor> = [(
+            "w".to_string(),
+            Tensor::zeros([3], (tch::Kind::Float, tch::Device::Cpu)),
+        )]
+        .into();
         let e = restore_into(&wrong, &saved, &last).unwrap_err().to_string();
         assert!(e.ends_with("w is [2], model wants [3]"), "{e}");
     }
@@ -263,7 +330,18 @@ mod tests {
     #[test]
     fn truncated_store_and_foreign_dirs_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let ck = save(dir.path(), &meta(1), &[("g", vec![("w".into(), Tensor::ones([64], (tch::Kind::Float, tch::Device::Cpu)))])]).unwrap();
+        let ck = save(
+            dir.path(),
+            &meta(1),
+            &[(
+                "g",
+                vec![(
+                    "w".into(),
+                    Tensor::ones([64], (tch::Kind::Float, tch::Device::Cpu)),
+                )],
+            )],
+        )
+        .unwrap();
         let f = ck.join("g.safetensors");
         let bytes = fs::read(&f).unwrap();
         fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();

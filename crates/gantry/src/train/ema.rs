@@ -19,7 +19,11 @@ pub struct EmaConfig {
 
 impl Default for EmaConfig {
     fn default() -> Self {
-        EmaConfig { enabled: true, decay: 0.999, rampup: true }
+        EmaConfig {
+            enabled: true,
+            decay: 0.999,
+            rampup: true,
+        }
     }
 }
 
@@ -37,18 +41,26 @@ impl Ema {
             .variables()
             .into_iter()
             .map(|(name, t)| {
-                let e = ev.get(&name).unwrap_or_else(|| panic!("EMA store lacks {name}")).shallow_clone();
+                let e = ev
+                    .get(&name)
+                    .unwrap_or_else(|| panic!("EMA store lacks {name}"))
+                    .shallow_clone();
                 let trainable = t.requires_grad();
                 (name, t, e, trainable)
             })
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        Ema { cfg: cfg.clone(), pairs: pairs.into_iter().map(|(_, t, e, p)| (t, e, p)).collect() }
+        Ema {
+            cfg: cfg.clone(),
+            pairs: pairs.into_iter().map(|(_, t, e, p)| (t, e, p)).collect(),
+        }
     }
 
     pub fn beta(&self, step: u64) -> f64 {
         if self.cfg.rampup {
-            self.cfg.decay.min((1.0 + step as f64) / (10.0 + step as f64))
+            self.cfg
+                .decay
+                .min((1.0 + step as f64) / (10.0 + step as f64))
         } else {
             self.cfg.decay
         }

@@ -27,14 +27,22 @@ impl Guard {
         let mut out = Vec::new();
         if kind != Adversarial::Wasserstein {
             if let Some(d) = stats.get("loss/d/adv") {
-                self.d_low = if d < D_LOSS_NEAR_ZERO { self.d_low + 1 } else { 0 };
+                self.d_low = if d < D_LOSS_NEAR_ZERO {
+                    self.d_low + 1
+                } else {
+                    0
+                };
                 if self.d_low == PATIENCE {
                     out.push(format!("D's loss has stayed below {D_LOSS_NEAR_ZERO} for {PATIENCE} logged steps (to step {step}): D is winning; consider a lower D lr, R1, DiffAugment or AdaptiveMix"));
                 }
             }
         }
         if let Some(g) = stats.get("grad/g") {
-            self.g_low = if g < G_GRAD_VANISHED { self.g_low + 1 } else { 0 };
+            self.g_low = if g < G_GRAD_VANISHED {
+                self.g_low + 1
+            } else {
+                0
+            };
             if self.g_low == PATIENCE {
                 out.push(format!("G's gradient norm has stayed below {G_GRAD_VANISHED} for {PATIENCE} logged steps (to step {step}): G has stopped learning"));
             }
@@ -53,7 +61,11 @@ impl Guard {
 
 /// Per-pixel standard deviation across the batch, averaged: 0 when every sample is identical.
 pub fn diversity(x: &tch::Tensor) -> f64 {
-    x.flatten(1, -1).to_kind(tch::Kind::Float).std_dim(0, true, false).mean(tch::Kind::Float).double_value(&[])
+    x.flatten(1, -1)
+        .to_kind(tch::Kind::Float)
+        .std_dim(0, true, false)
+        .mean(tch::Kind::Float)
+        .double_value(&[])
 }
 
 #[cfg(test)]
@@ -65,7 +77,9 @@ mod tests {
         let mut g = Guard::default();
         let mut s = Stats::default();
         s.set("loss/d/adv", 1e-4);
-        let warnings: Vec<String> = (0..25).flat_map(|i| g.on_log(i, &s, Adversarial::NonSaturating)).collect();
+        let warnings: Vec<String> = (0..25)
+            .flat_map(|i| g.on_log(i, &s, Adversarial::NonSaturating))
+            .collect();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("D is winning"));
         assert!((0..25).all(|i| g.on_log(i, &s, Adversarial::Wasserstein).is_empty()));

@@ -16,37 +16,49 @@ pub struct MetricsLog {
 impl MetricsLog {
     pub fn open(path: &Path, resume_step: u64) -> Result<Self> {
         if path.exists() {
-            let kept: Vec<String> = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?)
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                        .is_some_and(|s| s <= resume_step)
-                })
-                .collect();
+            let kept: Vec<String> =
+                BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?)
+                    .lines()
+                    .map_while(|l| l.ok())
+                    .filter(|l| {
+                        serde_json::from_str::<serde_json::Value>(l)
+                            .ok()
+                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                            .is_some_and(|s| s <= resume_step)
+                    })
+                    .collect();
             let mut text = kept.join("\n");
             if !text.is_empty() {
                 text.push('\n');
             }
             crate::util::write_atomic(path, text.as_bytes())?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
-        Ok(MetricsLog { path: path.to_path_buf(), file })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     fn append(&mut self, value: serde_json::Value) -> Result<()> {
         let mut line = value.to_string();
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     pub fn write(&mut self, step: u64, stats: &Stats) -> Result<()> {
         let mut obj = serde_json::Map::new();
         obj.insert("step".into(), step.into());
         for (k, v) in stats.iter() {
-            let v = serde_json::Number::from_f64(*v).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null);
+            let v = serde_json::Number::from_f64(*v)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null);
             obj.insert(k.clone(), v);
         }
         self.append(serde_json::Value::Object(obj))
@@ -60,5 +72,9 @@ impl MetricsLog {
 /// Reads every object of a metrics.jsonl (for reports and tests).
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(BufReader::new(file).lines().map_while(|l| l.ok()).filter_map(|l| serde_json::from_str(&l).ok()).collect())
+    Ok(BufReader::new(file)
+        .lines()
+        .map_while(|l| l.ok())
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
 }

@@ -141,11 +141,28 @@ impl TrainConfig {
 
 /// What the loop reports to its caller (the CLI draws the progress bar from these).
 pub enum Event<'a> {
-    Started { step: u64, total: u64, run_dir: &'a Path, data: String },
-    Logged { step: u64, stats: &'a Stats },
-    Evaluated { step: u64, stats: &'a Stats },
-    Sampled { step: u64, path: &'a Path },
-    Saved { step: u64, path: &'a Path },
+    Started {
+        step: u64,
+        total: u64,
+        run_dir: &'a Path,
+        data: String,
+    },
+    Logged {
+        step: u64,
+        stats: &'a Stats,
+    },
+    Evaluated {
+        step: u64,
+        stats: &'a Stats,
+    },
+    Sampled {
+        step: u64,
+        path: &'a Path,
+    },
+    Saved {
+        step: u64,
+        path: &'a Path,
+    },
     Warning(String),
 }
 
@@ -211,7 +228,11 @@ impl Trainer {
         let cfg = match cfg {
             None => saved,
             Some(new) => {
-                let changed: Vec<String> = saved.diff(&new).into_iter().filter(|k| !SAFE_ON_RESUME.contains(&k.as_str())).collect();
+                let changed: Vec<String> = saved
+                    .diff(&new)
+                    .into_iter()
+                    .filter(|k| !SAFE_ON_RESUME.contains(&k.as_str()))
+                    .collect();
                 if !changed.is_empty() {
                     return Err(Error::config(
                         changed[0].clone(),
@@ -239,7 +260,11 @@ impl Trainer {
         if cfg.train.batch_size > dataset.len() {
             return Err(Error::config(
                 "train.batch_size",
-                format!("{} is larger than the data set ({} samples)", cfg.train.batch_size, dataset.len()),
+                format!(
+                    "{} is larger than the data set ({} samples)",
+                    cfg.train.batch_size,
+                    dataset.len()
+                ),
             ));
         }
 
@@ -263,7 +288,11 @@ impl Trainer {
         }
         seed_torch(cfg.train.seed, 0, Purpose::FixedLatents, 0);
         // 2-D points need many samples to show the modes; images a grid.
-        let n_grid = if shape.numel == 2 { t.grid.max(2048) } else { t.grid.max(1) } as i64;
+        let n_grid = if shape.numel == 2 {
+            t.grid.max(2048)
+        } else {
+            t.grid.max(1)
+        } as i64;
         let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, device));
 
         let mut trainer_step = 0;
@@ -277,7 +306,11 @@ impl Trainer {
             let meta = checkpoint::read_meta(ckpt)?;
             let restore = |vs: &nn::VarStore, name: &str| -> Result<()> {
                 let saved = checkpoint::read_store(ckpt, name)?;
-                checkpoint::restore_into(&vs.variables(), &saved, &ckpt.join(format!("{name}.safetensors")))
+                checkpoint::restore_into(
+                    &vs.variables(),
+                    &saved,
+                    &ckpt.join(format!("{name}.safetensors")),
+                )
             };
             restore(&g_vs, "g")?;
             restore(&d_vs, "d")?;
@@ -306,8 +339,19 @@ impl Trainer {
         crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
         let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
         // Built before training so that missing weights or a bad reference fail at once.
-        let evaluator = if cfg.eval.every > 0 { Some(crate::eval::Evaluator::new(&cfg.eval, &cfg.data, &crate::eval::reference_config(&cfg)?, device)?) } else { None };
-        let best = evaluator.as_ref().and_then(|e| checkpoint::best_value(run_dir, &e.best_key().0));
+        let evaluator = if cfg.eval.every > 0 {
+            Some(crate::eval::Evaluator::new(
+                &cfg.eval,
+                &cfg.data,
+                &crate::eval::reference_config(&cfg)?,
+                device,
+            )?)
+        } else {
+            None
+        };
+        let best = evaluator
+            .as_ref()
+            .and_then(|e| checkpoint::best_value(run_dir, &e.best_key().0));
         Ok(Trainer {
             cfg,
             run_dir: run_dir.to_path_buf(),
@@ -342,15 +386,23 @@ impl Trainer {
     }
 
     fn seed(&self) -> u64 {
-        self.cfg.train.seed.wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
+        self.cfg
+            .train
+            .seed
+            .wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
     }
 
     pub fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
         let b = self.loader.next_batch()?;
         let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
-        let x = Tensor::from_slice(&b.images).view(shape.as_slice()).to_device(self.device);
+        let x = Tensor::from_slice(&b.images)
+            .view(shape.as_slice())
+            .to_device(self.device);
         self.images_seen += shape[0] as u64;
-        let labels = self.shape.num_classes.map(|_| Tensor::from_slice(&b.labels).to_device(self.device));
+        let labels = self
+            .shape
+            .num_classes
+            .map(|_| Tensor::from_slice(&b.labels).to_device(self.device));
         Ok((x, labels))
     }
 
@@ -361,20 +413,28 @@ impl Trainer {
         if v.is_finite() {
             Ok(grad_sq.sqrt())
         } else {
-            Err(Error::NonFinite { step: self.step, what: format!("{what} loss or gradient") })
+            Err(Error::NonFinite {
+                step: self.step,
+                what: format!("{what} loss or gradient"),
+            })
         }
     }
 
     /// One training step: `n_dis` D steps, then one G step and the EMA update. On a non-finite
     /// loss or gradient nothing of the failing phase is applied.
     pub fn train_step(&mut self) -> Result<Vec<(String, Tensor)>> {
-        let batches = (0..self.cfg.train.n_dis).map(|_| self.real_batch()).collect::<Result<Vec<_>>>()?;
+        let batches = (0..self.cfg.train.n_dis)
+            .map(|_| self.real_batch())
+            .collect::<Result<Vec<_>>>()?;
         self.train_step_on(batches)
     }
 
     /// [`train_step`](Self::train_step) on given real batches (one per D step; benchmarks feed
     /// the same batch to time compute alone).
-    pub fn train_step_on(&mut self, batches: Vec<(Tensor, Option<Tensor>)>) -> Result<Vec<(String, Tensor)>> {
+    pub fn train_step_on(
+        &mut self,
+        batches: Vec<(Tensor, Option<Tensor>)>,
+    ) -> Result<Vec<(String, Tensor)>> {
         let seed = self.seed();
         let t = self.cfg.train.clone();
         let r1 = self.cfg.loss.r1.clone();
@@ -385,11 +445,27 @@ impl Trainer {
             seed_torch(seed, self.step, Purpose::DStep, k);
             let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
             // Fakes get fresh random classes (BigGAN-PyTorch), not the real batch's.
-            let fake_labels = self.shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+            let fake_labels = self
+                .shape
+                .num_classes
+                .map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
             let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
-            let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) { r1.gamma / 2.0 * r1.every.max(1) as f64 } else { 0.0 };
-            let loss = objective::d_phase(&mut self.critic, &real, &fake, labels.as_ref(), fake_labels.as_ref(), &self.cfg.loss, self.step, r1_scale);
+            let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) {
+                r1.gamma / 2.0 * r1.every.max(1) as f64
+            } else {
+                0.0
+            };
+            let loss = objective::d_phase(
+                &mut self.critic,
+                &real,
+                &fake,
+                labels.as_ref(),
+                fake_labels.as_ref(),
+                &self.cfg.loss,
+                self.step,
+                r1_scale,
+            );
             let grads = self.opt_d.gradients(&loss.total);
             let grad = self.check_finite(&loss, &grads, "D")?;
             self.opt_d.step(&grads);
@@ -400,9 +476,18 @@ impl Trainer {
         }
         seed_torch(seed, self.step, Purpose::GStep, 0);
         let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
-        let labels = self.shape.num_classes.map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+        let labels = self
+            .shape
+            .num_classes
+            .map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
         let fake = self.g.forward(&z, labels.as_ref(), true);
-        let mut loss = objective::g_phase(&mut self.critic, &fake, labels.as_ref(), &self.cfg.loss, self.step);
+        let mut loss = objective::g_phase(
+            &mut self.critic,
+            &fake,
+            labels.as_ref(),
+            &self.cfg.loss,
+            self.step,
+        );
         // Lazy path-length regularisation (StyleGAN2, `loss.pl`): every `pl.every` G steps a second
         // G pass on the first batch/batch_shrink latents adds weight * every * penalty to the same
         // gradients, before the one Adam step. Generators without a w space return None.
@@ -410,7 +495,10 @@ impl Trainer {
         if pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1)) {
             let n = (b / pl.batch_shrink.max(1) as i64).max(1);
             let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
-            if let Some(penalty) = self.g.path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay) {
+            if let Some(penalty) =
+                self.g
+                    .path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay)
+            {
                 let term = penalty * (pl.weight * pl.every.max(1) as f64);
                 loss.parts.push(("loss/g/pl".into(), term.detach()));
                 loss.total = &loss.total + term;
@@ -448,7 +536,9 @@ impl Trainer {
         for (i, out) in buf.chunks_mut(c * h * w).enumerate() {
             self.dataset.load_into(i, out, &mut rng)?;
         }
-        Ok(guard::diversity(&Tensor::from_slice(&buf).view([n as i64, -1])))
+        Ok(guard::diversity(
+            &Tensor::from_slice(&buf).view([n as i64, -1]),
+        ))
     }
 
     /// Writes the fixed-latent sample grid; returns its path and the samples' diversity.
@@ -491,7 +581,12 @@ impl Trainer {
     /// Trains until `train.steps` or until `stop` is raised (then saves and returns Interrupted).
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Outcome> {
         let total = self.cfg.train.steps;
-        on_event(Event::Started { step: self.step, total, run_dir: &self.run_dir, data: self.dataset.describe() });
+        on_event(Event::Started {
+            step: self.step,
+            total,
+            run_dir: &self.run_dir,
+            data: self.dataset.describe(),
+        });
         let started = Instant::now();
         let mut window = (Instant::now(), self.images_seen);
         let mut rollbacks = 0;
@@ -500,12 +595,18 @@ impl Trainer {
             // The initial state, so that a divergence can always stop at (or roll back to) a
             // good checkpoint.
             let path = self.save_checkpoint(0.0)?;
-            on_event(Event::Saved { step: self.step, path: &path });
+            on_event(Event::Saved {
+                step: self.step,
+                path: &path,
+            });
         }
         while self.step < total {
             if stop.load(Ordering::SeqCst) {
                 let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
-                on_event(Event::Saved { step: self.step, path: &path });
+                on_event(Event::Saved {
+                    step: self.step,
+                    path: &path,
+                });
                 return Ok(Outcome::Interrupted { step: self.step });
             }
             let parts = match self.train_step() {
@@ -519,7 +620,10 @@ impl Trainer {
                         self.rollback()?;
                         continue;
                     }
-                    return Err(Error::NonFinite { step, what: format!("{what} (the last good checkpoint is kept)") });
+                    return Err(Error::NonFinite {
+                        step,
+                        what: format!("{what} (the last good checkpoint is kept)"),
+                    });
                 }
                 Err(e) => return Err(e),
             };
@@ -541,7 +645,10 @@ impl Trainer {
                     self.log.event(step, "warning", &w)?;
                     on_event(Event::Warning(w));
                 }
-                on_event(Event::Logged { step, stats: &stats });
+                on_event(Event::Logged {
+                    step,
+                    stats: &stats,
+                });
             }
             if every(self.cfg.train.sample_every, step) || step == total {
                 let (path, spread) = self.write_samples()?;
@@ -572,16 +679,30 @@ impl Trainer {
 
     /// Periodic evaluation: logs `eval/*`, and when `eval.best` improves, makes this step's
     /// checkpoint (saved now if it was not) the run's best.
-    fn evaluate(&mut self, step: u64, saved: Option<PathBuf>, elapsed: f64, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+    fn evaluate(
+        &mut self,
+        step: u64,
+        saved: Option<PathBuf>,
+        elapsed: f64,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<()> {
         let ev = self.evaluator.as_ref().expect("checked by caller");
-        let values = ev.run(self.sampler(), self.shape.num_classes, self.device, self.cfg.train.seed)?;
+        let values = ev.run(
+            self.sampler(),
+            self.shape.num_classes,
+            self.device,
+            self.cfg.train.seed,
+        )?;
         let (key, higher) = ev.best_key();
         let mut stats = Stats::default();
         for (k, v) in &values {
             stats.set(k.clone(), *v);
         }
         self.log.write(step, &stats)?;
-        on_event(Event::Evaluated { step, stats: &stats });
+        on_event(Event::Evaluated {
+            step,
+            stats: &stats,
+        });
         if let Some(v) = stats.get(&key) {
             let improved = self.best.is_none_or(|b| if higher { v > b } else { v < b });
             if improved {
@@ -611,12 +732,22 @@ impl Trainer {
     /// Named tensors of every store (for tests: compare two runs bit for bit).
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (prefix, vs) in [("g", &self.g_vs), ("d", &self.d_vs), ("g_ema", &self.ema_vs), ("plugins", &self.plugins_vs)] {
+        for (prefix, vs) in [
+            ("g", &self.g_vs),
+            ("d", &self.d_vs),
+            ("g_ema", &self.ema_vs),
+            ("plugins", &self.plugins_vs),
+        ] {
             for (k, t) in checkpoint::store_of(vs) {
                 out.push((format!("{prefix}/{k}"), t));
             }
         }
-        for (k, t) in self.opt_g.state("g").into_iter().chain(self.opt_d.state("d")) {
+        for (k, t) in self
+            .opt_g
+            .state("g")
+            .into_iter()
+            .chain(self.opt_d.state("d"))
+        {
             out.push((format!("adam/{k}"), t));
         }
         out

@@ -5,11 +5,22 @@ use gantry_data::Dataset;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-pub fn save(x: &Tensor, path: &Path, data: &dyn Dataset, kind: gantry_data::DataKind) -> Result<()> {
+pub fn save(
+    x: &Tensor,
+    path: &Path,
+    data: &dyn Dataset,
+    kind: gantry_data::DataKind,
+) -> Result<()> {
     let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let size = x.size();
-    let shape = [size[0] as usize, size[1] as usize, size[2] as usize, size[3] as usize];
-    let values: Vec<f32> = Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    let shape = [
+        size[0] as usize,
+        size[1] as usize,
+        size[2] as usize,
+        size[3] as usize,
+    ];
+    let values: Vec<f32> =
+        Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
     if data.sample_shape() == [2, 1, 1] {
         let modes = match kind {
             gantry_data::DataKind::Gmm8 => gantry_data::gmm::Mixture::ring8().means,
@@ -58,6 +69,10 @@ fn scatter(xy: &[f32], modes: &[[f64; 2]], path: &Path) -> Result<()> {
         }
     }
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).map_err(|e| Error::io(path, e))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::io(path, e))?;
     crate::util::write_atomic(path, &bytes)
 }

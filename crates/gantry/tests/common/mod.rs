@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The virtualenv's python (torch 2.11 is the reference). Missing = a failed test, not a skip:
@@ -16,7 +19,11 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = repo_root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run scripts/setup-venv.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-venv.sh",
+        p.display()
+    );
     p
 }
 
@@ -25,7 +32,10 @@ pub fn pyref(script: &str, inputs: &[(&str, Tensor)]) -> HashMap<String, Tensor>
     let dir = tempfile::tempdir().unwrap();
     let inp = dir.path().join("in.npz");
     let out = dir.path().join("out.npz");
-    let named: Vec<(&str, Tensor)> = inputs.iter().map(|(k, t)| (*k, t.detach().contiguous())).collect();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(k, t)| (*k, t.detach().contiguous()))
+        .collect();
     Tensor::write_npz(&named, &inp).unwrap();
     let status = std::process::Command::new(python())
         .arg(repo_root().join("tests/pyref").join(script))

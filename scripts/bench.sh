@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Training-step benchmarks: gantry and its PyTorch twin (benches/gan_step.py) in the same run,
 # same thread count, same model; prints a markdown table with the ratio gantry / PyTorch.
-# Usage: scripts/bench.sh [THREADS] [STEPS] [DEVICE]
+# Each pair runs ROUNDS times, alternating gantry and PyTorch so that drift in the machine's speed
+# hits both; the table shows the median over rounds of each side's median step.
+# Usage: scripts/bench.sh [THREADS] [STEPS] [DEVICE] [ROUNDS]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 bash "$here/build.sh" --quiet
@@ -10,15 +12,20 @@ cd "$GANTRY_ROOT"
 threads="${1:-$(nproc)}"
 steps="${2:-30}"
 device="${3:-cpu}"
+rounds="${4:-3}"
 bin=target/release/gantry
 py="$GANTRY_VENV/bin/python"
 common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set "train.threads=$threads" --set "train.device=$device"
         --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0 --steps "$steps")
-row() { # label, gantry json, pytorch json
+row() { # label, gantry json lines, pytorch json lines
   python3 - "$1" "$2" "$3" <<'PY'
-import json, sys
-label, g, p = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
-print(f"| {label} | {g['threads']} | {g['median_ms']:.1f} | {p['median_ms']:.1f} | {g['median_ms']/p['median_ms']:.2f} | {g['peak_rss_mib']:.0f} | {p['peak_rss_mib']:.0f} |")
+import json, statistics, sys
+label = sys.argv[1]
+g = [json.loads(l) for l in sys.argv[2].split("\n") if l.strip()]
+p = [json.loads(l) for l in sys.argv[3].split("\n") if l.strip()]
+gm = statistics.median(r["median_ms"] for r in g)
+pm = statistics.median(r["median_ms"] for r in p)
+print(f"| {label} | {g[0]['threads']} | {gm:.1f} | {pm:.1f} | {gm/pm:.2f} | {max(r['peak_rss_mib'] for r in g):.0f} | {max(r['peak_rss_mib'] for r in p):.0f} |")
 PY
 }
 echo "| step | threads | gantry ms | PyTorch ms | ratio | gantry MiB | PyTorch MiB |"
@@ -29,9 +36,11 @@ run() { # label, gantry sets..., -- python args...
   while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do gsets+=(--set "$1"); shift; done
   [ "$#" -gt 0 ] && shift
   pyargs=("$@")
-  local g p
-  g=$("$bin" bench "${common[@]}" ${gsets[@]+"${gsets[@]}"} --what "$label")
-  p=$("$py" benches/gan_step.py --threads "$threads" --steps "$steps" --device "$device" ${pyargs[@]+"${pyargs[@]}"})
+  local g="" p=""
+  for _ in $(seq "$rounds"); do
+    g+=$("$bin" bench "${common[@]}" ${gsets[@]+"${gsets[@]}"} --what "$label")$'\n'
+    p+=$("$py" benches/gan_step.py --threads "$threads" --steps "$steps" --device "$device" ${pyargs[@]+"${pyargs[@]}"})$'\n'
+  done
   row "$label" "$g" "$p"
 }
 run "DCGAN" --

@@ -54,12 +54,13 @@ impl Adam {
         let parts: Vec<Tensor> = grads
             .iter()
             .filter(|g| g.defined())
-            .map(|g| g.square().sum(Kind::Float))
+            .map(|g| g.norm())
             .collect();
         if parts.is_empty() {
             return Tensor::from(0f32);
         }
-        Tensor::stack(&parts, 0).sum(Kind::Float)
+        // Per-tensor norms are reductions without a full-size temporary.
+        Tensor::stack(&parts, 0).square().sum(Kind::Float)
     }
 
     /// One Adam update with `grads` aligned to [`params`](Self::params) (undefined = unused).
@@ -80,9 +81,12 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
+                // PyTorch's single-tensor Adam, with the scalings folded into in-place ops so
+                // the only temporaries are g*g and the denominator.
                 let _ = m.lerp_(g, 1.0 - b1);
-                let _ = v.g_mul_scalar_(b2).addcmul_(&(g * (1.0 - b2)), g);
-                let denom = (v.sqrt() / bc2_sqrt + self.eps) / (-step_size);
+                let _ = v.lerp_(&g.square(), 1.0 - b2);
+                let mut denom = v.sqrt();
+                let _ = denom.g_div_scalar_(bc2_sqrt).g_add_scalar_(self.eps).g_div_scalar_(-step_size);
                 let _ = p.shallow_clone().addcdiv_(m, &denom);
             }
         });

@@ -552,7 +552,9 @@ impl Trainer {
         Ok((path, spread))
     }
 
-    pub fn save_checkpoint(&self, elapsed: f64) -> Result<PathBuf> {
+    /// Saves a checkpoint of the current step (atomically) and logs how long it took.
+    pub fn save_checkpoint(&mut self, elapsed: f64) -> Result<PathBuf> {
+        let t0 = Instant::now();
         let meta = checkpoint::Meta {
             format_version: checkpoint::FORMAT_VERSION,
             gantry_version: env!("CARGO_PKG_VERSION").into(),
@@ -574,6 +576,9 @@ impl Trainer {
             ("adam", adam),
         ];
         let path = checkpoint::save(&self.run_dir, &meta, &stores)?;
+        let mut timing = Stats::default();
+        timing.set("checkpoint/save_s", t0.elapsed().as_secs_f64());
+        self.log.write(self.step, &timing)?;
         checkpoint::prune(&self.run_dir, self.cfg.train.keep_checkpoints);
         Ok(path)
     }

@@ -177,6 +177,18 @@ enum ClassifierCommand {
     },
 }
 
+/// Raised by the first Ctrl-C / SIGTERM (work stops after saving); a second one exits at once.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -211,14 +223,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 print!("{}", run::resolve_config(&opts)?.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            // First Ctrl-C: save and stop after the current step. Second: exit at once.
-            let _ = ctrlc::set_handler(move || {
-                if flag.swap(true, Ordering::SeqCst) {
-                    std::process::exit(130);
-                }
-            });
+            let stop = stop_flag();
             let mut bar = progress::Progress::new();
             let result = run::train(&opts, &stop, &mut |ev| bar.event(ev));
             bar.finish();
@@ -388,13 +393,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let path = if report_only {
                 gantry::experiment::write_report(&cfg, &out)?
             } else {
-                let stop = Arc::new(AtomicBool::new(false));
-                let flag = stop.clone();
-                let _ = ctrlc::set_handler(move || {
-                    if flag.swap(true, Ordering::SeqCst) {
-                        std::process::exit(130);
-                    }
-                });
+                let stop = stop_flag();
                 gantry::experiment::run(&cfg, &out, &stop, |line| eprintln!("gantry: {line}"))?
             };
             eprintln!("gantry: report {}", path.display());

@@ -72,7 +72,11 @@ fn trains_then_samples_a_grid_and_files() {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let first: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r.get("step").is_some() && r.get("wall_s").is_some())
+        .expect("a training row");
     for k in ["step", "loss/d/adv", "loss/g/adv", "images_per_s", "wall_s"] {
         assert!(first.get(k).is_some(), "metrics.jsonl lacks {k}: {first}");
     }

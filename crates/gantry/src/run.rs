@@ -112,21 +112,29 @@ pub struct SampleOptions {
     pub no_ema: bool,
 }
 
-/// Draws `n` samples from a checkpoint's generator (EMA copy when it has one).
-pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
-    if opts.n == 0 {
-        return Err(Error::config("--n", "must be at least 1"));
-    }
-    let ckpt = checkpoint::resolve(&opts.checkpoint)?;
+/// A checkpoint's generator, ready for inference, with what it was trained on.
+struct LoadedGenerator {
+    cfg: RunConfig,
+    shape: models::DataShape,
+    device: tch::Device,
+    dataset: std::sync::Arc<dyn gantry_data::Dataset>,
+    _vs: nn::VarStore,
+    g: Box<dyn models::Generator>,
+}
+
+/// Loads the generator of a run or checkpoint directory (the EMA copy when `ema` and the run
+/// kept one), on `device` or the run's own.
+fn load_generator(path: &Path, device: Option<&str>, ema: bool) -> Result<LoadedGenerator> {
+    let ckpt = checkpoint::resolve(path)?;
     let meta = checkpoint::read_meta(&ckpt)?;
     let cfg = RunConfig::from_value_str(&meta.config, &ckpt)?;
-    let device = parse_device(opts.device.as_deref().unwrap_or(&cfg.train.device))?;
+    let device = parse_device(device.unwrap_or(&cfg.train.device))?;
     set_threads(cfg.train.threads);
     let dataset = gantry_data::open(&cfg.data)?;
     let shape = train::data_shape(dataset.as_ref());
     let vs = nn::VarStore::new(device);
     let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
-    let store = if cfg.train.ema.enabled && !opts.no_ema {
+    let store = if cfg.train.ema.enabled && ema {
         "g_ema"
     } else {
         "g"
@@ -137,6 +145,29 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
         &saved,
         &ckpt.join(format!("{store}.safetensors")),
     )?;
+    Ok(LoadedGenerator {
+        cfg,
+        shape,
+        device,
+        dataset,
+        _vs: vs,
+        g,
+    })
+}
+
+/// Draws `n` samples from a checkpoint's generator (EMA copy when it has one).
+pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
+    if opts.n == 0 {
+        return Err(Error::config("--n", "must be at least 1"));
+    }
+    let LoadedGenerator {
+        cfg,
+        shape,
+        device,
+        dataset,
+        g,
+        ..
+    } = load_generator(&opts.checkpoint, opts.device.as_deref(), !opts.no_ema)?;
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let mut chunks = Vec::new();
     let mut left = opts.n as i64;
@@ -267,9 +298,13 @@ pub struct EvalOptions {
 
 /// `gantry eval`: metrics of a checkpoint's generator (EMA copy when it has one).
 pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String, f64)>> {
-    let ckpt = checkpoint::resolve(&opts.checkpoint)?;
-    let meta = checkpoint::read_meta(&ckpt)?;
-    let mut cfg = RunConfig::from_value_str(&meta.config, &ckpt)?;
+    let LoadedGenerator {
+        mut cfg,
+        shape,
+        device,
+        g,
+        ..
+    } = load_generator(&opts.checkpoint, opts.device.as_deref(), true)?;
     cfg.eval.metrics = opts.metrics.clone();
     cfg.eval.n = opts.n;
     cfg.eval.real_n = opts.real_n;
@@ -279,19 +314,6 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
     cfg.eval.reference = opts.data.clone();
     cfg.eval.kid_subset_size = cfg.eval.kid_subset_size.min(opts.n);
     cfg.eval.validate()?;
-    let device = parse_device(opts.device.as_deref().unwrap_or(&cfg.train.device))?;
-    set_threads(cfg.train.threads);
-    let dataset = gantry_data::open(&cfg.data)?;
-    let shape = train::data_shape(dataset.as_ref());
-    let vs = nn::VarStore::new(device);
-    let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
-    let store = if cfg.train.ema.enabled { "g_ema" } else { "g" };
-    let saved = checkpoint::read_store(&ckpt, store)?;
-    checkpoint::restore_into(
-        &vs.variables(),
-        &saved,
-        &ckpt.join(format!("{store}.safetensors")),
-    )?;
     let ex = crate::eval::extractor(
         &cfg.eval.features,
         cfg.eval.weights.as_deref(),

@@ -86,7 +86,10 @@ impl Adam {
                 let _ = m.lerp_(g, 1.0 - b1);
                 let _ = v.lerp_(&g.square(), 1.0 - b2);
                 let mut denom = v.sqrt();
-                let _ = denom.g_div_scalar_(bc2_sqrt).g_add_scalar_(self.eps).g_div_scalar_(-step_size);
+                let _ = denom
+                    .g_div_scalar_(bc2_sqrt)
+                    .g_add_scalar_(self.eps)
+                    .g_div_scalar_(-step_size);
                 let _ = p.shallow_clone().addcdiv_(m, &denom);
             }
         });

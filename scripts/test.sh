@@ -10,4 +10,11 @@ export GANTRY_PYTHON="$GANTRY_VENV/bin/python"
 # 2-core CI machines: one libtorch thread per test process keeps parallel tests from thrashing.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 cargo build --release --workspace --bins
-cargo test --release --workspace "$@"
+# Tee the run so the last line is a plain total across every test binary (cargo's own last line
+# belongs to the final crate's doc tests, which are empty).
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

@@ -16,16 +16,14 @@ Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_
 "g_params", "d_params"}.
 """
 import argparse
-import json
 import math
-import resource
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
+
+from bench_common import ema_update, time_and_report
 
 p = argparse.ArgumentParser()
 p.add_argument("--arch", choices=["sngan", "wgangp", "biggan"], required=True)
@@ -200,32 +198,8 @@ def step():
     opt_g.step()
     step_no += 1
     if g_ema is not None:
-        beta = min(0.9999, (1 + step_no) / (10 + step_no))
-        with torch.no_grad():
-            for pe, pg in zip(g_ema.parameters(), g.parameters()):
-                pe.lerp_(pg, 1 - beta)
-            for be, bg in zip(g_ema.buffers(), g.buffers()):
-                be.copy_(bg)
+        ema_update(g_ema, g, step_no, 0.9999)
 
 
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-for _ in range(args.warmup):
-    step()
-sync()
-ms = []
-for _ in range(args.steps):
-    t0 = time.perf_counter()
-    step()
-    sync()
-    ms.append((time.perf_counter() - t0) * 1e3)
-count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-print(json.dumps({
-    "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
-    "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "g_params": count(g), "d_params": count(d),
-}))
+n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+time_and_report(step, args, {"g_params": n_params(g), "d_params": n_params(d)})

@@ -6,14 +6,12 @@ way the reference FQ-GAN code does it (dense one-hot EMA update), loss-only mode
 Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib"}.
 """
 import argparse
-import json
-import resource
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bench_common import ema_update, time_and_report
 
 p = argparse.ArgumentParser()
 p.add_argument("--threads", type=int, required=True)
@@ -163,32 +161,8 @@ def step():
     (F.softplus(-lf_).mean() + am_g + d.fq_loss).backward()
     d.requires_grad_(True)
     opt_g.step()
-    # EMA
     step_no += 1
-    beta = min(0.999, (1 + step_no) / (10 + step_no))
-    with torch.no_grad():
-        for pe, pg in zip(g_ema.parameters(), g.parameters()):
-            pe.lerp_(pg, 1 - beta)
-        for be, bg in zip(g_ema.buffers(), g.buffers()):
-            be.copy_(bg)
+    ema_update(g_ema, g, step_no, 0.999)
 
 
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-for _ in range(args.warmup):
-    step()
-sync()
-ms = []
-for _ in range(args.steps):
-    t0 = time.perf_counter()
-    step()
-    sync()
-    ms.append((time.perf_counter() - t0) * 1e3)
-print(json.dumps({
-    "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
-    "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}))
+time_and_report(step, args)

@@ -17,12 +17,8 @@ Prints one JSON line: {"what", "threads", "device", "steps", "median_ms", "mean_
 "peak_rss_mib", "g_params", "d_params"}.
 """
 import argparse
-import json
 import os
-import resource
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -30,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pyref"))
 import stylegan2_ref as R  # noqa: E402
+from bench_common import ema_update, time_and_report  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--threads", type=int, required=True)
@@ -115,33 +112,9 @@ def step():
         ((lengths - pl_mean).square().mean() * (PL_WEIGHT * args.pl_every)).backward()
     d.requires_grad_(True)
     opt_g.step()
-    # EMA
     step_no += 1
-    beta = min(0.999, (1 + step_no) / (10 + step_no))
-    with torch.no_grad():
-        for pe, pg in zip(g_ema.parameters(), g.parameters()):
-            pe.lerp_(pg, 1 - beta)
-        for be, bg in zip(g_ema.buffers(), g.buffers()):
-            be.copy_(bg)
+    ema_update(g_ema, g, step_no, 0.999)
 
 
-def sync():
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
-for _ in range(args.warmup):
-    step()
-sync()
-ms = []
-for _ in range(args.steps):
-    t0 = time.perf_counter()
-    step()
-    sync()
-    ms.append((time.perf_counter() - t0) * 1e3)
-print(json.dumps({
-    "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
-    "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "g_params": sum(p.numel() for p in g.parameters()), "d_params": sum(p.numel() for p in d.parameters()),
-}))
+n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+time_and_report(step, args, {"g_params": n_params(g), "d_params": n_params(d)})

@@ -13,12 +13,7 @@ const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
 
 fn tiny_d() -> (nn::VarStore, DcganDiscriminator) {
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let shape = DataShape {
-        channels: 3,
-        resolution: 16,
-        numel: 768,
-        num_classes: None,
-    };
+    let shape = DataShape::image(3, 16, None);
     let d = DcganDiscriminator::new(
         vs.root(),
         &ModelConfig {
@@ -63,7 +58,7 @@ fn two_passes_equal_three_passes() {
 }
 
 fn check_against_pytorch(per_sample: bool, distance: Distance, code: i64) {
-    tch::manual_seed(5 + code as i64);
+    tch::manual_seed(5 + code);
     let (vs, d) = tiny_d();
     let b = 6;
     let x = Tensor::randn([b, 3, 16, 16], OPTS).set_requires_grad(true);

@@ -107,12 +107,7 @@ fn draws_cover_the_reference_ranges() {
 fn the_plugin_augments_reproducibly_and_passes_gradients_to_g() {
     let _rng = common::rng_lock();
     tch::manual_seed(8);
-    let shape = DataShape {
-        channels: 3,
-        resolution: 8,
-        numel: 192,
-        num_classes: None,
-    };
+    let shape = DataShape::image(3, 8, None);
     let vs = nn::VarStore::new(Device::Cpu);
     let cfg = ModelConfig {
         arch: "resnet".into(),

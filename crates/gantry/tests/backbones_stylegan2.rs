@@ -10,7 +10,7 @@ use gantry::models::stylegan2::layers::NoiseMode;
 use gantry::models::stylegan2::ops::{self, ModConvForm};
 use gantry::models::stylegan2::{StyleGan2Discriminator, StyleGan2Generator};
 use gantry::models::{DataShape, Discriminator, ModelConfig};
-use gantry::train::{checkpoint, Outcome, Trainer};
+use gantry::train::{checkpoint, Trainer};
 use gantry::RunConfig;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -165,12 +165,7 @@ fn perturb(vs: &nn::VarStore) {
 fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
     let _rng = common::rng_lock();
     tch::manual_seed(11);
-    let shape = DataShape {
-        channels: 3,
-        resolution: 16,
-        numel: 3 * 16 * 16,
-        num_classes: None,
-    };
+    let shape = DataShape::image(3, 16, None);
     let cfg = tiny_model();
     let mut g_vs = nn::VarStore::new(Device::Cpu);
     let mut d_vs = nn::VarStore::new(Device::Cpu);
@@ -278,13 +273,6 @@ fn small(extra: &[&str]) -> RunConfig {
     RunConfig::resolve(Some("stylegan2-32-small"), &sets).unwrap()
 }
 
-fn train(cfg: RunConfig, dir: &std::path::Path) -> Trainer {
-    let mut t = Trainer::new(cfg, dir).unwrap();
-    let out = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert!(matches!(out, Outcome::Finished { .. }));
-    t
-}
-
 #[test]
 fn small_preset_trains_with_r1_path_length_and_plugins() {
     let _rng = common::rng_lock();
@@ -298,7 +286,7 @@ fn small_preset_trains_with_r1_path_length_and_plugins() {
         let mut sets = vec!["train.steps=3"];
         sets.extend_from_slice(p);
         let dir = tempfile::tempdir().unwrap();
-        train(small(&sets), dir.path());
+        common::train(small(&sets), dir.path());
         let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
         let rows: Vec<_> = rows
             .iter()
@@ -330,9 +318,9 @@ fn resume_is_bit_for_bit_with_lazy_regularisers() {
     let _rng = common::rng_lock();
     let extra = ["data.resolution=8", "fq.enabled=true", "fq.k=8"];
     let full = small(&[&extra[..], &["train.steps=4"][..]].concat());
-    let straight = train(full.clone(), tempfile::tempdir().unwrap().path());
+    let straight = common::train(full.clone(), tempfile::tempdir().unwrap().path());
     let dir = tempfile::tempdir().unwrap();
-    drop(train(
+    drop(common::train(
         small(&[&extra[..], &["train.steps=2"][..]].concat()),
         dir.path(),
     ));
@@ -349,12 +337,7 @@ fn resume_is_bit_for_bit_with_lazy_regularisers() {
 #[test]
 fn checkpoint_keys_read_like_the_reference() {
     let cfg = RunConfig::resolve(Some("stylegan2-32-small"), &[]).unwrap();
-    let shape = DataShape {
-        channels: 3,
-        resolution: 32,
-        numel: 3 * 32 * 32,
-        num_classes: None,
-    };
+    let shape = DataShape::image(3, 32, None);
     let g_vs = nn::VarStore::new(Device::Cpu);
     let d_vs = nn::VarStore::new(Device::Cpu);
     let _g = gantry::models::build_generator(g_vs.root(), &cfg.model, &shape).unwrap();
@@ -457,12 +440,7 @@ fn parameter_counts_match_the_paper_and_the_presets() {
     for (preset, res, sets, want_g, want_d) in cases {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         let cfg = RunConfig::resolve(Some(preset), &sets).unwrap();
-        let shape = DataShape {
-            channels: 3,
-            resolution: res,
-            numel: 3 * res * res,
-            num_classes: None,
-        };
+        let shape = DataShape::image(3, res, None);
         let g_vs = nn::VarStore::new(Device::Cpu);
         let d_vs = nn::VarStore::new(Device::Cpu);
         let _g = gantry::models::build_generator(g_vs.root(), &cfg.model, &shape).unwrap();

@@ -8,7 +8,7 @@
 mod common;
 
 use gantry::models::{build_discriminator, build_generator, DataShape};
-use gantry::train::{checkpoint, Outcome, Trainer};
+use gantry::train::{checkpoint, Trainer};
 use gantry::RunConfig;
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -22,13 +22,6 @@ fn tiny(preset: &str, extra: &[&str]) -> RunConfig {
     sets.extend_from_slice(extra);
     RunConfig::resolve(Some(preset), &common::tiny_sets(&sets))
         .unwrap_or_else(|e| panic!("{preset}: {e}"))
-}
-
-fn train(cfg: RunConfig, dir: &std::path::Path) -> Trainer {
-    let mut t = Trainer::new(cfg, dir).unwrap();
-    let out = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert!(matches!(out, Outcome::Finished { .. }));
-    t
 }
 
 #[test]
@@ -50,12 +43,8 @@ fn every_preset_trains_with_and_without_each_plugin() {
             let mut sets = vec!["train.steps=2"];
             sets.extend_from_slice(p);
             let dir = tempfile::tempdir().unwrap();
-            train(tiny(preset, &sets), dir.path());
-            let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|r| r.get("event").is_none())
-                .collect();
+            common::train(tiny(preset, &sets), dir.path());
+            let rows = common::log_rows(dir.path());
             assert_eq!(
                 rows.iter()
                     .filter(|r| r.get("loss/d/adv").is_some())
@@ -94,12 +83,12 @@ fn resume_is_bit_for_bit_with_sn_buffers_and_all_plugins() {
         "diffaugment.enabled=true",
     ];
     let with_steps = |n: &str| tiny("biggan-cifar", &[&plugins[..], &[n][..]].concat());
-    let straight = train(
+    let straight = common::train(
         with_steps("train.steps=4"),
         tempfile::tempdir().unwrap().path(),
     );
     let dir = tempfile::tempdir().unwrap();
-    drop(train(with_steps("train.steps=2"), dir.path()));
+    drop(common::train(with_steps("train.steps=2"), dir.path()));
     let mut resumed = Trainer::resume(dir.path(), Some(with_steps("train.steps=4"))).unwrap();
     resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     let (a, b) = (straight.snapshot(), resumed.snapshot());
@@ -116,7 +105,7 @@ fn checkpoint_keys_are_named_by_role_and_resolution() {
     let _rng = common::rng_lock();
     for preset in PRESETS {
         let dir = tempfile::tempdir().unwrap();
-        train(
+        common::train(
             tiny(preset, &["train.steps=1", "fq.enabled=true"]),
             dir.path(),
         );
@@ -201,12 +190,7 @@ fn checkpoint_keys_are_named_by_role_and_resolution() {
 /// Parameters (trainable tensors) of G and D of a preset at full size on CIFAR-10 (32x32, 10 classes).
 fn parameter_counts(preset: &str) -> (i64, i64) {
     let cfg = RunConfig::resolve(Some(preset), &[]).unwrap();
-    let shape = DataShape {
-        channels: 3,
-        resolution: 32,
-        numel: 3 * 32 * 32,
-        num_classes: Some(10),
-    };
+    let shape = DataShape::image(3, 32, Some(10));
     let count = |vs: &nn::VarStore| {
         vs.trainable_variables()
             .iter()

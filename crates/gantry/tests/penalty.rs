@@ -11,12 +11,7 @@ use tch::{nn, Device, Kind, Tensor};
 fn gp_and_r1_match_pytorch() {
     tch::manual_seed(3);
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let shape = DataShape {
-        channels: 3,
-        resolution: 8,
-        numel: 192,
-        num_classes: None,
-    };
+    let shape = DataShape::image(3, 8, None);
     let cfg = ModelConfig {
         ndf: 2,
         d_norm: "none".into(),

@@ -12,13 +12,6 @@ fn config(extra: &[&str]) -> RunConfig {
     RunConfig::resolve(None, &common::tiny_sets(extra)).unwrap()
 }
 
-fn train(cfg: RunConfig, dir: &std::path::Path) -> Trainer {
-    let mut t = Trainer::new(cfg, dir).unwrap();
-    let out = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert!(matches!(out, Outcome::Finished { .. }));
-    t
-}
-
 fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)], only: impl Fn(&str) -> bool) {
     let a: Vec<_> = a.iter().filter(|(k, _)| only(k)).collect();
     let b: Vec<_> = b.iter().filter(|(k, _)| only(k)).collect();
@@ -36,13 +29,13 @@ fn resume_is_exact(extra: &[&str]) {
     let mut full = extra.to_vec();
     let steps_2n = format!("train.steps={}", 2 * n);
     full.push(&steps_2n);
-    let straight = train(config(&full), straight_dir.path());
+    let straight = common::train(config(&full), straight_dir.path());
 
     let dir = tempfile::tempdir().unwrap();
     let mut half = extra.to_vec();
     let steps_n = format!("train.steps={n}");
     half.push(&steps_n);
-    drop(train(config(&half), dir.path()));
+    drop(common::train(config(&half), dir.path()));
     let mut resumed = Trainer::resume(dir.path(), Some(config(&full))).unwrap();
     assert_eq!(resumed.step(), n);
     resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
@@ -71,7 +64,7 @@ fn resume_with_adaptivemix_and_fq_continues_bit_for_bit() {
 fn resume_refuses_changed_config_but_allows_safe_keys() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
-    drop(train(config(&["train.steps=1"]), dir.path()));
+    drop(common::train(config(&["train.steps=1"]), dir.path()));
     let e = Trainer::resume(
         dir.path(),
         Some(config(&["train.steps=2", "train.g_lr=0.1"])),
@@ -93,11 +86,11 @@ fn resume_refuses_changed_config_but_allows_safe_keys() {
 #[test]
 fn disabled_plugins_leave_the_run_unchanged() {
     let _rng = common::rng_lock();
-    let base = train(
+    let base = common::train(
         config(&["train.steps=3"]),
         tempfile::tempdir().unwrap().path(),
     );
-    let off = train(
+    let off = common::train(
         config(&[
             "train.steps=3",
             "adaptivemix.sigma=0.3",
@@ -113,11 +106,11 @@ fn disabled_plugins_leave_the_run_unchanged() {
 #[test]
 fn fq_with_beta_zero_in_loss_only_mode_is_the_baseline() {
     let _rng = common::rng_lock();
-    let base = train(
+    let base = common::train(
         config(&["train.steps=3"]),
         tempfile::tempdir().unwrap().path(),
     );
-    let fq = train(
+    let fq = common::train(
         config(&["train.steps=3", "fq.enabled=true", "fq.beta=0.0", "fq.k=8"]),
         tempfile::tempdir().unwrap().path(),
     );
@@ -162,12 +155,8 @@ fn every_loss_and_plugin_combination_stays_finite() {
             sets.extend_from_slice(l);
             sets.extend_from_slice(p);
             let dir = tempfile::tempdir().unwrap();
-            train(config(&sets), dir.path());
-            let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
-            let rows: Vec<_> = rows
-                .into_iter()
-                .filter(|r| r.get("event").is_none())
-                .collect();
+            common::train(config(&sets), dir.path());
+            let rows = common::log_rows(dir.path());
             assert_eq!(
                 rows.iter()
                     .filter(|r| r.get("loss/d/adv").is_some())
@@ -202,7 +191,7 @@ fn mlp_on_gaussian_mixture_trains_with_both_plugins() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    train(cfg, dir.path());
+    common::train(cfg, dir.path());
     assert!(dir.path().join("samples/step-0000005.png").exists());
 }
 

@@ -247,12 +247,7 @@ mod tests {
     use tch::Device;
 
     fn shape(res: i64) -> DataShape {
-        DataShape {
-            channels: 3,
-            resolution: res,
-            numel: 3 * res * res,
-            num_classes: Some(3),
-        }
+        DataShape::image(3, res, Some(3))
     }
 
     fn cfg() -> ModelConfig {

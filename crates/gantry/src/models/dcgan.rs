@@ -205,12 +205,7 @@ mod tests {
     use tch::{Device, Kind};
 
     fn shape(res: i64) -> DataShape {
-        DataShape {
-            channels: 3,
-            resolution: res,
-            numel: 3 * res * res,
-            num_classes: None,
-        }
+        DataShape::image(3, res, None)
     }
 
     #[test]

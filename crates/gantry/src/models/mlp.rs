@@ -118,12 +118,7 @@ mod tests {
     #[test]
     fn maps_latents_to_points_and_scores_them() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let shape = DataShape {
-            channels: 2,
-            resolution: 1,
-            numel: 2,
-            num_classes: None,
-        };
+        let shape = DataShape::image(2, 1, None);
         let cfg = ModelConfig {
             arch: "mlp".into(),
             hidden: 16,

@@ -157,6 +157,18 @@ pub struct DataShape {
     pub num_classes: Option<i64>,
 }
 
+impl DataShape {
+    /// Square images: `channels` x `resolution` x `resolution`.
+    pub fn image(channels: i64, resolution: i64, num_classes: Option<i64>) -> Self {
+        DataShape {
+            channels,
+            resolution,
+            numel: channels * resolution * resolution,
+            num_classes,
+        }
+    }
+}
+
 impl ModelConfig {
     pub fn validate(&self, shape: &DataShape) -> Result<()> {
         match self.arch.as_str() {

@@ -537,12 +537,7 @@ mod tests {
     use tch::Device;
 
     fn shape(res: i64) -> DataShape {
-        DataShape {
-            channels: 3,
-            resolution: res,
-            numel: 3 * res * res,
-            num_classes: None,
-        }
+        DataShape::image(3, res, None)
     }
 
     #[test]

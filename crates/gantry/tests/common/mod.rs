@@ -86,3 +86,22 @@ pub fn tiny_sets(extra: &[&str]) -> Vec<String> {
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
+
+/// Trains a fresh run to the end in `dir`.
+pub fn train(cfg: gantry::RunConfig, dir: &Path) -> gantry::train::Trainer {
+    let mut t = gantry::train::Trainer::new(cfg, dir).unwrap();
+    let out = t
+        .run(&std::sync::atomic::AtomicBool::new(false), &mut |_| {})
+        .unwrap();
+    assert!(matches!(out, gantry::train::Outcome::Finished { .. }));
+    t
+}
+
+/// The numeric rows of a run's metrics.jsonl (everything but events).
+pub fn log_rows(dir: &Path) -> Vec<serde_json::Value> {
+    gantry::train::log::read(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.get("event").is_none())
+        .collect()
+}

@@ -544,12 +544,7 @@ mod tests {
     use super::*;
 
     fn shape(res: i64) -> DataShape {
-        DataShape {
-            channels: 3,
-            resolution: res,
-            numel: 3 * res * res,
-            num_classes: None,
-        }
+        DataShape::image(3, res, None)
     }
 
     fn tiny() -> ModelConfig {

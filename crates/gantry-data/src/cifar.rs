@@ -137,9 +137,7 @@ impl Cifar {
         limit: Option<usize>,
         transform: Transform,
     ) -> Result<Cifar, DataError> {
-        let meta = fs::metadata(path).map_err(|_| {
-            DataError::config("data.path", format!("{} does not exist", path.display()))
-        })?;
+        let meta = crate::error::existing(path)?;
         let files: Vec<PathBuf> = if meta.is_dir() {
             let names = variant.files(split);
             let nested = path.join(variant.archive_dir());
@@ -248,7 +246,6 @@ impl Dataset for Cifar {
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
-    use rand::SeedableRng;
 
     /// One record whose R/G/B planes are constant `v`, `v+1`, `v+2`, with pixel (0, 0) of R = 255.
     fn record(variant: Variant, coarse: u8, fine: u8, v: u8) -> Vec<u8> {
@@ -273,11 +270,7 @@ mod tests {
     }
 
     fn load(ds: &Cifar, i: usize) -> (Vec<f32>, i64) {
-        let mut out = vec![0.0; ds.transform.numel()];
-        let l = ds
-            .load_into(i, &mut out, &mut ChaCha8Rng::seed_from_u64(0))
-            .unwrap();
-        (out, l)
+        crate::testutil::load_sample(ds, i, 0).unwrap()
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum DataError {
     Worker { worker: usize, msg: String },
 }
 
+/// `path`'s metadata, or the one-line error every source gives for a missing path.
+pub(crate) fn existing(path: &std::path::Path) -> Result<std::fs::Metadata, DataError> {
+    std::fs::metadata(path)
+        .map_err(|_| DataError::config("data.path", format!("{} does not exist", path.display())))
+}
+
 impl DataError {
     /// A bad value for configuration `key`.
     pub fn config(key: impl Into<String>, msg: impl Display) -> Self {

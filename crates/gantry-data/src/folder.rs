@@ -37,9 +37,7 @@ impl Folder {
         limit: Option<usize>,
         transform: Transform,
     ) -> Result<Folder, DataError> {
-        let meta = fs::metadata(root).map_err(|_| {
-            DataError::config("data.path", format!("{} does not exist", root.display()))
-        })?;
+        let meta = crate::error::existing(root)?;
         if !meta.is_dir() {
             return Err(DataError::config(
                 "data.path",
@@ -214,7 +212,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::testutil::TempDir;
     use image::{ImageFormat, Rgb, RgbImage};
-    use rand::SeedableRng;
     use std::io::Cursor;
 
     /// A `w`x`h` image of one colour, encoded as `format`.
@@ -235,9 +232,7 @@ pub(crate) mod tests {
     }
 
     fn load(ds: &Folder, i: usize) -> Result<(Vec<f32>, i64), DataError> {
-        let mut out = vec![0.0; ds.transform.numel()];
-        let l = ds.load_into(i, &mut out, &mut ChaCha8Rng::seed_from_u64(0))?;
-        Ok((out, l))
+        crate::testutil::load_sample(ds, i, 0)
     }
 
     #[test]

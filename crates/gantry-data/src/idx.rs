@@ -220,9 +220,7 @@ impl Mnist {
 
 /// Finds the images file (and the labels file, when present) of `split` under `path`.
 fn locate(path: &Path, split: &str) -> Result<(PathBuf, Option<PathBuf>), DataError> {
-    let meta = fs::metadata(path).map_err(|_| {
-        DataError::config("data.path", format!("{} does not exist", path.display()))
-    })?;
+    let meta = crate::error::existing(path)?;
     let images = if meta.is_dir() {
         find_images(path, split)?
     } else {
@@ -349,7 +347,6 @@ pub(crate) mod tests {
     use crate::testutil::TempDir;
     use flate2::write::GzEncoder;
     use flate2::Compression;
-    use rand::SeedableRng;
     use std::io::Write;
 
     /// IDX bytes of `n` images of `h`x`w`, image i filled with value i*10.
@@ -386,11 +383,7 @@ pub(crate) mod tests {
     }
 
     fn load(ds: &Mnist, i: usize) -> (Vec<f32>, i64) {
-        let mut out = vec![0.0; ds.transform.numel()];
-        let l = ds
-            .load_into(i, &mut out, &mut ChaCha8Rng::seed_from_u64(0))
-            .unwrap();
-        (out, l)
+        crate::testutil::load_sample(ds, i, 0).unwrap()
     }
 
     #[test]

@@ -194,10 +194,7 @@ mod tests {
     }
 
     fn load(ds: &Shapes, i: usize) -> (Vec<f32>, i64) {
-        let mut out = vec![0.0; ds.transform.numel()];
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let label = ds.load_into(i, &mut out, &mut rng).unwrap();
-        (out, label)
+        crate::testutil::load_sample(ds, i, 7).unwrap()
     }
 
     #[test]

@@ -39,3 +39,16 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Loads sample `i` of `ds` with augmentation drawn from `seed`: (values, label).
+pub(crate) fn load_sample(
+    ds: &dyn crate::Dataset,
+    i: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, i64), crate::DataError> {
+    let [c, h, w] = ds.sample_shape();
+    let mut out = vec![0.0; c * h * w];
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let label = ds.load_into(i, &mut out, &mut rng)?;
+    Ok((out, label))
+}

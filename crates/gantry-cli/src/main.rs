@@ -82,7 +82,8 @@ enum Command {
         steps: usize,
     },
     /// FID between two image sets (like `python -m pytorch_fid A B`). Each is an image folder,
-    /// a data set spec (`mnist:DIR`, `cifar10:DIR`, ...) or a pytorch-fid `.npz` of statistics.
+    /// a data set spec (`mnist:DIR`, `cifar10:DIR`, `mnist@test:DIR` for the test split, ...)
+    /// or a pytorch-fid `.npz` of statistics.
     Fid {
         a: String,
         b: String,
@@ -108,7 +109,7 @@ enum Command {
     Eval {
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Reference data set spec (`mnist:DIR`, a folder, ...); default: the run's held-out data.
+        /// Reference data set spec (`mnist:DIR`, `mnist@test:DIR`, a folder, ...); default: the run's held-out data.
         #[arg(long)]
         data: Option<String>,
         /// Comma-separated: fid, kid, is, pr.
@@ -145,6 +146,9 @@ enum Command {
         /// Only (re)write the report from the runs that exist.
         #[arg(long)]
         report_only: bool,
+        /// `key=value` for every arm, after the file's own `set` (e.g. `data.path=my_images/`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Write plots and an HTML page for a run (RUN_DIR/report/index.html).
     Report { run_dir: PathBuf },
@@ -387,8 +391,9 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             config,
             out,
             report_only,
+            sets,
         } => {
-            let cfg = gantry::experiment::ExperimentConfig::from_file(&config)?;
+            let cfg = gantry::experiment::ExperimentConfig::from_file(&config, &sets)?;
             let out = out.unwrap_or_else(|| PathBuf::from("experiments").join(&cfg.name));
             let path = if report_only {
                 gantry::experiment::write_report(&cfg, &out)?

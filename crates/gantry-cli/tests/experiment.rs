@@ -1,5 +1,6 @@
 //! `gantry experiment`: a tiny 2-arm x 2-seed grid on the 25-Gaussian benchmark, in parallel
-//! processes; the report has a row per arm; a rerun skips finished runs (resume).
+//! processes; the report has a row per arm; a rerun skips finished runs (resume). Bad experiment
+//! files and failing runs end in one line.
 
 use std::process::Command;
 
@@ -12,7 +13,7 @@ fn runs_a_grid_reports_it_and_resumes() {
         r#"
 name = "tiny"
 base = "gmm-25"
-set = ["train.steps=30", "train.batch_size=32", "data.size=512", "eval.every=15", "eval.n=300", "train.log_every=5", "train.sample_every=15"]
+set = ["train.steps=30", "train.batch_size=32", "data.size=512", "eval.every=15", "eval.n=300", "train.sample_every=15"]
 seeds = [0, 1]
 parallel = 2
 
@@ -34,6 +35,8 @@ set = ["adaptivemix.enabled=true"]
                 cfg.to_str().unwrap(),
                 "--out",
                 out.to_str().unwrap(),
+                "--set",
+                "train.log_every=5",
             ])
             .output()
             .unwrap()
@@ -60,6 +63,11 @@ set = ["adaptivemix.enabled=true"]
         std::fs::read_to_string(out.join(format!("{arm}/seed-{seed}/metrics.jsonl"))).unwrap()
     };
     assert_ne!(read("baseline", 0), read("baseline", 1));
+    // The command line's --set reaches every run, and the experiment records it.
+    let run_cfg = std::fs::read_to_string(out.join("adaptivemix/seed-1/config.toml")).unwrap();
+    assert!(run_cfg.contains("log_every = 5"), "{run_cfg}");
+    let recorded = std::fs::read_to_string(out.join("experiment.toml")).unwrap();
+    assert!(recorded.contains("train.log_every=5"), "{recorded}");
     let again = run();
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(again.status.success(), "{err}");
@@ -81,4 +89,47 @@ fn bad_experiment_files_are_one_line_errors() {
         err.starts_with("gantry: error: fq.kk: unknown key"),
         "{err}"
     );
+}
+
+/// The template for one's own image folder needs `--set data.path=...` and says so.
+#[test]
+fn folder_template_asks_for_its_data_path() {
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/folder.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["experiment", "--config", template])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("gantry: error: data.path: required for data.kind=folder"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A run that fails in a child process ends the experiment with that run's own error.
+#[test]
+fn a_failing_run_reports_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"x\"\nbase = \"shapes\"\nset = [\"train.steps=2\", \"eval.every=1\"]\nseeds = [0]\nparallel = 2\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["experiment", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("out"))
+        .env("GANTRY_FID_WEIGHTS", dir.path().join("missing.pth"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("gantry: error: ") && last.contains("run failed"),
+        "{err}"
+    );
+    assert!(last.contains("missing.pth"), "{err}");
 }

@@ -154,7 +154,8 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
-    /// Parses a command-line dataset spec: `KIND:PATH` (`mnist:../shared/data/mnist`), a bare
+    /// Parses a command-line dataset spec: `KIND:PATH` (`mnist:../shared/data/mnist`), or
+    /// `KIND@SPLIT:PATH` for a held-out split (`mnist@test:../shared/data/mnist`), a bare
     /// synthetic `KIND` (`shapes`, `gmm-25`), or a bare path (a folder of images).
     /// Every other field keeps its default.
     pub fn from_spec(spec: &str) -> Result<DataConfig, DataError> {
@@ -178,8 +179,15 @@ impl DataConfig {
             }
             cfg.kind = kind;
         } else if let Some((head, rest)) = spec.split_once(':') {
+            let (head, split) = match head.split_once('@') {
+                Some((kind, split)) => (kind, Some(split)),
+                None => (head, None),
+            };
             match head.parse::<DataKind>() {
                 Ok(kind) => {
+                    if let Some(split) = split {
+                        cfg.split = split.to_string();
+                    }
                     if rest.is_empty() {
                         return Err(DataError::config(
                             "data",
@@ -201,6 +209,19 @@ impl DataConfig {
                 // ("minst:..."); anything path-like ("C:\x", "./a:b") is taken as a folder.
                 Err(_)
                     if head.len() > 1
+                        && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+                {
+                    return Err(DataError::config(
+                        "data",
+                        format!(
+                            "dataset spec '{spec}': unknown kind '{head}' (expected one of: {})",
+                            DataKind::names()
+                        ),
+                    ));
+                }
+                // A split belongs to a kind; an '@' anywhere else is part of a folder's path.
+                Err(_)
+                    if split.is_some()
                         && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
                 {
                     return Err(DataError::config(
@@ -351,6 +372,13 @@ mod tests {
         assert_eq!(c.path, Some(PathBuf::from("/data/cats")));
         let c = DataConfig::from_spec("folder:./x:y").unwrap();
         assert_eq!(c.path, Some(PathBuf::from("./x:y")));
+
+        let c = DataConfig::from_spec("mnist@test:../shared/data/mnist").unwrap();
+        assert_eq!((c.kind, c.split.as_str()), (DataKind::Mnist, "test"));
+        assert_eq!(DataConfig::from_spec("mnist:/d").unwrap().split, "train");
+        let c = DataConfig::from_spec("./a@b:c").unwrap();
+        assert_eq!(c.kind, DataKind::Folder);
+        assert_eq!(c.path, Some(PathBuf::from("./a@b:c")));
     }
 
     #[test]
@@ -368,6 +396,14 @@ mod tests {
         assert!(e.contains("synthetic"), "{e}");
         assert!(DataConfig::from_spec("  ").is_err());
         assert!(DataConfig::from_spec("cifar10:").is_err());
+        let e = DataConfig::from_spec("mnist@val:/d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("data.split") && e.contains("'val'"), "{e}");
+        let e = DataConfig::from_spec("minst@test:/d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown kind 'minst'"), "{e}");
     }
 
     #[test]

@@ -63,10 +63,13 @@ fn one() -> usize {
 }
 
 impl ExperimentConfig {
-    pub fn from_file(path: &Path) -> Result<Self> {
+    /// Reads an experiment file and appends `overrides` (`key=value`, the CLI's `--set`, e.g.
+    /// `data.path` of a template) to its `set`; the result is recorded in the output's
+    /// `experiment.toml`. Every run's configuration must resolve before any work starts.
+    pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let de = toml::Deserializer::new(&text);
-        let cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             Error::config(key, e.into_inner().message().trim().replace('\n', "; "))
         })?;
@@ -90,7 +93,7 @@ impl ExperimentConfig {
                 "arm names must be unique, non-empty and contain no '/'",
             ));
         }
-        // Every run's configuration must resolve before any work starts.
+        cfg.set.extend(overrides.iter().cloned());
         for arm in &cfg.arms {
             cfg.run_config(arm, cfg.seeds[0])?.validate()?;
         }
@@ -178,19 +181,28 @@ fn run_parallel(
     stop: &AtomicBool,
     say: &mut impl FnMut(String),
 ) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("gantry", e))?;
+    // Children run this very binary, even if it is rebuilt mid-experiment (`current_exe` then
+    // names a deleted file): all runs of an experiment use one build.
+    let proc_exe = Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().map_err(|e| Error::io("gantry", e))?
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let threads = (cores / cfg.parallel).max(1);
     let mut queue = todo.into_iter();
-    let mut running: Vec<(String, std::process::Child)> = Vec::new();
+    let mut running: Vec<(String, PathBuf, std::process::Child)> = Vec::new();
     loop {
         while running.len() < cfg.parallel && !stop.load(std::sync::atomic::Ordering::SeqCst) {
             let Some((arm, seed, _, dir)) = queue.next() else {
                 break;
             };
             let mut cmd = std::process::Command::new(&exe);
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::arg0(&mut cmd, "gantry");
             cmd.arg("train");
             if checkpoint::latest(&dir).is_some() {
                 cmd.arg("--resume").arg(&dir);
@@ -213,6 +225,7 @@ fn run_parallel(
             ));
             running.push((
                 format!("{}/seed-{seed}", arm.name),
+                log_path,
                 cmd.spawn().map_err(|e| Error::io(&exe, e))?,
             ));
         }
@@ -222,15 +235,25 @@ fn run_parallel(
         std::thread::sleep(std::time::Duration::from_millis(200));
         let mut i = 0;
         while i < running.len() {
-            if let Some(status) = running[i].1.try_wait().map_err(|e| Error::io(&exe, e))? {
-                let (name, _) = running.remove(i);
+            if let Some(status) = running[i].2.try_wait().map_err(|e| Error::io(&exe, e))? {
+                let (name, log_path, _) = running.remove(i);
                 if !status.success() {
-                    for (_, c) in running.iter_mut() {
+                    for (_, _, c) in running.iter_mut() {
                         let _ = c.kill();
                     }
+                    // The child's own one-line error is the last line of its log.
+                    let why = std::fs::read_to_string(&log_path)
+                        .ok()
+                        .and_then(|log| {
+                            log.lines()
+                                .rev()
+                                .find(|l| !l.trim().is_empty())
+                                .map(|l| l.trim_start_matches("gantry: error: ").to_string())
+                        })
+                        .unwrap_or_default();
                     return Err(Error::Io {
                         path: PathBuf::from(name.clone()),
-                        msg: format!("run failed ({status}); see its .log file"),
+                        msg: format!("run failed ({status}): {why} (log {})", log_path.display()),
                     });
                 }
                 say(format!("{name}: done"));

@@ -294,12 +294,18 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     let mut curves: BTreeMap<String, Series> = BTreeMap::new();
     let mut wall: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut metrics: Vec<String> = Vec::new();
+    // A run still under way would enter its latest evaluation as "final": leave it out, say so.
+    let mut unfinished = Vec::new();
     for arm in &cfg.arms {
+        let steps = cfg.run_config(arm, cfg.seeds[0])?.train.steps;
         for &seed in &cfg.seeds {
             let dir = run_dir(out, arm, seed);
-            let Ok(rows) = log::read(&dir.join("metrics.jsonl")) else {
+            let rows = log::read(&dir.join("metrics.jsonl")).unwrap_or_default();
+            let last_step = rows.iter().filter_map(|r| r["step"].as_u64()).max();
+            if !matches!(last_step, Some(s) if s >= steps) {
+                unfinished.push(format!("{}/seed-{seed}", arm.name));
                 continue;
-            };
+            }
             let series = report::read_series(&rows);
             if let Some(w) = series.get("wall_s").and_then(|v| v.last()) {
                 wall.entry(arm.name.clone()).or_default().push(w.1);
@@ -348,20 +354,33 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
         md,
         "Cells: mean ± sample std over seeds. A difference from `{baseline}` is marked * when it exceeds twice its standard error (sqrt(s1²/n1 + s2²/n2)); otherwise it is within the seed spread and **not significant**.\n"
     );
-    for (title, pick) in [("Final evaluation", 0usize), ("Best evaluation", 1usize)] {
-        let _ = writeln!(md, "## {title}\n");
+    if !unfinished.is_empty() {
         let _ = writeln!(
             md,
-            "| arm | {} | wall time (s) |",
+            "**Incomplete**: not finished, so not in the tables: {}.\n",
+            unfinished.join(", ")
+        );
+    }
+    let sections: &[(&str, usize)] = if metrics.is_empty() {
+        let _ = writeln!(md, "No evaluations in these runs (`eval.every` = 0).\n");
+        &[("Runs", 0)]
+    } else {
+        &[("Final evaluation", 0), ("Best evaluation", 1)]
+    };
+    let row = |cells: &[String]| format!("| {} |", cells.join(" | "));
+    for &(title, pick) in sections {
+        let _ = writeln!(md, "## {title}\n");
+        let mut header = vec!["arm".to_string()];
+        header.extend(
             metrics
                 .iter()
-                .map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" }))
-                .collect::<Vec<_>>()
-                .join(" | ")
+                .map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" })),
         );
-        let _ = writeln!(md, "|---|{}---|", "---|".repeat(metrics.len()));
+        header.push("wall time (s)".into());
+        let _ = writeln!(md, "{}", row(&header));
+        let _ = writeln!(md, "{}", row(&vec!["---".to_string(); header.len()]));
         for arm in &cfg.arms {
-            let mut cells = Vec::new();
+            let mut cells = vec![arm.name.clone()];
             for m in &metrics {
                 let cell = match table.get(&arm.name).and_then(|t| t.get(m)) {
                     Some(v) => {
@@ -392,7 +411,8 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 .map(|w| mean_std(w).0)
                 .map(|w| format!("{w:.0}"))
                 .unwrap_or_else(|| "—".into());
-            let _ = writeln!(md, "| {} | {} | {w} |", arm.name, cells.join(" | "));
+            cells.push(w);
+            let _ = writeln!(md, "{}", row(&cells));
         }
         md.push('\n');
     }
@@ -454,4 +474,98 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     );
     crate::util::write_atomic(&rdir.join("report.html"), html.as_bytes())?;
     Ok(md_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment(arms: &[&str]) -> ExperimentConfig {
+        ExperimentConfig {
+            name: "t".into(),
+            base: "gmm-25".into(),
+            set: vec!["train.steps=10".into()],
+            seeds: vec![0, 1],
+            parallel: 1,
+            arms: arms
+                .iter()
+                .map(|a| Arm {
+                    name: a.to_string(),
+                    set: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes one run's log rows (as the training loop would).
+    fn log_run(out: &Path, arm: &str, seed: u64, rows: &[&str]) {
+        let dir = out.join(arm).join(format!("seed-{seed}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), rows.join("\n") + "\n").unwrap();
+    }
+
+    /// Every table row has as many cells as its header, with and without evaluations.
+    fn assert_tables_are_rectangular(md: &str) {
+        let mut header = None;
+        for line in md.lines() {
+            if !line.starts_with('|') {
+                header = None;
+                continue;
+            }
+            let n = line.matches('|').count();
+            assert_eq!(*header.get_or_insert(n), n, "{line:?} in\n{md}");
+        }
+    }
+
+    #[test]
+    fn report_tables_with_significance_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = experiment(&["baseline", "a", "b"]);
+        for seed in 0..2u64 {
+            let s = seed as f64;
+            let row = |fid: f64| format!(r#"{{"step":10,"wall_s":5.0,"eval/fid":{fid}}}"#);
+            log_run(dir.path(), "baseline", seed, &[&row(10.0 + s)]);
+            log_run(dir.path(), "a", seed, &[&row(20.0 + s)]); // far beyond the spread
+            log_run(dir.path(), "b", seed, &[&row(10.5 + s)]); // within it
+        }
+        let md = std::fs::read_to_string(write_report(&cfg, dir.path()).unwrap()).unwrap();
+        assert_tables_are_rectangular(&md);
+        assert!(md.contains("| arm | fid ↓ | wall time (s) |"), "{md}");
+        assert!(md.contains("| baseline | 10.5000 ± 0.7071 | 5 |"), "{md}");
+        assert!(md.contains("| a | 20.5000 ± 0.7071 * | 5 |"), "{md}");
+        assert!(md.contains("| b | 11.0000 ± 0.7071 (n.s.) | 5 |"), "{md}");
+        assert!(!md.contains("Incomplete"), "{md}");
+
+        // A run still under way is left out of the tables, and named.
+        log_run(
+            dir.path(),
+            "b",
+            1,
+            &[r#"{"step":5,"wall_s":2.0,"eval/fid":99.0}"#],
+        );
+        let md = std::fs::read_to_string(write_report(&cfg, dir.path()).unwrap()).unwrap();
+        assert!(md.contains("not in the tables: b/seed-1."), "{md}");
+        assert!(md.contains("| b | 10.5000 ± 0.0000 (n.s.) | 5 |"), "{md}");
+    }
+
+    #[test]
+    fn report_without_evaluations_lists_wall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = experiment(&["baseline", "a"]);
+        for seed in 0..2 {
+            log_run(
+                dir.path(),
+                "baseline",
+                seed,
+                &[r#"{"step":10,"wall_s":3.0}"#],
+            );
+            log_run(dir.path(), "a", seed, &[r#"{"step":10,"wall_s":4.0}"#]);
+        }
+        let md = std::fs::read_to_string(write_report(&cfg, dir.path()).unwrap()).unwrap();
+        assert_tables_are_rectangular(&md);
+        assert!(md.contains("No evaluations"), "{md}");
+        assert!(md.contains("| arm | wall time (s) |"), "{md}");
+        assert!(md.contains("| a | 4 |"), "{md}");
+        assert!(!md.contains("Best evaluation"), "{md}");
+    }
 }

@@ -1,6 +1,9 @@
 //! The `gantry` binary end to end: training writes a run directory, sampling reads it, and every
 //! bad input gets one line on stderr, a non-zero exit code and no panic.
 
+mod common;
+
+use common::{assert_user_error, gantry};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -23,34 +26,11 @@ const TINY: &[&str] = &[
     "train.grid=4",
 ];
 
-fn gantry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(args)
-        .output()
-        .expect("run gantry")
-}
-
 fn train_tiny(out: &Path, steps: u32) -> Output {
     let steps = format!("train.steps={steps}");
     let mut args = vec!["train", "--out", out.to_str().unwrap(), "--set", &steps];
     args.extend_from_slice(TINY);
     gantry(&args)
-}
-
-/// Exit code 2 (bad input), one error line on stderr that names `needle`, no panic.
-fn assert_user_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
-    // Progress lines may precede it; the error itself is the last line, and the only one.
-    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
-    assert_eq!(errors.len(), 1, "not exactly one error line: {err}");
-    let last = err.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("gantry: error: "), "{err}");
-    assert!(last.contains(needle), "expected {needle:?} in {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("backtrace"),
-        "{err}"
-    );
 }
 
 #[test]

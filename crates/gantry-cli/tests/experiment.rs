@@ -2,6 +2,9 @@
 //! processes; the report has a row per arm; a rerun skips finished runs (resume). Bad experiment
 //! files and failing runs end in one line.
 
+mod common;
+
+use common::{assert_user_error, gantry};
 use std::process::Command;
 
 #[test]
@@ -28,18 +31,15 @@ set = ["adaptivemix.enabled=true"]
     .unwrap();
     let out = dir.path().join("out");
     let run = || {
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args([
-                "experiment",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--set",
-                "train.log_every=5",
-            ])
-            .output()
-            .unwrap()
+        gantry(&[
+            "experiment",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "train.log_every=5",
+        ])
     };
     let first = run();
     let err = String::from_utf8_lossy(&first.stderr);
@@ -79,33 +79,16 @@ fn bad_experiment_files_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
     std::fs::write(&cfg, "name = \"x\"\nbase = \"gmm-25\"\nseeds = [0]\n[[arm]]\nname = \"a\"\nset = [\"fq.kk=1\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["experiment", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.starts_with("gantry: error: fq.kk: unknown key"),
-        "{err}"
-    );
+    let out = gantry(&["experiment", "--config", cfg.to_str().unwrap()]);
+    assert_user_error(&out, "fq.kk: unknown key");
 }
 
 /// The template for one's own image folder needs `--set data.path=...` and says so.
 #[test]
 fn folder_template_asks_for_its_data_path() {
     let template = concat!(env!("CARGO_MANIFEST_DIR"), "/../../experiments/folder.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["experiment", "--config", template])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.starts_with("gantry: error: data.path: required for data.kind=folder"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = gantry(&["experiment", "--config", template]);
+    assert_user_error(&out, "data.path: required for data.kind=folder");
 }
 
 /// A run that fails in a child process ends the experiment with that run's own error.
@@ -124,12 +107,6 @@ fn a_failing_run_reports_its_own_error() {
         .env("GANTRY_FID_WEIGHTS", dir.path().join("missing.pth"))
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    let last = err.lines().last().unwrap_or("");
-    assert!(
-        last.starts_with("gantry: error: ") && last.contains("run failed"),
-        "{err}"
-    );
-    assert!(last.contains("missing.pth"), "{err}");
+    assert_user_error(&out, "run failed");
+    assert_user_error(&out, "missing.pth");
 }

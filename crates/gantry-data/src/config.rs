@@ -205,23 +205,11 @@ impl DataConfig {
                     cfg.kind = kind;
                     cfg.path = Some(PathBuf::from(rest));
                 }
-                // A word before the colon that is not a kind is most likely a misspelt kind
-                // ("minst:..."); anything path-like ("C:\x", "./a:b") is taken as a folder.
+                // A word before the colon (or the '@' of a split) that is not a kind is most
+                // likely a misspelt kind ("minst:..."); anything path-like ("C:\x", "./a:b",
+                // "./a@b:c") is taken as a folder.
                 Err(_)
-                    if head.len() > 1
-                        && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
-                {
-                    return Err(DataError::config(
-                        "data",
-                        format!(
-                            "dataset spec '{spec}': unknown kind '{head}' (expected one of: {})",
-                            DataKind::names()
-                        ),
-                    ));
-                }
-                // A split belongs to a kind; an '@' anywhere else is part of a folder's path.
-                Err(_)
-                    if split.is_some()
+                    if (head.len() > 1 || split.is_some())
                         && head.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
                 {
                     return Err(DataError::config(

@@ -1,0 +1,28 @@
+//! Helpers shared by the CLI's test binaries.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::process::{Command, Output};
+
+/// Runs the `gantry` binary under test.
+pub fn gantry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(args)
+        .output()
+        .expect("run gantry")
+}
+
+/// Exit code 2 (bad input), one error line on stderr that names `needle`, no panic.
+pub fn assert_user_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    // Progress lines may precede it; the error itself is the last line, and the only one.
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "not exactly one error line: {err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("gantry: error: "), "{err}");
+    assert!(last.contains(needle), "expected {needle:?} in {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}

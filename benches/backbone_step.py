@@ -15,7 +15,6 @@ G step with D's requires_grad off, then the EMA update when the preset keeps an 
 Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib",
 "g_params", "d_params"}.
 """
-import argparse
 import math
 
 import torch
@@ -23,21 +22,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
 
-from bench_common import ema_update, time_and_report
+from bench_common import ema_update, parser, setup, time_and_report
 
-p = argparse.ArgumentParser()
+p = parser(batch=64)
 p.add_argument("--arch", choices=["sngan", "wgangp", "biggan"], required=True)
-p.add_argument("--threads", type=int, required=True)
-p.add_argument("--steps", type=int, default=30)
-p.add_argument("--warmup", type=int, default=5)
-p.add_argument("--batch", type=int, default=64)
 p.add_argument("--classes", type=int, default=3, help="class count of the data (gantry bench uses shapes: 3)")
-p.add_argument("--device", default="cpu")
-p.add_argument("--what", default="pytorch")
 args = p.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
-dev = torch.device(args.device)
+dev = setup(args)
 B, RES, NZ = args.batch, 32, 128
 RECIPES = {
     "sngan": dict(ngf=256, ndf=128, g_sn=False, d_sn=True, mean_pool=False, loss="hinge", n_dis=5, lr=2e-4, betas=(0.0, 0.9), ema=False),

@@ -1,11 +1,31 @@
 """Shared by the PyTorch twins of `gantry bench`: the EMA update gantry does, and the timing loop
 that prints the same JSON line as `gantry bench`."""
+import argparse
 import json
 import resource
 import statistics
 import time
 
 import torch
+
+
+def parser(batch):
+    """The options every twin takes (those `scripts/bench*.sh` pass); each adds its own."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch", type=int, default=batch)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--what", default="pytorch")
+    return p
+
+
+def setup(args):
+    """Threads and seed as `gantry bench` sets them; returns the device."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return torch.device(args.device)
 
 
 def ema_update(g_ema, g, step_no, decay):

@@ -5,28 +5,18 @@ way the reference FQ-GAN code does it (dense one-hot EMA update), loss-only mode
 
 Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib"}.
 """
-import argparse
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench_common import ema_update, time_and_report
+from bench_common import ema_update, parser, setup, time_and_report
 
-p = argparse.ArgumentParser()
-p.add_argument("--threads", type=int, required=True)
-p.add_argument("--steps", type=int, default=30)
-p.add_argument("--warmup", type=int, default=5)
-p.add_argument("--batch", type=int, default=64)
+p = parser(batch=64)
 p.add_argument("--am", action="store_true")
 p.add_argument("--fq-k", type=int, default=0)
 p.add_argument("--fq-layers", default="b16,b8")
-p.add_argument("--device", default="cpu")
-p.add_argument("--what", default="pytorch")
 args = p.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
-dev = torch.device(args.device)
+dev = setup(args)
 nz, B = 100, args.batch
 
 

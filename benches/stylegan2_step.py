@@ -16,7 +16,6 @@ as gantry does, so the median is a plain step and the mean includes the amortise
 Prints one JSON line: {"what", "threads", "device", "steps", "median_ms", "mean_ms", "min_ms",
 "peak_rss_mib", "g_params", "d_params"}.
 """
-import argparse
 import os
 import sys
 
@@ -26,13 +25,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pyref"))
 import stylegan2_ref as R  # noqa: E402
-from bench_common import ema_update, time_and_report  # noqa: E402
+from bench_common import ema_update, parser, setup, time_and_report  # noqa: E402
 
-p = argparse.ArgumentParser()
-p.add_argument("--threads", type=int, required=True)
-p.add_argument("--steps", type=int, default=30)
-p.add_argument("--warmup", type=int, default=5)
-p.add_argument("--batch", type=int, default=32)
+p = parser(batch=32)
 p.add_argument("--res", type=int, default=32)
 p.add_argument("--channel-base", type=int, default=2048)
 p.add_argument("--channel-max", type=int, default=256)
@@ -43,12 +38,8 @@ p.add_argument("--r1-gamma", type=float, default=0.0064)
 p.add_argument("--r1-every", type=int, default=16)
 p.add_argument("--pl-every", type=int, default=4)
 p.add_argument("--no-reg", action="store_true")
-p.add_argument("--device", default="cpu")
-p.add_argument("--what", default="pytorch")
 args = p.parse_args()
-torch.set_num_threads(args.threads)
-torch.manual_seed(0)
-dev = torch.device(args.device)
+dev = setup(args)
 B = args.batch
 MIXING, PL_WEIGHT, PL_DECAY, PL_SHRINK = 0.9, 2.0, 0.01, 2
 

@@ -123,6 +123,25 @@ pub(crate) fn tch_err(context: &'static str) -> impl Fn(tch::TchError) -> Metric
     move |e| MetricsError::torch(context, e)
 }
 
+/// `[N, D]` of a feature matrix, or the input error every metric gives for another shape.
+pub(crate) fn feature_shape(x: &tch::Tensor, what: &str) -> Result<[i64; 2], MetricsError> {
+    match x.size()[..] {
+        [n, d] => Ok([n, d]),
+        _ => Err(MetricsError::input(
+            what,
+            "a [N, D] tensor",
+            format!("{:?}", x.size()),
+        )),
+    }
+}
+
+/// A feature matrix in f64, the precision every metric computes in.
+pub(crate) fn features_f64(x: &tch::Tensor, what: &str) -> Result<tch::Tensor, MetricsError> {
+    feature_shape(x, what)?;
+    x.f_to_kind(tch::Kind::Double)
+        .map_err(tch_err("features to f64"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::{tch_err, MetricsError};
+use crate::error::{feature_shape, features_f64, tch_err, MetricsError};
 use crate::numpy_rng::NumpyRandomState;
 
 /// torch-fidelity's defaults (`kid_subsets`, `kid_subset_size`, `kid_degree`, `kid_gamma`,
@@ -83,19 +83,6 @@ pub fn kid_subsets(n1: usize, n2: usize, opts: &KidOptions) -> Result<Subsets, M
             .unwrap_or_default()
     };
     Ok((0..opts.subsets).map(|_| (draw(n1), draw(n2))).collect())
-}
-
-fn features_f64(x: &Tensor, what: &str) -> Result<Tensor, MetricsError> {
-    match x.size()[..] {
-        [_, _] => x
-            .f_to_kind(Kind::Double)
-            .map_err(tch_err("features to f64")),
-        _ => Err(MetricsError::input(
-            what,
-            "a [N, D] tensor",
-            format!("{:?}", x.size()),
-        )),
-    }
 }
 
 /// Unbiased MMD^2 of one subset pair with a polynomial kernel.
@@ -198,14 +185,7 @@ pub fn kernel_inception_distance(
     features2: &Tensor,
     opts: &KidOptions,
 ) -> Result<Kid, MetricsError> {
-    let n = |t: &Tensor, what| match t.size()[..] {
-        [n, _] => Ok(n as usize),
-        _ => Err(MetricsError::input(
-            what,
-            "a [N, D] tensor",
-            format!("{:?}", t.size()),
-        )),
-    };
+    let n = |t: &Tensor, what| feature_shape(t, what).map(|[n, _]| n as usize);
     let subsets = kid_subsets(
         n(features1, "KID features 1")?,
         n(features2, "KID features 2")?,

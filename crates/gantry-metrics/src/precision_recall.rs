@@ -7,7 +7,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::error::{tch_err, MetricsError};
+use crate::error::{features_f64, tch_err, MetricsError};
 
 /// Precision, recall and their harmonic mean (torch-fidelity's `f_score`).
 #[derive(Debug, Clone, PartialEq)]
@@ -21,19 +21,6 @@ pub struct PrecisionRecall {
 pub const PR_NEIGHBOURS: usize = 3;
 /// Rows per distance block: 1024 x 50k f64 is 400 MB.
 const BLOCK: i64 = 1024;
-
-fn f64_features(x: &Tensor, what: &str) -> Result<Tensor, MetricsError> {
-    match x.size()[..] {
-        [_, _] => x
-            .f_to_kind(Kind::Double)
-            .map_err(tch_err("features to f64")),
-        _ => Err(MetricsError::input(
-            what,
-            "a [N, D] tensor",
-            format!("{:?}", x.size()),
-        )),
-    }
-}
 
 /// Distance from each row of `x` to its k-th nearest other row.
 fn radii(x: &Tensor, k: usize) -> Result<Tensor, MetricsError> {
@@ -80,8 +67,8 @@ pub fn precision_recall(
     fake: &Tensor,
     k: usize,
 ) -> Result<PrecisionRecall, MetricsError> {
-    let real = f64_features(real, "PR real features")?;
-    let fake = f64_features(fake, "PR fake features")?;
+    let real = features_f64(real, "PR real features")?;
+    let fake = features_f64(fake, "PR fake features")?;
     if real.size()[1] != fake.size()[1] {
         return Err(MetricsError::input(
             "PR features",

@@ -136,10 +136,8 @@ pub fn preprocess(images: &Tensor, mode: Preprocessing) -> Result<Tensor, Metric
     Ok(out)
 }
 
-/// TensorFlow 1.x `resize_bilinear(align_corners=False)` on [B, C, H, W] float32, written as
-/// torch-fidelity writes it: f32 grid `arange * (in / out as f32)`, truncation to the low
-/// index, high index clamped to the edge, then two lerps across x and one across y.
-pub fn resize_tf1_bilinear(x: &Tensor, out_h: i64, out_w: i64) -> Result<Tensor, MetricsError> {
+/// The size of a resize's [B, C, H, W] input, checked along with the output size.
+fn resize_input_size(x: &Tensor, out_h: i64, out_w: i64) -> Result<Vec<i64>, MetricsError> {
     let size = x.size();
     if size.len() != 4 || out_h < 1 || out_w < 1 {
         return Err(MetricsError::input(
@@ -148,6 +146,14 @@ pub fn resize_tf1_bilinear(x: &Tensor, out_h: i64, out_w: i64) -> Result<Tensor,
             format!("{size:?} to {out_h}x{out_w}"),
         ));
     }
+    Ok(size)
+}
+
+/// TensorFlow 1.x `resize_bilinear(align_corners=False)` on [B, C, H, W] float32, written as
+/// torch-fidelity writes it: f32 grid `arange * (in / out as f32)`, truncation to the low
+/// index, high index clamped to the edge, then two lerps across x and one across y.
+pub fn resize_tf1_bilinear(x: &Tensor, out_h: i64, out_w: i64) -> Result<Tensor, MetricsError> {
+    let size = resize_input_size(x, out_h, out_w)?;
     let dev = x.device();
     let axis = |in_size: i64, out_size: i64| -> Result<(Tensor, Tensor, Tensor), tch::TchError> {
         // Python computes in/out in double, then `torch.tensor(scale, dtype=float32)`.
@@ -216,14 +222,7 @@ pub fn pil_bicubic_weights(in_size: usize, out_size: usize) -> Vec<f64> {
 
 /// PIL `Image.resize(BICUBIC)` of each channel of [B, C, H, W] float32 (mode 'F').
 pub fn resize_pil_bicubic(x: &Tensor, out_h: i64, out_w: i64) -> Result<Tensor, MetricsError> {
-    let size = x.size();
-    if size.len() != 4 || out_h < 1 || out_w < 1 {
-        return Err(MetricsError::input(
-            "resize input",
-            "[B, C, H, W] and a positive size",
-            format!("{size:?} to {out_h}x{out_w}"),
-        ));
-    }
+    let size = resize_input_size(x, out_h, out_w)?;
     let (h, w) = (size[2], size[3]);
     let dev = x.device();
     let weights = |n_in: i64, n_out: i64| -> Result<Tensor, tch::TchError> {

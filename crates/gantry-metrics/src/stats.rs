@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use crate::error::{tch_err, MetricsError};
+use crate::error::{feature_shape, tch_err, MetricsError};
 use crate::npz;
 
 /// mu and Sigma of pool3 features, f64, as pytorch-fid computes them (`np.mean`, `np.cov`).
@@ -63,14 +63,7 @@ impl Stats {
 
     /// Statistics of `features` [N, D] (any float kind; computed in f64). Needs N >= 2.
     pub fn from_features(features: &Tensor) -> Result<Stats, MetricsError> {
-        let size = features.size();
-        let [n, d] = size[..] else {
-            return Err(MetricsError::input(
-                "features",
-                "a [N, D] tensor",
-                format!("{size:?}"),
-            ));
-        };
+        let [n, d] = feature_shape(features, "features")?;
         if n < 2 {
             return Err(MetricsError::TooFewSamples {
                 metric: "FID statistics",

@@ -247,30 +247,20 @@ fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
     assert_close("d_grad_w", &grads[1], &want["d_grad_w"]);
 }
 
-/// The small preset at tiny width (`--set`), R1 and path length every 2 steps so step 0 and 2 run
-/// both.
+/// The small preset at tiny width (`common::tiny_sets` back at 32x32), R1 and path length every
+/// 2 steps so step 0 and 2 run both.
 fn small(extra: &[&str]) -> RunConfig {
-    let mut sets: Vec<String> = [
-        "data.size=64",
-        "data.workers=1",
+    let mut sets = vec![
+        "data.resolution=32",
         "model.channel_base=128",
         "model.channel_max=16",
         "model.z_dim=16",
         "model.w_dim=16",
-        "train.batch_size=8",
-        "train.threads=1",
-        "train.log_every=1",
-        "train.sample_every=0",
-        "train.checkpoint_every=0",
-        "train.grid=4",
         "loss.r1.every=2",
         "loss.pl.every=2",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    sets.extend(extra.iter().map(|s| s.to_string()));
-    RunConfig::resolve(Some("stylegan2-32-small"), &sets).unwrap()
+    ];
+    sets.extend_from_slice(extra);
+    RunConfig::resolve(Some("stylegan2-32-small"), &common::tiny_sets(&sets)).unwrap()
 }
 
 #[test]

@@ -180,6 +180,16 @@ impl BodyOpts {
             sn: self.sn,
         }
     }
+
+    /// The self-attention block at `resolution` (`attn{resolution}`) over `width` channels.
+    fn attention(&self, p: &nn::Path, resolution: i64, width: i64) -> SelfAttention {
+        SelfAttention::new(
+            p / format!("attn{resolution}"),
+            width,
+            self.scheme.layer(false),
+            self.sn,
+        )
+    }
 }
 
 /// BatchNorm inside a G block.
@@ -269,15 +279,7 @@ impl GBody {
             .collect();
         let attention = (attention > 0).then(|| {
             let index = (log2(attention) - 3) as usize;
-            (
-                index,
-                SelfAttention::new(
-                    p / format!("attn{attention}"),
-                    width,
-                    opts.scheme.layer(false),
-                    opts.sn,
-                ),
-            )
+            (index, opts.attention(p, attention, width))
         });
         GBody {
             width,
@@ -432,15 +434,7 @@ impl DBody {
                 .iter()
                 .position(|&o| o == attention)
                 .expect("validated: some block outputs the attention resolution");
-            (
-                index,
-                SelfAttention::new(
-                    p / format!("attn{attention}"),
-                    width,
-                    opts.scheme.layer(false),
-                    opts.sn,
-                ),
-            )
+            (index, opts.attention(p, attention, width))
         });
         DBody { blocks, attention }
     }

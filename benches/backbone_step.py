@@ -7,10 +7,10 @@ G step with D's requires_grad off, then the EMA update when the preset keeps an 
           Adam(2e-4, 0, 0.9), no EMA.
 - wgangp: G and D 128 ch, no SN, mean pooling, Wasserstein + GP 10, n_dis 5, Adam(1e-4, 0, 0.9),
           no EMA.
-- biggan: G and D 256 ch, shared class embedding + conditional BN, projection D, SN in G and D,
+- biggan: G and D 256 ch, conditional BN with per-class gain and bias tables in every block (the
+          FQ-GAN CIFAR script's G, without BigGAN's shared embedding), projection D, SN in G and D,
           hinge, n_dis 4, Adam(2e-4, 0, 0.999), EMA 0.9999 with gantry's ramp-up. As in gantry's
-          training loop, G is conditioned on the real labels in the D steps and on random labels in
-          its own step.
+          training loop (and BigGAN-PyTorch), fakes get freshly drawn random labels in every step.
 
 Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib",
 "g_params", "d_params"}.
@@ -60,10 +60,12 @@ def conv(cin, cout, k, sn, residual=False, bias=True):
 
 
 class CCBN(nn.Module):
-    def __init__(self, c, cond_dim, sn):
+    """BigGAN-PyTorch `ccbn` without G_shared: gain and bias are nn.Embedding tables (never SN'd)."""
+
+    def __init__(self, c, classes):
         super().__init__()
-        self.gain = layer(nn.Linear(cond_dim, c, bias=False), sn)
-        self.bias = layer(nn.Linear(cond_dim, c, bias=False), sn)
+        self.gain = init_(nn.Embedding(classes, c), False)
+        self.bias = init_(nn.Embedding(classes, c), False)
         self.register_buffer("running_mean", torch.zeros(c))
         self.register_buffer("running_var", torch.ones(c))
 
@@ -79,9 +81,9 @@ class BN(nn.BatchNorm2d):
 
 
 class GBlock(nn.Module):
-    def __init__(self, c, sn, cond_dim):
+    def __init__(self, c, sn, classes):
         super().__init__()
-        norm = (lambda: CCBN(c, cond_dim, sn)) if cond_dim else (lambda: BN(c))
+        norm = (lambda: CCBN(c, classes)) if classes else (lambda: BN(c))
         self.bn1, self.conv1 = norm(), conv(c, c, 3, sn, True)
         self.bn2, self.conv2 = norm(), conv(c, c, 3, sn, True)
         self.conv_sc = conv(c, c, 1, sn)
@@ -97,15 +99,13 @@ class G(nn.Module):
         super().__init__()
         c, sn = R["ngf"], R["g_sn"]
         self.c = c
-        if COND:
-            self.shared = init_(nn.Embedding(args.classes, NZ), False)
         self.linear = layer(nn.Linear(NZ, 16 * c), sn)
-        self.blocks = nn.ModuleList([GBlock(c, sn, NZ if COND else 0) for _ in range(3)])
+        self.blocks = nn.ModuleList([GBlock(c, sn, args.classes if COND else 0) for _ in range(3)])
         self.out_bn = nn.BatchNorm2d(c)
         self.out_conv = conv(c, 3, 3, sn)
 
     def forward(self, z, labels):
-        y = self.shared(labels) if COND else None
+        y = labels if COND else None
         h = self.linear(z).view(-1, self.c, 4, 4)
         for b in self.blocks:
             h = b(h, y)
@@ -176,9 +176,10 @@ def step():
     global step_no
     for _ in range(R["n_dis"]):
         with torch.no_grad():
-            fake = g(torch.randn(B, NZ, device=dev), real_labels)
+            fake_labels = torch.randint(args.classes, (B,), device=dev)
+            fake = g(torch.randn(B, NZ, device=dev), fake_labels)
         opt_d.zero_grad()
-        loss = d_loss(d(real, real_labels), d(fake, real_labels), real, fake, real_labels)
+        loss = d_loss(d(real, real_labels), d(fake, fake_labels), real, fake, real_labels)
         loss.backward()
         opt_d.step()
     d.requires_grad_(False)

@@ -4,7 +4,8 @@ generator and discriminator written the way the reference code does (SNGAN chain
 `Attention` / projection head), SN through torch.nn.utils.spectral_norm.
 
 Inputs (besides the weights, `g.*` and `d.*`): `z`, `x` (D's input), `gx`, `gd` (cotangents),
-`labels` (biggan), and scalars `cfg.biggan`, `cfg.hier`, `cfg.attention`, `cfg.mean_pool`.
+`labels` (biggan), and scalars `cfg.biggan`, `cfg.shared`, `cfg.hier`, `cfg.attention`,
+`cfg.mean_pool`.
 Outputs: G's sample in training mode, its gradients, running statistics and SN vectors after the
 pass, G's sample in eval mode; D's taps, logits, gradients and SN vectors after the pass.
 """
@@ -21,6 +22,7 @@ from backbone_common import REGISTRY, batchnorm, conv, embedding, grads, linear,
 
 t = load_inputs()
 biggan = bool(t["cfg.biggan"].item())
+shared = bool(t["cfg.shared"].item())
 hier = bool(t["cfg.hier"].item())
 attention = int(t["cfg.attention"].item())
 mean_pool = bool(t["cfg.mean_pool"].item())
@@ -32,12 +34,14 @@ def upsample(x):
 
 
 class CCBN(nn.Module):
-    """BigGAN-PyTorch `layers.ccbn` with G_shared (bias-free linear gain and bias maps)."""
+    """BigGAN-PyTorch `layers.ccbn`: with G_shared, bias-free linear gain and bias maps of the
+    shared embedding; without, `which_linear = nn.Embedding` tables indexed by the labels."""
 
     def __init__(self, key):
         super().__init__()
-        self.gain = linear(t, f"{key}.gain")
-        self.bias = linear(t, f"{key}.bias")
+        layer = linear if shared else embedding
+        self.gain = layer(t, f"{key}.gain")
+        self.bias = layer(t, f"{key}.bias")
         self.register_buffer("running_mean", t[f"{key}.running_mean"].clone())
         self.register_buffer("running_var", t[f"{key}.running_var"].clone())
         REGISTRY.update({f"{key}.running_mean": self.running_mean, f"{key}.running_var": self.running_var})
@@ -107,8 +111,8 @@ class Generator(nn.Module):
             self.attn = Attention(f"g.attn{attention}")
         self.out_bn = batchnorm(t, "g.out.bn")
         self.out_conv = conv(t, "g.out.conv", 3)
-        if biggan:
-            self.shared = embedding(t, "g.shared")
+        # Without G_shared, BigGAN-PyTorch's `G.shared` is the identity: blocks get the labels.
+        self.shared = embedding(t, "g.shared") if biggan and shared else nn.Identity()
 
     def forward(self, z, labels=None):
         if biggan:

@@ -3,12 +3,38 @@
 
 mod progress;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use gantry::data::Split;
+use gantry::device::DeviceSpec;
+use gantry::eval::{Features, MetricSet};
 use gantry::run::{self, SampleOptions, TrainOptions};
+use gantry_metrics::Preprocessing;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// A flag taking one of a closed set of names, parsed by the library's own (serde) parser so that
+/// flags and config files accept the same values; clap lists them in `--help` and in errors.
+fn choice<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).map(|name| {
+        T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&name))
+            .expect("the listed names are the serde names (tested in the library)")
+    })
+}
+
+fn device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse()
+}
+
+fn features(s: &str) -> Result<Features, String> {
+    s.parse()
+}
 
 #[derive(Parser)]
 #[command(
@@ -38,9 +64,9 @@ enum Command {
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
         /// cpu, cuda or cuda:N (same as --set train.device=...).
-        #[arg(long)]
-        device: Option<String>,
-        /// Print the resolved configuration and exit.
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
+        /// Check and print the resolved configuration, and exit.
         #[arg(long)]
         dry_run: bool,
     },
@@ -60,8 +86,9 @@ enum Command {
         /// Write one grid image (also implied by an --out ending in .png).
         #[arg(long)]
         grid: bool,
-        #[arg(long)]
-        device: Option<String>,
+        /// cpu, cuda or cuda:N (default: the run's own).
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
         /// Sample the raw generator instead of its EMA copy.
         #[arg(long)]
         no_ema: bool,
@@ -90,20 +117,21 @@ enum Command {
         /// FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default $GANTRY_FID_WEIGHTS.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Preprocessing: pytorch-fid, tf or clean.
-        #[arg(long, default_value = "pytorch-fid")]
-        mode: String,
+        /// Whose preprocessing to reproduce.
+        #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
+        mode: Preprocessing,
         /// `inception` or `classifier:PATH`.
-        #[arg(long, default_value = "inception")]
-        features: String,
+        #[arg(long, default_value = "inception", value_parser = features)]
+        features: Features,
         /// Use at most N images of each set (0 = all).
         #[arg(long, default_value_t = 0)]
         n: usize,
         /// Also write the statistics of A to this .npz (pytorch-fid format).
         #[arg(long)]
         save_stats: Option<PathBuf>,
-        #[arg(long)]
-        device: Option<String>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu", value_parser = device)]
+        device: DeviceSpec,
     },
     /// Evaluate a trained generator against a data set.
     Eval {
@@ -112,23 +140,27 @@ enum Command {
         /// Reference data set spec (`mnist:DIR`, `mnist@test:DIR`, a folder, ...); default: the run's held-out data.
         #[arg(long)]
         data: Option<String>,
-        /// Comma-separated: fid, kid, is, pr.
-        #[arg(long, default_value = "fid,kid")]
-        metrics: String,
+        /// Comma-separated metrics.
+        #[arg(long, default_value = "fid,kid", value_delimiter = ',', value_parser = choice::<MetricSet>(MetricSet::NAMES))]
+        metrics: Vec<MetricSet>,
         /// Generated samples.
         #[arg(long, default_value_t = 10000)]
         n: usize,
         /// Real samples (0 = all).
         #[arg(long, default_value_t = 0)]
         real_n: usize,
+        /// FID Inception weights; default $GANTRY_FID_WEIGHTS.
         #[arg(long)]
         weights: Option<PathBuf>,
-        #[arg(long, default_value = "pytorch-fid")]
-        mode: String,
-        #[arg(long, default_value = "inception")]
-        features: String,
-        #[arg(long)]
-        device: Option<String>,
+        /// Whose preprocessing to reproduce.
+        #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
+        mode: Preprocessing,
+        /// `inception` or `classifier:PATH`.
+        #[arg(long, default_value = "inception", value_parser = features)]
+        features: Features,
+        /// cpu, cuda or cuda:N (default: the run's own).
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
     },
     /// Train the small classifier whose features replace Inception's on non-natural images.
     Classifier {
@@ -172,13 +204,31 @@ enum ClassifierCommand {
         #[arg(long, default_value_t = 32)]
         resolution: u32,
         /// Validation split of the same data set.
-        #[arg(long, default_value = "test")]
-        val_split: String,
+        #[arg(long, default_value = "test", value_parser = choice::<Split>(Split::NAMES))]
+        val_split: Split,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long)]
-        device: Option<String>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu", value_parser = device)]
+        device: DeviceSpec,
     },
+}
+
+/// Starts `gantry` as a child process of an experiment. Children run this very binary, even if it
+/// is rebuilt mid-experiment (`current_exe` then names a deleted file): all runs of an experiment
+/// use one build.
+fn launcher() -> std::process::Command {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gantry"))
+    };
+    #[allow(unused_mut)]
+    let mut cmd = std::process::Command::new(exe);
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "gantry");
+    cmd
 }
 
 /// Raised by the first Ctrl-C / SIGTERM (work stops after saving); a second one exits at once.
@@ -193,8 +243,43 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
+/// clap's own errors as gantry's one line (help and version print as usual).
+fn parse_args() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let mut line = first.trim_start_matches("error: ").to_string();
+        if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+            if !line.contains("valid:") {
+                line.push_str(&format!(" (valid: {})", valid.join(", ")));
+            }
+        }
+        eprintln!("gantry: error: {line}");
+        ExitCode::from(2)
+    })
+}
+
+/// Writes to stdout; a closed pipe (`gantry presets | head -1`) ends the output quietly.
+fn print_out(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -224,7 +309,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 resume,
             };
             if dry_run {
-                print!("{}", run::resolve_config(&opts)?.to_toml());
+                print_out(&run::resolve_config(&opts)?.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
             let stop = stop_flag();
@@ -282,7 +367,10 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
         } => {
             let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
             let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
-            println!("{}", serde_json::to_string(&timing).expect("serialises"));
+            print_out(&format!(
+                "{}\n",
+                serde_json::to_string(&timing).expect("serialises")
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Fid {
@@ -295,7 +383,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             save_stats,
             device,
         } => {
-            let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
+            let device = device.open()?;
             let out = run::fid(
                 &run::FidOptions {
                     a,
@@ -309,7 +397,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 },
                 &mut progress::counter(),
             )?;
-            println!("{}: {}", out.label, out.value);
+            print_out(&format!("{}: {}\n", out.label, out.value));
             for w in out.warnings {
                 eprintln!("gantry: warning: {w}");
             }
@@ -326,11 +414,6 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             features,
             device,
         } => {
-            let metrics: Vec<String> = metrics
-                .split(',')
-                .map(|m| m.trim().to_string())
-                .filter(|m| !m.is_empty())
-                .collect();
             let opts = run::EvalOptions {
                 checkpoint,
                 data,
@@ -343,9 +426,11 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 device,
             };
             let values = run::eval(&opts, &mut progress::counter())?;
-            for (k, v) in &values {
-                println!("{k:24} {v:.6}");
-            }
+            let text: String = values
+                .iter()
+                .map(|(k, v)| format!("{k:24} {v:.6}\n"))
+                .collect();
+            print_out(&text);
             Ok(ExitCode::SUCCESS)
         }
         Command::Classifier {
@@ -360,7 +445,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                     device,
                 },
         } => {
-            let device = gantry::device::parse_device(device.as_deref().unwrap_or("cpu"))?;
+            let device = device.open()?;
             let mut train_cfg = gantry::data::DataConfig::from_spec(&data)?;
             train_cfg.resolution = resolution;
             train_cfg.labels = true;
@@ -377,14 +462,14 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                     eprintln!("epoch {epoch}/{epochs}  loss {loss:.4}");
                 },
             )?;
-            println!(
-                "wrote {} ({} training images, {} epochs); accuracy on {} validation images: {:.4}",
+            print_out(&format!(
+                "wrote {} ({} training images, {} epochs); accuracy on {} validation images: {:.4}\n",
                 report.path.display(),
                 report.train_samples,
                 report.epochs,
                 report.val_samples,
                 report.val_accuracy
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Command::Experiment {
@@ -399,7 +484,9 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 gantry::experiment::write_report(&cfg, &out)?
             } else {
                 let stop = stop_flag();
-                gantry::experiment::run(&cfg, &out, &stop, |line| eprintln!("gantry: {line}"))?
+                gantry::experiment::run(&cfg, &out, &stop, Some(&launcher), |line| {
+                    eprintln!("gantry: {line}")
+                })?
             };
             eprintln!("gantry: report {}", path.display());
             Ok(ExitCode::SUCCESS)
@@ -410,9 +497,11 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Presets => {
-            for (name, about, _) in gantry::config::PRESETS {
-                println!("{name:20} {about}");
-            }
+            let text: String = gantry::config::PRESETS
+                .iter()
+                .map(|(name, about, _)| format!("{name:20} {about}\n"))
+                .collect();
+            print_out(&text);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -62,6 +62,20 @@ impl Progress {
                     }
                 }
             }
+            Event::Estimate {
+                seconds_per_step,
+                remaining_steps,
+            } => {
+                let secs = seconds_per_step * remaining_steps as f64;
+                let line = format!(
+                    "gantry: {seconds_per_step:.2} s/step so far: the remaining {remaining_steps} steps take about {} (training alone)",
+                    duration(secs)
+                );
+                match &self.bar {
+                    Some(bar) if self.tty => bar.println(line),
+                    _ => eprintln!("{line}"),
+                }
+            }
             Event::Evaluated { step, stats } => {
                 let line = stats
                     .iter()
@@ -92,6 +106,17 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `42 s`, `7 min`, `3.5 h`.
+fn duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
     }
 }
 

@@ -241,6 +241,113 @@ fn bad_inputs_get_one_line_and_exit_2() {
     );
 }
 
+/// issue 13: every bad setting is refused before any work, by `--dry-run` too, with one line that
+/// names the key (and the valid values of a closed set); flags take the config's typed values.
+#[test]
+fn issue_13_the_validation_gate_refuses_bad_settings_before_work() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["train.batch_size=0"], "train.batch_size: must be at least 1"),
+        (&["train.d_lr=-0.1"], "train.d_lr: must be a finite number > 0"),
+        (&["train.g_lr=inf"], "train.g_lr: must be a finite number > 0"),
+        (
+            &["eval.every=10", "eval.metrics=[\"fid\"]", "eval.best=\"is\""],
+            "eval.best: is is not among the evaluated metrics (valid with eval.metrics as set: fid)",
+        ),
+        (&["eval.best=pr"], "eval.best: unknown variant `pr`, valid: `fid`"),
+        (&["eval.every=10", "eval.metrics=[]"], "eval.metrics: is empty"),
+        (&["eval.features=bogus"], "valid: inception, classifier:PATH"),
+        (
+            &["fq.enabled=true", "fq.layers=[\"b64\"]"],
+            "fq.layers: D has no layer \"b64\" (valid: b32, b16, b8)",
+        ),
+        (&["fq.enabled=true", "fq.k=0"], "fq.k: must be at least 1"),
+        (&["adaptivemix.enabled=true", "adaptivemix.alpha=0"], "adaptivemix.alpha"),
+        (&["model.channel_base=8"], "model.channel_base: unknown key `channel_base`, valid:"),
+        (&["model.d_norm=group"], "model.d_norm: unknown variant `group`, valid: `batch`"),
+        (&["model.arch=vit"], "model.arch: unknown architecture \"vit\" (valid: dcgan"),
+        (&["model.arch=mlp"], "model.arch: mlp does not fit data.kind = shapes"),
+        (&["train.on_nan=retry"], "train.on_nan: unknown variant `retry`, valid: `stop`"),
+        (&["train.device=tpu"], "train.device: unknown device \"tpu\" (valid: cpu, cuda, cuda:N)"),
+        (&["data.split=val"], "data.split: unknown variant `val`"),
+        (&["diffaugment.policy=colour"], "diffaugment.policy: unknown variant `colour`"),
+        (&["loss.kind=wasserstein"], "loss.kind: wasserstein needs a constraint on D"),
+        (&["loss.gp.enabled=true"], "loss.gp.enabled: the gradient penalty is per sample"),
+        (&["loss.pl.weight=2"], "loss.pl.weight: path-length regularisation needs"),
+    ];
+    for (sets, needle) in cases {
+        let mut args = vec!["train", "--dry-run"];
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        assert_user_error(&gantry(&args), needle);
+    }
+    for (args, needle) in [
+        (
+            &["fid", "a", "b", "--features", "bogus"][..],
+            "valid: inception, classifier:PATH",
+        ),
+        (
+            &["fid", "a", "b", "--mode", "tf1"],
+            "(valid: pytorch-fid, tf, clean)",
+        ),
+        (
+            &["eval", "--checkpoint", "x", "--metrics", "fid,fidd"],
+            "(valid: fid, kid, is, pr, gmm)",
+        ),
+        (&["train", "--device", "gpu"], "valid: cpu, cuda, cuda:N"),
+        (&["bench", "--steps", "0"], "--steps: must be at least 1"),
+    ] {
+        assert_user_error(&gantry(args), needle);
+    }
+    // A resolved configuration holds only its architecture's keys; a new arch starts afresh.
+    let out = gantry(&[
+        "train",
+        "--dry-run",
+        "--set",
+        "model.channel_base=2048",
+        "--set",
+        "model.arch=stylegan2",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("arch = \"stylegan2\"\nz_dim = 512"), "{text}");
+    assert!(
+        text.contains("channel_base = 2048") && !text.contains("ngf"),
+        "{text}"
+    );
+    let text = String::from_utf8_lossy(&gantry(&["train", "--dry-run"]).stdout).to_string();
+    assert!(
+        text.contains(
+            "[model]\narch = \"dcgan\"\nz_dim = 100\nngf = 32\nndf = 32\nd_norm = \"batch\"\n\n"
+        ),
+        "{text}"
+    );
+}
+
+/// A closed pipe ends the output quietly (issue 19's broken-pipe panics).
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    for args in [&["presets"][..], &["train", "--dry-run"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn truncated_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -417,7 +524,8 @@ fn full_disk_keeps_the_last_checkpoint() {
         "train.checkpoint_every=1",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    // issue 13: a full disk is a failed run (exit 1), not bad input (exit 2).
+    assert_eq!(out.status.code(), Some(1), "{err}");
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(
         last.starts_with("gantry: error: ") && last.contains("No space left"),

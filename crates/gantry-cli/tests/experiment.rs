@@ -91,22 +91,65 @@ fn folder_template_asks_for_its_data_path() {
     assert_user_error(&out, "data.path: required for data.kind=folder");
 }
 
-/// A run that fails in a child process ends the experiment with that run's own error.
+/// issue 13: every arm and seed is checked before the first run starts (arm 2's bad FQ setting,
+/// a missing weights file), and a repeated seed is refused.
+#[test]
+fn every_arm_and_seed_is_checked_before_any_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    let out = dir.path().join("out");
+    let experiment = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["experiment", "--config", cfg.to_str().unwrap(), "--out"])
+            .arg(&out)
+            .env("GANTRY_FID_WEIGHTS", dir.path().join("missing.pth"))
+            .output()
+            .unwrap()
+    };
+    let head = "name = \"x\"\nbase = \"shapes\"\nset = [\"train.steps=2\"]\n";
+    let r = experiment(&format!(
+        "{head}seeds = [0]\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\nset = [\"fq.enabled=true\", \"fq.k=0\"]\n"
+    ));
+    assert_user_error(&r, "fq.k: must be at least 1 (arm b)");
+    let r = experiment(&format!(
+        "{head}seeds = [0]\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\nset = [\"diffaugment.enabled=true\", \"diffaugment.policy=colour\"]\n"
+    ));
+    assert_user_error(&r, "diffaugment.policy");
+    let r = experiment(&format!("{head}seeds = [0, 0, 1]\n[[arm]]\nname = \"a\"\n"));
+    assert_user_error(&r, "seeds: [0, 0, 1] repeats a seed");
+    let r = experiment(&format!(
+        "{head}seeds = [0]\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\nset = [\"eval.every=1\"]\n"
+    ));
+    assert_user_error(&r, "missing.pth");
+    assert!(!out.join("a").exists(), "no run started");
+}
+
+/// A run that fails in a child process ends the experiment with that run's own error (a
+/// divergence: a failed run, exit 1).
 #[test]
 fn a_failing_run_reports_its_own_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("exp.toml");
     std::fs::write(
         &cfg,
-        "name = \"x\"\nbase = \"shapes\"\nset = [\"train.steps=2\", \"eval.every=1\"]\nseeds = [0]\nparallel = 2\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\n",
+        "name = \"x\"\nbase = \"shapes\"\nset = [\"train.steps=3\", \"data.resolution=8\", \"train.batch_size=8\", \"train.g_lr=1e30\", \"train.d_lr=1e30\"]\nseeds = [0]\nparallel = 2\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["experiment", "--config", cfg.to_str().unwrap(), "--out"])
-        .arg(dir.path().join("out"))
-        .env("GANTRY_FID_WEIGHTS", dir.path().join("missing.pth"))
-        .output()
-        .unwrap();
-    assert_user_error(&out, "run failed");
-    assert_user_error(&out, "missing.pth");
+    let out = gantry(&[
+        "experiment",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("gantry: error: ")
+            && last.contains("run failed")
+            && last.contains("non-finite"),
+        "{err}"
+    );
 }

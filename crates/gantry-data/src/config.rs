@@ -104,6 +104,49 @@ impl FromStr for DataKind {
     }
 }
 
+/// Which part of a data set to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training files (synthetic kinds: the training stream).
+    #[default]
+    Train,
+    /// The held-out files (synthetic kinds: a stream disjoint from the training one).
+    Test,
+}
+
+impl Split {
+    pub const NAMES: &'static [&'static str] = &["train", "test"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Split {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        match s.trim() {
+            "train" => Ok(Split::Train),
+            "test" => Ok(Split::Test),
+            other => Err(DataError::config(
+                "data.split",
+                format!("unknown split '{other}' (valid: train, test)"),
+            )),
+        }
+    }
+}
+
 /// Dataset settings (`data.*`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,8 +165,8 @@ pub struct DataConfig {
     pub hflip: bool,
     /// Folder only: first-level sub-folders are classes, labelled in name order.
     pub labels: bool,
-    /// "train" or "test" (mnist/cifar files; synthetic kinds draw a disjoint stream; folder ignores it).
-    pub split: String,
+    /// `train` or `test` (mnist/cifar files; synthetic kinds draw a disjoint stream; folder ignores it).
+    pub split: Split,
     /// Use only the first N samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
@@ -144,7 +187,7 @@ impl Default for DataConfig {
             channels: None,
             hflip: false,
             labels: false,
-            split: "train".to_string(),
+            split: Split::Train,
             limit: None,
             size: 50_000,
             workers: 2,
@@ -186,7 +229,7 @@ impl DataConfig {
             match head.parse::<DataKind>() {
                 Ok(kind) => {
                     if let Some(split) = split {
-                        cfg.split = split.to_string();
+                        cfg.split = split.parse()?;
                     }
                     if rest.is_empty() {
                         return Err(DataError::config(
@@ -266,12 +309,6 @@ impl DataConfig {
                 ));
             }
         }
-        if self.split != "train" && self.split != "test" {
-            return Err(DataError::config(
-                "data.split",
-                format!("'{}' is not 'train' or 'test'", self.split),
-            ));
-        }
         if self.limit == Some(0) {
             return Err(DataError::config(
                 "data.limit",
@@ -306,7 +343,7 @@ mod tests {
         assert_eq!(c.kind, DataKind::Shapes);
         assert_eq!(c.resolution, 32);
         assert_eq!((c.size, c.workers, c.prefetch), (50_000, 2, 4));
-        assert_eq!(c.split, "train");
+        assert_eq!(c.split, Split::Train);
         assert!(c.validate().is_ok());
     }
 
@@ -323,6 +360,12 @@ mod tests {
         let err = serde_json::from_str::<DataConfig>(r#"{"resolutoin":64}"#).unwrap_err();
         assert!(err.to_string().contains("resolutoin"), "{err}");
         assert!(serde_json::from_str::<DataConfig>(r#"{"kind":"gmm25"}"#).is_err());
+        let err = serde_json::from_str::<DataConfig>(r#"{"split":"val"}"#).unwrap_err();
+        assert!(err.to_string().contains("`train` or `test`"), "{err}");
+        for name in Split::NAMES {
+            let s: Split = name.parse().unwrap();
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{name}\""));
+        }
 
         let back: DataConfig =
             serde_json::from_str(&serde_json::to_string(&DataConfig::default()).unwrap()).unwrap();
@@ -362,8 +405,11 @@ mod tests {
         assert_eq!(c.path, Some(PathBuf::from("./x:y")));
 
         let c = DataConfig::from_spec("mnist@test:../shared/data/mnist").unwrap();
-        assert_eq!((c.kind, c.split.as_str()), (DataKind::Mnist, "test"));
-        assert_eq!(DataConfig::from_spec("mnist:/d").unwrap().split, "train");
+        assert_eq!((c.kind, c.split), (DataKind::Mnist, Split::Test));
+        assert_eq!(
+            DataConfig::from_spec("mnist:/d").unwrap().split,
+            Split::Train
+        );
         let c = DataConfig::from_spec("./a@b:c").unwrap();
         assert_eq!(c.kind, DataKind::Folder);
         assert_eq!(c.path, Some(PathBuf::from("./a@b:c")));
@@ -409,7 +455,6 @@ mod tests {
         assert!(bad(|c| c.resolution = 48).starts_with("data.resolution: 48"));
         assert!(bad(|c| c.resolution = 2).starts_with("data.resolution"));
         assert!(bad(|c| c.channels = Some(2)).starts_with("data.channels: 2"));
-        assert!(bad(|c| c.split = "val".into()).starts_with("data.split"));
         assert!(bad(|c| c.limit = Some(0)).starts_with("data.limit"));
         assert!(bad(|c| c.size = 0).starts_with("data.size"));
         assert!(bad(|c| c.workers = 0).starts_with("data.workers"));
@@ -419,7 +464,7 @@ mod tests {
             ..DataConfig::default()
         };
         assert!(ok.validate().is_ok());
-        ok.split = "test".into();
+        ok.split = Split::Test;
         assert!(ok.validate().is_ok());
     }
 }

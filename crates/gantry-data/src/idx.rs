@@ -520,7 +520,9 @@ pub(crate) mod tests {
 
     #[test]
     fn real_mnist_if_present() {
-        let dir = Path::new("/work/shared/data/mnist");
+        // The shared data sit beside the repository (`../shared`), wherever it is checked out.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist");
+        let dir = dir.as_path();
         if !dir.is_dir() {
             println!(
                 "note: {} absent, skipping the real-MNIST test",

@@ -23,7 +23,7 @@ mod testutil;
 use std::sync::Arc;
 
 pub use cifar::{parse_records, Cifar, Records, Variant as CifarVariant};
-pub use config::{DataConfig, DataKind};
+pub use config::{DataConfig, DataKind, Split};
 pub use error::DataError;
 pub use folder::Folder;
 pub use gmm::{GmmData, GmmQuality, Mixture};
@@ -76,32 +76,37 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
         })
     };
     let ds: Arc<dyn Dataset> = match cfg.kind {
-        DataKind::Shapes => Arc::new(Shapes::new(synthetic_len, &cfg.split, transform(3))),
+        DataKind::Shapes => Arc::new(Shapes::new(synthetic_len, cfg.split.as_str(), transform(3))),
         DataKind::Gmm8 => Arc::new(GmmData::new(
             "gmm-8",
             Mixture::ring8(),
             synthetic_len,
-            &cfg.split,
+            cfg.split.as_str(),
         )),
         DataKind::Gmm25 => Arc::new(GmmData::new(
             "gmm-25",
             Mixture::grid25(),
             synthetic_len,
-            &cfg.split,
+            cfg.split.as_str(),
         )),
         DataKind::Folder => Arc::new(Folder::open(path()?, cfg.labels, cfg.limit, transform(3))?),
-        DataKind::Mnist => Arc::new(Mnist::open(path()?, &cfg.split, cfg.limit, transform(1))?),
+        DataKind::Mnist => Arc::new(Mnist::open(
+            path()?,
+            cfg.split.as_str(),
+            cfg.limit,
+            transform(1),
+        )?),
         DataKind::Cifar10 => Arc::new(Cifar::open(
             CifarVariant::Cifar10,
             path()?,
-            &cfg.split,
+            cfg.split.as_str(),
             cfg.limit,
             transform(3),
         )?),
         DataKind::Cifar100 => Arc::new(Cifar::open(
             CifarVariant::Cifar100,
             path()?,
-            &cfg.split,
+            cfg.split.as_str(),
             cfg.limit,
             transform(3),
         )?),

@@ -21,8 +21,9 @@ use crate::error::{tch_err, MetricsError};
 /// The Inception input side.
 pub const INCEPTION_SIZE: i64 = 299;
 
-/// Whose preprocessing to reproduce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Whose preprocessing to reproduce (`pytorch-fid`, `tf`, `clean` in configs and flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Preprocessing {
     /// pytorch-fid (the default for FID).
     #[default]
@@ -34,6 +35,9 @@ pub enum Preprocessing {
 }
 
 impl Preprocessing {
+    /// The names of configs and flags (the serde names).
+    pub const NAMES: [&'static str; 3] = ["pytorch-fid", "tf", "clean"];
+
     /// Stable name for reports and cache keys.
     pub fn id(&self) -> &'static str {
         match self {
@@ -60,8 +64,8 @@ impl fmt::Display for Preprocessing {
 /// Generated images in [-1, 1] to uint8 exactly as saving a PNG would: `floor(x * 127.5 + 128)`,
 /// clamped to [0, 255]. That is what torchvision's `save_image` (`x * 255 + 0.5`, truncated, on
 /// `(x + 1) / 2`) and stylegan2-ada's image export (`x * 127.5 + 128`, truncated) write, and it
-/// inverts the loaders' `v / 127.5 - 1` exactly. (shared/spec/metrics.md writes `round`; the
-/// tools it points to truncate, so gantry does too.)
+/// inverts the loaders' `v / 127.5 - 1` exactly. (Some write-ups say `round`; the
+/// tools themselves truncate, so gantry does too; `docs/metrics.md`.)
 pub fn quantize(x: &Tensor) -> Tensor {
     (x.to_kind(Kind::Float) * 127.5 + 128.0)
         .floor()
@@ -260,6 +264,19 @@ pub(crate) fn to_device(x: &Tensor, device: Device) -> Result<Tensor, MetricsErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_serde_names_and_the_ids() {
+        for name in Preprocessing::NAMES {
+            let m = Preprocessing::from_id(name).unwrap();
+            let via_serde: Preprocessing =
+                serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                    serde::de::value::Error,
+                >::new(name))
+                .unwrap();
+            assert_eq!(m, via_serde);
+        }
+    }
 
     #[test]
     fn quantize_matches_png_saving() {

@@ -3,7 +3,7 @@
 //! with a PyTorch twin (`benches/*.py`, driven by `scripts/bench.sh`).
 
 use crate::config::RunConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::Trainer;
 use serde::Serialize;
 use std::time::Instant;
@@ -37,9 +37,13 @@ pub fn peak_rss_mib() -> f64 {
 
 /// Times `steps` training steps after `warmup` untimed ones, in a scratch run directory.
 pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> Result<StepTiming> {
+    if steps == 0 {
+        return Err(Error::config("--steps", "must be at least 1 timed step"));
+    }
+    cfg.validate()?;
     let dir = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut trainer = Trainer::new(cfg.clone(), &dir)?;
+    let mut trainer = Trainer::new(cfg.setup(), &dir)?;
     let batch = trainer.real_batch()?;
     let batches = || {
         (0..cfg.train.n_dis)
@@ -73,7 +77,7 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
     Ok(StepTiming {
         what: what.to_string(),
         threads: tch::get_num_threads(),
-        device: cfg.train.device.clone(),
+        device: cfg.train.device.to_string(),
         steps,
         median_ms: sorted[sorted.len() / 2],
         mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,

@@ -197,7 +197,7 @@ pub fn train(
 impl Classifier {
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::io(
+            return Err(Error::input(
                 path,
                 "classifier weights not found (train one with `gantry classifier train`)",
             ));
@@ -230,7 +230,7 @@ impl Classifier {
             .into_iter()
             .filter(|(k, _)| !k.starts_with("meta."))
             .collect();
-        crate::train::checkpoint::restore_into(&vs.variables(), &weights, path)?;
+        crate::rundir::checkpoint::restore_into(&vs.variables(), &weights, path)?;
         Ok(Classifier {
             _vs: vs,
             net,

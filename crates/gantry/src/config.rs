@@ -1,9 +1,13 @@
 //! `RunConfig`: everything a run needs, one serde struct per concept, nested under the key that
-//! names it (`data.*`, `model.*`, `loss.*`, `train.*`, `adaptivemix.*`, `fq.*`). Every option is
-//! defined once, with its default, next to the code that reads it.
+//! names it (`data.*`, `model.*`, `loss.*`, `train.*`, `adaptivemix.*`, `fq.*`, `diffaugment.*`,
+//! `eval.*`). Every option is defined once, with its default, next to the code that reads it; this
+//! file defines none, and nothing below it imports it.
 //!
-//! Resolution order: defaults < preset < config file < `--set key=value`. Unknown keys and bad
-//! values are errors that name the dotted key (and, for unknown keys, list the valid ones).
+//! Resolution order: defaults < preset < config file < `--set key=value`. A layer that changes
+//! `model.arch` starts the model section afresh from that architecture's defaults. Unknown keys
+//! and bad values are errors that name the dotted key (and list the valid ones), and
+//! [`RunConfig::validate`] is the one gate every check that needs no data passes through before
+//! any work starts (`--dry-run` included).
 
 use crate::error::{Error, Result};
 use crate::eval::EvalConfig;
@@ -12,7 +16,8 @@ use crate::models::ModelConfig;
 use crate::plugins::adaptivemix::AdaptiveMixConfig;
 use crate::plugins::diffaugment::DiffAugmentConfig;
 use crate::plugins::fq::FqConfig;
-use crate::train::TrainConfig;
+use crate::plugins::PluginsConfig;
+use crate::train::{Setup, TrainConfig};
 use gantry_data::DataConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -24,7 +29,7 @@ pub struct RunConfig {
     pub preset: String,
     /// Data set and loading (`gantry_data::DataConfig`).
     pub data: DataConfig,
-    /// Architecture and widths.
+    /// Architecture (`arch`) and that architecture's own settings.
     pub model: ModelConfig,
     /// Adversarial loss and penalties.
     pub loss: LossConfig,
@@ -104,12 +109,54 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Keys that may differ between a run's saved configuration and a resume.
+pub const SAFE_ON_RESUME: &[&str] = &[
+    "train.steps",
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.on_nan",
+    "data.workers",
+    "data.prefetch",
+    "data.path",
+];
+
 pub fn preset(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|p| p.0 == name).map(|p| p.2)
 }
 
 fn preset_names() -> String {
     PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+}
+
+/// Merges one layer (preset, file, or all `--set`s together) into `base`: tables merge deeply,
+/// everything else replaces, and a layer that changes `model.arch` replaces the whole model
+/// section (the old architecture's keys mean nothing to the new one).
+fn merge_layer(base: &mut toml::Value, mut layer: toml::Value) {
+    let arch = |v: &toml::Value| {
+        v.get("model")
+            .and_then(|m| m.get("arch"))
+            .and_then(|a| a.as_str())
+            .map(str::to_string)
+    };
+    if let (Some(new), Some(root)) = (arch(&layer), base.as_table_mut()) {
+        if Some(&new)
+            != root
+                .get("model")
+                .and_then(|m| m.get("arch"))
+                .and_then(|a| a.as_str())
+                .map(|s| s.to_string())
+                .as_ref()
+        {
+            if let Some(model) = layer.as_table_mut().and_then(|t| t.remove("model")) {
+                root.insert("model".into(), model);
+            }
+        }
+    }
+    merge(base, layer);
 }
 
 /// Deep-merges `over` into `base` (tables merge, everything else replaces).
@@ -188,7 +235,7 @@ impl RunConfig {
                     };
                     return Err(Error::config("--config", hint));
                 }
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
                 let value = parse_toml(&text, arg)?;
                 // A file may start from a preset: `preset = "dcgan-cifar"`.
                 if let Some(name) = value.get("preset").and_then(|v| v.as_str()) {
@@ -204,27 +251,32 @@ impl RunConfig {
             }
         };
         let preset_text = preset(&preset_name).expect("checked above");
-        merge(
+        merge_layer(
             &mut root,
             parse_toml(preset_text, &preset_name).expect("built-in presets parse"),
         );
         if let Some(user) = user {
-            merge(&mut root, user);
+            merge_layer(&mut root, user);
         }
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
+        merge_layer(&mut root, Self::sets_layer(sets)?);
         let mut cfg = Self::from_value(root)?;
         cfg.preset = preset_name;
         Ok(cfg)
     }
 
+    /// All `--set` assignments as one layer.
+    fn sets_layer(sets: &[String]) -> Result<toml::Value> {
+        let mut layer = toml::Value::Table(toml::Table::new());
+        for s in sets {
+            set_value(&mut layer, s)?;
+        }
+        Ok(layer)
+    }
+
     /// Applies `--set` assignments on top of an existing configuration (used on resume).
     pub fn with_sets(&self, sets: &[String]) -> Result<RunConfig> {
         let mut root = toml::Value::try_from(self).expect("RunConfig serialises");
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
+        merge_layer(&mut root, Self::sets_layer(sets)?);
         Self::from_value(root)
     }
 
@@ -240,20 +292,86 @@ impl RunConfig {
                 .unwrap_or_default()
                 .trim()
                 .to_string();
+            // The model section parses itself and puts the key below `model` in front of its
+            // message (see `ModelConfig`'s Deserialize): join it to the path.
+            let (path, inner) = match inner.split_once(": ") {
+                Some((sub, rest))
+                    if path == "model"
+                        && !sub.is_empty()
+                        && sub
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c)) =>
+                {
+                    (format!("model.{sub}"), rest.to_string())
+                }
+                _ => (path, inner),
+            };
             let inner = inner
                 .replace("unknown field", "unknown key")
-                .replace("expected one of", "valid:");
+                .replace("expected one of", "valid:")
+                .replace("expected `", "valid: `");
             Error::config(if path == "." { "config".into() } else { path }, inner)
         })
     }
 
-    /// Every check that needs no data or device: run before any work starts.
+    /// The one gate: every check that needs no data and no device, run before any work starts
+    /// (training, experiments, `--dry-run`). Checks that need the opened data (labels, the data
+    /// set's size) run when it is opened.
     pub fn validate(&self) -> Result<()> {
-        self.train.validate()?;
         self.data.validate()?;
-        self.eval.validate_for(&self.data)?;
-        self.adaptivemix.validate()?;
+        self.train.validate()?;
+        let arch = self.model.arch();
+        let points = self.data.kind.is_points();
+        if points != arch.takes_points() {
+            let what = if points {
+                "2-D points need model.arch = \"mlp\""
+            } else {
+                "mlp takes 2-D points (data.kind = gmm-8 or gmm-25); images need another model.arch"
+            };
+            return Err(Error::config(
+                "model.arch",
+                format!(
+                    "{} does not fit data.kind = {}: {what}",
+                    self.model.arch_name(),
+                    self.data.kind
+                ),
+            ));
+        }
+        let resolution = if points {
+            1
+        } else {
+            i64::from(self.data.resolution)
+        };
+        arch.validate(resolution)?;
+        self.loss.validate(arch)?;
+        self.plugins()
+            .validate(&arch.taps(resolution), &arch.default_fq_layers(resolution))?;
+        if self.eval.every > 0 {
+            self.eval.validate(points)?;
+        }
         Ok(())
+    }
+
+    /// The plug-ins' settings together.
+    pub fn plugins(&self) -> PluginsConfig {
+        PluginsConfig {
+            diffaugment: self.diffaugment.clone(),
+            fq: self.fq.clone(),
+            adaptivemix: self.adaptivemix.clone(),
+        }
+    }
+
+    /// What the training loop is built from.
+    pub fn setup(&self) -> Setup {
+        Setup {
+            data: self.data.clone(),
+            model: self.model.clone(),
+            loss: self.loss.clone(),
+            train: self.train.clone(),
+            plugins: self.plugins(),
+            eval: self.eval.clone(),
+            resolved: self.to_toml(),
+        }
     }
 
     /// Parses a resolved configuration (as saved in a checkpoint's metadata).
@@ -263,7 +381,7 @@ impl RunConfig {
 
     /// Reads a resolved `config.toml` as written into a run directory.
     pub fn from_file(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
         Self::from_value(parse_toml(&text, &path.display().to_string())?)
     }
 
@@ -310,7 +428,7 @@ mod tests {
     fn defaults_are_the_shapes_preset() {
         let cfg = RunConfig::resolve(None, &[]).unwrap();
         assert_eq!(cfg.preset, "shapes");
-        assert_eq!(cfg.model.arch, "dcgan");
+        assert_eq!(cfg.model.arch_name(), "dcgan");
     }
 
     #[test]
@@ -318,7 +436,42 @@ mod tests {
         for (name, _, _) in PRESETS {
             let cfg = RunConfig::resolve(Some(name), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(&cfg.preset, name);
+            // Presets that need files only lack data.path.
+            let cfg = cfg.with_sets(&["data.path=/data".into()]).unwrap();
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    /// issue 13: a resolved configuration shows only its architecture's keys, and a layer that
+    /// changes the architecture starts its section afresh.
+    #[test]
+    fn every_preset_shows_only_its_architectures_keys() {
+        let keys =
+            |v: toml::Value| -> Vec<String> { v.as_table().unwrap().keys().cloned().collect() };
+        for (name, _, _) in PRESETS {
+            let cfg = RunConfig::resolve(Some(name), &[]).unwrap();
+            let arch = cfg.model.arch_name();
+            let fresh: ModelConfig = toml::from_str(&format!("arch = \"{arch}\"")).unwrap();
+            assert_eq!(
+                keys(toml::Value::try_from(&cfg.model).unwrap()),
+                keys(toml::Value::try_from(&fresh).unwrap()),
+                "{name}"
+            );
+        }
+        let cfg = RunConfig::resolve(
+            None,
+            &[
+                "model.channel_base=2048".into(),
+                "model.arch=stylegan2".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.model.arch_name(), "stylegan2");
+        let e = RunConfig::resolve(None, &["model.arch=stylegan2".into(), "model.ngf=3".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("model.ngf: unknown key `ngf`, valid:"), "{e}");
+        assert!(e.contains("channel_base"), "{e}");
     }
 
     #[test]

@@ -5,44 +5,69 @@
 //! without having to serialise libtorch's generator state.
 
 use crate::error::{Error, Result};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
+use std::fmt;
+use std::str::FromStr;
 use tch::Device;
 
-/// Parses `cpu`, `cuda` or `cuda:N` and checks that the device exists.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim();
-    let device = match spec {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        s if s.starts_with("cuda:") => {
-            let n: usize = s[5..].parse().map_err(|_| Error::Device {
-                device: s.to_string(),
-                msg: "expected cpu, cuda or cuda:N".into(),
-            })?;
-            Device::Cuda(n)
-        }
-        other => {
-            return Err(Error::Device {
-                device: other.to_string(),
-                msg: "expected cpu, cuda or cuda:N".into(),
-            })
-        }
-    };
-    if let Device::Cuda(n) = device {
-        let count = tch::Cuda::device_count() as usize;
-        if count == 0 {
-            return Err(Error::Device {
-                device: spec.to_string(),
-                msg: "no CUDA GPU is visible to libtorch (use --device cpu)".into(),
-            });
-        }
-        if n >= count {
-            return Err(Error::Device {
-                device: spec.to_string(),
-                msg: format!("only {count} CUDA device(s) are visible"),
-            });
+/// Where a run computes: `cpu`, `cuda` (the first GPU) or `cuda:N`. Parsing checks the spelling
+/// only; [`DeviceSpec::open`] checks that the device exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("unknown device {s:?} (valid: cpu, cuda, cuda:N)");
+        match s.trim() {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            t => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(bad),
         }
     }
-    Ok(device)
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The libtorch device, after checking that it exists.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                let count = tch::Cuda::device_count() as usize;
+                let fail = |msg: String| {
+                    Err(Error::Device {
+                        device: self.to_string(),
+                        msg,
+                    })
+                };
+                if count == 0 {
+                    fail("no CUDA GPU is visible to libtorch (use --device cpu)".into())
+                } else if n >= count {
+                    fail(format!("only {count} CUDA device(s) are visible"))
+                } else {
+                    Ok(Device::Cuda(n))
+                }
+            }
+        }
+    }
 }
 
 /// Sets libtorch's intra-op thread count; 0 means all cores.
@@ -95,14 +120,17 @@ mod tests {
 
     #[test]
     fn parses_devices_and_rejects_garbage() {
-        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(parse_device("tpu")
-            .unwrap_err()
-            .to_string()
-            .contains("expected cpu"));
-        assert!(parse_device("cuda:x").is_err());
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert_eq!(DeviceSpec::Cuda(3).to_string(), "cuda:3");
+        for bad in ["tpu", "cuda:x", "cuda:", "CPU0"] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(e.contains("valid: cpu, cuda, cuda:N"), "{e}");
+        }
+        assert_eq!(DeviceSpec::Cpu.open().unwrap(), Device::Cpu);
         if tch::Cuda::device_count() == 0 {
-            let e = parse_device("cuda").unwrap_err().to_string();
+            let e = DeviceSpec::Cuda(0).open().unwrap_err().to_string();
             assert!(e.contains("no CUDA GPU"), "{e}");
         }
     }

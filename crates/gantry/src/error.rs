@@ -14,7 +14,12 @@ pub enum Error {
     /// A checkpoint is missing, truncated, or belongs to another model.
     #[error("{}: {msg}", path.display())]
     Checkpoint { path: PathBuf, msg: String },
-    /// A file or directory could not be read or written.
+    /// A file or directory the user named is missing, unreadable or not what it should be (bad
+    /// input: exit code 2).
+    #[error("{}: {msg}", path.display())]
+    Input { path: PathBuf, msg: String },
+    /// Reading or writing failed while working (a full disk, a vanished directory): a failed
+    /// run (exit code 1), not bad input.
     #[error("{}: {msg}", path.display())]
     Io { path: PathBuf, msg: String },
     /// The requested device is not available.
@@ -55,6 +60,12 @@ impl Error {
             msg: err.to_string(),
         }
     }
+    pub fn input(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Error::Input {
+            path: path.into(),
+            msg: err.to_string(),
+        }
+    }
     pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Checkpoint {
             path: path.into(),
@@ -69,7 +80,7 @@ impl Error {
                 | Error::Data(_)
                 | Error::Device { .. }
                 | Error::Checkpoint { .. }
-                | Error::Io { .. }
+                | Error::Input { .. }
                 | Error::Metrics(_)
         )
     }

@@ -8,13 +8,159 @@
 
 use crate::error::{Error, Result};
 use crate::models::Generator;
-use gantry_data::{DataConfig, Dataset};
+use gantry_data::{DataConfig, Dataset, Split};
 use gantry_metrics::{
     FeatureCache, FeatureExtractor, FeatureSet, InceptionExtractor, KidOptions, Preprocessing,
 };
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
+
+/// What `eval.metrics` can ask for; each yields one or more [`Metric`] values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricSet {
+    /// Frechet Inception distance (`fid`).
+    Fid,
+    /// Kernel Inception distance (`kid`, `kid_std`).
+    Kid,
+    /// Inception score (`is`, `is_std`).
+    Is,
+    /// Improved precision and recall (`precision`, `recall`).
+    Pr,
+    /// The 2-D Gaussian-mixture benchmark (`modes`, `hq_share`, `kl`); point data only.
+    Gmm,
+}
+
+impl MetricSet {
+    /// The values of `eval.metrics` and `--metrics`.
+    pub const NAMES: &'static [&'static str] = &["fid", "kid", "is", "pr", "gmm"];
+
+    /// The metrics this set reports (their spreads, `kid_std` and `is_std`, come along).
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            MetricSet::Fid => &[Metric::Fid],
+            MetricSet::Kid => &[Metric::Kid],
+            MetricSet::Is => &[Metric::Is],
+            MetricSet::Pr => &[Metric::Precision, Metric::Recall],
+            MetricSet::Gmm => &[Metric::Modes, Metric::HqShare, Metric::Kl],
+        }
+    }
+}
+
+/// One reported number and which way is better: the one place evaluation, best-checkpoint
+/// selection, experiments and reports learn a metric's direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Fid,
+    Kid,
+    Is,
+    Precision,
+    Recall,
+    /// Gaussian-mixture modes covered.
+    Modes,
+    /// Share of high-quality samples (within 3 standard deviations of a mode).
+    HqShare,
+    /// KL divergence of the mode histogram from uniform.
+    Kl,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 8] = [
+        Metric::Fid,
+        Metric::Kid,
+        Metric::Is,
+        Metric::Precision,
+        Metric::Recall,
+        Metric::Modes,
+        Metric::HqShare,
+        Metric::Kl,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Fid => "fid",
+            Metric::Kid => "kid",
+            Metric::Is => "is",
+            Metric::Precision => "precision",
+            Metric::Recall => "recall",
+            Metric::Modes => "modes",
+            Metric::HqShare => "hq_share",
+            Metric::Kl => "kl",
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::Is | Metric::Precision | Metric::Recall | Metric::Modes | Metric::HqShare
+        )
+    }
+
+    /// Whether `a` is better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        if self.higher_is_better() {
+            a > b
+        } else {
+            a < b
+        }
+    }
+
+    /// The metric a logged name reports (`eval/fid`, `classifier_kid`, `eval/hq_share`); `None`
+    /// for spreads (`kid_std`, `is_std`) and anything else, which have no better direction.
+    pub fn of_key(key: &str) -> Option<Metric> {
+        let name = key.strip_prefix("eval/").unwrap_or(key);
+        let name = name.strip_prefix("classifier_").unwrap_or(name);
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// The features metrics are computed on: `inception` or `classifier:PATH`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub enum Features {
+    /// Pool3 of the FID Inception network (needs its weights file).
+    #[default]
+    Inception,
+    /// The penultimate features of a classifier trained by `gantry classifier train`.
+    Classifier(PathBuf),
+}
+
+impl std::str::FromStr for Features {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "inception" => Ok(Features::Inception),
+            t => match t.strip_prefix("classifier:") {
+                Some(p) if !p.is_empty() => Ok(Features::Classifier(PathBuf::from(p))),
+                _ => Err(format!(
+                    "unknown features {s:?} (valid: inception, classifier:PATH)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Features::Inception => f.write_str("inception"),
+            Features::Classifier(p) => write!(f, "classifier:{}", p.display()),
+        }
+    }
+}
+
+impl Features {
+    /// `classifier_` for classifier features, so nobody mistakes them for Inception FID.
+    pub fn prefix(&self) -> &'static str {
+        match self {
+            Features::Inception => "",
+            Features::Classifier(_) => "classifier_",
+        }
+    }
+}
 
 /// `eval.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,18 +172,21 @@ pub struct EvalConfig {
     pub n: usize,
     /// Real samples (0 = the whole reference data set).
     pub real_n: usize,
-    /// Metrics: any of `fid`, `kid`, `is`, `pr`.
-    pub metrics: Vec<String>,
+    /// Metrics: any of `fid`, `kid`, `is`, `pr` on images; `gmm` on 2-D points.
+    pub metrics: Vec<MetricSet>,
     /// `inception` (needs the FID Inception weights) or `classifier:PATH`.
-    pub features: String,
+    pub features: Features,
     /// FID Inception weights file; default: $GANTRY_FID_WEIGHTS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
     /// Preprocessing for Inception: `pytorch-fid`, `tf` or `clean`.
-    pub mode: String,
+    pub mode: Preprocessing,
     /// Reference data set spec (`KIND:PATH`); default: the training data (test split if any).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// Metric that picks the best checkpoint (`fid`, `kid`, ...; lower is better except `is`).
-    pub best: String,
+    /// The metric that picks the best checkpoint: one the evaluated sets report (`fid`, `kid`,
+    /// `is`, `precision`, `recall`; `modes`, `hq_share`, `kl` for `gmm`).
+    pub best: Metric,
     /// KID subset size (torch-fidelity: 1000); both sets need at least this many samples.
     pub kid_subset_size: usize,
 }
@@ -48,89 +197,111 @@ impl Default for EvalConfig {
             every: 0,
             n: 10_000,
             real_n: 0,
-            metrics: vec!["fid".into(), "kid".into()],
-            features: "inception".into(),
+            metrics: vec![MetricSet::Fid, MetricSet::Kid],
+            features: Features::Inception,
             weights: None,
-            mode: "pytorch-fid".into(),
+            mode: Preprocessing::PytorchFid,
             reference: None,
-            best: "fid".into(),
+            best: Metric::Fid,
             kid_subset_size: 1000,
         }
     }
 }
 
-const METRICS: &[&str] = &["fid", "kid", "is", "pr"];
-
 impl EvalConfig {
-    pub fn validate(&self) -> Result<()> {
-        for m in &self.metrics {
-            if !METRICS.contains(&m.as_str()) {
-                return Err(Error::config(
-                    "eval.metrics",
-                    format!("unknown metric {m:?} (valid: {})", METRICS.join(", ")),
-                ));
-            }
-        }
-        if Preprocessing::from_id(&self.mode).is_none() {
+    /// Checks the settings against the kind of data evaluated (images or 2-D points).
+    pub fn validate(&self, points: bool) -> Result<()> {
+        if self.metrics.is_empty() {
             return Err(Error::config(
-                "eval.mode",
+                "eval.metrics",
+                format!("is empty (valid: {})", MetricSet::NAMES.join(", ")),
+            ));
+        }
+        let gmm = self.metrics.contains(&MetricSet::Gmm);
+        if points && self.metrics.iter().any(|m| *m != MetricSet::Gmm) {
+            return Err(Error::config(
+                "eval.metrics",
+                "2-D point data is evaluated with [\"gmm\"] only (modes, hq_share, kl)",
+            ));
+        }
+        if !points && gmm {
+            return Err(Error::config(
+                "eval.metrics",
+                "gmm is for 2-D point data; images take fid, kid, is, pr",
+            ));
+        }
+        let reported: Vec<Metric> = self
+            .metrics
+            .iter()
+            .flat_map(|m| m.metrics())
+            .copied()
+            .collect();
+        if !reported.contains(&self.best) {
+            let names: Vec<&str> = reported.iter().map(|m| m.name()).collect();
+            return Err(Error::config(
+                "eval.best",
                 format!(
-                    "unknown mode {:?} (valid: pytorch-fid, tf, clean)",
-                    self.mode
+                    "{} is not among the evaluated metrics (valid with eval.metrics as set: {})",
+                    self.best.name(),
+                    names.join(", ")
                 ),
             ));
         }
-        if self.features != "inception" && !self.features.starts_with("classifier:") {
-            return Err(Error::config(
-                "eval.features",
-                "expected `inception` or `classifier:PATH`",
-            ));
+        if self.n == 0 {
+            return Err(Error::config("eval.n", "must be at least 1"));
         }
-        Ok(())
-    }
-
-    /// [`validate`](Self::validate) plus the checks that depend on the data: image metrics'
-    /// sample counts (2-D point data uses the Gaussian-mixture metrics instead).
-    pub fn validate_for(&self, data: &DataConfig) -> Result<()> {
-        self.validate()?;
-        if data.kind.is_points() {
-            return Ok(());
-        }
-        if self.metrics.iter().any(|m| m == "kid") && self.n < self.kid_subset_size {
+        if !points
+            && self.metrics.contains(&MetricSet::Kid)
+            && (self.kid_subset_size == 0 || self.n < self.kid_subset_size)
+        {
             return Err(Error::config("eval.n", format!("{} samples are fewer than KID's subset size {} (raise eval.n or lower eval.kid_subset_size)", self.n, self.kid_subset_size)));
         }
-        Ok(())
-    }
-
-    /// `classifier_` for classifier features, so nobody mistakes them for Inception FID.
-    pub fn prefix(&self) -> &'static str {
-        if self.features == "inception" {
-            ""
-        } else {
-            "classifier_"
+        if let Some(spec) = &self.reference {
+            DataConfig::from_spec(spec)
+                .map_err(|e| Error::config("eval.reference", e.to_string()))?;
         }
+        Ok(())
     }
 }
 
-/// Builds the feature extractor named by `features` (`inception` or `classifier:PATH`).
+impl EvalConfig {
+    /// Checks that the files evaluation will read exist (the Inception weights, a classifier),
+    /// without loading them: for callers that must fail before any work starts.
+    pub fn check_files(&self, points: bool) -> Result<()> {
+        if points {
+            return Ok(());
+        }
+        let path = match &self.features {
+            Features::Inception => {
+                gantry_metrics::weights_path(self.weights.as_deref()).map_err(metrics_err)?
+            }
+            Features::Classifier(p) => p.clone(),
+        };
+        if !path.is_file() {
+            return Err(Error::input(&path, match self.features {
+                Features::Inception => format!(
+                    "does not exist (FID needs {}; pass its path in eval.weights or set GANTRY_FID_WEIGHTS)",
+                    gantry_metrics::FID_WEIGHTS_FILE
+                ),
+                Features::Classifier(_) => {
+                    "does not exist (train one with `gantry classifier train`)".to_string()
+                }
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Builds the feature extractor of `features`.
 pub fn extractor(
-    features: &str,
+    features: &Features,
     weights: Option<&Path>,
-    mode: &str,
+    mode: Preprocessing,
     device: Device,
 ) -> Result<Box<dyn FeatureExtractor>> {
-    if let Some(path) = features.strip_prefix("classifier:") {
-        return Ok(Box::new(crate::classifier::Classifier::load(
-            Path::new(path),
-            device,
-        )?));
+    if let Features::Classifier(path) = features {
+        return Ok(Box::new(crate::classifier::Classifier::load(path, device)?));
     }
-    let mode = Preprocessing::from_id(mode).ok_or_else(|| {
-        Error::config(
-            "--mode",
-            format!("unknown mode {mode:?} (valid: pytorch-fid, tf, clean)"),
-        )
-    })?;
     let path = gantry_metrics::weights_path(weights).map_err(metrics_err)?;
     Ok(Box::new(
         InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?,
@@ -238,7 +409,7 @@ pub fn reference_features(
 /// Computes the requested metrics; names are `fid`, `kid`, `kid_std`, `is`, `is_std`,
 /// `precision`, `recall` with the extractor's prefix.
 pub fn compute(
-    metrics: &[String],
+    metrics: &[MetricSet],
     prefix: &str,
     real: &FeatureSet,
     fake: &FeatureSet,
@@ -247,8 +418,8 @@ pub fn compute(
     let mut out = Vec::new();
     let name = |m: &str| format!("{prefix}{m}");
     for m in metrics {
-        match m.as_str() {
-            "fid" => {
+        match m {
+            MetricSet::Fid => {
                 let fid = gantry_metrics::frechet_distance(
                     &real.stats().map_err(metrics_err)?,
                     &fake.stats().map_err(metrics_err)?,
@@ -256,7 +427,7 @@ pub fn compute(
                 .map_err(metrics_err)?;
                 out.push((name("fid"), fid.value));
             }
-            "kid" => {
+            MetricSet::Kid => {
                 let opts = KidOptions {
                     subset_size: kid_subset_size,
                     ..Default::default()
@@ -270,7 +441,7 @@ pub fn compute(
                 out.push((name("kid"), kid.mean));
                 out.push((name("kid_std"), kid.std));
             }
-            "is" => {
+            MetricSet::Is => {
                 let logits = fake
                     .logits()
                     .map_err(metrics_err)?
@@ -284,7 +455,7 @@ pub fn compute(
                 out.push((name("is"), s.mean));
                 out.push((name("is_std"), s.std));
             }
-            "pr" => {
+            MetricSet::Pr => {
                 let pr = gantry_metrics::precision_recall(
                     &real.pool().map_err(metrics_err)?,
                     &fake.pool().map_err(metrics_err)?,
@@ -294,10 +465,10 @@ pub fn compute(
                 out.push((name("precision"), pr.precision));
                 out.push((name("recall"), pr.recall));
             }
-            other => {
+            MetricSet::Gmm => {
                 return Err(Error::config(
                     "eval.metrics",
-                    format!("unknown metric {other:?}"),
+                    "gmm is for 2-D point data, not features",
                 ))
             }
         }
@@ -315,7 +486,7 @@ pub fn folder_features(
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
+        let entries = std::fs::read_dir(&d).map_err(|e| Error::input(&d, e))?;
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -331,7 +502,7 @@ pub fn folder_features(
     }
     files.sort();
     if files.is_empty() {
-        return Err(Error::io(dir, "contains no PNG or JPEG images"));
+        return Err(Error::input(dir, "contains no PNG or JPEG images"));
     }
     if n > 0 {
         files.truncate(n);
@@ -343,13 +514,13 @@ pub fn folder_features(
         let mut bytes = Vec::new();
         for f in chunk {
             let img = image::open(f)
-                .map_err(|e| Error::io(f, format!("cannot decode image: {e}")))?
+                .map_err(|e| Error::input(f, format!("cannot decode image: {e}")))?
                 .to_rgb8();
             let dims = img.dimensions();
             match size {
                 None => size = Some(dims),
                 Some(s) if s != dims => {
-                    return Err(Error::io(
+                    return Err(Error::input(
                         f,
                         format!(
                             "is {}x{}, other images are {}x{} (all images must have one size)",
@@ -386,18 +557,19 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache/gantry/features")
 }
 
-/// The reference data of a run: `eval.reference`, else the training data's held-out split.
-pub fn reference_config(cfg: &crate::config::RunConfig) -> Result<DataConfig> {
-    match &cfg.eval.reference {
+/// The reference data of a run: `eval.reference` (at the training data's resolution and
+/// channels), else the training data's held-out split.
+pub fn reference_config(eval: &EvalConfig, data: &DataConfig) -> Result<DataConfig> {
+    match &eval.reference {
         Some(spec) => {
             let mut d = DataConfig::from_spec(spec)?;
-            d.resolution = cfg.data.resolution;
-            d.channels = cfg.data.channels;
+            d.resolution = data.resolution;
+            d.channels = data.channels;
             Ok(d)
         }
         None => {
-            let mut d = cfg.data.clone();
-            d.split = "test".into();
+            let mut d = data.clone();
+            d.split = Split::Test;
             d.hflip = false;
             d.limit = None;
             Ok(d)
@@ -424,21 +596,16 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(
-        cfg: &EvalConfig,
-        data: &DataConfig,
-        reference: &DataConfig,
-        device: Device,
-    ) -> Result<Self> {
-        cfg.validate_for(data)?;
+    /// For a run on `data` (the training data; the reference follows from `cfg`).
+    pub fn new(cfg: &EvalConfig, data: &DataConfig, device: Device) -> Result<Self> {
+        cfg.validate(data.kind.is_points())?;
         let backend = match data.kind {
             gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
             gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
             _ => {
-                let extractor =
-                    extractor(&cfg.features, cfg.weights.as_deref(), &cfg.mode, device)?;
+                let extractor = extractor(&cfg.features, cfg.weights.as_deref(), cfg.mode, device)?;
                 let real = reference_features(
-                    reference,
+                    &reference_config(cfg, data)?,
                     cfg.real_n,
                     extractor.as_ref(),
                     &cache_dir(),
@@ -474,7 +641,7 @@ impl Evaluator {
                 )?;
                 compute(
                     &self.cfg.metrics,
-                    self.cfg.prefix(),
+                    self.cfg.features.prefix(),
                     real,
                     &fake,
                     self.cfg.kid_subset_size,
@@ -488,20 +655,15 @@ impl Evaluator {
             .collect())
     }
 
-    /// The key of the metric that picks the best checkpoint, and whether higher is better.
-    pub fn best_key(&self) -> (String, bool) {
-        if let Backend::Gmm(_) = self.backend {
-            return match self.cfg.best.as_str() {
-                "modes" => ("eval/modes".into(), true),
-                "hq_share" => ("eval/hq_share".into(), true),
-                _ => ("eval/kl".into(), false),
-            };
-        }
-        let m = self.cfg.best.as_str();
-        (
-            format!("eval/{}{m}", self.cfg.prefix()),
-            matches!(m, "is" | "precision" | "recall"),
-        )
+    /// The logged key of the metric that picks the best checkpoint (`eval/classifier_fid`), and
+    /// the metric.
+    pub fn best(&self) -> (String, Metric) {
+        let prefix = match self.backend {
+            Backend::Gmm(_) => "",
+            Backend::Features { .. } => self.cfg.features.prefix(),
+        };
+        let m = self.cfg.best;
+        (format!("eval/{prefix}{}", m.name()), m)
     }
 }
 
@@ -528,8 +690,93 @@ pub fn gmm_metrics(
     let pts: Vec<[f64; 2]> = flat.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
     let q = gantry_data::gmm::evaluate(mix, &pts);
     vec![
-        ("modes".into(), q.modes_covered as f64),
-        ("hq_share".into(), q.high_quality_share),
-        ("kl".into(), q.kl_mode_histogram),
+        (Metric::Modes.name().into(), q.modes_covered as f64),
+        (Metric::HqShare.name().into(), q.high_quality_share),
+        (Metric::Kl.name().into(), q.kl_mode_histogram),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_know_their_direction_from_any_logged_name() {
+        for (key, metric, higher) in [
+            ("eval/fid", Metric::Fid, false),
+            ("eval/classifier_kid", Metric::Kid, false),
+            ("eval/classifier_is", Metric::Is, true),
+            ("eval/modes", Metric::Modes, true),
+            ("hq_share", Metric::HqShare, true),
+            ("eval/kl", Metric::Kl, false),
+            ("eval/recall", Metric::Recall, true),
+        ] {
+            assert_eq!(Metric::of_key(key), Some(metric), "{key}");
+            assert_eq!(metric.higher_is_better(), higher, "{key}");
+        }
+        for spread in ["eval/is_std", "eval/classifier_kid_std", "loss/d/adv"] {
+            assert_eq!(Metric::of_key(spread), None, "{spread}");
+        }
+        assert!(Metric::Modes.better(25.0, 24.0));
+        assert!(Metric::Fid.better(3.0, 4.0));
+        for m in Metric::ALL {
+            let text = toml::Value::try_from(m).unwrap();
+            assert_eq!(text.as_str(), Some(m.name()));
+        }
+        for name in MetricSet::NAMES {
+            let v: MetricSet = toml::Value::String(name.to_string()).try_into().unwrap();
+            assert_eq!(toml::Value::try_from(v).unwrap().as_str(), Some(*name));
+        }
+    }
+
+    #[test]
+    fn the_best_metric_must_be_evaluated() {
+        let cfg = |metrics: Vec<MetricSet>, best: Metric| EvalConfig {
+            every: 10,
+            metrics,
+            best,
+            ..Default::default()
+        };
+        assert!(cfg(vec![MetricSet::Fid], Metric::Fid)
+            .validate(false)
+            .is_ok());
+        let e = cfg(vec![MetricSet::Fid], Metric::Is)
+            .validate(false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("eval.best: is is not among") && e.contains("fid"),
+            "{e}"
+        );
+        assert!(cfg(vec![MetricSet::Pr], Metric::Recall)
+            .validate(false)
+            .is_ok());
+        let e = cfg(vec![], Metric::Fid)
+            .validate(false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("eval.metrics: is empty"), "{e}");
+        let e = cfg(vec![MetricSet::Fid], Metric::Kl)
+            .validate(true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("eval.metrics:"), "{e}");
+        let e = cfg(vec![MetricSet::Gmm], Metric::Fid)
+            .validate(true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("eval.best: fid") && e.contains("modes, hq_share, kl"),
+            "{e}"
+        );
+        assert!(cfg(vec![MetricSet::Gmm], Metric::Modes)
+            .validate(true)
+            .is_ok());
+        let e = "bogus".parse::<Features>().unwrap_err();
+        assert!(e.contains("valid: inception, classifier:PATH"), "{e}");
+        assert_eq!(
+            "classifier:a/b.safetensors".parse::<Features>().unwrap(),
+            Features::Classifier("a/b.safetensors".into())
+        );
+    }
 }

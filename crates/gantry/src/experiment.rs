@@ -21,8 +21,10 @@
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::eval::Metric;
 use crate::report::{self, Series};
-use crate::train::{checkpoint, log, Trainer};
+use crate::rundir::{checkpoint, log};
+use crate::train::Trainer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,7 +53,8 @@ pub struct ExperimentConfig {
     pub set: Vec<String>,
     /// Seeds; each seed runs every arm.
     pub seeds: Vec<u64>,
-    /// Runs at once (child processes); 1 = in sequence, in this process.
+    /// Runs at once (child processes started by the caller's launcher); 1 = in sequence, in
+    /// this process.
     #[serde(default = "one")]
     pub parallel: usize,
     #[serde(rename = "arm")]
@@ -62,12 +65,18 @@ fn one() -> usize {
     1
 }
 
+/// Makes the command that starts one run in a child process (`gantry` with its arguments still to
+/// add): the CLI passes one that runs its own binary; the library never re-executes a binary by
+/// itself.
+pub type Launcher<'a> = &'a dyn Fn() -> std::process::Command;
+
 impl ExperimentConfig {
     /// Reads an experiment file and appends `overrides` (`key=value`, the CLI's `--set`, e.g.
     /// `data.path` of a template) to its `set`; the result is recorded in the output's
-    /// `experiment.toml`. Every run's configuration must resolve before any work starts.
+    /// `experiment.toml`. Every run (arm x seed) passes the validation gate, and every data set
+    /// they read opens, before any work starts.
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
         let de = toml::Deserializer::new(&text);
         let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
@@ -93,11 +102,59 @@ impl ExperimentConfig {
                 "arm names must be unique, non-empty and contain no '/'",
             ));
         }
-        cfg.set.extend(overrides.iter().cloned());
-        for arm in &cfg.arms {
-            cfg.run_config(arm, cfg.seeds[0])?.validate()?;
+        let mut seeds = cfg.seeds.clone();
+        seeds.sort();
+        seeds.dedup();
+        if seeds.len() != cfg.seeds.len() {
+            return Err(Error::config(
+                "seeds",
+                format!(
+                    "{:?} repeats a seed (a repeated seed repeats a run and would count twice in the statistics)",
+                    cfg.seeds
+                ),
+            ));
         }
+        if cfg.parallel == 0 {
+            return Err(Error::config("parallel", "must be at least 1"));
+        }
+        cfg.set.extend(overrides.iter().cloned());
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The validation gate for every arm and seed, then every distinct data set opened once (a
+    /// wrong `data.path` in the last arm fails before the first run starts).
+    pub fn validate(&self) -> Result<()> {
+        let mut data = Vec::new();
+        for arm in &self.arms {
+            for &seed in &self.seeds {
+                let rc = self
+                    .run_config(arm, seed)
+                    .map_err(|e| self.in_arm(arm, e))?;
+                rc.validate().map_err(|e| self.in_arm(arm, e))?;
+                if rc.eval.every > 0 {
+                    rc.eval.check_files(rc.data.kind.is_points())?;
+                }
+                if !data.contains(&rc.data) {
+                    data.push(rc.data);
+                }
+            }
+        }
+        for d in &data {
+            gantry_data::open(d)?;
+        }
+        Ok(())
+    }
+
+    /// Says which arm a configuration error belongs to.
+    fn in_arm(&self, arm: &Arm, e: Error) -> Error {
+        match e {
+            Error::Config { key, msg } => Error::Config {
+                key,
+                msg: format!("{msg} (arm {})", arm.name),
+            },
+            other => other,
+        }
     }
 
     fn sets(&self, arm: &Arm, seed: u64) -> Vec<String> {
@@ -124,13 +181,25 @@ fn finished(dir: &Path, steps: u64) -> bool {
 }
 
 /// Runs (or resumes) every run of the experiment, then writes the report; returns its path.
+/// `launcher` starts child processes when `cfg.parallel > 1`.
 pub fn run(
     cfg: &ExperimentConfig,
     out: &Path,
     stop: &AtomicBool,
+    launcher: Option<Launcher>,
     mut say: impl FnMut(String),
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let launcher = match (cfg.parallel > 1, launcher) {
+        (false, _) => None,
+        (true, Some(l)) => Some(l),
+        (true, None) => {
+            return Err(Error::config(
+                "parallel",
+                "runs in parallel need a launcher for child processes (the gantry binary has one); set parallel = 1",
+            ))
+        }
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::input(out, e))?;
     crate::util::write_atomic(
         &out.join("experiment.toml"),
         toml::to_string_pretty(cfg).expect("serialises").as_bytes(),
@@ -157,9 +226,9 @@ pub fn run(
             }
             say(format!("{}/seed-{seed}: training", arm.name));
             let mut t = if checkpoint::latest(&dir).is_some() {
-                Trainer::resume(&dir, Some(rc))?
+                crate::run::resume(&dir, Some(rc))?
             } else {
-                Trainer::new(rc, &dir)?
+                Trainer::new(rc.setup(), &dir)?
             };
             if let crate::train::Outcome::Interrupted { .. } = t.run(stop, &mut |_| {})? {
                 return Err(Error::Interrupted {
@@ -168,8 +237,8 @@ pub fn run(
                 });
             }
         }
-    } else {
-        run_parallel(cfg, todo, stop, &mut say)?;
+    } else if let Some(launcher) = launcher {
+        run_parallel(cfg, todo, stop, launcher, &mut say)?;
     }
     write_report(cfg, out)
 }
@@ -179,16 +248,10 @@ fn run_parallel(
     cfg: &ExperimentConfig,
     todo: Vec<(Arm, u64, RunConfig, PathBuf)>,
     stop: &AtomicBool,
+    launcher: Launcher,
     say: &mut impl FnMut(String),
 ) -> Result<()> {
-    // Children run this very binary, even if it is rebuilt mid-experiment (`current_exe` then
-    // names a deleted file): all runs of an experiment use one build.
-    let proc_exe = Path::new("/proc/self/exe");
-    let exe = if proc_exe.exists() {
-        proc_exe.to_path_buf()
-    } else {
-        std::env::current_exe().map_err(|e| Error::io("gantry", e))?
-    };
+    let exe = PathBuf::from("gantry");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -200,9 +263,7 @@ fn run_parallel(
             let Some((arm, seed, _, dir)) = queue.next() else {
                 break;
             };
-            let mut cmd = std::process::Command::new(&exe);
-            #[cfg(unix)]
-            std::os::unix::process::CommandExt::arg0(&mut cmd, "gantry");
+            let mut cmd = launcher();
             cmd.arg("train");
             if checkpoint::latest(&dir).is_some() {
                 cmd.arg("--resume").arg(&dir);
@@ -251,9 +312,12 @@ fn run_parallel(
                                 .map(|l| l.trim_start_matches("gantry: error: ").to_string())
                         })
                         .unwrap_or_default();
-                    return Err(Error::Io {
-                        path: PathBuf::from(name.clone()),
-                        msg: format!("run failed ({status}): {why} (log {})", log_path.display()),
+                    let msg = format!("run failed ({status}): {why} (log {})", log_path.display());
+                    // The child's own verdict: its bad input is the experiment's bad input.
+                    return Err(if status.code() == Some(2) {
+                        Error::input(name.clone(), msg)
+                    } else {
+                        Error::io(name.clone(), msg)
                     });
                 }
                 say(format!("{name}: done"));
@@ -277,12 +341,6 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn higher_is_better(metric: &str) -> bool {
-    ["is", "precision", "recall", "modes", "hq_share"]
-        .iter()
-        .any(|k| metric.ends_with(k))
-}
-
 /// Per arm, per metric: (final values per seed, best values per seed).
 type Table = BTreeMap<String, BTreeMap<String, (Vec<f64>, Vec<f64>)>>;
 
@@ -293,7 +351,7 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     let mut table: Table = BTreeMap::new();
     let mut curves: BTreeMap<String, Series> = BTreeMap::new();
     let mut wall: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut metrics: Vec<String> = Vec::new();
+    let mut metrics: Vec<(String, Metric)> = Vec::new();
     // A run still under way would enter its latest evaluation as "final": leave it out, say so.
     let mut unfinished = Vec::new();
     for arm in &cfg.arms {
@@ -310,20 +368,21 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
             if let Some(w) = series.get("wall_s").and_then(|v| v.last()) {
                 wall.entry(arm.name.clone()).or_default().push(w.1);
             }
-            for (k, pts) in series
+            for (k, pts, metric) in series
                 .iter()
-                .filter(|(k, _)| k.starts_with("eval/") && !k.ends_with("_std"))
+                .filter(|(k, _)| k.starts_with("eval/"))
+                .filter_map(|(k, pts)| Some((k, pts, Metric::of_key(k)?)))
             {
                 let m = k.trim_start_matches("eval/").to_string();
-                if !metrics.contains(&m) {
-                    metrics.push(m.clone());
+                if !metrics.contains(&(m.clone(), metric)) {
+                    metrics.push((m.clone(), metric));
                 }
                 let last = pts.last().expect("non-empty").1;
-                let higher = higher_is_better(&m);
-                let best = pts.iter().map(|p| p.1).fold(
-                    if higher { f64::MIN } else { f64::MAX },
-                    |a, b| if higher { a.max(b) } else { a.min(b) },
-                );
+                let best = pts
+                    .iter()
+                    .map(|p| p.1)
+                    .reduce(|a, b| if metric.better(b, a) { b } else { a })
+                    .expect("non-empty");
                 let e = table
                     .entry(arm.name.clone())
                     .or_default()
@@ -371,17 +430,22 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     for &(title, pick) in sections {
         let _ = writeln!(md, "## {title}\n");
         let mut header = vec!["arm".to_string()];
-        header.extend(
-            metrics
-                .iter()
-                .map(|m| format!("{m} {}", if higher_is_better(m) { "↑" } else { "↓" })),
-        );
+        header.extend(metrics.iter().map(|(m, metric)| {
+            format!(
+                "{m} {}",
+                if metric.higher_is_better() {
+                    "↑"
+                } else {
+                    "↓"
+                }
+            )
+        }));
         header.push("wall time (s)".into());
         let _ = writeln!(md, "{}", row(&header));
         let _ = writeln!(md, "{}", row(&vec!["---".to_string(); header.len()]));
         for arm in &cfg.arms {
             let mut cells = vec![arm.name.clone()];
-            for m in &metrics {
+            for (m, _) in &metrics {
                 let cell = match table.get(&arm.name).and_then(|t| t.get(m)) {
                     Some(v) => {
                         let vals = if pick == 0 { &v.0 } else { &v.1 };

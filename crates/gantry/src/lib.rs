@@ -1,9 +1,12 @@
 //! gantry: train, evaluate and sample GANs with first-class discriminator plug-ins (AdaptiveMix,
 //! Feature Quantization) on any backbone and any loss, on libtorch via `tch`.
 //!
-//! Layers, from the bottom: [`error`], [`device`], [`models`] (G/D with the `embed`/`head` seam),
-//! [`plugins`] (wrap any D), [`loss`] (what a phase computes), [`train`] (when it runs),
-//! [`config`] (one `RunConfig`), [`run`] (what the CLI calls).
+//! Layers, from the bottom (imports only go up the list; `tests/layering.rs` checks it):
+//! [`error`], [`util`], [`stats`], [`device`], [`nn`], [`models`] (G/D with the `embed`/`head`
+//! seam; each architecture owns its settings), [`plugins`] (wrap any D), [`loss`] (what a phase
+//! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classifier`],
+//! [`eval`], [`train`] (when each phase runs), [`report`], [`config`] (one `RunConfig` composed of
+//! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
 
 pub mod bench;
 pub mod classifier;
@@ -18,6 +21,7 @@ pub mod nn;
 pub mod plugins;
 pub mod report;
 pub mod run;
+pub mod rundir;
 pub mod stats;
 pub mod train;
 pub mod util;

@@ -3,7 +3,8 @@
 //! Fonts are embedded (DejaVu Sans), so this needs no system font libraries.
 
 use crate::error::{Error, Result};
-use crate::train::log;
+use crate::eval::Metric;
+use crate::rundir::log;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,10 +124,10 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     let metrics = run_dir.join("metrics.jsonl");
     let config = run_dir.join("config.toml");
     if !metrics.exists() || !config.exists() {
-        return Err(Error::Io {
-            path: run_dir.to_path_buf(),
-            msg: "is not a gantry run directory (no metrics.jsonl / config.toml)".into(),
-        });
+        return Err(Error::input(
+            run_dir,
+            "is not a gantry run directory (no metrics.jsonl / config.toml)",
+        ));
     }
     let rows = log::read(&metrics)?;
     let series = read_series(&rows);
@@ -185,18 +186,18 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
 
     let mut best = String::new();
     for (k, pts) in &series {
-        if k.starts_with("eval/") {
-            // Lower is better for FID/KID; IS and precision/recall are higher-better.
-            let higher = k.contains("/is") || k.contains("precision") || k.contains("recall");
-            let pick = pts
-                .iter()
-                .copied()
-                .reduce(|a, b| if (b.1 > a.1) == higher { b } else { a });
-            if let Some((step, v)) = pick {
-                best.push_str(&format!(
-                    "<tr><td>{k}</td><td>{v:.4}</td><td>{step}</td></tr>\n"
-                ));
-            }
+        // Spreads (`kid_std`) have no better direction and no best.
+        let Some(metric) = k.strip_prefix("eval/").and_then(Metric::of_key) else {
+            continue;
+        };
+        let pick = pts
+            .iter()
+            .copied()
+            .reduce(|a, b| if metric.better(b.1, a.1) { b } else { a });
+        if let Some((step, v)) = pick {
+            best.push_str(&format!(
+                "<tr><td>{k}</td><td>{v:.4}</td><td>{step}</td></tr>\n"
+            ));
         }
     }
     let last_step = series
@@ -245,4 +246,34 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     let index = out.join("index.html");
     crate::util::write_atomic(&index, html.as_bytes())?;
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// issue 13: the best of each metric follows its direction (modes and hq_share up, kl down,
+    /// classifier IS up), and spreads (`is_std`) have no best.
+    #[test]
+    fn best_metrics_follow_each_metrics_direction() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        let rows = [
+            r#"{"step":10,"eval/modes":20,"eval/hq_share":0.5,"eval/kl":0.3,"eval/classifier_is":2.0,"eval/classifier_is_std":0.1}"#,
+            r#"{"step":20,"eval/modes":25,"eval/hq_share":0.9,"eval/kl":0.1,"eval/classifier_is":3.0,"eval/classifier_is_std":0.5}"#,
+            r#"{"step":30,"eval/modes":22,"eval/hq_share":0.7,"eval/kl":0.2,"eval/classifier_is":2.5,"eval/classifier_is_std":0.2}"#,
+        ];
+        std::fs::write(dir.path().join("metrics.jsonl"), rows.join("\n") + "\n").unwrap();
+        let html = std::fs::read_to_string(write(dir.path()).unwrap()).unwrap();
+        for (k, v) in [
+            ("eval/modes", "25.0000"),
+            ("eval/hq_share", "0.9000"),
+            ("eval/kl", "0.1000"),
+            ("eval/classifier_is", "3.0000"),
+        ] {
+            let row = format!("<tr><td>{k}</td><td>{v}</td><td>20</td></tr>");
+            assert!(html.contains(&row), "{row} missing from {html}");
+        }
+        assert!(!html.contains("<td>eval/classifier_is_std</td>"), "{html}");
+    }
 }

@@ -1,11 +1,14 @@
-//! The entry points the CLI calls: each takes plain options, does all validation before any work,
+//! The entry points the CLI calls: each takes typed options, does all validation before any work,
 //! and returns a `gantry::Error` whose Display is one line.
 
-use crate::config::RunConfig;
-use crate::device::{parse_device, seed_torch, set_threads, Purpose};
+use crate::config::{RunConfig, SAFE_ON_RESUME};
+use crate::device::{seed_torch, set_threads, DeviceSpec, Purpose};
 use crate::error::{Error, Result};
+use crate::eval::{Features, MetricSet};
 use crate::models;
-use crate::train::{self, checkpoint, Event, Outcome, Trainer};
+use crate::rundir::{checkpoint, samples};
+use crate::train::{self, Event, Outcome, Trainer};
+use gantry_metrics::Preprocessing;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use tch::{nn, Kind, Tensor};
@@ -22,18 +25,70 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
 }
 
-/// The configuration a `train` call would use (also what `--dry-run` prints).
+/// The configuration a `train` call would use, checked by the validation gate (also what
+/// `--dry-run` prints).
 pub fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
-    if let Some(run) = &opts.resume {
-        let ckpt = checkpoint::resolve(run)?;
-        let meta = checkpoint::read_meta(&ckpt)?;
-        let saved = RunConfig::from_value_str(&meta.config, &ckpt)?;
+    let cfg = if let Some(run) = &opts.resume {
         if opts.config.is_some() {
             return Err(Error::config("--config", "cannot be combined with --resume (the run's own configuration is used; change safe keys with --set)"));
         }
-        return saved.with_sets(&opts.sets);
+        saved_config(&checkpoint::resolve(run)?)?.with_sets(&opts.sets)?
+    } else {
+        RunConfig::resolve(opts.config.as_deref(), &opts.sets)?
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The resolved configuration a checkpoint was written with.
+fn saved_config(ckpt: &Path) -> Result<RunConfig> {
+    let meta = checkpoint::read_meta(ckpt)?;
+    RunConfig::from_value_str(&meta.config, ckpt)
+}
+
+/// The run directory of `path`: itself, or for a checkpoint directory the run it belongs to.
+fn run_dir_of(path: &Path) -> PathBuf {
+    if path.join("meta.json").exists() {
+        path.parent()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| path.to_path_buf())
+    } else {
+        path.to_path_buf()
     }
-    RunConfig::resolve(opts.config.as_deref(), &opts.sets)
+}
+
+/// Continues the run at `path` (a run directory, or a checkpoint directory of one) from its latest
+/// checkpoint. `cfg` is the configuration asked for now (the saved one when `None`); it may
+/// differ from the saved one only in [`SAFE_ON_RESUME`] keys.
+pub fn resume(path: &Path, cfg: Option<RunConfig>) -> Result<Trainer> {
+    let run_dir = run_dir_of(path);
+    let ckpt = checkpoint::resolve(&run_dir)?;
+    let saved = saved_config(&ckpt)?;
+    let cfg = match cfg {
+        None => saved,
+        Some(new) => {
+            let changed: Vec<String> = saved
+                .diff(&new)
+                .into_iter()
+                .filter(|k| !SAFE_ON_RESUME.contains(&k.as_str()))
+                .collect();
+            if !changed.is_empty() {
+                return Err(Error::config(
+                    changed[0].clone(),
+                    format!(
+                        "differs from the run being resumed ({} changed key(s): {}); only these may change on resume: {}",
+                        changed.len(),
+                        changed.join(", "),
+                        SAFE_ON_RESUME.join(", ")
+                    ),
+                ));
+            }
+            new
+        }
+    };
+    cfg.validate()?;
+    Trainer::resume(cfg.setup(), &run_dir, &ckpt)
 }
 
 /// `runs/00000-<preset>`, the first free number.
@@ -62,18 +117,7 @@ pub fn train(
 ) -> Result<(Outcome, PathBuf)> {
     let cfg = resolve_config(opts)?;
     let mut trainer = match &opts.resume {
-        Some(run) => {
-            let run_dir = if run.join("meta.json").exists() {
-                // A checkpoint directory: its run is two levels up.
-                run.parent()
-                    .and_then(|p| p.parent())
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| run.clone())
-            } else {
-                run.clone()
-            };
-            Trainer::resume(&run_dir, Some(cfg))?
-        }
+        Some(run) => resume(run, Some(cfg))?,
         None => {
             let dir = opts
                 .out
@@ -90,8 +134,8 @@ pub fn train(
                 ));
             }
             std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(&dir, format!("cannot create the run directory: {e}")))?;
-            Trainer::new(cfg, &dir)?
+                .map_err(|e| Error::input(&dir, format!("cannot create the run directory: {e}")))?;
+            Trainer::new(cfg.setup(), &dir)?
         }
     };
     let outcome = trainer.run(stop, on_event)?;
@@ -107,7 +151,7 @@ pub struct SampleOptions {
     pub out: PathBuf,
     pub seed: u64,
     pub grid: bool,
-    pub device: Option<String>,
+    pub device: Option<DeviceSpec>,
     /// Use the raw generator instead of its EMA copy.
     pub no_ema: bool,
 }
@@ -124,11 +168,10 @@ struct LoadedGenerator {
 
 /// Loads the generator of a run or checkpoint directory (the EMA copy when `ema` and the run
 /// kept one), on `device` or the run's own.
-fn load_generator(path: &Path, device: Option<&str>, ema: bool) -> Result<LoadedGenerator> {
+fn load_generator(path: &Path, device: Option<DeviceSpec>, ema: bool) -> Result<LoadedGenerator> {
     let ckpt = checkpoint::resolve(path)?;
-    let meta = checkpoint::read_meta(&ckpt)?;
-    let cfg = RunConfig::from_value_str(&meta.config, &ckpt)?;
-    let device = parse_device(device.unwrap_or(&cfg.train.device))?;
+    let cfg = saved_config(&ckpt)?;
+    let device = device.unwrap_or(cfg.train.device).open()?;
     set_threads(cfg.train.threads);
     let dataset = gantry_data::open(&cfg.data)?;
     let shape = train::data_shape(dataset.as_ref());
@@ -167,7 +210,7 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
         dataset,
         g,
         ..
-    } = load_generator(&opts.checkpoint, opts.device.as_deref(), !opts.no_ema)?;
+    } = load_generator(&opts.checkpoint, opts.device, !opts.no_ema)?;
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let mut chunks = Vec::new();
     let mut left = opts.n as i64;
@@ -185,12 +228,12 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
     let x = Tensor::cat(&chunks, 0);
     if opts.grid || opts.out.extension().is_some_and(|e| e == "png") {
         if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::input(parent, e))?;
         }
-        train::samples::save(&x, &opts.out, dataset.as_ref(), cfg.data.kind)?;
+        samples::save(&x, &opts.out, dataset.as_ref(), cfg.data.kind)?;
         return Ok(vec![opts.out.clone()]);
     }
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::input(&opts.out, e))?;
     let size = x.size();
     let values: Vec<f32> =
         Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
@@ -213,8 +256,8 @@ pub struct FidOptions {
     pub a: String,
     pub b: String,
     pub weights: Option<PathBuf>,
-    pub mode: String,
-    pub features: String,
+    pub mode: Preprocessing,
+    pub features: Features,
     pub n: usize,
     pub save_stats: Option<PathBuf>,
     pub device: tch::Device,
@@ -239,7 +282,7 @@ fn side_stats(
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "npz") {
         if !path.exists() {
-            return Err(Error::io(path, "does not exist"));
+            return Err(Error::input(path, "does not exist"));
         }
         return gantry_metrics::Stats::load_npz(path).map_err(crate::eval::metrics_err);
     }
@@ -247,7 +290,7 @@ fn side_stats(
         *ex = Some(crate::eval::extractor(
             &opts.features,
             opts.weights.as_deref(),
-            &opts.mode,
+            opts.mode,
             opts.device,
         )?);
     }
@@ -271,11 +314,11 @@ pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
     }
     let b = side_stats(&opts.b, opts.n, &mut ex, opts, progress)?;
     let fid = gantry_metrics::frechet_distance(&a, &b).map_err(crate::eval::metrics_err)?;
-    let label = if opts.features == "inception" {
-        "FID".to_string()
-    } else {
-        "classifier-feature FID".to_string()
-    };
+    let label = match opts.features {
+        Features::Inception => "FID",
+        Features::Classifier(_) => "classifier-feature FID",
+    }
+    .to_string();
     Ok(FidOutput {
         label,
         value: fid.value,
@@ -287,43 +330,57 @@ pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
 pub struct EvalOptions {
     pub checkpoint: PathBuf,
     pub data: Option<String>,
-    pub metrics: Vec<String>,
+    pub metrics: Vec<MetricSet>,
     pub n: usize,
     pub real_n: usize,
     pub weights: Option<PathBuf>,
-    pub mode: String,
-    pub features: String,
-    pub device: Option<String>,
+    pub mode: Preprocessing,
+    pub features: Features,
+    pub device: Option<DeviceSpec>,
 }
 
 /// `gantry eval`: metrics of a checkpoint's generator (EMA copy when it has one).
 pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String, f64)>> {
+    if opts.n == 0 {
+        return Err(Error::config("--n", "must be at least 1 generated sample"));
+    }
     let LoadedGenerator {
         mut cfg,
         shape,
         device,
         g,
         ..
-    } = load_generator(&opts.checkpoint, opts.device.as_deref(), true)?;
-    cfg.eval.metrics = opts.metrics.clone();
-    cfg.eval.n = opts.n;
-    cfg.eval.real_n = opts.real_n;
-    cfg.eval.weights = opts.weights.clone();
-    cfg.eval.mode = opts.mode.clone();
-    cfg.eval.features = opts.features.clone();
-    cfg.eval.reference = opts.data.clone();
-    cfg.eval.kid_subset_size = cfg.eval.kid_subset_size.min(opts.n);
-    cfg.eval.validate()?;
-    let ex = crate::eval::extractor(
-        &cfg.eval.features,
-        cfg.eval.weights.as_deref(),
-        &cfg.eval.mode,
-        device,
-    )?;
-    let reference = crate::eval::reference_config(&cfg)?;
+    } = load_generator(&opts.checkpoint, opts.device, true)?;
+    let e = &mut cfg.eval;
+    e.metrics = opts.metrics.clone();
+    e.n = opts.n;
+    e.real_n = opts.real_n;
+    e.weights = opts.weights.clone();
+    e.mode = opts.mode;
+    e.features = opts.features.clone();
+    e.reference = opts.data.clone();
+    e.kid_subset_size = e.kid_subset_size.min(opts.n);
+    // `--metrics` decides; the run's own `eval.best` may not be among them.
+    e.best = e
+        .metrics
+        .first()
+        .and_then(|m| m.metrics().first())
+        .copied()
+        .unwrap_or(e.best);
+    e.validate(cfg.data.kind.is_points())
+        .map_err(|err| match err {
+            Error::Config { key, msg } => Error::Config {
+                key: key.replace("eval.", "--"),
+                msg,
+            },
+            other => other,
+        })?;
+    let e = &cfg.eval;
+    let ex = crate::eval::extractor(&e.features, e.weights.as_deref(), e.mode, device)?;
+    let reference = crate::eval::reference_config(e, &cfg.data)?;
     let real = crate::eval::reference_features(
         &reference,
-        cfg.eval.real_n,
+        e.real_n,
         ex.as_ref(),
         &crate::eval::cache_dir(),
         |d, t| progress("real", d, t),
@@ -331,17 +388,17 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
     let fake = crate::eval::generator_features(
         g.as_ref(),
         shape.num_classes,
-        cfg.eval.n,
+        e.n,
         cfg.train.seed,
         device,
         ex.as_ref(),
         |d, t| progress("generated", d, t),
     )?;
     crate::eval::compute(
-        &cfg.eval.metrics,
-        cfg.eval.prefix(),
+        &e.metrics,
+        e.features.prefix(),
         &real,
         &fake,
-        cfg.eval.kid_subset_size,
+        e.kid_subset_size,
     )
 }

@@ -4,7 +4,8 @@
 
 mod common;
 
-use gantry::models::{dcgan::DcganDiscriminator, DataShape, Discriminator, ModelConfig};
+use gantry::models::dcgan::{DcganConfig, DcganDiscriminator};
+use gantry::models::{DataShape, Discriminator};
 use gantry::plugins::adaptivemix::{mix, mix_three_pass, AdaptiveMixConfig, Distance, Draw};
 use gantry::plugins::Pass;
 use tch::{nn, Device, Kind, Tensor};
@@ -16,7 +17,7 @@ fn tiny_d() -> (nn::VarStore, DcganDiscriminator) {
     let shape = DataShape::image(3, 16, None);
     let d = DcganDiscriminator::new(
         vs.root(),
-        &ModelConfig {
+        &DcganConfig {
             ndf: 2,
             ..Default::default()
         },

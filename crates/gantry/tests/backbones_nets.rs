@@ -7,7 +7,10 @@
 
 mod common;
 
+use gantry::models::biggan::BigGanConfig;
+use gantry::models::resnet::{Pool, ResnetConfig};
 use gantry::models::{build_discriminator, build_generator, DataShape, ModelConfig};
+use gantry::nn::init::InitScheme;
 use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -53,6 +56,11 @@ fn check_store(
 }
 
 fn compare(cfg: ModelConfig, resolution: i64, classes: Option<i64>) {
+    let (biggan, pool) = match &cfg {
+        ModelConfig::BigGan(b) => (Some(b), b.pool),
+        ModelConfig::Resnet(r) => (None, r.pool),
+        other => panic!("not a ResNet backbone: {}", other.arch_name()),
+    };
     let rng = common::rng_lock();
     tch::manual_seed(5);
     let shape = DataShape {
@@ -97,10 +105,17 @@ fn compare(cfg: ModelConfig, resolution: i64, classes: Option<i64>) {
         ("x".to_string(), x.shallow_clone()),
         ("gx".to_string(), gx.shallow_clone()),
         ("gd".to_string(), gd.shallow_clone()),
-        ("cfg.biggan".to_string(), flag(cfg.arch == "biggan")),
-        ("cfg.hier".to_string(), flag(cfg.hier)),
-        ("cfg.attention".to_string(), Tensor::from(cfg.attention)),
-        ("cfg.mean_pool".to_string(), flag(cfg.pool == "mean")),
+        ("cfg.biggan".to_string(), flag(biggan.is_some())),
+        (
+            "cfg.shared".to_string(),
+            flag(biggan.is_some_and(|b| b.shared_embedding)),
+        ),
+        ("cfg.hier".to_string(), flag(biggan.is_some_and(|b| b.hier))),
+        (
+            "cfg.attention".to_string(),
+            Tensor::from(biggan.map_or(0, |b| b.attention)),
+        ),
+        ("cfg.mean_pool".to_string(), flag(pool == Pool::Mean)),
     ]);
     if let Some(l) = &labels {
         inputs.push(("labels".to_string(), l.shallow_clone()));
@@ -151,35 +166,34 @@ fn compare(cfg: ModelConfig, resolution: i64, classes: Option<i64>) {
 #[test]
 fn resnet_with_sn_and_sum_pooling_matches_pytorch() {
     // 32x32: optimised, down and two plain D blocks; three G up-blocks.
-    let cfg = ModelConfig {
-        arch: "resnet".into(),
+    let cfg = ModelConfig::Resnet(ResnetConfig {
         ngf: 4,
         ndf: 4,
         z_dim: 8,
         g_sn: true,
         d_sn: true,
         ..Default::default()
-    };
+    });
     compare(cfg, 32, None);
 }
 
 #[test]
 fn resnet_without_sn_and_with_mean_pooling_matches_pytorch() {
-    let cfg = ModelConfig {
-        arch: "resnet".into(),
+    let cfg = ModelConfig::Resnet(ResnetConfig {
         ngf: 4,
         ndf: 5,
         z_dim: 6,
-        pool: "mean".into(),
+        g_sn: false,
+        d_sn: false,
+        pool: Pool::Mean,
         ..Default::default()
-    };
+    });
     compare(cfg, 16, None);
 }
 
 #[test]
 fn biggan_with_attention_and_hierarchical_z_matches_pytorch() {
-    let cfg = ModelConfig {
-        arch: "biggan".into(),
+    let cfg = ModelConfig::BigGan(BigGanConfig {
         ngf: 8,
         ndf: 8,
         z_dim: 12,
@@ -187,24 +201,39 @@ fn biggan_with_attention_and_hierarchical_z_matches_pytorch() {
         d_sn: true,
         hier: true,
         attention: 8,
-        init: "ortho".into(),
+        init: InitScheme::Orthogonal,
         ..Default::default()
-    };
+    });
     compare(cfg, 16, Some(3));
 }
 
 #[test]
 fn biggan_cifar_layout_with_shared_embedding_matches_pytorch() {
-    let cfg = ModelConfig {
-        arch: "biggan".into(),
+    let cfg = ModelConfig::BigGan(BigGanConfig {
         ngf: 4,
         ndf: 4,
         z_dim: 6,
         shared_dim: 5,
         g_sn: true,
         d_sn: true,
-        init: "normal".into(),
+        init: InitScheme::Normal,
         ..Default::default()
-    };
+    });
     compare(cfg, 32, Some(10));
+}
+
+/// issue 13: the FQ-GAN CIFAR script's G has no shared embedding: per-block class tables.
+#[test]
+fn biggan_without_the_shared_embedding_matches_pytorch() {
+    let cfg = ModelConfig::BigGan(BigGanConfig {
+        ngf: 4,
+        ndf: 4,
+        z_dim: 6,
+        shared_embedding: false,
+        g_sn: true,
+        d_sn: true,
+        init: InitScheme::Normal,
+        ..Default::default()
+    });
+    compare(cfg, 16, Some(5));
 }

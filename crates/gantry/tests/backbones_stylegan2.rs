@@ -8,9 +8,10 @@ mod common;
 
 use gantry::models::stylegan2::layers::NoiseMode;
 use gantry::models::stylegan2::ops::{self, ModConvForm};
+use gantry::models::stylegan2::StyleGan2Config;
 use gantry::models::stylegan2::{StyleGan2Discriminator, StyleGan2Generator};
-use gantry::models::{DataShape, Discriminator, ModelConfig};
-use gantry::train::{checkpoint, Trainer};
+use gantry::models::{DataShape, Discriminator};
+use gantry::rundir::checkpoint;
 use gantry::RunConfig;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -138,9 +139,8 @@ fn ops_match_pytorch_values_and_gradients() {
     });
 }
 
-fn tiny_model() -> ModelConfig {
-    ModelConfig {
-        arch: "stylegan2".into(),
+fn tiny_model() -> StyleGan2Config {
+    StyleGan2Config {
         z_dim: 8,
         w_dim: 6,
         channel_base: 64,
@@ -247,7 +247,7 @@ fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
     assert_close("d_grad_w", &grads[1], &want["d_grad_w"]);
 }
 
-/// The small preset at tiny width (`common::tiny_sets` back at 32x32), R1 and path length every
+/// The small preset at tiny width (`common::tiny_run_sets` back at 32x32), R1 and path length every
 /// 2 steps so step 0 and 2 run both.
 fn small(extra: &[&str]) -> RunConfig {
     let mut sets = vec![
@@ -260,7 +260,7 @@ fn small(extra: &[&str]) -> RunConfig {
         "loss.pl.every=2",
     ];
     sets.extend_from_slice(extra);
-    RunConfig::resolve(Some("stylegan2-32-small"), &common::tiny_sets(&sets)).unwrap()
+    RunConfig::resolve(Some("stylegan2-32-small"), &common::tiny_run_sets(&sets)).unwrap()
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn small_preset_trains_with_r1_path_length_and_plugins() {
         sets.extend_from_slice(p);
         let dir = tempfile::tempdir().unwrap();
         common::train(small(&sets), dir.path());
-        let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+        let rows = gantry::rundir::log::read(&dir.path().join("metrics.jsonl")).unwrap();
         let rows: Vec<_> = rows
             .iter()
             .filter(|r| r.get("loss/g/adv").is_some())
@@ -314,7 +314,7 @@ fn resume_is_bit_for_bit_with_lazy_regularisers() {
         small(&[&extra[..], &["train.steps=2"][..]].concat()),
         dir.path(),
     ));
-    let mut resumed = Trainer::resume(dir.path(), Some(full)).unwrap();
+    let mut resumed = gantry::run::resume(dir.path(), Some(full)).unwrap();
     resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     let (a, b) = (straight.snapshot(), resumed.snapshot());
     assert_eq!(a.len(), b.len());
@@ -337,7 +337,10 @@ fn checkpoint_keys_read_like_the_reference() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    for i in 0..cfg.model.mapping_layers {
+    let gantry::models::ModelConfig::StyleGan2(sg) = &cfg.model else {
+        panic!("the preset is stylegan2")
+    };
+    for i in 0..sg.mapping_layers {
         want_g.extend(["weight", "bias"].map(|p| format!("mapping.fc{i}.{p}")));
     }
     let layer = [

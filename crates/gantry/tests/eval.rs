@@ -4,6 +4,7 @@
 mod common;
 
 use gantry::data::DataConfig;
+use gantry::eval::MetricSet;
 use gantry::train::Trainer;
 use gantry::RunConfig;
 use std::sync::atomic::AtomicBool;
@@ -19,7 +20,7 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
         ..Default::default()
     };
     let val = DataConfig {
-        split: "test".into(),
+        split: gantry::data::Split::Test,
         ..data.clone()
     };
     let report =
@@ -43,9 +44,9 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     ]);
     let cfg = RunConfig::resolve(None, &sets).unwrap();
     let run = dir.path().join("run");
-    let mut t = Trainer::new(cfg, &run).unwrap();
+    let mut t = Trainer::new(cfg.setup(), &run).unwrap();
     t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
-    let rows = gantry::train::log::read(&run.join("metrics.jsonl")).unwrap();
+    let rows = gantry::rundir::log::read(&run.join("metrics.jsonl")).unwrap();
     let evals: Vec<_> = rows
         .iter()
         .filter(|r| r.get("eval/classifier_fid").is_some())
@@ -80,23 +81,21 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
 fn identical_features_have_zero_fid_and_bad_metric_names_are_rejected() {
     let x = tch::Tensor::randn([300, 8], (tch::Kind::Double, tch::Device::Cpu));
     let set = gantry_metrics::FeatureSet::from_tensors(&x, None).unwrap();
-    let v = gantry::eval::compute(&["fid".into()], "", &set, &set, 1000).unwrap();
+    let v = gantry::eval::compute(&[MetricSet::Fid], "", &set, &set, 1000).unwrap();
     assert!(v[0].1.abs() < 1e-6, "{v:?}");
-    let bad = gantry::eval::EvalConfig {
-        metrics: vec!["fidd".into()],
-        ..Default::default()
-    };
-    assert!(bad
-        .validate()
+    let e = RunConfig::resolve(None, &["eval.metrics=[\"fidd\"]".into()])
         .unwrap_err()
-        .to_string()
-        .contains("unknown metric \"fidd\""));
+        .to_string();
+    assert!(
+        e.starts_with("eval.metrics[0]: unknown variant `fidd`") && e.contains("`kid`"),
+        "{e}"
+    );
     let few = gantry::eval::EvalConfig {
         n: 100,
         ..Default::default()
     };
     assert!(few
-        .validate_for(&DataConfig::default())
+        .validate(false)
         .unwrap_err()
         .to_string()
         .starts_with("eval.n:"));

@@ -4,7 +4,8 @@
 mod common;
 
 use gantry::loss::penalty;
-use gantry::models::{dcgan::DcganDiscriminator, DataShape, Discriminator, ModelConfig};
+use gantry::models::dcgan::{DNorm, DcganConfig, DcganDiscriminator};
+use gantry::models::{DataShape, Discriminator};
 use tch::{nn, Device, Kind, Tensor};
 
 #[test]
@@ -12,9 +13,9 @@ fn gp_and_r1_match_pytorch() {
     tch::manual_seed(3);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let shape = DataShape::image(3, 8, None);
-    let cfg = ModelConfig {
+    let cfg = DcganConfig {
         ndf: 2,
-        d_norm: "none".into(),
+        d_norm: DNorm::None,
         ..Default::default()
     };
     let d = DcganDiscriminator::new(vs.root(), &cfg, &shape);

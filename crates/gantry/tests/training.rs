@@ -36,7 +36,7 @@ fn resume_is_exact(extra: &[&str]) {
     let steps_n = format!("train.steps={n}");
     half.push(&steps_n);
     drop(common::train(config(&half), dir.path()));
-    let mut resumed = Trainer::resume(dir.path(), Some(config(&full))).unwrap();
+    let mut resumed = gantry::run::resume(dir.path(), Some(config(&full))).unwrap();
     assert_eq!(resumed.step(), n);
     resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_same(&straight.snapshot(), &resumed.snapshot(), |_| true);
@@ -65,7 +65,7 @@ fn resume_refuses_changed_config_but_allows_safe_keys() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     drop(common::train(config(&["train.steps=1"]), dir.path()));
-    let e = Trainer::resume(
+    let e = gantry::run::resume(
         dir.path(),
         Some(config(&["train.steps=2", "train.g_lr=0.1"])),
     )
@@ -76,7 +76,7 @@ fn resume_refuses_changed_config_but_allows_safe_keys() {
         e.starts_with("train.g_lr: differs from the run being resumed"),
         "{e}"
     );
-    assert!(Trainer::resume(
+    assert!(gantry::run::resume(
         dir.path(),
         Some(config(&["train.steps=2", "train.log_every=5"]))
     )
@@ -207,22 +207,23 @@ fn non_finite_loss_stops_without_applying_the_step_and_keeps_the_checkpoint() {
             "train.g_lr=1e30",
             "train.checkpoint_every=1",
             "train.keep_checkpoints=2",
-        ]),
+        ])
+        .setup(),
         dir.path(),
     )
     .unwrap();
     let err = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("non-finite"), "{msg}");
-    let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let rows = gantry::rundir::log::read(&dir.path().join("metrics.jsonl")).unwrap();
     assert!(rows
         .iter()
         .any(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite")));
-    let last = gantry::train::checkpoint::latest(dir.path()).expect("a good checkpoint survives");
-    let meta = gantry::train::checkpoint::read_meta(&last).unwrap();
+    let last = gantry::rundir::checkpoint::latest(dir.path()).expect("a good checkpoint survives");
+    let meta = gantry::rundir::checkpoint::read_meta(&last).unwrap();
     assert!(meta.step < 50);
     // The saved weights are finite: the failing step was not applied.
-    for (k, v) in gantry::train::checkpoint::read_store(&last, "d").unwrap() {
+    for (k, v) in gantry::rundir::checkpoint::read_store(&last, "d").unwrap() {
         assert!(
             v.isfinite().all().int64_value(&[]) == 1,
             "{k} is not finite"
@@ -234,7 +235,7 @@ fn non_finite_loss_stops_without_applying_the_step_and_keeps_the_checkpoint() {
 fn interrupt_saves_and_resume_continues() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(config(&["train.steps=4"]), dir.path()).unwrap();
+    let mut t = Trainer::new(config(&["train.steps=4"]).setup(), dir.path()).unwrap();
     let stop = AtomicBool::new(false);
     let mut seen = 0;
     let out = t
@@ -248,7 +249,7 @@ fn interrupt_saves_and_resume_continues() {
         })
         .unwrap();
     assert_eq!(out, Outcome::Interrupted { step: 2 });
-    let mut r = Trainer::resume(dir.path(), None).unwrap();
+    let mut r = gantry::run::resume(dir.path(), None).unwrap();
     assert_eq!(r.step(), 2);
     assert_eq!(
         r.run(&AtomicBool::new(false), &mut |_| {}).unwrap(),
@@ -266,7 +267,8 @@ fn rollback_policy_reloads_the_last_checkpoint_with_a_new_seed_then_gives_up() {
             "train.d_lr=1e30",
             "train.g_lr=1e30",
             "train.on_nan=rollback",
-        ]),
+        ])
+        .setup(),
         dir.path(),
     )
     .unwrap();
@@ -288,11 +290,79 @@ fn rollback_policy_reloads_the_last_checkpoint_with_a_new_seed_then_gives_up() {
         3,
         "{warnings:?}"
     );
-    let rows = gantry::train::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let rows = gantry::rundir::log::read(&dir.path().join("metrics.jsonl")).unwrap();
     assert_eq!(
         rows.iter()
             .filter(|r| r.get("event").and_then(|e| e.as_str()) == Some("non-finite"))
             .count(),
         4
     );
+}
+
+/// issue 13: a rollback keeps its own record. The divergence happens past the last checkpoint
+/// (step 4, checkpoint at step 3), and the log still shows it and the rollback after resuming
+/// from step 3, before the steps that were trained again.
+#[test]
+fn issue_13_a_rollback_keeps_the_record_of_its_divergence() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(
+        config(&["train.steps=3", "train.on_nan=rollback"]).setup(),
+        dir.path(),
+    )
+    .unwrap();
+    t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    // Continue to 6 steps; one step without a checkpoint, then poison D so step 4 diverges.
+    let mut t = gantry::run::resume(
+        dir.path(),
+        Some(config(&["train.steps=6", "train.on_nan=rollback"])),
+    )
+    .unwrap();
+    t.train_step().unwrap();
+    assert_eq!(t.step(), 4);
+    let (_, w) = t
+        .snapshot()
+        .into_iter()
+        .find(|(k, _)| k.starts_with("d/") && k.ends_with("conv.weight"))
+        .unwrap();
+    tch::no_grad(|| {
+        let _ = w.shallow_clone().fill_(f64::NAN);
+    });
+    let mut warnings = Vec::new();
+    let out = t
+        .run(&AtomicBool::new(false), &mut |ev| {
+            if let gantry::train::Event::Warning(w) = ev {
+                warnings.push(w);
+            }
+        })
+        .unwrap();
+    assert_eq!(out, Outcome::Finished { step: 6 });
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.contains("rolling back"))
+            .count(),
+        1,
+        "{warnings:?}"
+    );
+    let rows = gantry::rundir::log::read(&dir.path().join("metrics.jsonl")).unwrap();
+    let event = |name: &str| {
+        rows.iter()
+            .position(|r| r.get("event").and_then(|e| e.as_str()) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} event in {rows:?}"))
+    };
+    let (diverged, rolled_back) = (event("non-finite"), event("rollback"));
+    assert_eq!(rows[diverged]["step"], 4);
+    assert!(rows[rolled_back]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("continued from step 3"));
+    // The steps trained again come after the record, and each once.
+    let steps: Vec<u64> = rows[rolled_back..]
+        .iter()
+        .filter(|r| r.get("loss/d/adv").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [4, 5, 6]);
+    assert!(diverged < rolled_back);
 }

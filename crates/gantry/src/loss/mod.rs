@@ -5,6 +5,8 @@ pub mod adversarial;
 pub mod objective;
 pub mod penalty;
 
+use crate::error::{Error, Result};
+use crate::models::Architecture;
 pub use adversarial::Adversarial;
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +75,7 @@ impl Default for R1Config {
 
 /// `loss.pl.*`: path-length regularisation (Karras et al. 2020, sec. 3.2), which asks a fixed-size
 /// step in w to give a fixed-size change in the image. Only generators with an intermediate latent
-/// space compute it (`stylegan2`); for the others these keys change nothing.
+/// space have it (`stylegan2`); a weight above 0 with any other architecture is an error.
 ///
 /// Like `loss.r1.every`, the lazy term is added to the gradient of the same step's main loss, so
 /// there is one Adam step per minibatch. stylegan2-ada instead takes a separate optimiser step for
@@ -82,7 +84,7 @@ impl Default for R1Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlConfig {
-    /// Its weight (2 in StyleGAN2); 0 disables it.
+    /// Its weight (2 in StyleGAN2, as the StyleGAN2 presets set); 0 disables it.
     pub weight: f64,
     /// Lazy regularisation: apply every N G steps, scaled by N (4 in StyleGAN2). 1 = every step.
     pub every: u64,
@@ -95,10 +97,63 @@ pub struct PlConfig {
 impl Default for PlConfig {
     fn default() -> Self {
         PlConfig {
-            weight: 2.0,
+            weight: 0.0,
             every: 4,
             decay: 0.01,
             batch_shrink: 2,
         }
+    }
+}
+
+impl LossConfig {
+    /// Checks the penalties' values and how they combine with the loss and the architecture.
+    pub fn validate(&self, arch: &dyn Architecture) -> Result<()> {
+        let number = |key: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(key, "must be a finite number >= 0"))
+            }
+        };
+        let at_least_one = |key: &str, v: u64| {
+            if v >= 1 {
+                Ok(())
+            } else {
+                Err(Error::config(key, "must be at least 1"))
+            }
+        };
+        number("loss.gp.weight", self.gp.weight)?;
+        number("loss.r1.gamma", self.r1.gamma)?;
+        at_least_one("loss.r1.every", self.r1.every)?;
+        number("loss.pl.weight", self.pl.weight)?;
+        at_least_one("loss.pl.every", self.pl.every)?;
+        at_least_one("loss.pl.batch_shrink", self.pl.batch_shrink)?;
+        if !(self.pl.decay > 0.0 && self.pl.decay <= 1.0) {
+            return Err(Error::config("loss.pl.decay", "must be in (0, 1]"));
+        }
+        let gp = self.gp.enabled && self.gp.weight > 0.0;
+        if gp && arch.d_batch_norm() {
+            return Err(Error::config(
+                "loss.gp.enabled",
+                "the gradient penalty is per sample and D's BatchNorm mixes samples (WGAN-GP forbids it): set model.d_norm = \"layer\" or \"none\"",
+            ));
+        }
+        if self.pl.weight > 0.0 && !arch.has_path_length() {
+            return Err(Error::config(
+                "loss.pl.weight",
+                "path-length regularisation needs a generator with a w space (stylegan2); set 0",
+            ));
+        }
+        if self.kind == Adversarial::Wasserstein
+            && !gp
+            && self.r1.gamma == 0.0
+            && !arch.d_spectral_norm()
+        {
+            return Err(Error::config(
+                "loss.kind",
+                "wasserstein needs a constraint on D (gantry has no weight clipping): set loss.gp.enabled = true, loss.r1.gamma > 0 or model.d_sn = true",
+            ));
+        }
+        Ok(())
     }
 }

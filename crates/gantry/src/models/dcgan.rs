@@ -7,10 +7,48 @@
 //! Blocks are named by resolution: G's by the resolution they output (`b4` .. `b32`), D's by the
 //! resolution they read (`b32` .. `b8`). D's taps are its block outputs, under the block's name.
 
-use super::{DataShape, Discriminator, Generator, ModelConfig, TapFn};
+use super::{Architecture, DataShape, Discriminator, Generator, TapFn};
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
+
+/// Normalisation inside D's blocks (the first block has none, as in the paper).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DNorm {
+    /// BatchNorm (DCGAN).
+    #[default]
+    Batch,
+    /// LayerNorm over (C, H, W) per sample: what a gradient penalty allows (WGAN-GP).
+    Layer,
+    None,
+}
+
+/// `model.*` with `arch = "dcgan"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DcganConfig {
+    /// Latent size.
+    pub z_dim: i64,
+    /// Generator width: channels of its last hidden layer (doubling per block towards 4x4).
+    pub ngf: i64,
+    /// Discriminator width: channels of its first layer (doubling per block).
+    pub ndf: i64,
+    /// Normalisation inside D: `batch` (DCGAN), `layer` (for WGAN-GP) or `none`.
+    pub d_norm: DNorm,
+}
+
+impl Default for DcganConfig {
+    fn default() -> Self {
+        DcganConfig {
+            z_dim: 100,
+            ngf: 64,
+            ndf: 64,
+            d_norm: DNorm::Batch,
+        }
+    }
+}
 
 fn init() -> nn::Init {
     nn::Init::Randn {
@@ -36,27 +74,40 @@ fn levels(resolution: i64) -> i64 {
     (resolution as f64).log2().round() as i64 - 2
 }
 
-pub(super) fn validate(cfg: &ModelConfig, shape: &DataShape) -> Result<()> {
-    let r = shape.resolution;
-    if r < 8 || r & (r - 1) != 0 {
-        return Err(Error::config(
-            "data.resolution",
-            format!("dcgan needs a power-of-two resolution >= 8, got {r}"),
-        ));
+/// D's block names: the resolution each block reads, from the input down to 8.
+fn block_names(resolution: i64) -> Vec<String> {
+    (0..levels(resolution))
+        .map(|i| format!("b{}", resolution >> i))
+        .collect()
+}
+
+impl Architecture for DcganConfig {
+    fn validate(&self, r: i64) -> Result<()> {
+        if r < 8 || r & (r - 1) != 0 {
+            return Err(Error::config(
+                "data.resolution",
+                format!("dcgan needs a power-of-two resolution >= 8, got {r}"),
+            ));
+        }
+        for (key, v) in [("z_dim", self.z_dim), ("ngf", self.ngf), ("ndf", self.ndf)] {
+            if v <= 0 {
+                return Err(Error::config(format!("model.{key}"), "must be positive"));
+            }
+        }
+        Ok(())
     }
-    if cfg.ngf <= 0 || cfg.ndf <= 0 {
-        return Err(Error::config("model.ngf", "widths must be positive"));
+    fn taps(&self, resolution: i64) -> Vec<String> {
+        block_names(resolution)
     }
-    if !["batch", "layer", "none"].contains(&cfg.d_norm.as_str()) {
-        return Err(Error::config(
-            "model.d_norm",
-            format!(
-                "unknown normalisation {:?} (valid: batch, layer, none)",
-                cfg.d_norm
-            ),
-        ));
+    fn generator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Generator> {
+        Box::new(DcganGenerator::new(p, self, shape))
     }
-    Ok(())
+    fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator> {
+        Box::new(DcganDiscriminator::new(p, self, shape))
+    }
+    fn d_batch_norm(&self) -> bool {
+        self.d_norm == DNorm::Batch
+    }
 }
 
 pub struct DcganGenerator {
@@ -65,8 +116,8 @@ pub struct DcganGenerator {
 }
 
 impl DcganGenerator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
-        let z_dim = if cfg.z_dim > 0 { cfg.z_dim } else { 100 };
+    pub fn new(p: nn::Path, cfg: &DcganConfig, shape: &DataShape) -> Self {
+        let z_dim = cfg.z_dim;
         let n = levels(shape.resolution);
         let mut blocks = Vec::new();
         let mut c_in = z_dim;
@@ -122,17 +173,14 @@ enum Norm {
 pub struct DcganDiscriminator {
     blocks: Vec<(String, nn::Conv2D, Norm)>,
     out: nn::Conv2D,
-    fq_default: Vec<String>,
 }
 
 impl DcganDiscriminator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
-        let n = levels(shape.resolution);
+    pub fn new(p: nn::Path, cfg: &DcganConfig, shape: &DataShape) -> Self {
         let mut blocks = Vec::new();
         let mut c_in = shape.channels;
-        for i in 0..n {
+        for (i, name) in block_names(shape.resolution).into_iter().enumerate() {
             let res = shape.resolution >> i;
-            let name = format!("b{res}");
             let c_out = cfg.ndf << i;
             let bp = &p / name.as_str();
             let conv_cfg = nn::ConvConfig {
@@ -144,9 +192,9 @@ impl DcganDiscriminator {
             };
             let conv = nn::conv2d(&bp / "conv", c_in, c_out, 4, conv_cfg);
             // The first block has no normalisation (DCGAN paper).
-            let norm = match (i, cfg.d_norm.as_str()) {
-                (0, _) | (_, "none") => Norm::None,
-                (_, "layer") => {
+            let norm = match (i, cfg.d_norm) {
+                (0, _) | (_, DNorm::None) => Norm::None,
+                (_, DNorm::Layer) => {
                     let out_res = res / 2;
                     Norm::Layer(nn::layer_norm(
                         &bp / "ln",
@@ -154,7 +202,7 @@ impl DcganDiscriminator {
                         Default::default(),
                     ))
                 }
-                _ => Norm::Batch(bn(&bp / "bn", c_out)),
+                (_, DNorm::Batch) => Norm::Batch(bn(&bp / "bn", c_out)),
             };
             blocks.push((name, conv, norm));
             c_in = c_out;
@@ -165,12 +213,7 @@ impl DcganDiscriminator {
             ..Default::default()
         };
         let out = nn::conv2d(&p / "b4" / "conv", c_in, 1, 4, out_cfg);
-        let fq_default = vec![blocks[(blocks.len() - 1) / 2].0.clone()];
-        DcganDiscriminator {
-            blocks,
-            out,
-            fq_default,
-        }
+        DcganDiscriminator { blocks, out }
     }
 }
 
@@ -194,9 +237,6 @@ impl Discriminator for DcganDiscriminator {
     fn taps(&self) -> Vec<String> {
         self.blocks.iter().map(|b| b.0.clone()).collect()
     }
-    fn default_fq_layers(&self) -> Vec<String> {
-        self.fq_default.clone()
-    }
 }
 
 #[cfg(test)]
@@ -212,7 +252,7 @@ mod tests {
     fn shapes_and_keys_follow_resolution() {
         for res in [32, 64] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = ModelConfig {
+            let cfg = DcganConfig {
                 ngf: 8,
                 ndf: 8,
                 ..Default::default()
@@ -240,14 +280,14 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let d = DcganDiscriminator::new(
             vs.root(),
-            &ModelConfig {
+            &DcganConfig {
                 ndf: 4,
                 ..Default::default()
             },
             &shape(32),
         );
         assert_eq!(d.taps(), ["b32", "b16", "b8"]);
-        assert_eq!(d.default_fq_layers(), ["b16"]);
+        assert_eq!(DcganConfig::default().default_fq_layers(32), ["b16"]);
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let mut seen = Vec::new();
         let f = d.embed_tapped(&x, false, &mut |name, h| {
@@ -264,7 +304,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_resolution() {
-        let e = validate(&ModelConfig::default(), &shape(48)).unwrap_err();
+        let e = DcganConfig::default().validate(48).unwrap_err();
         assert!(e.to_string().starts_with("data.resolution:"), "{e}");
     }
 }

@@ -2,19 +2,59 @@
 //! mode-collapse literature (Unrolled GAN, VEEGAN, PacGAN): ReLU G, LeakyReLU(0.2) D. D's `embed`
 //! is every hidden layer; its taps are `h1`, `h2`, ...
 
-use super::{DataShape, Discriminator, Generator, ModelConfig, TapFn};
+use super::{Architecture, DataShape, Discriminator, Generator, TapFn};
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-pub(super) fn validate(cfg: &ModelConfig) -> Result<()> {
-    if cfg.hidden <= 0 || cfg.depth <= 0 {
-        return Err(Error::config(
-            "model.hidden",
-            "mlp needs hidden > 0 and depth > 0",
-        ));
+/// `model.*` with `arch = "mlp"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlpConfig {
+    /// Latent size.
+    pub z_dim: i64,
+    /// Width of every hidden layer.
+    pub hidden: i64,
+    /// Hidden layers per network.
+    pub depth: i64,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig {
+            z_dim: 64,
+            hidden: 128,
+            depth: 2,
+        }
     }
-    Ok(())
+}
+
+impl Architecture for MlpConfig {
+    fn validate(&self, _resolution: i64) -> Result<()> {
+        for (key, v) in [
+            ("z_dim", self.z_dim),
+            ("hidden", self.hidden),
+            ("depth", self.depth),
+        ] {
+            if v <= 0 {
+                return Err(Error::config(format!("model.{key}"), "must be positive"));
+            }
+        }
+        Ok(())
+    }
+    fn taps(&self, _resolution: i64) -> Vec<String> {
+        (1..=self.depth).map(|i| format!("h{i}")).collect()
+    }
+    fn generator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Generator> {
+        Box::new(MlpGenerator::new(p, self, shape))
+    }
+    fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator> {
+        Box::new(MlpDiscriminator::new(p, self, shape))
+    }
+    fn takes_points(&self) -> bool {
+        true
+    }
 }
 
 pub struct MlpGenerator {
@@ -24,8 +64,8 @@ pub struct MlpGenerator {
 }
 
 impl MlpGenerator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
-        let z_dim = if cfg.z_dim > 0 { cfg.z_dim } else { 64 };
+    pub fn new(p: nn::Path, cfg: &MlpConfig, shape: &DataShape) -> Self {
+        let z_dim = cfg.z_dim;
         let mut layers = Vec::new();
         let mut c_in = z_dim;
         for i in 1..=cfg.depth {
@@ -75,11 +115,10 @@ pub struct MlpDiscriminator {
 }
 
 impl MlpDiscriminator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
+    pub fn new(p: nn::Path, cfg: &MlpConfig, shape: &DataShape) -> Self {
         let mut layers = Vec::new();
         let mut c_in = shape.numel;
-        for i in 1..=cfg.depth {
-            let name = format!("h{i}");
+        for name in cfg.taps(1) {
             layers.push((
                 name.clone(),
                 nn::linear(&p / name.as_str(), c_in, cfg.hidden, Default::default()),
@@ -105,9 +144,6 @@ impl Discriminator for MlpDiscriminator {
     fn taps(&self) -> Vec<String> {
         self.layers.iter().map(|l| l.0.clone()).collect()
     }
-    fn default_fq_layers(&self) -> Vec<String> {
-        vec![self.layers[(self.layers.len() - 1) / 2].0.clone()]
-    }
 }
 
 #[cfg(test)]
@@ -119,8 +155,7 @@ mod tests {
     fn maps_latents_to_points_and_scores_them() {
         let vs = nn::VarStore::new(Device::Cpu);
         let shape = DataShape::image(2, 1, None);
-        let cfg = ModelConfig {
-            arch: "mlp".into(),
+        let cfg = MlpConfig {
             hidden: 16,
             ..Default::default()
         };

@@ -2,7 +2,8 @@
 //! plug-ins (AdaptiveMix, FQ) can wrap any architecture through that seam, and it names the feature
 //! maps that `embed` passes through (`taps`), so FQ can be placed after any of them.
 //!
-//! A new architecture is one file here plus one arm in [`build`].
+//! A new architecture is one file here (its settings type implements [`Architecture`]) plus one
+//! variant of [`ModelConfig`].
 
 pub mod biggan;
 pub mod dcgan;
@@ -10,7 +11,7 @@ pub mod mlp;
 pub mod resnet;
 pub mod stylegan2;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
 
@@ -42,10 +43,9 @@ pub trait Discriminator: Send {
     fn embed_tapped(&self, x: &Tensor, train: bool, tap: &mut TapFn<'_>) -> Tensor;
     /// The rest of D: features to one score per sample, `[B]`.
     fn head(&self, features: &Tensor, labels: Option<&Tensor>, train: bool) -> Tensor;
-    /// Names of the feature maps `embed` passes through, shallow to deep.
+    /// Names of the feature maps `embed` passes through, shallow to deep (the same as its
+    /// settings' [`Architecture::taps`]).
     fn taps(&self) -> Vec<String>;
-    /// The layers FQ quantises when the user names none (the middle of D).
-    fn default_fq_layers(&self) -> Vec<String>;
 
     fn embed(&self, x: &Tensor, train: bool) -> Tensor {
         self.embed_tapped(x, train, &mut |_, h| h)
@@ -55,97 +55,147 @@ pub trait Discriminator: Send {
     }
 }
 
-/// `model.*`: the architecture and its widths. Resolution and channels come from the data.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    /// Architecture: `dcgan` (images, 32x32 and up), `stylegan2` (images, 8x8 to 1024x1024),
-    /// `resnet` (WGAN-GP / SNGAN CIFAR ResNet), `biggan` (class-conditional) or `mlp` (2-D points).
-    pub arch: String,
-    /// Latent size; 0 picks the architecture's default (dcgan 100, mlp 64, stylegan2 512, resnet and
-    /// biggan 128).
-    pub z_dim: i64,
-    /// Generator width. dcgan: channels of its last hidden layer (doubles per block); resnet,
-    /// biggan: channels of every residual block (SNGAN 256, WGAN-GP 128, BigGAN CIFAR 4 x 64).
-    pub ngf: i64,
-    /// Discriminator width. dcgan: channels of its first layer (doubles per block); resnet,
-    /// biggan: channels of every residual block (SNGAN and WGAN-GP 128, BigGAN CIFAR 4 x 64).
-    pub ndf: i64,
-    /// Normalisation inside D: `batch` (DCGAN), `layer` (WGAN-GP's advice) or `none`.
-    pub d_norm: String,
-    /// MLP hidden width.
-    pub hidden: i64,
-    /// MLP hidden layers (per network).
-    pub depth: i64,
-    /// StyleGAN2 widths: `min(channel_base / res, channel_max)` channels at resolution `res`
-    /// (networks.py). 32768 is config F; 16384 is stylegan2-ada's `paper256`.
-    pub channel_base: i64,
-    /// StyleGAN2: the most channels any layer has.
-    pub channel_max: i64,
-    /// StyleGAN2 intermediate latent (w) size; 0 = same as z_dim.
-    pub w_dim: i64,
-    /// StyleGAN2 mapping-network depth (8 in the paper; stylegan2-ada uses 2 for small data).
-    pub mapping_layers: i64,
-    /// StyleGAN2 mapping-network learning-rate multiplier (equalised lr; 0.01 in the paper).
-    pub mapping_lr_mul: f64,
-    /// StyleGAN2 style-mixing probability in training (0.9 in the paper; 0 disables).
-    pub style_mixing: f64,
-    /// StyleGAN2 minibatch-stddev group size in D's epilogue (4; stylegan2-ada `paper256` uses 8).
-    pub mbstd_group: i64,
-    /// StyleGAN2 minibatch-stddev features (1; 0 disables the layer).
-    pub mbstd_channels: i64,
-    /// resnet, biggan: spectral normalisation on G's convolutions and linear maps (BigGAN's
-    /// recipe; optional for the ResNets, whose papers leave G plain).
-    pub g_sn: bool,
-    /// resnet, biggan: spectral normalisation on every layer of D (SNGAN, BigGAN; off for WGAN-GP,
-    /// whose gradient penalty constrains D instead).
-    pub d_sn: bool,
-    /// resnet, biggan: D's global pooling before its linear head: `sum` (SNGAN, BigGAN) or `mean`
-    /// (WGAN-GP).
-    pub pool: String,
-    /// resnet, biggan: weight initialisation: `auto` (the paper's: resnet `glorot`, biggan
-    /// `ortho`), `glorot` (SNGAN / WGAN-GP), `ortho` (BigGAN) or `normal` (N(0, 0.02), the FQ-GAN
-    /// CIFAR runs).
-    pub init: String,
-    /// biggan: self-attention after the G and D blocks that output this resolution (0 = none).
-    pub attention: i64,
-    /// biggan: size of the shared class embedding; 0 = z_dim.
-    pub shared_dim: i64,
-    /// biggan: hierarchical z (one chunk for the input layer, one per block with the class).
-    pub hier: bool,
+/// Settings of one architecture: implemented by each architecture's settings type (`DcganConfig`
+/// in `dcgan.rs`, ...), which is also what builds its networks.
+pub trait Architecture {
+    /// Checks of the settings that need nothing but the image resolution, so that they run
+    /// before any data is opened (`RunConfig::validate`).
+    fn validate(&self, resolution: i64) -> Result<()>;
+    /// Checks that need the opened data (labels); none by default.
+    fn validate_data(&self, _shape: &DataShape) -> Result<()> {
+        Ok(())
+    }
+    /// D's named feature maps at this resolution, shallow to deep: where plug-ins attach.
+    fn taps(&self, resolution: i64) -> Vec<String>;
+    /// The taps FQ quantises when `fq.layers` is empty (the middle of D by default).
+    fn default_fq_layers(&self, resolution: i64) -> Vec<String> {
+        let taps = self.taps(resolution);
+        vec![taps[(taps.len() - 1) / 2].clone()]
+    }
+    fn generator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Generator>;
+    fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator>;
+    /// Whether the networks take 2-D points rather than images.
+    fn takes_points(&self) -> bool {
+        false
+    }
+    /// Whether G has an intermediate latent space, and so path-length regularisation (`loss.pl`).
+    fn has_path_length(&self) -> bool {
+        false
+    }
+    /// Whether D normalises with batch statistics (which a per-sample gradient penalty forbids).
+    fn d_batch_norm(&self) -> bool {
+        false
+    }
+    /// Whether every layer of D is spectrally normalised (a Lipschitz constraint of its own).
+    fn d_spectral_norm(&self) -> bool {
+        false
+    }
+}
+
+/// `model.*`: `arch` selects the architecture, and the other keys are that architecture's own
+/// settings, with its own defaults (a resolved configuration shows only those). Resolution and
+/// channels come from the data.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "arch")]
+pub enum ModelConfig {
+    /// DCGAN (images, 8x8 and up).
+    #[serde(rename = "dcgan")]
+    Dcgan(dcgan::DcganConfig),
+    /// MLP G and D for 2-D points.
+    #[serde(rename = "mlp")]
+    Mlp(mlp::MlpConfig),
+    /// StyleGAN2 config F (images, 8x8 to 1024x1024).
+    #[serde(rename = "stylegan2")]
+    StyleGan2(stylegan2::StyleGan2Config),
+    /// The WGAN-GP / SNGAN CIFAR ResNet.
+    #[serde(rename = "resnet")]
+    Resnet(resnet::ResnetConfig),
+    /// Class-conditional BigGAN.
+    #[serde(rename = "biggan")]
+    BigGan(biggan::BigGanConfig),
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig {
-            arch: "dcgan".into(),
-            z_dim: 0,
-            ngf: 64,
-            ndf: 64,
-            d_norm: "batch".into(),
-            hidden: 128,
-            depth: 2,
-            channel_base: 32768,
-            channel_max: 512,
-            w_dim: 0,
-            mapping_layers: 8,
-            mapping_lr_mul: 0.01,
-            style_mixing: 0.9,
-            mbstd_group: 4,
-            mbstd_channels: 1,
-            g_sn: false,
-            d_sn: false,
-            pool: "sum".into(),
-            init: "auto".into(),
-            attention: 0,
-            shared_dim: 0,
-            hier: false,
+        ModelConfig::Dcgan(Default::default())
+    }
+}
+
+impl ModelConfig {
+    /// The values of `model.arch`.
+    pub const ARCHS: &'static [&'static str] = &["dcgan", "mlp", "stylegan2", "resnet", "biggan"];
+
+    pub fn arch(&self) -> &dyn Architecture {
+        match self {
+            ModelConfig::Dcgan(c) => c,
+            ModelConfig::Mlp(c) => c,
+            ModelConfig::StyleGan2(c) => c,
+            ModelConfig::Resnet(c) => c,
+            ModelConfig::BigGan(c) => c,
+        }
+    }
+
+    /// The value of `model.arch`.
+    pub fn arch_name(&self) -> &'static str {
+        match self {
+            ModelConfig::Dcgan(_) => "dcgan",
+            ModelConfig::Mlp(_) => "mlp",
+            ModelConfig::StyleGan2(_) => "stylegan2",
+            ModelConfig::Resnet(_) => "resnet",
+            ModelConfig::BigGan(_) => "biggan",
+        }
+    }
+
+    /// The settings of `arch` from the other keys of the table. Errors name the key below
+    /// `model` (`ngf: unknown field ...`), which `RunConfig` joins into `model.ngf`.
+    fn parse(arch: &str, rest: toml::Table) -> std::result::Result<ModelConfig, String> {
+        fn settings<T: serde::de::DeserializeOwned>(
+            t: toml::Table,
+        ) -> std::result::Result<T, String> {
+            serde_path_to_error::deserialize(toml::Value::Table(t)).map_err(|e| {
+                let key = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                let msg = msg.lines().next().unwrap_or_default().trim().to_string();
+                if key == "." {
+                    msg
+                } else {
+                    format!("{key}: {msg}")
+                }
+            })
+        }
+        match arch {
+            "dcgan" => settings(rest).map(ModelConfig::Dcgan),
+            "mlp" => settings(rest).map(ModelConfig::Mlp),
+            "stylegan2" => settings(rest).map(ModelConfig::StyleGan2),
+            "resnet" => settings(rest).map(ModelConfig::Resnet),
+            "biggan" => settings(rest).map(ModelConfig::BigGan),
+            other => Err(format!(
+                "arch: unknown architecture {other:?} (valid: {})",
+                Self::ARCHS.join(", ")
+            )),
         }
     }
 }
 
-/// The architectures [`build`] knows.
-pub const ARCHS: &[&str] = &["dcgan", "mlp", "stylegan2", "resnet", "biggan"];
+/// By hand rather than serde's internally tagged derive, which buffers the table and so loses
+/// the path of an error inside it (`model` instead of `model.d_norm`).
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let arch = match table.remove("arch") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(D::Error::custom("arch: expected a string")),
+            None => {
+                return Err(D::Error::custom(format!(
+                    "arch: missing (valid: {})",
+                    Self::ARCHS.join(", ")
+                )))
+            }
+        };
+        Self::parse(&arch, table).map_err(D::Error::custom)
+    }
+}
 
 /// What a model needs to know about the data it is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,40 +219,17 @@ impl DataShape {
     }
 }
 
-impl ModelConfig {
-    pub fn validate(&self, shape: &DataShape) -> Result<()> {
-        match self.arch.as_str() {
-            "dcgan" => dcgan::validate(self, shape),
-            "mlp" => mlp::validate(self),
-            "stylegan2" => stylegan2::validate(self, shape),
-            "resnet" => resnet::validate(self, shape),
-            "biggan" => biggan::validate(self, shape),
-            other => Err(Error::config(
-                "model.arch",
-                format!(
-                    "unknown architecture {other:?} (valid: {})",
-                    ARCHS.join(", ")
-                ),
-            )),
-        }
-    }
-}
-
-/// Builds a generator under `p` (the same call builds G and its EMA copy, so their keys match).
+/// Builds a generator under `p` (the same call builds G and its EMA copy, so their keys match),
+/// after checking the settings against the data.
 pub fn build_generator(
     p: nn::Path,
     cfg: &ModelConfig,
     shape: &DataShape,
 ) -> Result<Box<dyn Generator>> {
-    cfg.validate(shape)?;
-    Ok(match cfg.arch.as_str() {
-        "dcgan" => Box::new(dcgan::DcganGenerator::new(p, cfg, shape)),
-        "mlp" => Box::new(mlp::MlpGenerator::new(p, cfg, shape)),
-        "stylegan2" => Box::new(stylegan2::StyleGan2Generator::new(p, cfg, shape)),
-        "resnet" => Box::new(resnet::ResnetGenerator::new(p, cfg, shape)),
-        "biggan" => Box::new(biggan::BigGanGenerator::new(p, cfg, shape)),
-        _ => unreachable!("validated above"),
-    })
+    let arch = cfg.arch();
+    arch.validate(shape.resolution)?;
+    arch.validate_data(shape)?;
+    Ok(arch.generator(p, shape))
 }
 
 pub fn build_discriminator(
@@ -210,13 +237,111 @@ pub fn build_discriminator(
     cfg: &ModelConfig,
     shape: &DataShape,
 ) -> Result<Box<dyn Discriminator>> {
-    cfg.validate(shape)?;
-    Ok(match cfg.arch.as_str() {
-        "dcgan" => Box::new(dcgan::DcganDiscriminator::new(p, cfg, shape)),
-        "mlp" => Box::new(mlp::MlpDiscriminator::new(p, cfg, shape)),
-        "stylegan2" => Box::new(stylegan2::StyleGan2Discriminator::new(p, cfg, shape)),
-        "resnet" => Box::new(resnet::ResnetDiscriminator::new(p, cfg, shape)),
-        "biggan" => Box::new(biggan::BigGanDiscriminator::new(p, cfg, shape)),
-        _ => unreachable!("validated above"),
-    })
+    let arch = cfg.arch();
+    arch.validate(shape.resolution)?;
+    arch.validate_data(shape)?;
+    Ok(arch.discriminator(p, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<ModelConfig, String> {
+        toml::from_str::<ModelConfig>(text).map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn arch_selects_the_settings_and_their_defaults() {
+        let m = parse("arch = \"stylegan2\"\nchannel_base = 2048").unwrap();
+        let ModelConfig::StyleGan2(s) = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!((s.channel_base, s.mapping_layers), (2048, 8));
+        let text = toml::to_string(&m).unwrap();
+        assert!(text.starts_with("arch = \"stylegan2\""), "{text}");
+        assert!(!text.contains("ngf"), "{text}");
+        assert_eq!(toml::from_str::<ModelConfig>(&text).unwrap(), m);
+        for arch in ModelConfig::ARCHS {
+            let m = parse(&format!("arch = \"{arch}\"")).unwrap();
+            assert_eq!(m.arch_name(), *arch);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_below_model() {
+        let e = parse("arch = \"dcgan\"\nchannel_base = 2").unwrap_err();
+        assert!(e.starts_with("channel_base: unknown field"), "{e}");
+        assert!(e.contains("ngf"), "{e}");
+        let e = parse("arch = \"dcgan\"\nd_norm = \"group\"").unwrap_err();
+        assert!(
+            e.starts_with("d_norm: unknown variant") && e.contains("layer"),
+            "{e}"
+        );
+        let e = parse("arch = \"dcgam\"").unwrap_err();
+        assert!(
+            e.starts_with("arch: unknown architecture") && e.contains("stylegan2"),
+            "{e}"
+        );
+        assert!(parse("ngf = 3").unwrap_err().starts_with("arch: missing"));
+    }
+
+    /// One source for D's tap names: what the settings promise is what the network names.
+    #[test]
+    fn settings_and_networks_agree_on_taps() {
+        let cases: Vec<(ModelConfig, DataShape)> = vec![
+            (
+                ModelConfig::Dcgan(dcgan::DcganConfig {
+                    ngf: 4,
+                    ndf: 4,
+                    ..Default::default()
+                }),
+                DataShape::image(3, 32, None),
+            ),
+            (
+                ModelConfig::Mlp(mlp::MlpConfig {
+                    hidden: 4,
+                    depth: 3,
+                    ..Default::default()
+                }),
+                DataShape::image(2, 1, None),
+            ),
+            (
+                ModelConfig::StyleGan2(stylegan2::StyleGan2Config {
+                    z_dim: 8,
+                    w_dim: 8,
+                    channel_base: 64,
+                    channel_max: 8,
+                    mapping_layers: 1,
+                    ..Default::default()
+                }),
+                DataShape::image(3, 16, None),
+            ),
+            (
+                ModelConfig::Resnet(resnet::ResnetConfig {
+                    ngf: 4,
+                    ndf: 4,
+                    ..Default::default()
+                }),
+                DataShape::image(3, 16, None),
+            ),
+            (
+                ModelConfig::BigGan(biggan::BigGanConfig {
+                    ngf: 8,
+                    ndf: 8,
+                    ..Default::default()
+                }),
+                DataShape::image(3, 32, Some(3)),
+            ),
+        ];
+        for (cfg, shape) in cases {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let d = build_discriminator(vs.root(), &cfg, &shape).unwrap();
+            let taps = cfg.arch().taps(shape.resolution);
+            assert_eq!(d.taps(), taps, "{}", cfg.arch_name());
+            for l in cfg.arch().default_fq_layers(shape.resolution) {
+                assert!(taps.contains(&l), "{}: {l}", cfg.arch_name());
+            }
+        }
+    }
 }

@@ -22,9 +22,9 @@
 //! the linear layer `out`. Taps are the block outputs, under the block names; FQ's default is the
 //! middle one (`b16`).
 //!
-//! **Initialisation** (`model.init = auto`): both references draw Glorot-uniform weights with gain
-//! sqrt(2) on residual-path 3x3 convolutions and gain 1 elsewhere, and zero biases (see
-//! `nn::init`). BatchNorm starts at weight 1, bias 0.
+//! **Initialisation** (`model.init = glorot`, the default): both references draw Glorot-uniform
+//! weights with gain sqrt(2) on residual-path 3x3 convolutions and gain 1 elsewhere, and zero
+//! biases (see `nn::init`). BatchNorm starts at weight 1, bias 0.
 //!
 //! Departures: resolutions other than 32 extend the recipe (one more G block and one more D
 //! down-block per doubling, same widths; 8 and 16 exist for tests). BatchNorm in G uses running
@@ -33,14 +33,73 @@
 //! larger G batch are not modelled (the training loop has neither). WGAN-GP's released script is
 //! conditional (AC-GAN) by default; this is the unconditional network of the paper's table.
 
-use super::{DataShape, Discriminator, Generator, ModelConfig, TapFn};
+use super::{Architecture, DataShape, Discriminator, Generator, TapFn};
 use crate::error::{Error, Result};
 use crate::nn::attention::SelfAttention;
 use crate::nn::init::InitScheme;
 use crate::nn::layers::{Conv2d, LayerOpts, Linear};
 use crate::nn::norm::{self, ConditionalBatchNorm};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
+
+/// `model.*` with `arch = "resnet"`; the defaults are SNGAN's (the `sngan-cifar` preset), and
+/// `wgangp-resnet-cifar` sets WGAN-GP's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResnetConfig {
+    /// Latent size (128 in both papers).
+    pub z_dim: i64,
+    /// G width: channels of every residual block (SNGAN 256, WGAN-GP 128).
+    pub ngf: i64,
+    /// D width: channels of every residual block (128 in both papers).
+    pub ndf: i64,
+    /// Spectral normalisation on G's layers (neither paper uses it).
+    pub g_sn: bool,
+    /// Spectral normalisation on every layer of D (SNGAN; off for WGAN-GP, whose gradient
+    /// penalty constrains D instead).
+    pub d_sn: bool,
+    /// D's global pooling before its linear head: `sum` (SNGAN) or `mean` (WGAN-GP).
+    pub pool: Pool,
+    /// Weight initialisation: `glorot` (both papers), `ortho` or `normal` (N(0, 0.02)).
+    pub init: InitScheme,
+}
+
+impl Default for ResnetConfig {
+    fn default() -> Self {
+        ResnetConfig {
+            z_dim: Z_DIM,
+            ngf: 256,
+            ndf: 128,
+            g_sn: false,
+            d_sn: true,
+            pool: Pool::Sum,
+            init: InitScheme::Glorot,
+        }
+    }
+}
+
+impl Architecture for ResnetConfig {
+    fn validate(&self, resolution: i64) -> Result<()> {
+        validate_body(
+            "resnet",
+            resolution,
+            &[("z_dim", self.z_dim), ("ngf", self.ngf), ("ndf", self.ndf)],
+        )
+    }
+    fn taps(&self, resolution: i64) -> Vec<String> {
+        d_block_names(resolution)
+    }
+    fn generator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Generator> {
+        Box::new(ResnetGenerator::new(p, self, shape))
+    }
+    fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator> {
+        Box::new(ResnetDiscriminator::new(p, self, shape))
+    }
+    fn d_spectral_norm(&self) -> bool {
+        self.d_sn
+    }
+}
 
 /// Latent size of both papers (and BigGAN's CIFAR runs).
 pub(super) const Z_DIM: i64 = 128;
@@ -64,67 +123,30 @@ pub(super) fn deepest(resolution: i64) -> i64 {
     resolution >> d_downs(resolution)
 }
 
-/// Resolves `model.init` (`auto` = the architecture's own scheme).
-pub(super) fn scheme(cfg: &ModelConfig, auto: InitScheme) -> InitScheme {
-    if cfg.init == "auto" {
-        auto
-    } else {
-        InitScheme::parse(&cfg.init).expect("validated")
-    }
-}
-
-/// Checks shared by `resnet` and `biggan`.
-pub(super) fn validate_common(cfg: &ModelConfig, shape: &DataShape) -> Result<()> {
-    let r = shape.resolution;
+/// Checks shared by `resnet` and `biggan`: the resolution and positive sizes.
+pub(super) fn validate_body(arch: &str, r: i64, sizes: &[(&str, i64)]) -> Result<()> {
     if r < 8 || r & (r - 1) != 0 {
         return Err(Error::config(
             "data.resolution",
-            format!("{} needs a power-of-two resolution >= 8, got {r}", cfg.arch),
+            format!("{arch} needs a power-of-two resolution >= 8, got {r}"),
         ));
     }
-    if cfg.ngf <= 0 || cfg.ndf <= 0 {
-        return Err(Error::config("model.ngf", "widths must be positive"));
-    }
-    if cfg.z_dim < 0 {
-        return Err(Error::config(
-            "model.z_dim",
-            "must be >= 0 (0 = the default, 128)",
-        ));
-    }
-    if Pool::parse(&cfg.pool).is_none() {
-        return Err(Error::config(
-            "model.pool",
-            format!("unknown pooling {:?} (valid: sum, mean)", cfg.pool),
-        ));
-    }
-    if cfg.init != "auto" && InitScheme::parse(&cfg.init).is_none() {
-        return Err(Error::config(
-            "model.init",
-            format!(
-                "unknown scheme {:?} (valid: auto, {})",
-                cfg.init,
-                InitScheme::NAMES.join(", ")
-            ),
-        ));
+    for (key, v) in sizes {
+        if *v <= 0 {
+            return Err(Error::config(format!("model.{key}"), "must be positive"));
+        }
     }
     Ok(())
 }
 
-pub(super) fn validate(cfg: &ModelConfig, shape: &DataShape) -> Result<()> {
-    validate_common(cfg, shape)?;
-    if cfg.attention != 0 {
-        return Err(Error::config(
-            "model.attention",
-            "resnet has no attention layers (biggan does); set 0",
-        ));
-    }
-    if cfg.hier {
-        return Err(Error::config(
-            "model.hier",
-            "hierarchical z is a biggan option",
-        ));
-    }
-    Ok(())
+/// D's block names at resolution `r`: the down-blocks by the resolution they read, then the two
+/// blocks at the deepest resolution (`b8a`, `b8b` for 32x32).
+pub(super) fn d_block_names(r: i64) -> Vec<String> {
+    let low = deepest(r);
+    (0..d_downs(r))
+        .map(|i| format!("b{}", r >> i))
+        .chain(["a", "b"].map(|s| format!("b{low}{s}")))
+        .collect()
 }
 
 fn upsample(x: &Tensor) -> Tensor {
@@ -137,21 +159,14 @@ fn avg_pool(x: &Tensor) -> Tensor {
 }
 
 /// D's global pooling before the linear head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Pool {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
     Sum,
     Mean,
 }
 
 impl Pool {
-    pub(super) fn parse(s: &str) -> Option<Pool> {
-        match s {
-            "sum" => Some(Pool::Sum),
-            "mean" => Some(Pool::Mean),
-            _ => None,
-        }
-    }
-
     /// ReLU, then pooling over space: `[B, C, H, W]` -> `[B, C]`.
     pub(super) fn apply(self, features: &Tensor) -> Tensor {
         let h = features.relu();
@@ -167,8 +182,17 @@ impl Pool {
 pub(super) struct BodyOpts {
     pub scheme: InitScheme,
     pub sn: bool,
-    /// Conditional BatchNorm in G's blocks, with conditioning vectors of this size.
-    pub cond_dim: Option<i64>,
+    /// Conditional BatchNorm in G's blocks, and what conditions it.
+    pub cond: Option<Cond>,
+}
+
+/// What G's conditional BatchNorm takes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Cond {
+    /// Vectors of this size (BigGAN's shared embedding, plus a z chunk).
+    Vector(i64),
+    /// The labels of this many classes (per-block embeddings).
+    Classes(i64),
 }
 
 impl BodyOpts {
@@ -200,14 +224,20 @@ enum GNorm {
 
 impl GNorm {
     fn new(p: nn::Path, channels: i64, opts: &BodyOpts) -> Self {
-        match opts.cond_dim {
+        match opts.cond {
             None => GNorm::Batch(norm::batch_norm(p, channels)),
-            Some(d) => GNorm::Conditional(ConditionalBatchNorm::new(
+            Some(Cond::Vector(d)) => GNorm::Conditional(ConditionalBatchNorm::new(
                 p,
                 channels,
                 d,
                 opts.scheme.layer(false),
                 opts.sn,
+            )),
+            Some(Cond::Classes(n)) => GNorm::Conditional(ConditionalBatchNorm::per_class(
+                p,
+                channels,
+                n,
+                opts.scheme.layer(false),
             )),
         }
     }
@@ -397,37 +427,17 @@ impl DBody {
         attention: i64,
     ) -> Self {
         let r = shape.resolution;
-        let downs = d_downs(r);
-        let low = deepest(r);
+        let downs = d_downs(r) as usize;
         let mut blocks = Vec::new();
         let mut outputs = Vec::new();
-        for i in 0..downs {
-            let kind = if i == 0 {
-                DKind::Optimised
-            } else {
-                DKind::Down
+        for (i, name) in d_block_names(r).into_iter().enumerate() {
+            let (kind, c_in, out) = match i {
+                0 => (DKind::Optimised, shape.channels, r >> 1),
+                i if i < downs => (DKind::Down, width, r >> (i + 1)),
+                _ => (DKind::Plain, width, deepest(r)),
             };
-            let c_in = if i == 0 { shape.channels } else { width };
-            blocks.push(DBlock::new(
-                p,
-                format!("b{}", r >> i),
-                kind,
-                c_in,
-                width,
-                opts,
-            ));
-            outputs.push(r >> (i + 1));
-        }
-        for suffix in ["a", "b"] {
-            blocks.push(DBlock::new(
-                p,
-                format!("b{low}{suffix}"),
-                DKind::Plain,
-                width,
-                width,
-                opts,
-            ));
-            outputs.push(low);
+            blocks.push(DBlock::new(p, name, kind, c_in, width, opts));
+            outputs.push(out);
         }
         let attention = (attention > 0).then(|| {
             let index = outputs
@@ -462,12 +472,12 @@ pub struct ResnetGenerator {
 }
 
 impl ResnetGenerator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
-        let z_dim = if cfg.z_dim > 0 { cfg.z_dim } else { Z_DIM };
+    pub fn new(p: nn::Path, cfg: &ResnetConfig, shape: &DataShape) -> Self {
+        let z_dim = cfg.z_dim;
         let opts = BodyOpts {
-            scheme: scheme(cfg, InitScheme::Glorot),
+            scheme: cfg.init,
             sn: cfg.g_sn,
-            cond_dim: None,
+            cond: None,
         };
         ResnetGenerator {
             z_dim,
@@ -493,15 +503,15 @@ pub struct ResnetDiscriminator {
 }
 
 impl ResnetDiscriminator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
+    pub fn new(p: nn::Path, cfg: &ResnetConfig, shape: &DataShape) -> Self {
         let opts = BodyOpts {
-            scheme: scheme(cfg, InitScheme::Glorot),
+            scheme: cfg.init,
             sn: cfg.d_sn,
-            cond_dim: None,
+            cond: None,
         };
         ResnetDiscriminator {
             body: DBody::new(&p, cfg.ndf, shape, &opts, 0),
-            pool: Pool::parse(&cfg.pool).expect("validated"),
+            pool: cfg.pool,
             out: Linear::new(&p / "out", cfg.ndf, 1, opts.layer(false, true)),
         }
     }
@@ -518,10 +528,6 @@ impl Discriminator for ResnetDiscriminator {
     }
     fn taps(&self) -> Vec<String> {
         self.body.taps()
-    }
-    fn default_fq_layers(&self) -> Vec<String> {
-        let taps = self.taps();
-        vec![taps[(taps.len() - 1) / 2].clone()]
     }
 }
 
@@ -542,8 +548,7 @@ mod tests {
             (64, vec!["b64", "b32", "b16", "b8a", "b8b"]),
         ] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = ModelConfig {
-                arch: "resnet".into(),
+            let cfg = ResnetConfig {
                 ngf: 4,
                 ndf: 4,
                 z_dim: 8,
@@ -574,22 +579,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_biggan_options() {
-        let cfg = ModelConfig {
-            arch: "resnet".into(),
-            attention: 16,
-            ..Default::default()
-        };
-        let e = validate(&cfg, &shape(32)).unwrap_err().to_string();
-        assert!(e.starts_with("model.attention:"), "{e}");
-        let cfg = ModelConfig {
-            arch: "resnet".into(),
-            pool: "max".into(),
-            ..Default::default()
-        };
-        assert!(validate(&cfg, &shape(32))
+    fn rejects_bad_settings() {
+        let e = ResnetConfig::default()
+            .validate(48)
             .unwrap_err()
-            .to_string()
-            .starts_with("model.pool:"));
+            .to_string();
+        assert!(e.starts_with("data.resolution:"), "{e}");
+        let e = ResnetConfig {
+            ndf: 0,
+            ..Default::default()
+        }
+        .validate(32)
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("model.ndf:"), "{e}");
     }
 }

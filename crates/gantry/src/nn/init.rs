@@ -38,30 +38,22 @@ pub struct LayerInit {
     pub bias: BiasInit,
 }
 
-/// A network-wide scheme; [`InitScheme::layer`] says what it means for one layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A network-wide scheme (`model.init`: `glorot`, `ortho`, `normal`); [`InitScheme::layer`]
+/// says what it means for one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InitScheme {
     /// SNGAN / WGAN-GP ResNets (see the module docs).
+    #[serde(rename = "glorot")]
     Glorot,
     /// BigGAN's `ortho`.
+    #[serde(rename = "ortho")]
     Orthogonal,
     /// BigGAN-PyTorch's `N02` (the FQ-GAN CIFAR runs).
+    #[serde(rename = "normal")]
     Normal,
 }
 
 impl InitScheme {
-    /// Names accepted by `model.init` (besides `auto`).
-    pub const NAMES: &'static [&'static str] = &["glorot", "ortho", "normal"];
-
-    pub fn parse(name: &str) -> Option<InitScheme> {
-        match name {
-            "glorot" => Some(InitScheme::Glorot),
-            "ortho" => Some(InitScheme::Orthogonal),
-            "normal" => Some(InitScheme::Normal),
-            _ => None,
-        }
-    }
-
     /// The init of one layer; `residual` marks the 3x3 convolutions on a residual path, which
     /// the Glorot scheme scales by sqrt(2) for the ReLU in front of them.
     pub fn layer(self, residual: bool) -> LayerInit {

@@ -2,7 +2,8 @@
 //!
 //! Each scored batch (all real or all fake) is mixed with a permutation of itself into hard
 //! samples; D's feature of a mixed image is pulled toward the same mix of the clean features, and
-//! D's score is `head(z) + head(f_mix)`. See `shared/spec/adaptivemix.md`.
+//! D's score is `head(z) + head(f_mix)`. `docs/adaptivemix.md` explains the algorithm and where
+//! gantry departs from the reference code.
 //!
 //! Departures from the reference code, on purpose: two `embed` passes instead of three (the
 //! feature of `x[perm]` is `f[perm]`, since `embed` is permutation-equivariant; a test shows the
@@ -67,14 +68,23 @@ impl Default for AdaptiveMixConfig {
 
 impl AdaptiveMixConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.alpha.is_nan() || self.alpha <= 0.0 {
-            return Err(Error::config("adaptivemix.alpha", "must be positive"));
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(Error::config(
+                "adaptivemix.alpha",
+                "must be a finite number > 0",
+            ));
         }
-        if self.sigma.is_nan() || self.sigma < 0.0 {
-            return Err(Error::config("adaptivemix.sigma", "must be >= 0"));
+        if !(self.sigma.is_finite() && self.sigma >= 0.0) {
+            return Err(Error::config(
+                "adaptivemix.sigma",
+                "must be a finite number >= 0",
+            ));
         }
-        if self.weight.is_nan() || self.weight < 0.0 {
-            return Err(Error::config("adaptivemix.weight", "must be >= 0"));
+        if !(self.weight.is_finite() && self.weight >= 0.0) {
+            return Err(Error::config(
+                "adaptivemix.weight",
+                "must be a finite number >= 0",
+            ));
         }
         Ok(())
     }

@@ -22,23 +22,58 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+/// One policy of the reference (`AUGMENT_FNS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Brightness, saturation and contrast.
+    Color,
+    Translation,
+    Cutout,
+}
+
+impl Policy {
+    fn ops(self) -> &'static [Op] {
+        match self {
+            Policy::Color => &[Op::Brightness, Op::Saturation, Op::Contrast],
+            Policy::Translation => &[Op::Translation],
+            Policy::Cutout => &[Op::Cutout],
+        }
+    }
+}
+
 /// `diffaugment.*`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiffAugmentConfig {
     /// Turn the plug-in on.
     pub enabled: bool,
-    /// Comma-separated policies applied in this order: `color`, `translation`, `cutout` (the
-    /// paper's CIFAR setting is all three).
-    pub policy: String,
+    /// Policies applied in this order: `color`, `translation`, `cutout` (the paper's CIFAR
+    /// setting is all three); a list, or one comma-separated string (`"color,cutout"`).
+    #[serde(deserialize_with = "policy_list")]
+    pub policy: Vec<Policy>,
 }
 
 impl Default for DiffAugmentConfig {
     fn default() -> Self {
         DiffAugmentConfig {
             enabled: false,
-            policy: "color,translation,cutout".into(),
+            policy: vec![Policy::Color, Policy::Translation, Policy::Cutout],
         }
+    }
+}
+
+/// A list of policy names, or the reference's comma-separated string.
+fn policy_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Policy>, D::Error> {
+    use serde::de::value::StrDeserializer;
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s
+            .split(',')
+            .map(|name| Policy::deserialize(StrDeserializer::<D::Error>::new(name.trim())))
+            .collect(),
+        v => Vec::<Policy>::deserialize(v).map_err(serde::de::Error::custom),
     }
 }
 
@@ -52,30 +87,20 @@ pub enum Op {
     Cutout,
 }
 
-const POLICIES: &[(&str, &[Op])] = &[
-    ("color", &[Op::Brightness, Op::Saturation, Op::Contrast]),
-    ("translation", &[Op::Translation]),
-    ("cutout", &[Op::Cutout]),
-];
-
 impl DiffAugmentConfig {
-    /// The ops of `policy`, in order.
-    pub fn ops(&self) -> Result<Vec<Op>> {
-        let mut ops = Vec::new();
-        for name in self.policy.split(',').map(str::trim) {
-            let (_, o) = POLICIES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-                let valid: Vec<&str> = POLICIES.iter().map(|p| p.0).collect();
-                Error::config(
-                    "diffaugment.policy",
-                    format!(
-                        "unknown policy {name:?} (valid: {}, comma-separated)",
-                        valid.join(", ")
-                    ),
-                )
-            })?;
-            ops.extend_from_slice(o);
+    pub fn validate(&self) -> Result<()> {
+        if self.policy.is_empty() {
+            return Err(Error::config(
+                "diffaugment.policy",
+                "is empty (valid: color, translation, cutout)",
+            ));
         }
-        Ok(ops)
+        Ok(())
+    }
+
+    /// The ops of `policy`, in order.
+    pub fn ops(&self) -> Vec<Op> {
+        self.policy.iter().flat_map(|p| p.ops()).copied().collect()
     }
 }
 
@@ -184,7 +209,8 @@ pub struct DiffAugment {
 
 impl DiffAugment {
     pub fn new(cfg: &DiffAugmentConfig) -> Result<Self> {
-        Ok(DiffAugment { ops: cfg.ops()? })
+        cfg.validate()?;
+        Ok(DiffAugment { ops: cfg.ops() })
     }
 }
 
@@ -207,25 +233,31 @@ mod tests {
 
     #[test]
     fn policies_parse_in_order_and_bad_names_are_errors() {
-        let cfg = DiffAugmentConfig {
-            enabled: true,
-            policy: "cutout, color".into(),
-        };
-        assert_eq!(
-            cfg.ops().unwrap(),
-            [Op::Cutout, Op::Brightness, Op::Saturation, Op::Contrast]
-        );
+        let parse = |text: &str| toml::from_str::<DiffAugmentConfig>(text);
+        for text in [
+            "policy = \"cutout, color\"",
+            "policy = [\"cutout\", \"color\"]",
+        ] {
+            assert_eq!(
+                parse(text).unwrap().ops(),
+                [Op::Cutout, Op::Brightness, Op::Saturation, Op::Contrast]
+            );
+        }
+        for text in ["policy = \"colour\"", "policy = [\"colour\"]"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains("unknown variant `colour`") && e.contains("translation"),
+                "{e}"
+            );
+        }
         let e = DiffAugmentConfig {
             enabled: true,
-            policy: "colour".into(),
+            policy: vec![],
         }
-        .ops()
+        .validate()
         .unwrap_err()
         .to_string();
-        assert!(
-            e.starts_with("diffaugment.policy:") && e.contains("translation"),
-            "{e}"
-        );
+        assert!(e.starts_with("diffaugment.policy:"), "{e}");
     }
 
     #[test]

@@ -112,8 +112,10 @@ pub struct FqLayer {
     first_batch: bool,
     /// Counts and sums of the current phase (summed over its batches).
     acc: Option<(Tensor, Tensor)>,
-    /// A few feature vectors of the current phase, for `restart_dead` and `first-batch`.
+    /// With `restart_dead`: feature vectors drawn at random from the current phase's batches,
+    /// which re-seed dead codewords.
     recent: Option<Tensor>,
+    restart_dead: bool,
 }
 
 /// Feature map `[B, C, H, W]` (or `[B, C]`) to vectors `[B*H*W, C]`.
@@ -163,6 +165,7 @@ impl FqLayer {
             first_batch: cfg.init == FqInit::FirstBatch,
             acc: None,
             recent: None,
+            restart_dead: cfg.restart_dead,
         }
     }
 
@@ -229,8 +232,13 @@ impl FqLayer {
                     Some((c, s)) => (c + counts, s + sums),
                     None => (counts, sums),
                 });
-                let keep = xd.size()[0].min(self.k.max(256));
-                self.recent = Some(xd.narrow(0, 0, keep));
+                if self.restart_dead {
+                    // A random subset of all positions of all images (not the first image's).
+                    let n = xd.size()[0];
+                    let keep = n.min(self.k.max(256));
+                    let rows = Tensor::randperm(n, (Kind::Int64, xd.device())).narrow(0, 0, keep);
+                    self.recent = Some(xd.index_select(0, &rows));
+                }
             });
         }
         let commitment = (&x - q.detach()).square().mean(x.kind());
@@ -297,26 +305,43 @@ pub struct Fq {
     stats: BTreeMap<String, Tensor>,
 }
 
-impl Fq {
-    /// `tap_dims`: channels of each of D's taps (from a probe pass).
-    pub fn new(
-        p: &nn::Path,
-        cfg: &FqConfig,
-        default_layers: &[String],
-        tap_dims: &BTreeMap<String, i64>,
-    ) -> Result<Self> {
-        if !(0.0..1.0).contains(&cfg.decay) {
-            return Err(Error::config("fq.decay", "must be in [0, 1)"));
-        }
-        if cfg.beta.is_nan() || cfg.beta < 0.0 {
-            return Err(Error::config("fq.beta", "must be >= 0"));
-        }
-        let names: Vec<String> = if cfg.layers.is_empty() {
+impl FqConfig {
+    /// The layers quantised: `layers`, or `default_layers` when it is empty.
+    pub fn layer_names(&self, default_layers: &[String]) -> Vec<String> {
+        if self.layers.is_empty() {
             default_layers.to_vec()
         } else {
-            cfg.layers.clone()
-        };
-        if let PerLayer::Each(ks) = &cfg.k {
+            self.layers.clone()
+        }
+    }
+
+    /// Checks the settings against D's `taps` (no network needed).
+    pub fn validate(&self, taps: &[String], default_layers: &[String]) -> Result<()> {
+        if !(0.0..1.0).contains(&self.decay) {
+            return Err(Error::config("fq.decay", "must be in [0, 1)"));
+        }
+        if !(self.beta.is_finite() && self.beta >= 0.0) {
+            return Err(Error::config("fq.beta", "must be a finite number >= 0"));
+        }
+        if self.chunk < 1 {
+            return Err(Error::config("fq.chunk", "must be at least 1"));
+        }
+        let names = self.layer_names(default_layers);
+        for name in &names {
+            if !taps.contains(name) {
+                return Err(Error::config(
+                    "fq.layers",
+                    format!("D has no layer {name:?} (valid: {})", taps.join(", ")),
+                ));
+            }
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        if unique.len() != names.len() {
+            return Err(Error::config("fq.layers", "names a layer twice"));
+        }
+        if let PerLayer::Each(ks) = &self.k {
             if ks.len() != names.len() {
                 return Err(Error::config(
                     "fq.k",
@@ -329,21 +354,34 @@ impl Fq {
                 ));
             }
         }
-        let valid: Vec<&str> = tap_dims.keys().map(String::as_str).collect();
-        let mut layers = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let dim = *tap_dims.get(name).ok_or_else(|| {
-                Error::config(
-                    "fq.layers",
-                    format!("D has no layer {name:?} (valid: {})", valid.join(", ")),
-                )
-            })?;
-            let k = cfg.k.get(i).expect("length checked");
-            if k < 1 {
+        for i in 0..names.len() {
+            if self.k.get(i).is_some_and(|k| k < 1) {
                 return Err(Error::config("fq.k", "must be at least 1"));
             }
-            layers.push(FqLayer::new(p / "fq" / name.as_str(), name, k, dim, cfg));
         }
+        Ok(())
+    }
+}
+
+impl Fq {
+    /// `tap_dims`: channels of each of D's taps (from a probe pass).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &FqConfig,
+        default_layers: &[String],
+        tap_dims: &BTreeMap<String, i64>,
+    ) -> Result<Self> {
+        let taps: Vec<String> = tap_dims.keys().cloned().collect();
+        cfg.validate(&taps, default_layers)?;
+        let layers = cfg
+            .layer_names(default_layers)
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let k = cfg.k.get(i).expect("validated");
+                FqLayer::new(p / "fq" / name.as_str(), name, k, tap_dims[name], cfg)
+            })
+            .collect();
         Ok(Fq {
             cfg: cfg.clone(),
             layers,
@@ -483,6 +521,36 @@ mod tests {
             .sum_dim_intlist(2, false, Kind::Float)
             .argmin(1, false);
         assert!(a.assign(&x).equal(&brute));
+    }
+
+    /// issue 13: dead codewords are re-seeded from random current features of every image, not
+    /// from the first image's positions.
+    #[test]
+    fn restart_dead_draws_from_every_image() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = FqConfig {
+            restart_dead: true,
+            ..Default::default()
+        };
+        let mut layer = FqLayer::new(vs.root(), "b16", 8, 4, &cfg);
+        // Four images of 16x16 positions (1024 vectors, more than are kept); image i's features
+        // all equal 10 * i, so a re-seeded codeword tells which image it came from.
+        let h = Tensor::arange(4, (Kind::Float, Device::Cpu)).view([4, 1, 1, 1])
+            * 10.0
+            * Tensor::ones([4, 4, 16, 16], (Kind::Float, Device::Cpu));
+        let _ = layer.quantise(&h, true);
+        let (c, s) = layer.take_accumulators().unwrap();
+        // Everything went to at most 4 codewords; the others are dead and get restarted.
+        let (_, dead) = layer.ema_update(&c, &s, true);
+        assert!(dead.double_value(&[]) >= 4.0);
+        // Restarted codewords are the ones whose count was set to 1.
+        let restarted = layer.ema_count.eq(1.0).nonzero().squeeze_dim(1);
+        let origins: Vec<f64> =
+            Vec::try_from(layer.codebook.select(1, 0).index_select(0, &restarted)).unwrap();
+        assert_eq!(origins.len() as f64, dead.double_value(&[]));
+        let from_later_images = origins.iter().filter(|&&v| v >= 9.99).count();
+        assert!(from_later_images >= 2, "{origins:?}");
     }
 
     #[test]

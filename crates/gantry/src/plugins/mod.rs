@@ -4,7 +4,8 @@
 //! and add loss terms (`take_loss`). [`Critic`] is D plus its plug-ins; the losses only ever talk
 //! to a `Critic`, so every plug-in composes with every loss and every backbone.
 //!
-//! A new plug-in is one file here plus one line in [`build_stack`] and one `RunConfig` field.
+//! A new plug-in is one file here (with its settings type), one field of [`PluginsConfig`] with
+//! its line in [`build_stack`], and one `RunConfig` field.
 
 pub mod adaptivemix;
 pub mod diffaugment;
@@ -13,7 +14,36 @@ pub mod fq;
 use crate::error::{Error, Result};
 use crate::models::{DataShape, Discriminator};
 use crate::stats::Stats;
+use adaptivemix::AdaptiveMixConfig;
+use diffaugment::DiffAugmentConfig;
+use fq::FqConfig;
 use tch::{nn, Tensor};
+
+/// Every plug-in's settings (each type lives in its plug-in's file; `RunConfig` holds them under
+/// their own keys, `adaptivemix.*`, `fq.*`, `diffaugment.*`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginsConfig {
+    pub diffaugment: DiffAugmentConfig,
+    pub fq: FqConfig,
+    pub adaptivemix: AdaptiveMixConfig,
+}
+
+impl PluginsConfig {
+    /// Checks the settings of the enabled plug-ins against D's `taps` (and the layers FQ takes
+    /// when it is given none), before anything is built.
+    pub fn validate(&self, taps: &[String], default_fq_layers: &[String]) -> Result<()> {
+        if self.diffaugment.enabled {
+            self.diffaugment.validate()?;
+        }
+        if self.fq.enabled {
+            self.fq.validate(taps, default_fq_layers)?;
+        }
+        if self.adaptivemix.enabled {
+            self.adaptivemix.validate()?;
+        }
+        Ok(())
+    }
+}
 
 /// Which network the current phase trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,9 +251,10 @@ pub fn tap_dims(
 /// dictionaries) lives under `p`, a VarStore of its own that no optimizer sees.
 pub fn build_stack(
     p: &nn::Path,
-    cfg: &crate::config::RunConfig,
+    cfg: &PluginsConfig,
     d: &dyn Discriminator,
     shape: &DataShape,
+    default_fq_layers: &[String],
 ) -> Result<Vec<Box<dyn Plugin>>> {
     let mut stack: Vec<Box<dyn Plugin>> = Vec::new();
     if cfg.diffaugment.enabled {
@@ -233,7 +264,7 @@ pub fn build_stack(
         stack.push(Box::new(fq::Fq::new(
             p,
             &cfg.fq,
-            &d.default_fq_layers(),
+            default_fq_layers,
             &tap_dims(d, shape, p.device()),
         )?));
     }

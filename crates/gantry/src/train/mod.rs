@@ -1,24 +1,23 @@
 //! The training loop: when each phase runs, with which optimiser, and the bookkeeping around it
 //! (EMA, logging, samples, checkpoints, the divergence guard). What a phase computes is
-//! `loss::objective`'s business.
+//! `loss::objective`'s business; the run directory's files are `rundir`'s.
 
 pub mod adam;
-pub mod checkpoint;
 pub mod ema;
 pub mod guard;
-pub mod log;
-pub mod samples;
 
-use crate::config::RunConfig;
-use crate::device::{parse_device, seed_torch, set_threads, Purpose};
+use crate::device::{seed_torch, set_threads, DeviceSpec, Purpose};
 use crate::error::{Error, Result};
+use crate::eval::{EvalConfig, Evaluator};
 use crate::loss::objective::{self, PhaseLoss};
-use crate::models::{self, DataShape, Generator};
-use crate::plugins::{self, Critic};
+use crate::loss::LossConfig;
+use crate::models::{self, DataShape, Generator, ModelConfig};
+use crate::plugins::{self, Critic, PluginsConfig};
+use crate::rundir::{checkpoint, log, samples};
 use crate::stats::Stats;
 use adam::Adam;
 use ema::{Ema, EmaConfig};
-use gantry_data::{Dataset, Loader, Position};
+use gantry_data::{DataConfig, Dataset, Loader, Position};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +50,7 @@ pub struct TrainConfig {
     /// Seed of everything random: initialisation, data order, latents, plug-ins.
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// CPU threads for libtorch; 0 = all cores.
     pub threads: usize,
     /// Log statistics to metrics.jsonl every N steps.
@@ -66,7 +65,18 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// On a NaN/Inf loss or gradient: `stop` (keep the last good checkpoint) or `rollback`
     /// (reload it and continue with a changed seed; at most 3 times).
-    pub on_nan: String,
+    pub on_nan: OnNan,
+}
+
+/// What the loop does when a loss or gradient is not finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    /// End the run; the last good checkpoint is kept.
+    #[default]
+    Stop,
+    /// Reload the last checkpoint and continue with a changed seed (at most 3 times).
+    Rollback,
 }
 
 impl Default for TrainConfig {
@@ -82,61 +92,69 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             ema: EmaConfig::default(),
             seed: 0,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
             threads: 0,
             log_every: 50,
             sample_every: 500,
             grid: 64,
             checkpoint_every: 1000,
             keep_checkpoints: 3,
-            on_nan: "stop".into(),
+            on_nan: OnNan::Stop,
         }
     }
 }
 
-/// Keys that may differ between a run's saved configuration and a resume.
-pub const SAFE_ON_RESUME: &[&str] = &[
-    "train.steps",
-    "train.device",
-    "train.threads",
-    "train.log_every",
-    "train.sample_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.on_nan",
-    "data.workers",
-    "data.prefetch",
-    "data.path",
-];
-
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: &str| Err(Error::config(format!("train.{k}"), m));
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1");
+        }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
         }
         if self.n_dis == 0 {
             return bad("n_dis", "must be at least 1");
         }
-        if !(self.g_lr > 0.0 && self.d_lr > 0.0) {
-            return bad("g_lr", "learning rates must be positive");
+        for (k, lr) in [("g_lr", self.g_lr), ("d_lr", self.d_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(k, "must be a finite number > 0");
+            }
         }
         for (k, b) in [("g_betas", self.g_betas), ("d_betas", self.d_betas)] {
             if !b.iter().all(|v| (0.0..1.0).contains(v)) {
                 return bad(k, "betas must be in [0, 1)");
             }
         }
+        if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
+            return bad("adam_eps", "must be a finite number > 0");
+        }
         if !(0.0..1.0).contains(&self.ema.decay) {
             return bad("ema.decay", "must be in [0, 1)");
         }
-        if !["stop", "rollback"].contains(&self.on_nan.as_str()) {
-            return bad("on_nan", "valid: stop, rollback");
+        if self.grid == 0 {
+            return bad("grid", "must be at least 1");
         }
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints", "must be at least 1");
         }
         Ok(())
     }
+}
+
+/// Everything a training run is made of: each module's own settings, and the resolved
+/// configuration they came from (`config.toml`, saved in every checkpoint). `config::RunConfig`
+/// builds it; the loop never reads the configuration itself.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    pub train: TrainConfig,
+    pub plugins: PluginsConfig,
+    pub eval: EvalConfig,
+    /// The resolved configuration as TOML.
+    pub resolved: String,
 }
 
 /// What the loop reports to its caller (the CLI draws the progress bar from these).
@@ -150,6 +168,12 @@ pub enum Event<'a> {
     Logged {
         step: u64,
         stats: &'a Stats,
+    },
+    /// After the first few steps: how long the rest should take at the speed measured so far
+    /// (training steps only; samples, checkpoints and evaluations come on top).
+    Estimate {
+        seconds_per_step: f64,
+        remaining_steps: u64,
     },
     Evaluated {
         step: u64,
@@ -174,7 +198,7 @@ pub enum Outcome {
 }
 
 pub struct Trainer {
-    pub cfg: RunConfig,
+    pub setup: Setup,
     pub run_dir: PathBuf,
     pub device: Device,
     shape: DataShape,
@@ -197,7 +221,7 @@ pub struct Trainer {
     fixed_z: Tensor,
     log: log::MetricsLog,
     guard: guard::Guard,
-    evaluator: Option<crate::eval::Evaluator>,
+    evaluator: Option<Evaluator>,
     /// Best value so far of `eval.best` (restored from `checkpoints/best/best.json`).
     best: Option<f64>,
 }
@@ -215,83 +239,64 @@ pub fn data_shape(ds: &dyn Dataset) -> DataShape {
 
 impl Trainer {
     /// Builds everything for a fresh run in `run_dir` (which must be new or empty).
-    pub fn new(cfg: RunConfig, run_dir: &Path) -> Result<Self> {
-        Self::build(cfg, run_dir, None)
+    pub fn new(setup: Setup, run_dir: &Path) -> Result<Self> {
+        Self::build(setup, run_dir, None)
     }
 
-    /// Continues the run in `run_dir` from its latest checkpoint; `cfg` is the configuration the
-    /// user asked for now, which may differ from the saved one only in [`SAFE_ON_RESUME`] keys.
-    pub fn resume(run_dir: &Path, cfg: Option<RunConfig>) -> Result<Self> {
-        let ckpt = checkpoint::resolve(run_dir)?;
-        let meta = checkpoint::read_meta(&ckpt)?;
-        let saved: RunConfig = RunConfig::from_value_str(&meta.config, &ckpt)?;
-        let cfg = match cfg {
-            None => saved,
-            Some(new) => {
-                let changed: Vec<String> = saved
-                    .diff(&new)
-                    .into_iter()
-                    .filter(|k| !SAFE_ON_RESUME.contains(&k.as_str()))
-                    .collect();
-                if !changed.is_empty() {
-                    return Err(Error::config(
-                        changed[0].clone(),
-                        format!(
-                            "differs from the run being resumed ({} changed key(s): {}); only these may change on resume: {}",
-                            changed.len(),
-                            changed.join(", "),
-                            SAFE_ON_RESUME.join(", ")
-                        ),
-                    ));
-                }
-                new
-            }
-        };
-        Self::build(cfg, run_dir, Some(ckpt))
+    /// Continues the run in `run_dir` from checkpoint `ckpt`. `setup` must describe the same run
+    /// (`run::resume` checks which keys may change).
+    pub fn resume(setup: Setup, run_dir: &Path, ckpt: &Path) -> Result<Self> {
+        Self::build(setup, run_dir, Some(ckpt.to_path_buf()))
     }
 
-    fn build(cfg: RunConfig, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
-        cfg.validate()?;
-        let device = parse_device(&cfg.train.device)?;
-        set_threads(cfg.train.threads);
-        let dataset = gantry_data::open(&cfg.data)?;
+    fn build(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+        let device = setup.train.device.open()?;
+        set_threads(setup.train.threads);
+        let dataset = gantry_data::open(&setup.data)?;
         let shape = data_shape(dataset.as_ref());
-        cfg.model.validate(&shape)?;
-        if cfg.train.batch_size > dataset.len() {
+        let arch = setup.model.arch();
+        arch.validate_data(&shape)?;
+        if setup.train.batch_size > dataset.len() {
             return Err(Error::config(
                 "train.batch_size",
                 format!(
                     "{} is larger than the data set ({} samples)",
-                    cfg.train.batch_size,
+                    setup.train.batch_size,
                     dataset.len()
                 ),
             ));
         }
 
-        seed_torch(cfg.train.seed, 0, Purpose::Init, 0);
+        seed_torch(setup.train.seed, 0, Purpose::Init, 0);
         let g_vs = nn::VarStore::new(device);
         let d_vs = nn::VarStore::new(device);
         let mut ema_vs = nn::VarStore::new(device);
         let plugins_vs = nn::VarStore::new(device);
-        let g = models::build_generator(g_vs.root(), &cfg.model, &shape)?;
-        let d = models::build_discriminator(d_vs.root(), &cfg.model, &shape)?;
-        let g_ema = models::build_generator(ema_vs.root(), &cfg.model, &shape)?;
+        let g = models::build_generator(g_vs.root(), &setup.model, &shape)?;
+        let d = models::build_discriminator(d_vs.root(), &setup.model, &shape)?;
+        let g_ema = models::build_generator(ema_vs.root(), &setup.model, &shape)?;
         ema_vs.freeze();
-        let stack = plugins::build_stack(&plugins_vs.root(), &cfg, d.as_ref(), &shape)?;
+        let stack = plugins::build_stack(
+            &plugins_vs.root(),
+            &setup.plugins,
+            d.as_ref(),
+            &shape,
+            &arch.default_fq_layers(shape.resolution),
+        )?;
         let critic = Critic::new(d, stack)?;
-        let t = &cfg.train;
-        let opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
-        let opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
+        let t = &setup.train;
+        let mut opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
+        let mut opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
         let mut ema = t.ema.enabled.then(|| Ema::new(&g_vs, &ema_vs, &t.ema));
         if let Some(e) = ema.as_mut() {
             e.reset();
         }
-        seed_torch(cfg.train.seed, 0, Purpose::FixedLatents, 0);
+        seed_torch(setup.train.seed, 0, Purpose::FixedLatents, 0);
         // 2-D points need many samples to show the modes; images a grid.
         let n_grid = if shape.numel == 2 {
             t.grid.max(2048)
         } else {
-            t.grid.max(1)
+            t.grid
         } as i64;
         let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, device));
 
@@ -300,8 +305,6 @@ impl Trainer {
         let mut position = Position::default();
         let mut wall_before = 0.0;
         let mut seed_offset = 0;
-        let mut opt_g = opt_g;
-        let mut opt_d = opt_d;
         if let Some(ckpt) = &ckpt {
             let meta = checkpoint::read_meta(ckpt)?;
             let restore = |vs: &nn::VarStore, name: &str| -> Result<()> {
@@ -329,31 +332,25 @@ impl Trainer {
         let loader = Loader::new(
             dataset.clone(),
             t.batch_size,
-            cfg.train.seed,
+            setup.train.seed,
             position,
-            cfg.data.workers,
-            cfg.data.prefetch,
+            setup.data.workers,
+            setup.data.prefetch,
         )?;
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        let cfg_path = run_dir.join("config.toml");
-        crate::util::write_atomic(&cfg_path, cfg.to_toml().as_bytes())?;
+        crate::util::write_atomic(&run_dir.join("config.toml"), setup.resolved.as_bytes())?;
         let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
         // Built before training so that missing weights or a bad reference fail at once.
-        let evaluator = if cfg.eval.every > 0 {
-            Some(crate::eval::Evaluator::new(
-                &cfg.eval,
-                &cfg.data,
-                &crate::eval::reference_config(&cfg)?,
-                device,
-            )?)
+        let evaluator = if setup.eval.every > 0 {
+            Some(Evaluator::new(&setup.eval, &setup.data, device)?)
         } else {
             None
         };
         let best = evaluator
             .as_ref()
-            .and_then(|e| checkpoint::best_value(run_dir, &e.best_key().0));
+            .and_then(|e| checkpoint::best_value(run_dir, &e.best().0));
         Ok(Trainer {
-            cfg,
+            setup,
             run_dir: run_dir.to_path_buf(),
             device,
             shape,
@@ -386,7 +383,7 @@ impl Trainer {
     }
 
     fn seed(&self) -> u64 {
-        self.cfg
+        self.setup
             .train
             .seed
             .wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
@@ -423,7 +420,7 @@ impl Trainer {
     /// One training step: `n_dis` D steps, then one G step and the EMA update. On a non-finite
     /// loss or gradient nothing of the failing phase is applied.
     pub fn train_step(&mut self) -> Result<Vec<(String, Tensor)>> {
-        let batches = (0..self.cfg.train.n_dis)
+        let batches = (0..self.setup.train.n_dis)
             .map(|_| self.real_batch())
             .collect::<Result<Vec<_>>>()?;
         self.train_step_on(batches)
@@ -436,8 +433,8 @@ impl Trainer {
         batches: Vec<(Tensor, Option<Tensor>)>,
     ) -> Result<Vec<(String, Tensor)>> {
         let seed = self.seed();
-        let t = self.cfg.train.clone();
-        let r1 = self.cfg.loss.r1.clone();
+        let t = self.setup.train.clone();
+        let r1 = self.setup.loss.r1.clone();
         let mut parts = Vec::new();
         let z_dim = self.g.z_dim();
         let b = t.batch_size as i64;
@@ -462,7 +459,7 @@ impl Trainer {
                 &fake,
                 labels.as_ref(),
                 fake_labels.as_ref(),
-                &self.cfg.loss,
+                &self.setup.loss,
                 self.step,
                 r1_scale,
             );
@@ -485,13 +482,13 @@ impl Trainer {
             &mut self.critic,
             &fake,
             labels.as_ref(),
-            &self.cfg.loss,
+            &self.setup.loss,
             self.step,
         );
         // Lazy path-length regularisation (StyleGAN2, `loss.pl`): every `pl.every` G steps a second
         // G pass on the first batch/batch_shrink latents adds weight * every * penalty to the same
         // gradients, before the one Adam step. Generators without a w space return None.
-        let pl = &self.cfg.loss.pl;
+        let pl = &self.setup.loss.pl;
         if pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1)) {
             let n = (b / pl.batch_shrink.max(1) as i64).max(1);
             let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
@@ -529,7 +526,7 @@ impl Trainer {
     /// Spread of the first `grid` data samples (read straight from the data set, so the loader's
     /// position, and with it exact resume, is untouched).
     fn real_diversity(&self) -> Result<f64> {
-        let n = self.cfg.train.grid.clamp(2, self.dataset.len());
+        let n = self.setup.train.grid.clamp(2, self.dataset.len());
         let [c, h, w] = self.dataset.sample_shape();
         let mut buf = vec![0f32; n * c * h * w];
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
@@ -548,7 +545,7 @@ impl Trainer {
         let dir = self.run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("step-{:07}.png", self.step));
-        samples::save(&x, &path, self.dataset.as_ref(), self.cfg.data.kind)?;
+        samples::save(&x, &path, self.dataset.as_ref(), self.setup.data.kind)?;
         Ok((path, spread))
     }
 
@@ -563,8 +560,8 @@ impl Trainer {
             loader: self.loader.position(),
             wall_seconds: self.wall_before + elapsed,
             seed_offset: self.seed_offset,
-            arch: self.cfg.model.arch.clone(),
-            config: self.cfg.to_toml(),
+            arch: self.setup.model.arch_name().into(),
+            config: self.setup.resolved.clone(),
         };
         let mut adam = self.opt_g.state("g");
         adam.extend(self.opt_d.state("d"));
@@ -579,22 +576,26 @@ impl Trainer {
         let mut timing = Stats::default();
         timing.set("checkpoint/save_s", t0.elapsed().as_secs_f64());
         self.log.write(self.step, &timing)?;
-        checkpoint::prune(&self.run_dir, self.cfg.train.keep_checkpoints);
+        checkpoint::prune(&self.run_dir, self.setup.train.keep_checkpoints);
         Ok(path)
     }
 
     /// Trains until `train.steps` or until `stop` is raised (then saves and returns Interrupted).
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Outcome> {
-        let total = self.cfg.train.steps;
+        let total = self.setup.train.steps;
         on_event(Event::Started {
             step: self.step,
             total,
             run_dir: &self.run_dir,
             data: self.dataset.describe(),
         });
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut window = (Instant::now(), self.images_seen);
         let mut rollbacks = 0;
+        // Timed from the end of the first step (which warms libtorch up) over the next few.
+        const ESTIMATE_OVER: u64 = 10;
+        let mut first_done: Option<(Instant, u64)> = None;
+        let mut estimated = false;
         let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
         if checkpoint::latest(&self.run_dir).is_none() {
             // The initial state, so that a divergence can always stop at (or roll back to) a
@@ -619,10 +620,13 @@ impl Trainer {
                 Err(Error::NonFinite { step, what }) => {
                     self.log.event(step, "non-finite", &what)?;
                     let has_ckpt = checkpoint::latest(&self.run_dir).is_some();
-                    if self.cfg.train.on_nan == "rollback" && rollbacks < 3 && has_ckpt {
+                    if self.setup.train.on_nan == OnNan::Rollback && rollbacks < 3 && has_ckpt {
                         rollbacks += 1;
                         on_event(Event::Warning(format!("non-finite {what} at step {step}; rolling back to the last checkpoint with a new seed")));
                         self.rollback()?;
+                        // Counters and wall time start again from the checkpoint's.
+                        started = Instant::now();
+                        window = (Instant::now(), self.images_seen);
                         continue;
                     }
                     return Err(Error::NonFinite {
@@ -633,7 +637,18 @@ impl Trainer {
                 Err(e) => return Err(e),
             };
             let step = self.step;
-            if every(self.cfg.train.log_every, step) || step == total {
+            match first_done {
+                None => first_done = Some((Instant::now(), step)),
+                Some((t0, s0)) if !estimated && (step - s0 == ESTIMATE_OVER || step == total) => {
+                    estimated = true;
+                    on_event(Event::Estimate {
+                        seconds_per_step: t0.elapsed().as_secs_f64() / (step - s0) as f64,
+                        remaining_steps: total - step,
+                    });
+                }
+                Some(_) => {}
+            }
+            if every(self.setup.train.log_every, step) || step == total {
                 let mut stats = Stats::default();
                 for (k, v) in &parts {
                     stats.set_tensor(k.clone(), v);
@@ -646,7 +661,7 @@ impl Trainer {
                 stats.set("wall_s", self.wall_before + started.elapsed().as_secs_f64());
                 window = (Instant::now(), self.images_seen);
                 self.log.write(step, &stats)?;
-                for w in self.guard.on_log(step, &stats, self.cfg.loss.kind) {
+                for w in self.guard.on_log(step, &stats, self.setup.loss.kind) {
                     self.log.event(step, "warning", &w)?;
                     on_event(Event::Warning(w));
                 }
@@ -655,7 +670,7 @@ impl Trainer {
                     stats: &stats,
                 });
             }
-            if every(self.cfg.train.sample_every, step) || step == total {
+            if every(self.setup.train.sample_every, step) || step == total {
                 let (path, spread) = self.write_samples()?;
                 if self.guard.real_diversity.is_none() {
                     self.guard.real_diversity = Some(self.real_diversity()?);
@@ -670,12 +685,12 @@ impl Trainer {
                 on_event(Event::Sampled { step, path: &path });
             }
             let mut saved = None;
-            if every(self.cfg.train.checkpoint_every, step) || step == total {
+            if every(self.setup.train.checkpoint_every, step) || step == total {
                 let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
                 on_event(Event::Saved { step, path: &path });
                 saved = Some(path);
             }
-            if self.evaluator.is_some() && (every(self.cfg.eval.every, step) || step == total) {
+            if self.evaluator.is_some() && (every(self.setup.eval.every, step) || step == total) {
                 self.evaluate(step, saved, started.elapsed().as_secs_f64(), on_event)?;
             }
         }
@@ -696,9 +711,9 @@ impl Trainer {
             self.sampler(),
             self.shape.num_classes,
             self.device,
-            self.cfg.train.seed,
+            self.setup.train.seed,
         )?;
-        let (key, higher) = ev.best_key();
+        let (key, metric) = ev.best();
         let mut stats = Stats::default();
         for (k, v) in &values {
             stats.set(k.clone(), *v);
@@ -709,7 +724,7 @@ impl Trainer {
             stats: &stats,
         });
         if let Some(v) = stats.get(&key) {
-            let improved = self.best.is_none_or(|b| if higher { v > b } else { v < b });
+            let improved = self.best.is_none_or(|b| metric.better(v, b));
             if improved {
                 let ckpt = match saved {
                     Some(p) => p,
@@ -723,13 +738,20 @@ impl Trainer {
         Ok(())
     }
 
-    /// Reloads the latest checkpoint in place and shifts the seed, after a divergence.
+    /// Reloads the latest checkpoint in place and shifts the seed, after a divergence; the log
+    /// keeps the divergence and says where it went back to.
     fn rollback(&mut self) -> Result<()> {
-        let mut cfg = self.cfg.clone();
+        let ckpt = checkpoint::latest(&self.run_dir)
+            .ok_or_else(|| Error::io(&self.run_dir, "no checkpoint to roll back to"))?;
         let offset = self.seed_offset + 1;
-        cfg.train.seed = self.cfg.train.seed;
-        let mut fresh = Trainer::resume(&self.run_dir, Some(cfg))?;
+        let failed_at = self.step;
+        let mut fresh = Trainer::resume(self.setup.clone(), &self.run_dir, &ckpt)?;
         fresh.seed_offset = offset;
+        let detail = format!(
+            "after the divergence at step {failed_at}: continued from step {} with seed offset {offset}",
+            fresh.step
+        );
+        fresh.log.event(failed_at, "rollback", &detail)?;
         *self = fresh;
         Ok(())
     }

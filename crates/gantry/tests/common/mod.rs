@@ -64,15 +64,20 @@ pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A tiny, fast configuration on the built-in shapes at 8x8 (for training tests).
+/// A tiny, fast configuration on the built-in shapes at 8x8 (for training tests) with widths 4,
+/// for the architectures that have `ngf`/`ndf` (DCGAN, the ResNets, BigGAN).
 pub fn tiny_sets(extra: &[&str]) -> Vec<String> {
+    let mut v = tiny_run_sets(&["model.ngf=4", "model.ndf=4", "model.z_dim=8"]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// [`tiny_sets`] without model keys (data, batch, logging only).
+pub fn tiny_run_sets(extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "data.size=64",
         "data.resolution=8",
         "data.workers=1",
-        "model.ngf=4",
-        "model.ndf=4",
-        "model.z_dim=8",
         "train.batch_size=8",
         "train.threads=1",
         "train.log_every=1",
@@ -89,7 +94,7 @@ pub fn tiny_sets(extra: &[&str]) -> Vec<String> {
 
 /// Trains a fresh run to the end in `dir`.
 pub fn train(cfg: gantry::RunConfig, dir: &Path) -> gantry::train::Trainer {
-    let mut t = gantry::train::Trainer::new(cfg, dir).unwrap();
+    let mut t = gantry::train::Trainer::new(cfg.setup(), dir).unwrap();
     let out = t
         .run(&std::sync::atomic::AtomicBool::new(false), &mut |_| {})
         .unwrap();
@@ -99,7 +104,7 @@ pub fn train(cfg: gantry::RunConfig, dir: &Path) -> gantry::train::Trainer {
 
 /// The numeric rows of a run's metrics.jsonl (everything but events).
 pub fn log_rows(dir: &Path) -> Vec<serde_json::Value> {
-    gantry::train::log::read(&dir.join("metrics.jsonl"))
+    gantry::rundir::log::read(&dir.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
         .filter(|r| r.get("event").is_none())

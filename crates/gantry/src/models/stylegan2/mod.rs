@@ -32,85 +32,126 @@
 pub mod layers;
 pub mod ops;
 
-use super::{DataShape, Discriminator, Generator, ModelConfig, TapFn};
+use super::{Architecture, DataShape, Discriminator, Generator, TapFn};
 use crate::error::{Error, Result};
 use layers::{Conv2dLayer, ConvSpec, FullyConnected, NoiseMode, SynthesisLayer, ToRgb};
 use ops::{Act, ModConvForm};
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Decay of the tracked average of w (`w_avg_beta` in the reference), used for truncation.
 pub const W_AVG_BETA: f64 = 0.995;
 
-/// Latent size when `model.z_dim = 0`.
-pub const DEFAULT_Z_DIM: i64 = 512;
+/// `model.*` with `arch = "stylegan2"`. Widths are `min(channel_base / res, channel_max)` channels
+/// at resolution `res` (networks.py).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StyleGan2Config {
+    /// Latent (z) size.
+    pub z_dim: i64,
+    /// Intermediate latent (w) size.
+    pub w_dim: i64,
+    /// 32768 is config F; 16384 is stylegan2-ada's `paper256`.
+    pub channel_base: i64,
+    /// The most channels any layer has.
+    pub channel_max: i64,
+    /// Mapping-network depth (8 in the paper; stylegan2-ada uses 2 for small data).
+    pub mapping_layers: i64,
+    /// Mapping-network learning-rate multiplier (equalised lr; 0.01 in the paper).
+    pub mapping_lr_mul: f64,
+    /// Style-mixing probability in training (0.9 in the paper; 0 disables).
+    pub style_mixing: f64,
+    /// Minibatch-stddev group size in D's epilogue (4; stylegan2-ada `paper256` uses 8).
+    pub mbstd_group: i64,
+    /// Minibatch-stddev features (1; 0 disables the layer).
+    pub mbstd_channels: i64,
+}
+
+impl Default for StyleGan2Config {
+    fn default() -> Self {
+        StyleGan2Config {
+            z_dim: 512,
+            w_dim: 512,
+            channel_base: 32768,
+            channel_max: 512,
+            mapping_layers: 8,
+            mapping_lr_mul: 0.01,
+            style_mixing: 0.9,
+            mbstd_group: 4,
+            mbstd_channels: 1,
+        }
+    }
+}
 
 /// Channels at resolution `res`: `min(channel_base / res, channel_max)`.
-pub fn channels(cfg: &ModelConfig, res: i64) -> i64 {
+pub fn channels(cfg: &StyleGan2Config, res: i64) -> i64 {
     (cfg.channel_base / res).min(cfg.channel_max)
 }
 
-fn z_dim(cfg: &ModelConfig) -> i64 {
-    if cfg.z_dim > 0 {
-        cfg.z_dim
-    } else {
-        DEFAULT_Z_DIM
+impl Architecture for StyleGan2Config {
+    fn validate(&self, r: i64) -> Result<()> {
+        if !(8..=1024).contains(&r) || r & (r - 1) != 0 {
+            return Err(Error::config(
+                "data.resolution",
+                format!("stylegan2 needs a power-of-two resolution from 8 to 1024, got {r}"),
+            ));
+        }
+        if self.channel_base <= 0 || self.channel_max <= 0 || channels(self, r) < 1 {
+            return Err(Error::config(
+                "model.channel_base",
+                format!("channel_base and channel_max must be positive and channel_base >= the resolution ({r})"),
+            ));
+        }
+        for (key, v) in [("z_dim", self.z_dim), ("w_dim", self.w_dim)] {
+            if v <= 0 {
+                return Err(Error::config(format!("model.{key}"), "must be positive"));
+            }
+        }
+        if self.mapping_layers < 1 {
+            return Err(Error::config(
+                "model.mapping_layers",
+                "the mapping network needs at least 1 layer",
+            ));
+        }
+        if !(self.mapping_lr_mul.is_finite() && self.mapping_lr_mul > 0.0) {
+            return Err(Error::config("model.mapping_lr_mul", "must be positive"));
+        }
+        if !(0.0..=1.0).contains(&self.style_mixing) {
+            return Err(Error::config(
+                "model.style_mixing",
+                "is a probability, in [0, 1]",
+            ));
+        }
+        if self.mbstd_group < 1 {
+            return Err(Error::config("model.mbstd_group", "must be at least 1"));
+        }
+        let c4 = channels(self, 4);
+        if self.mbstd_channels < 0 || (self.mbstd_channels > 0 && c4 % self.mbstd_channels != 0) {
+            return Err(Error::config(
+                "model.mbstd_channels",
+                format!("must be >= 0 and divide D's 4x4 channels ({c4})"),
+            ));
+        }
+        Ok(())
     }
-}
-
-fn w_dim(cfg: &ModelConfig) -> i64 {
-    if cfg.w_dim > 0 {
-        cfg.w_dim
-    } else {
-        z_dim(cfg)
+    /// D's blocks, named by the resolution they read: `b<res>` .. `b8`.
+    fn taps(&self, resolution: i64) -> Vec<String> {
+        resolutions(resolution)
+            .iter()
+            .skip(1)
+            .rev()
+            .map(|r| format!("b{r}"))
+            .collect()
     }
-}
-
-pub(super) fn validate(cfg: &ModelConfig, shape: &DataShape) -> Result<()> {
-    let r = shape.resolution;
-    if !(8..=1024).contains(&r) || r & (r - 1) != 0 {
-        return Err(Error::config(
-            "data.resolution",
-            format!("stylegan2 needs a power-of-two resolution from 8 to 1024, got {r}"),
-        ));
+    fn generator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Generator> {
+        Box::new(StyleGan2Generator::new(p, self, shape))
     }
-    if cfg.channel_base <= 0 || cfg.channel_max <= 0 || channels(cfg, r) < 1 {
-        return Err(Error::config(
-            "model.channel_base",
-            format!("channel_base and channel_max must be positive and channel_base >= the resolution ({r})"),
-        ));
+    fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator> {
+        Box::new(StyleGan2Discriminator::new(p, self, shape))
     }
-    if cfg.z_dim < 0 || cfg.w_dim < 0 {
-        return Err(Error::config(
-            "model.w_dim",
-            "latent sizes must be >= 0 (0 = default)",
-        ));
+    fn has_path_length(&self) -> bool {
+        true
     }
-    if cfg.mapping_layers < 1 {
-        return Err(Error::config(
-            "model.mapping_layers",
-            "the mapping network needs at least 1 layer",
-        ));
-    }
-    if cfg.mapping_lr_mul.is_nan() || cfg.mapping_lr_mul <= 0.0 {
-        return Err(Error::config("model.mapping_lr_mul", "must be positive"));
-    }
-    if !(0.0..=1.0).contains(&cfg.style_mixing) {
-        return Err(Error::config(
-            "model.style_mixing",
-            "is a probability, in [0, 1]",
-        ));
-    }
-    if cfg.mbstd_group < 1 {
-        return Err(Error::config("model.mbstd_group", "must be at least 1"));
-    }
-    let c4 = channels(cfg, 4);
-    if cfg.mbstd_channels < 0 || (cfg.mbstd_channels > 0 && c4 % cfg.mbstd_channels != 0) {
-        return Err(Error::config(
-            "model.mbstd_channels",
-            format!("must be >= 0 and divide D's 4x4 channels ({c4})"),
-        ));
-    }
-    Ok(())
 }
 
 /// Resolutions from 4 up to the data's, `[4, 8, .., res]`.
@@ -127,7 +168,7 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(p: nn::Path, z_dim: i64, w_dim: i64, cfg: &ModelConfig) -> Self {
+    fn new(p: nn::Path, z_dim: i64, w_dim: i64, cfg: &StyleGan2Config) -> Self {
         let layers = (0..cfg.mapping_layers)
             .map(|i| {
                 let in_features = if i == 0 { z_dim } else { w_dim };
@@ -225,8 +266,8 @@ pub struct StyleGan2Generator {
 }
 
 impl StyleGan2Generator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
-        let (z_dim, w_dim) = (z_dim(cfg), w_dim(cfg));
+    pub fn new(p: nn::Path, cfg: &StyleGan2Config, shape: &DataShape) -> Self {
+        let (z_dim, w_dim) = (cfg.z_dim, cfg.w_dim);
         let filter = ops::setup_filter(&ops::BLUR_TAPS, p.device());
         let sp = &p / "synthesis";
         let mut blocks: Vec<SynthesisBlock> = Vec::new();
@@ -448,15 +489,14 @@ pub struct StyleGan2Discriminator {
     conv: Conv2dLayer,
     fc: FullyConnected,
     out: FullyConnected,
-    fq_default: Vec<String>,
 }
 
 impl StyleGan2Discriminator {
-    pub fn new(p: nn::Path, cfg: &ModelConfig, shape: &DataShape) -> Self {
+    pub fn new(p: nn::Path, cfg: &StyleGan2Config, shape: &DataShape) -> Self {
         let filter = ops::setup_filter(&ops::BLUR_TAPS, p.device());
         let mut blocks = Vec::new();
-        for &res in resolutions(shape.resolution).iter().skip(1).rev() {
-            let name = format!("b{res}");
+        for name in cfg.taps(shape.resolution) {
+            let res: i64 = name[1..].parse().expect("b<res>");
             let bp = &p / name.as_str();
             let (tmp, out) = (channels(cfg, res), channels(cfg, res / 2));
             let fromrgb = (res == shape.resolution).then(|| {
@@ -498,7 +538,6 @@ impl StyleGan2Discriminator {
         );
         let fc = FullyConnected::new(&ep / "fc", c4 * 16, c4, Act::Lrelu, 1.0, 0.0);
         let out = FullyConnected::new(&ep / "out", c4, 1, Act::Linear, 1.0, 0.0);
-        let fq_default = vec![blocks[(blocks.len() - 1) / 2].name.clone()];
         StyleGan2Discriminator {
             blocks,
             mbstd_group: cfg.mbstd_group,
@@ -506,7 +545,6 @@ impl StyleGan2Discriminator {
             conv,
             fc,
             out,
-            fq_default,
         }
     }
 }
@@ -533,10 +571,6 @@ impl Discriminator for StyleGan2Discriminator {
     fn taps(&self) -> Vec<String> {
         self.blocks.iter().map(|b| b.name.clone()).collect()
     }
-
-    fn default_fq_layers(&self) -> Vec<String> {
-        self.fq_default.clone()
-    }
 }
 
 #[cfg(test)]
@@ -547,10 +581,10 @@ mod tests {
         DataShape::image(3, res, None)
     }
 
-    fn tiny() -> ModelConfig {
-        ModelConfig {
-            arch: "stylegan2".into(),
+    fn tiny() -> StyleGan2Config {
+        StyleGan2Config {
             z_dim: 16,
+            w_dim: 16,
             channel_base: 128,
             channel_max: 16,
             mapping_layers: 2,
@@ -574,7 +608,7 @@ mod tests {
             assert_eq!(d.forward(&x, None, train).size(), [4]);
         }
         assert_eq!(d.taps(), ["b32", "b16", "b8"]);
-        assert_eq!(d.default_fq_layers(), ["b16"]);
+        assert_eq!(cfg.default_fq_layers(32), ["b16"]);
         let f = d.embed(
             &Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
             true,
@@ -613,35 +647,29 @@ mod tests {
 
     #[test]
     fn rejects_bad_settings() {
-        let e = validate(&tiny(), &shape(48)).unwrap_err().to_string();
+        let e = tiny().validate(48).unwrap_err().to_string();
         assert!(e.starts_with("data.resolution:"), "{e}");
-        let e = validate(
-            &ModelConfig {
-                style_mixing: 1.5,
-                ..tiny()
-            },
-            &shape(32),
-        )
+        let e = StyleGan2Config {
+            style_mixing: 1.5,
+            ..tiny()
+        }
+        .validate(32)
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("model.style_mixing:"), "{e}");
-        let e = validate(
-            &ModelConfig {
-                channel_base: 16,
-                ..tiny()
-            },
-            &shape(32),
-        )
+        let e = StyleGan2Config {
+            channel_base: 16,
+            ..tiny()
+        }
+        .validate(32)
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("model.channel_base:"), "{e}");
-        let e = validate(
-            &ModelConfig {
-                mbstd_channels: 3,
-                ..tiny()
-            },
-            &shape(32),
-        )
+        let e = StyleGan2Config {
+            mbstd_channels: 3,
+            ..tiny()
+        }
+        .validate(32)
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("model.mbstd_channels:"), "{e}");

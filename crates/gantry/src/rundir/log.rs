@@ -1,12 +1,16 @@
 //! `metrics.jsonl`: one JSON object per logged step (`step`, losses, `images_per_s`, `wall_s`, ...)
 //! and one per event (`{"step": .., "event": "non-finite", "detail": ..}`). On resume, lines past
-//! the checkpoint's step are dropped so the log reads as one uninterrupted run.
+//! the checkpoint's step are dropped so the log reads as one uninterrupted run, except the
+//! [`HISTORY`] events: a divergence and the rollback that answered it are part of the run's story.
 
 use crate::error::{Error, Result};
 use crate::stats::Stats;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+
+/// Events kept whatever their step when the log is reopened at an earlier step.
+pub const HISTORY: &[&str] = &["non-finite", "rollback"];
 
 pub struct MetricsLog {
     path: PathBuf,
@@ -21,10 +25,17 @@ impl MetricsLog {
                     .lines()
                     .map_while(|l| l.ok())
                     .filter(|l| {
-                        serde_json::from_str::<serde_json::Value>(l)
-                            .ok()
-                            .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                            .is_some_and(|s| s <= resume_step)
+                        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+                            return false;
+                        };
+                        let history = v
+                            .get("event")
+                            .and_then(|e| e.as_str())
+                            .is_some_and(|e| HISTORY.contains(&e));
+                        history
+                            || v.get("step")
+                                .and_then(|s| s.as_u64())
+                                .is_some_and(|s| s <= resume_step)
                     })
                     .collect();
             let mut text = kept.join("\n");

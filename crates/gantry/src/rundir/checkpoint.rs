@@ -10,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-/// Bumped when the layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the layout changes incompatibly (2: the configuration's `model` section holds only
+/// its architecture's keys).
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
@@ -201,7 +202,7 @@ pub fn read_meta(ckpt: &Path) -> Result<Meta> {
         return Err(Error::checkpoint(
             &path,
             format!(
-                "checkpoint format {} is not supported by this gantry (format {FORMAT_VERSION})",
+                "checkpoint format {} is not supported by this gantry (format {FORMAT_VERSION}; it was written by another version)",
                 meta.format_version
             ),
         ));

@@ -1,4 +1,4 @@
-"""Reference for gantry's AdaptiveMix: the spec (shared/spec/adaptivemix.md) written in PyTorch the
+"""Reference for gantry's AdaptiveMix: the algorithm of docs/adaptivemix.md written in PyTorch the
 way the reference code runs it (three embed passes), on a DCGAN D at 16x16 with BatchNorm, float64.
 Inputs (npz): D weights, x, lam (scalar or [B]), perm, noise, sigma, weight, dist (0 cosine,
 1 mse, 2 l2). Outputs: logits, l_am, loss = mean softplus(-logits) + weight * l_am, and the

@@ -1,4 +1,4 @@
-"""Reference for gantry's FQ layer: shared/spec/feature-quantization.md in PyTorch, float32.
+"""Reference for gantry's FQ layer: docs/feature-quantization.md in PyTorch, float32.
 Inputs (npz): E0 [K, C] (initial codebook; counts 0, sums = E0), h_real, h_fake [T, B, C, H, W]
 (one D phase per t: both assigned against the pre-update codebook, one update from both),
 up [T, B, C, H, W] (upstream gradient for the straight-through check), decay, beta.

@@ -50,7 +50,7 @@ def random_fid_inception(seed=0, calib_size=299):
 
 
 def keys_tsv(state_dict):
-    """The key list in the format of /work/shared/spec/fid-inception-keys.tsv."""
+    """The key list in the format of crates/gantry-metrics/tests/fixtures/fid-inception-keys.tsv."""
     storage = {torch.float32: "FloatStorage", torch.int64: "LongStorage"}
     lines = ["name\tshape\tdtype"]
     for k in sorted(state_dict):

@@ -1,6 +1,7 @@
 //! gantry-metrics: FID, KID, Inception Score and precision/recall that reproduce the tools
 //! people trust — pytorch-fid for FID, torch-fidelity for KID, IS and precision/recall, and
-//! optionally clean-fid's preprocessing — on libtorch through `tch`.
+//! optionally clean-fid's preprocessing — on libtorch through `tch`. `docs/metrics.md` states
+//! the protocol in words.
 //!
 //! The pieces, in the order data flows through them:
 //! - [`torch_file`] reads weights (legacy and zip `torch.save`, safetensors);

@@ -7,7 +7,7 @@
 //! `model.arch` starts the model section afresh from that architecture's defaults. Unknown keys
 //! and bad values are errors that name the dotted key (and list the valid ones), and
 //! [`RunConfig::validate`] is the one gate every check that needs no data passes through before
-//! any work starts (`--dry-run` included).
+//! any work starts (`--dry-run` included). `docs/configuration.md` is the user's view.
 
 use crate::error::{Error, Result};
 use crate::eval::EvalConfig;

@@ -1,5 +1,6 @@
 //! Losses: the adversarial objectives, the gradient penalties, and [`objective`], which computes
-//! what each training phase minimises (the training loop decides when phases run).
+//! what each training phase minimises (the training loop decides when phases run). See
+//! `docs/training.md`.
 
 pub mod adversarial;
 pub mod objective;

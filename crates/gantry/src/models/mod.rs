@@ -3,7 +3,8 @@
 //! maps that `embed` passes through (`taps`), so FQ can be placed after any of them.
 //!
 //! A new architecture is one file here (its settings type implements [`Architecture`]) plus one
-//! variant of [`ModelConfig`].
+//! variant of [`ModelConfig`]. `docs/models.md` summarises each and where it departs from its
+//! reference.
 
 pub mod biggan;
 pub mod dcgan;

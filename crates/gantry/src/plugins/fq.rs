@@ -1,6 +1,7 @@
 //! Feature Quantization (Zhao, Li, Yu, Gao, Chen, "Feature Quantization Improves GAN Training",
 //! ICML 2020): an EMA dictionary per chosen D layer into which the features of real and fake
-//! images are quantised, one shared discrete space. See `shared/spec/feature-quantization.md`.
+//! images are quantised, one shared discrete space. `docs/feature-quantization.md` explains the
+//! algorithm and where gantry departs from the reference code.
 //!
 //! The dictionary lives outside the optimiser, in the `plugins` store (`fq.<layer>.codebook`,
 //! `.ema_count`, `.ema_sum`), and is checkpointed with it. Its update takes per-phase counts and

@@ -15,7 +15,8 @@ device="${3:-cpu}"
 rounds="${4:-3}"
 bin=target/release/gantry
 py="$GANTRY_VENV/bin/python"
-common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set "train.threads=$threads" --set "train.device=$device"
+common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set model.ngf=64 --set model.ndf=64
+        --set "train.threads=$threads" --set "train.device=$device"
         --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0 --steps "$steps")
 row() { # label, gantry json lines, pytorch json lines
   python3 - "$1" "$2" "$3" <<'PY'

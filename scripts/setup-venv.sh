@@ -4,9 +4,23 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
+# gloo's headers, which the torch wheel lacks and multi-process training on CPU needs to build
+# (declarations only: the gloo that runs is the wheel's own). Debian's package, as root; without it
+# gantry still builds and trains in one process, and says what is missing if asked for more.
+if [ ! -f /usr/include/gloo/algorithm.h ] && [ -z "${GANTRY_GLOO_INCLUDE:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "gantry: installing Debian's libgloo-dev (gloo's headers, for multi-process training)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libgloo-dev >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libgloo-dev >/dev/null; } \
+      || echo "gantry: warning: could not install libgloo-dev; multi-process CPU training will be unavailable" >&2
+  else
+    echo "gantry: warning: gloo's headers are missing (apt-get install libgloo-dev as root); multi-process CPU training will be unavailable" >&2
+  fi
+fi
+
 want_torch="$TORCH_VERSION"
 if [ -x "$GANTRY_VENV/bin/python" ] \
-  && "$GANTRY_VENV/bin/python" -c "import torch, torchvision, numpy, scipy, pytorch_fid, torch_fidelity, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$want_torch' else 1)" 2>/dev/null; then
+  && "$GANTRY_VENV/bin/python" -c "import torch, torchvision, numpy, scipy, pytorch_fid, torch_fidelity, sys, os; sys.exit(0 if torch.__version__.split('+')[0] == '$want_torch' and os.path.exists(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', 'cu13', 'include', 'nv', 'target')) else 1)" 2>/dev/null; then
   exit 0
 fi
 

@@ -25,6 +25,10 @@ pub enum Error {
     /// The requested device is not available.
     #[error("device {device}: {msg}")]
     Device { device: String, msg: String },
+    /// A collective of a data-parallel job failed (a rank died, hung past the timeout, or could
+    /// not join): a failed run.
+    #[error("rank {rank}: {msg}")]
+    Dist { rank: usize, msg: String },
     /// A loss or gradient became NaN or infinite.
     #[error("non-finite {what} at step {step}")]
     NonFinite { step: u64, what: String },

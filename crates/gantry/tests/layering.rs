@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "util",
     "stats",
     "device",
+    "dist",
     "nn",
     "models",
     "plugins",

@@ -1,0 +1,220 @@
+// The bridge to torch's own distributed engine: a c10d store (TCPStore, or FileStore on one
+// machine), a c10d process group (ProcessGroupGloo for CPU tensors, ProcessGroupNCCL for CUDA
+// tensors) and the collectives gantry needs. Nothing here is a transport of gantry's: every byte
+// moves through the libtorch the binary already links.
+//
+// Every function reports a C++ exception as a malloc'd message (one line once gantry trims it)
+// and returns nullptr on success. The group's timeout bounds every collective: a rank that died
+// or hangs makes the others fail with an error instead of waiting for ever.
+//
+// ProcessGroupGloo.hpp includes gloo's own headers, which the torch wheel does not ship: the
+// set-up script installs Debian's libgloo-dev for them (declarations only; the implementation
+// that runs is the wheel's). Without them (GANTRY_GLOO undefined) this file still builds and
+// every call says how to get multi-process training. NCCL is built when the wheel's CUDA and NCCL
+// headers are found (GANTRY_NCCL).
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef GANTRY_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef GANTRY_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+  std::chrono::milliseconds timeout;
+  int rank;
+  int world;
+};
+
+char *fail(const std::exception &e) { return strdup(e.what()); }
+
+void wait(Group *g, const c10::intrusive_ptr<c10d::Work> &work) {
+  if (!work->wait(g->timeout)) {
+    throw std::runtime_error("collective did not finish within the timeout");
+  }
+}
+
+void all_reduce(Group *g, at::Tensor &t, c10d::ReduceOp::RedOpType op) {
+  std::vector<at::Tensor> ts{t};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp(op);
+  opts.timeout = g->timeout;
+  wait(g, g->backend->allreduce(ts, opts));
+}
+
+// Sum over ranks that autograd sees through: the backward of a sum all-reduce is a sum
+// all-reduce of the incoming gradients (each rank's loss depends on every rank's input).
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x,
+                            int64_t group) {
+    ctx->saved_data["group"] = group;
+    at::Tensor y = x.clone();
+    all_reduce(reinterpret_cast<Group *>(group), y, c10d::ReduceOp::SUM);
+    return y;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext *ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto *g = reinterpret_cast<Group *>(ctx->saved_data["group"].toInt());
+    at::Tensor dx = grads[0].contiguous().clone();
+    all_reduce(g, dx, c10d::ReduceOp::SUM);
+    return {dx, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+extern "C" {
+
+// Whether this build has the gloo (CPU) and NCCL (CUDA) process groups: bit 0 gloo, bit 1 NCCL.
+int gantry_dist_backends() {
+  int b = 0;
+#ifdef GANTRY_GLOO
+  b |= 1;
+#endif
+#ifdef GANTRY_NCCL
+  b |= 2;
+#endif
+  return b;
+}
+
+// Joins a group of `world` processes as `rank`. `store_path` non-empty: a FileStore at that path
+// (one machine); else a TCPStore at host:port, hosted by this process when `is_server`.
+// `nccl`: ProcessGroupNCCL on CUDA device `cuda_device`, else ProcessGroupGloo; `iface`
+// non-empty: gloo's network interface (GLOO_SOCKET_IFNAME), else the device of `host`.
+char *gantry_dist_new(const char *store_path, const char *host, int port, int is_server, int rank,
+                      int world, double timeout_s, int nccl, int cuda_device, const char *iface,
+                      void **out) {
+  try {
+    auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
+    c10::intrusive_ptr<c10d::Store> store;
+    if (store_path && *store_path) {
+      store = c10::make_intrusive<c10d::FileStore>(store_path, world);
+    } else {
+      c10d::TCPStoreOptions opts;
+      opts.port = static_cast<std::uint16_t>(port);
+      opts.isServer = is_server != 0;
+      opts.numWorkers = world;
+      opts.waitWorkers = false;
+      opts.timeout = timeout;
+      store = c10::make_intrusive<c10d::TCPStore>(host, opts);
+    }
+    store->setTimeout(timeout);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gantry", store);
+    c10::intrusive_ptr<c10d::Backend> backend;
+    if (nccl) {
+#ifdef GANTRY_NCCL
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = timeout;
+      at::globalContext().lazyInitDevice(c10::DeviceType::CUDA);
+      backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, world, opts);
+      (void)cuda_device;
+#else
+      throw std::runtime_error(
+          "this gantry was built without NCCL (the CUDA and NCCL headers of the torch wheel were "
+          "not found at build time)");
+#endif
+    } else {
+#ifdef GANTRY_GLOO
+      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+      if (iface && *iface) {
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(iface));
+      } else {
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(host));
+      }
+      backend = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world, opts);
+#else
+      throw std::runtime_error(
+          "this gantry was built without gloo's headers, so it cannot train in several processes "
+          "(install Debian's libgloo-dev, as scripts/setup-venv.sh does as root, and rebuild)");
+#endif
+    }
+    *out = new Group{store, backend, timeout, rank, world};
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+void gantry_dist_free(void *g) { delete static_cast<Group *>(g); }
+
+// In-place all-reduce: op 0 sum, 1 max, 2 min.
+char *gantry_dist_all_reduce(void *g, void *t, int op) {
+  try {
+    auto kind = op == 1 ? c10d::ReduceOp::MAX : op == 2 ? c10d::ReduceOp::MIN : c10d::ReduceOp::SUM;
+    all_reduce(static_cast<Group *>(g), *static_cast<at::Tensor *>(t), kind);
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+// In-place broadcast from `root`.
+char *gantry_dist_broadcast(void *g, void *t, int root) {
+  try {
+    auto *grp = static_cast<Group *>(g);
+    std::vector<at::Tensor> ts{*static_cast<at::Tensor *>(t)};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    opts.timeout = grp->timeout;
+    wait(grp, grp->backend->broadcast(ts, opts));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+// `out` ([world * n, ...], contiguous) receives every rank's `in` ([n, ...]) in rank order.
+char *gantry_dist_all_gather(void *g, void *out, void *in) {
+  try {
+    auto *grp = static_cast<Group *>(g);
+    at::Tensor &o = *static_cast<at::Tensor *>(out);
+    std::vector<at::Tensor> parts = o.chunk(grp->world, 0);
+    std::vector<std::vector<at::Tensor>> outs{parts};
+    std::vector<at::Tensor> ins{*static_cast<at::Tensor *>(in)};
+    c10d::AllgatherOptions opts;
+    opts.timeout = grp->timeout;
+    wait(grp, grp->backend->allgather(outs, ins, opts));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+char *gantry_dist_barrier(void *g) {
+  try {
+    auto *grp = static_cast<Group *>(g);
+    c10d::BarrierOptions opts;
+    opts.timeout = grp->timeout;
+    wait(grp, grp->backend->barrier(opts));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+// `*out` = the sum of `x` over all ranks, differentiable (see AllReduceSum).
+char *gantry_dist_all_reduce_autograd(void *g, const void *x, void **out) {
+  try {
+    *out = new at::Tensor(AllReduceSum::apply(*static_cast<const at::Tensor *>(x),
+                                              reinterpret_cast<int64_t>(g)));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+}  // extern "C"

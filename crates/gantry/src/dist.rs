@@ -1,0 +1,472 @@
+//! Data-parallel training on torch's own distributed engine: c10d stores, process groups
+//! (ProcessGroupGloo for CPU tensors, ProcessGroupNCCL for CUDA) and collectives of the libtorch
+//! gantry links, reached through the C++ shim (`csrc/dist.cpp`). No transport of gantry's own.
+//!
+//! A job is described the way PyTorch jobs are: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//! `MASTER_ADDR`, `MASTER_PORT` in the environment (set by `gantry train --nproc N`, by torchrun,
+//! or by a cluster scheduler's script). Rank 0 hosts the TCPStore, unless torchrun's agent does
+//! (`TORCHELASTIC_USE_AGENT_STORE=True`). With no such environment, or `WORLD_SIZE=1`, a [`Comm`]
+//! is a single process and every collective returns at once.
+//!
+//! Every collective is bounded by `train.collective_timeout_s`: a rank that died or hangs makes the
+//! others fail with one line naming their own rank instead of waiting for ever.
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+extern "C" {
+    fn gantry_dist_backends() -> i32;
+    #[allow(clippy::too_many_arguments)]
+    fn gantry_dist_new(
+        store_path: *const c_char,
+        host: *const c_char,
+        port: i32,
+        is_server: i32,
+        rank: i32,
+        world: i32,
+        timeout_s: f64,
+        nccl: i32,
+        cuda_device: i32,
+        iface: *const c_char,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn gantry_dist_free(g: *mut c_void);
+    fn gantry_dist_all_reduce(g: *mut c_void, t: *const c_void, op: i32) -> *mut c_char;
+    fn gantry_dist_broadcast(g: *mut c_void, t: *const c_void, root: i32) -> *mut c_char;
+    fn gantry_dist_all_gather(
+        g: *mut c_void,
+        out: *const c_void,
+        inp: *const c_void,
+    ) -> *mut c_char;
+    fn gantry_dist_barrier(g: *mut c_void) -> *mut c_char;
+    fn gantry_dist_all_reduce_autograd(
+        g: *mut c_void,
+        x: *const c_void,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+}
+
+/// Whether this build can join a process group of `kind` (`gloo` for CPU, `nccl` for CUDA).
+pub fn has_backend(nccl: bool) -> bool {
+    // SAFETY: a pure query of compile-time flags.
+    let b = unsafe { gantry_dist_backends() };
+    b & if nccl { 2 } else { 1 } != 0
+}
+
+/// A C++ error message (malloc'd) to a Rust string; frees it.
+fn take_message(p: *mut c_char) -> String {
+    // SAFETY: the shim returns strdup'ed, NUL-terminated strings.
+    let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    // SAFETY: allocated by strdup (malloc).
+    unsafe { libc_free(p as *mut c_void) };
+    // c10 messages carry a C++ backtrace after the first line.
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+extern "C" {
+    #[link_name = "free"]
+    fn libc_free(p: *mut c_void);
+}
+
+/// Where the job's processes meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobEnv {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+    /// torchrun's agent hosts the store: every rank is a client.
+    pub agent_store: bool,
+    /// gloo's network interface (`GLOO_SOCKET_IFNAME`), when set.
+    pub gloo_iface: Option<String>,
+}
+
+impl JobEnv {
+    /// Reads the torchrun variables; `None` when the process is not part of a job (no
+    /// `WORLD_SIZE`, or `WORLD_SIZE=1`).
+    pub fn from_env() -> Result<Option<JobEnv>> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<JobEnv>> {
+        let number = |key: &str| -> Result<Option<usize>> {
+            var(key)
+                .map(|v| {
+                    v.trim().parse::<usize>().map_err(|_| {
+                        Error::config(key, format!("{v:?} is not a non-negative integer"))
+                    })
+                })
+                .transpose()
+        };
+        let Some(world) = number("WORLD_SIZE")? else {
+            return Ok(None);
+        };
+        if world <= 1 {
+            return Ok(None);
+        }
+        let rank = number("RANK")?
+            .ok_or_else(|| Error::config("RANK", "WORLD_SIZE is set but RANK is not"))?;
+        if rank >= world {
+            return Err(Error::config(
+                "RANK",
+                format!("{rank} is not below WORLD_SIZE {world}"),
+            ));
+        }
+        let local_rank = number("LOCAL_RANK")?.unwrap_or(rank);
+        let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let port = number("MASTER_PORT")?.unwrap_or(29500);
+        let master_port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::config("MASTER_PORT", format!("{port} is not a TCP port")))?;
+        Ok(Some(JobEnv {
+            rank,
+            world,
+            local_rank,
+            master_addr,
+            master_port,
+            agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True"),
+            gloo_iface: var("GLOO_SOCKET_IFNAME").filter(|s| !s.is_empty()),
+        }))
+    }
+}
+
+/// One process group (freed when the last [`Comm`] clone goes).
+struct Group {
+    ptr: *mut c_void,
+}
+
+// SAFETY: c10d backends are used from one thread at a time here (the training loop's); the
+// pointer itself may move between threads.
+unsafe impl Send for Group {}
+unsafe impl Sync for Group {}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: created by gantry_dist_new, freed once.
+        unsafe { gantry_dist_free(self.ptr) }
+    }
+}
+
+/// This process's place in a data-parallel job, and its collectives. `Comm::single()` (world 1)
+/// makes every collective a no-op, so the training loop has one code path.
+#[derive(Clone)]
+pub struct Comm {
+    group: Option<Arc<Group>>,
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Comm(rank {} of {})", self.rank, self.world)
+    }
+}
+
+/// Buckets of at most this many bytes are all-reduced together (DDP's default is 25 MiB).
+pub const BUCKET_BYTES: usize = 25 << 20;
+
+impl Comm {
+    pub fn single() -> Comm {
+        Comm {
+            group: None,
+            rank: 0,
+            world: 1,
+            local_rank: 0,
+        }
+    }
+
+    /// Joins the job `env` describes, with gloo (CPU) or NCCL (`device` CUDA).
+    pub fn join(env: &JobEnv, device: DeviceSpec, timeout_s: f64) -> Result<Comm> {
+        let nccl = matches!(device, DeviceSpec::Cuda(_));
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| Error::config("MASTER_ADDR", "contains NUL"));
+        let host = cstr(&env.master_addr)?;
+        let iface = cstr(env.gloo_iface.as_deref().unwrap_or(""))?;
+        let empty = cstr("")?;
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: valid C strings for the call's duration; `out` receives an owned pointer.
+        let err = unsafe {
+            gantry_dist_new(
+                empty.as_ptr(),
+                host.as_ptr(),
+                i32::from(env.master_port),
+                i32::from(env.rank == 0 && !env.agent_store),
+                env.rank as i32,
+                env.world as i32,
+                timeout_s,
+                i32::from(nccl),
+                env.local_rank as i32,
+                iface.as_ptr(),
+                &mut out,
+            )
+        };
+        if !err.is_null() {
+            return Err(Error::Dist {
+                rank: env.rank,
+                msg: format!(
+                    "cannot join the job at {}:{} ({} processes): {}",
+                    env.master_addr,
+                    env.master_port,
+                    env.world,
+                    take_message(err)
+                ),
+            });
+        }
+        Ok(Comm {
+            group: Some(Arc::new(Group { ptr: out })),
+            rank: env.rank,
+            world: env.world,
+            local_rank: env.local_rank,
+        })
+    }
+
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    pub fn distributed(&self) -> bool {
+        self.world > 1
+    }
+
+    fn check(&self, what: &str, err: *mut c_char) -> Result<()> {
+        if err.is_null() {
+            Ok(())
+        } else {
+            Err(Error::Dist {
+                rank: self.rank,
+                msg: format!(
+                    "{what} failed (another rank may have died or hung): {}",
+                    take_message(err)
+                ),
+            })
+        }
+    }
+
+    fn ptr(&self) -> Option<*mut c_void> {
+        self.group.as_ref().map(|g| g.ptr)
+    }
+
+    /// In-place sum over ranks of a contiguous tensor.
+    pub fn all_reduce_sum(&self, t: &Tensor) -> Result<()> {
+        self.all_reduce(t, 0, "all-reduce")
+    }
+
+    /// In-place maximum over ranks.
+    pub fn all_reduce_max(&self, t: &Tensor) -> Result<()> {
+        self.all_reduce(t, 1, "all-reduce")
+    }
+
+    fn all_reduce(&self, t: &Tensor, op: i32, what: &str) -> Result<()> {
+        let Some(g) = self.ptr() else { return Ok(()) };
+        // SAFETY: `t` is a live tensor; the shim writes into its storage only.
+        let err = unsafe { gantry_dist_all_reduce(g, t.as_ptr() as *const c_void, op) };
+        self.check(what, err)
+    }
+
+    /// In-place broadcast of `root`'s values.
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
+        let Some(g) = self.ptr() else { return Ok(()) };
+        // SAFETY: as in all_reduce.
+        let err = unsafe { gantry_dist_broadcast(g, t.as_ptr() as *const c_void, root as i32) };
+        self.check("broadcast", err)
+    }
+
+    /// Every rank's `t` (`[n, ...]`, the same shape on every rank), concatenated in rank order.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        let Some(g) = self.ptr() else {
+            return Ok(t.shallow_clone());
+        };
+        let t = t.contiguous();
+        let mut size = t.size();
+        size[0] *= self.world as i64;
+        let out = Tensor::empty(size.as_slice(), (t.kind(), t.device()));
+        // SAFETY: both tensors live for the call; `out` is contiguous.
+        let err = unsafe {
+            gantry_dist_all_gather(
+                g,
+                out.as_ptr() as *const c_void,
+                t.as_ptr() as *const c_void,
+            )
+        };
+        self.check("all-gather", err)?;
+        Ok(out)
+    }
+
+    pub fn barrier(&self) -> Result<()> {
+        let Some(g) = self.ptr() else { return Ok(()) };
+        // SAFETY: a live group.
+        let err = unsafe { gantry_dist_barrier(g) };
+        self.check("barrier", err)
+    }
+
+    /// The sum of `x` over ranks, differentiable: its backward all-reduces the gradients, so each
+    /// rank's loss reaches every rank's input (synchronised BatchNorm statistics).
+    pub fn sum_differentiable(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(g) = self.ptr() else {
+            return Ok(x.shallow_clone());
+        };
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `x` is live; `out` receives a new at::Tensor that the returned Tensor owns.
+        let err =
+            unsafe { gantry_dist_all_reduce_autograd(g, x.as_ptr() as *const c_void, &mut out) };
+        self.check("all-reduce", err)?;
+        // SAFETY: `out` is a heap at::Tensor*, the representation tch's Tensor owns.
+        Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
+    }
+
+    /// Averages `tensors` over ranks in place, flattened into buckets of at most
+    /// [`BUCKET_BYTES`] per kind and device (gradients: DDP's bucketed all-reduce, done once the
+    /// phase's backward pass is over). Undefined tensors are skipped; every rank must pass the
+    /// same list. Returns the bytes all-reduced.
+    pub fn average(&self, tensors: &[Tensor]) -> Result<usize> {
+        if !self.distributed() {
+            return Ok(0);
+        }
+        let scale = 1.0 / self.world as f64;
+        let mut bytes = 0;
+        let mut bucket: Vec<&Tensor> = Vec::new();
+        let mut bucket_bytes = 0;
+        let flush = |bucket: &mut Vec<&Tensor>| -> Result<()> {
+            if bucket.is_empty() {
+                return Ok(());
+            }
+            let mut flat = Tensor::cat(
+                &bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(),
+                0,
+            );
+            self.all_reduce_sum(&flat)?;
+            let _ = flat.g_mul_scalar_(scale);
+            let mut at = 0;
+            tch::no_grad(|| {
+                for t in bucket.iter() {
+                    let n = t.numel() as i64;
+                    t.shallow_clone()
+                        .copy_(&flat.narrow(0, at, n).view(t.size().as_slice()));
+                    at += n;
+                }
+            });
+            bucket.clear();
+            Ok(())
+        };
+        for t in tensors.iter().filter(|t| t.defined()) {
+            let size = t.numel() * t.kind().elt_size_in_bytes();
+            let same = bucket
+                .last()
+                .is_none_or(|b| b.kind() == t.kind() && b.device() == t.device());
+            if !same || bucket_bytes + size > BUCKET_BYTES {
+                flush(&mut bucket)?;
+                bucket_bytes = 0;
+            }
+            bucket.push(t);
+            bucket_bytes += size;
+            bytes += size;
+        }
+        flush(&mut bucket)?;
+        Ok(bytes)
+    }
+
+    /// Whether any rank raised `flag` (a stop request), so that every rank acts on the same step.
+    pub fn any(&self, flag: bool) -> Result<bool> {
+        if !self.distributed() {
+            return Ok(flag);
+        }
+        let t = Tensor::from_slice(&[i32::from(flag)]);
+        self.all_reduce_max(&t)?;
+        Ok(t.int64_value(&[0]) > 0)
+    }
+
+    /// Overwrites `tensors` with rank 0's values (parameters and buffers at start).
+    pub fn broadcast_all(&self, tensors: &[Tensor]) -> Result<()> {
+        if !self.distributed() {
+            return Ok(());
+        }
+        tch::no_grad(|| {
+            for t in tensors {
+                self.broadcast(t, 0)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A fingerprint of `tensors` per rank, `[world, 2]` in f64 (sum and index-weighted sum of
+    /// the values): equal rows mean the ranks hold the same state.
+    pub fn fingerprints(&self, tensors: &[Tensor]) -> Result<Tensor> {
+        let mut acc = [0f64; 2];
+        tch::no_grad(|| {
+            for (i, t) in tensors.iter().enumerate() {
+                let v = t.to_kind(Kind::Double).reshape([-1]);
+                acc[0] += v.sum(Kind::Double).double_value(&[]);
+                let w =
+                    Tensor::arange(v.numel() as i64, (Kind::Double, v.device())) + 1.0 + i as f64;
+                acc[1] += (v * w).sum(Kind::Double).double_value(&[]);
+            }
+        });
+        self.all_gather(&Tensor::from_slice(&acc).view([1, 2]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Option<JobEnv>> {
+        JobEnv::from_vars(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn reads_the_torchrun_environment() {
+        assert_eq!(env(&[]).unwrap(), None);
+        assert_eq!(env(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None);
+        let e = env(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "node0"),
+            ("MASTER_PORT", "29400"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
+        assert_eq!((e.master_addr.as_str(), e.master_port), ("node0", 29400));
+        assert!(e.agent_store);
+        let bad = |vars: &[(&str, &str)], needle: &str| {
+            let msg = env(vars).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{msg}");
+        };
+        bad(
+            &[("WORLD_SIZE", "2")],
+            "RANK: WORLD_SIZE is set but RANK is not",
+        );
+        bad(
+            &[("WORLD_SIZE", "2"), ("RANK", "2")],
+            "RANK: 2 is not below WORLD_SIZE 2",
+        );
+        bad(&[("WORLD_SIZE", "two")], "WORLD_SIZE: \"two\"");
+        bad(
+            &[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")],
+            "MASTER_PORT: 70000",
+        );
+    }
+
+    #[test]
+    fn a_single_process_reduces_to_itself() {
+        let c = Comm::single();
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        c.all_reduce_sum(&t).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [1.0, 2.0]);
+        assert_eq!(c.average(&[t.shallow_clone()]).unwrap(), 0);
+        assert!(c.any(true).unwrap() && !c.any(false).unwrap());
+        assert_eq!(c.all_gather(&t).unwrap().size(), [2]);
+    }
+}

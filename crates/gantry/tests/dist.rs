@@ -1,0 +1,140 @@
+//! The c10d bridge across real processes: this test binary starts itself twice as the two ranks
+//! of a gloo job (the `child` test does the work when `GANTRY_TEST_CHILD` is set) and checks each
+//! collective's result on every rank.
+
+use gantry::device::DeviceSpec;
+use gantry::dist::{Comm, JobEnv};
+use std::process::Command;
+use tch::{Kind, Tensor};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `mode` in `world` processes of this test binary; returns their outputs.
+fn spawn(mode: &str, world: usize) -> Vec<std::process::Output> {
+    let port = free_port().to_string();
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+                .env("GANTRY_TEST_CHILD", mode)
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn join(timeout_s: f64) -> Comm {
+    let env = JobEnv::from_env().unwrap().expect("a job environment");
+    Comm::join(&env, DeviceSpec::Cpu, timeout_s).unwrap()
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).unwrap()
+}
+
+/// The child side: does nothing unless started by one of the tests below.
+#[test]
+fn child() {
+    let Ok(mode) = std::env::var("GANTRY_TEST_CHILD") else {
+        return;
+    };
+    match mode.as_str() {
+        "collectives" => {
+            let c = join(60.0);
+            let r = c.rank as f64;
+            let t = Tensor::from_slice(&[r + 1.0, 10.0 * r]);
+            c.all_reduce_sum(&t).unwrap();
+            assert_eq!(values(&t), [3.0, 10.0]);
+            let m = Tensor::from_slice(&[r]);
+            c.all_reduce_max(&m).unwrap();
+            assert_eq!(values(&m), [1.0]);
+            let b = Tensor::from_slice(&[r + 5.0; 3]);
+            c.broadcast(&b, 1).unwrap();
+            assert_eq!(values(&b), [6.0; 3]);
+            let g = c
+                .all_gather(&Tensor::from_slice(&[r, r]).view([1, 2]))
+                .unwrap();
+            assert_eq!(values(&g), [0.0, 0.0, 1.0, 1.0]);
+            // Bucketed averaging of several tensors, one undefined.
+            let ts = [
+                Tensor::from_slice(&[r; 4]),
+                Tensor::new(),
+                Tensor::from_slice(&[2.0 * r + 1.0; 3]).to_kind(Kind::Double),
+            ];
+            c.average(&ts).unwrap();
+            assert_eq!(values(&ts[0]), [0.5; 4]);
+            assert_eq!(values(&ts[2]), [2.0; 3]);
+            assert!(c.any(c.rank == 1).unwrap());
+            assert!(!c.any(false).unwrap());
+            // The differentiable sum: each rank's loss sum(y * (rank + 1)) reaches every rank's x,
+            // so dL/dx = sum over ranks of (rank + 1) = 3.
+            let x = Tensor::from_slice(&[1.0f64, 2.0]).set_requires_grad(true);
+            let y = c.sum_differentiable(&x).unwrap();
+            assert_eq!(values(&y), [2.0, 4.0]);
+            (y * (r + 1.0)).sum(Kind::Double).backward();
+            assert_eq!(values(&x.grad()), [3.0, 3.0]);
+            let f = c
+                .fingerprints(&[Tensor::from_slice(&[1.0f32, 2.0])])
+                .unwrap();
+            assert_eq!(f.size(), [2, 2]);
+            assert!(f.get(0).equal(&f.get(1)));
+            c.barrier().unwrap();
+        }
+        "dies" => {
+            let c = join(5.0);
+            if c.rank == 1 {
+                std::process::exit(3);
+            }
+            let t = Tensor::from_slice(&[1.0f32]);
+            let e = c.all_reduce_sum(&t).unwrap_err().to_string();
+            assert!(
+                e.starts_with("rank 0: all-reduce failed (another rank may have died or hung)"),
+                "{e}"
+            );
+            println!("DIES-OK");
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+#[test]
+fn collectives_agree_across_two_processes() {
+    for out in spawn("collectives", 2) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A rank that dies makes the other's next collective fail with one line, within the timeout.
+#[test]
+fn a_dead_rank_ends_the_others_collectives() {
+    let t0 = std::time::Instant::now();
+    let outs = spawn("dies", 2);
+    assert_eq!(outs[1].status.code(), Some(3));
+    assert!(
+        outs[0].status.success() && String::from_utf8_lossy(&outs[0].stdout).contains("DIES-OK"),
+        "{}",
+        String::from_utf8_lossy(&outs[0].stderr)
+    );
+    assert!(t0.elapsed().as_secs() < 60, "{:?}", t0.elapsed());
+}

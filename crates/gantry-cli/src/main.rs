@@ -1,6 +1,7 @@
 //! `gantry`: a thin layer over the library. Parses flags, calls one `gantry::run::*` function,
 //! prints errors as one line (`gantry: error: ...`) and exits 2 for bad input, 1 for a failed run.
 
+mod launch;
 mod progress;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -69,6 +70,11 @@ enum Command {
         /// Check and print the resolved configuration, and exit.
         #[arg(long)]
         dry_run: bool,
+        /// Train data-parallel in N processes on this machine (CPU: gloo; CUDA: one GPU each,
+        /// NCCL). train.batch_size stays the global batch. For several machines, start
+        /// `gantry train` under torchrun or a scheduler instead (see the README).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        nproc: usize,
     },
     /// Draw samples from a trained generator.
     Sample {
@@ -214,21 +220,79 @@ enum ClassifierCommand {
     },
 }
 
-/// Starts `gantry` as a child process of an experiment. Children run this very binary, even if it
-/// is rebuilt mid-experiment (`current_exe` then names a deleted file): all runs of an experiment
-/// use one build.
-fn launcher() -> std::process::Command {
+/// This very binary, even if it is rebuilt meanwhile (`current_exe` then names a deleted file):
+/// all processes of a job or an experiment use one build.
+fn self_exe() -> PathBuf {
     let proc_exe = std::path::Path::new("/proc/self/exe");
-    let exe = if proc_exe.exists() {
+    if proc_exe.exists() {
         proc_exe.to_path_buf()
     } else {
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("gantry"))
-    };
+    }
+}
+
+/// Starts `gantry` as a child process of an experiment.
+fn launcher() -> std::process::Command {
     #[allow(unused_mut)]
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = std::process::Command::new(self_exe());
     #[cfg(unix)]
     std::os::unix::process::CommandExt::arg0(&mut cmd, "gantry");
     cmd
+}
+
+/// `gantry train --nproc N`: every check the job's processes would make first, then the job.
+fn launch_local(opts: TrainOptions, nproc: usize) -> gantry::Result<ExitCode> {
+    if nproc == 0 {
+        return Err(gantry::Error::config("--nproc", "must be at least 1"));
+    }
+    if std::env::var_os("WORLD_SIZE").is_some() {
+        return Err(gantry::Error::config(
+            "--nproc",
+            "cannot be used inside a job that torchrun or a scheduler started (WORLD_SIZE is set)",
+        ));
+    }
+    let cfg = run::resolve_config(&opts)?;
+    if cfg.train.batch_size % nproc != 0 {
+        return Err(gantry::Error::config(
+            "train.batch_size",
+            format!(
+                "{} does not split evenly over {nproc} processes (it is the global batch)",
+                cfg.train.batch_size
+            ),
+        ));
+    }
+    if !gantry::dist::has_backend(matches!(cfg.train.device, DeviceSpec::Cuda(_))) {
+        return Err(gantry::Error::config(
+            "--nproc",
+            "this gantry was built without the process group for this device (CPU needs gloo's headers: apt-get install libgloo-dev, then rebuild)",
+        ));
+    }
+    let mut args: Vec<std::ffi::OsString> = vec!["train".into()];
+    if let Some(c) = &opts.config {
+        args.extend(["--config".into(), c.into()]);
+    }
+    match &opts.resume {
+        Some(r) => args.extend(["--resume".into(), r.into()]),
+        None => {
+            // Every rank must be told the same directory.
+            let out = opts
+                .out
+                .clone()
+                .unwrap_or_else(|| run::next_run_dir(std::path::Path::new("runs"), &cfg.preset));
+            args.extend(["--out".into(), out.into()]);
+        }
+    }
+    for s in &opts.sets {
+        args.extend(["--set".into(), s.into()]);
+    }
+    if cfg.train.threads == 0 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        args.extend([
+            "--set".into(),
+            format!("train.threads={}", (cores / nproc).max(1)).into(),
+        ]);
+    }
+    Ok(launch::run(nproc, args))
 }
 
 /// Raised by the first Ctrl-C / SIGTERM (work stops after saving); a second one exits at once.
@@ -298,6 +362,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             resume,
             device,
             dry_run,
+            nproc,
         } => {
             if let Some(d) = device {
                 sets.push(format!("train.device={d}"));
@@ -312,11 +377,26 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 print_out(&run::resolve_config(&opts)?.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
+            if nproc != 1 {
+                return launch_local(opts, nproc);
+            }
+            // A rank of a job other than 0 trains quietly; its errors still reach stderr.
+            let rank0 = std::env::var("RANK").map_or(true, |r| r.trim() == "0");
             let stop = stop_flag();
             let mut bar = progress::Progress::new();
-            let result = run::train(&opts, &stop, &mut |ev| bar.event(ev));
+            let result = run::train(&opts, &stop, &mut |ev| {
+                if rank0 {
+                    bar.event(ev)
+                }
+            });
             bar.finish();
             let (outcome, run_dir) = result?;
+            if !rank0 {
+                return Ok(match outcome {
+                    gantry::train::Outcome::Finished { .. } => ExitCode::SUCCESS,
+                    gantry::train::Outcome::Interrupted { .. } => ExitCode::from(130),
+                });
+            }
             match outcome {
                 gantry::train::Outcome::Finished { step } => {
                     eprintln!(

@@ -28,7 +28,7 @@ pub use error::DataError;
 pub use folder::Folder;
 pub use gmm::{GmmData, GmmQuality, Mixture};
 pub use idx::{parse_idx, read_idx, IdxArray, Mnist};
-pub use loader::{epoch_order, Batch, Loader, Position};
+pub use loader::{epoch_order, Batch, Loader, Position, Shard};
 pub use shapes::{Shapes, CLASSES as SHAPE_CLASSES};
 
 /// A random-access source of samples, shared by the loader's worker threads.

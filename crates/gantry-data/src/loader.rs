@@ -76,11 +76,26 @@ impl Plan {
     }
 }
 
+/// This process's part of every global batch in data-parallel training: of `world` equal parts,
+/// the `rank`-th (contiguous), so that the ranks together see exactly the samples, order and
+/// augmentations of one process loading the whole batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world: usize,
+}
+
+impl Shard {
+    /// One process reads everything.
+    pub const WHOLE: Shard = Shard { rank: 0, world: 1 };
+}
+
 /// State shared by the workers.
 struct Shared {
     ds: Arc<dyn Dataset>,
     plan: Plan,
     seed: u64,
+    shard: Shard,
     stop: AtomicBool,
 }
 
@@ -106,9 +121,33 @@ impl Loader {
         workers: usize,
         prefetch: usize,
     ) -> Result<Self, DataError> {
+        Self::sharded(ds, batch_size, seed, start, workers, prefetch, Shard::WHOLE)
+    }
+
+    /// [`Loader::new`] for one rank of a data-parallel job: `batch_size` is the global batch
+    /// (positions, epochs and resume points count it), and each batch handed out is `shard`'s
+    /// part of it, `batch_size / shard.world` samples.
+    pub fn sharded(
+        ds: Arc<dyn Dataset>,
+        batch_size: usize,
+        seed: u64,
+        start: Position,
+        workers: usize,
+        prefetch: usize,
+        shard: Shard,
+    ) -> Result<Self, DataError> {
         let len = ds.len();
         if batch_size == 0 {
             return Err(DataError::config("batch_size", "must be at least 1"));
+        }
+        if shard.world == 0 || shard.rank >= shard.world || batch_size % shard.world != 0 {
+            return Err(DataError::config(
+                "batch_size",
+                format!(
+                    "{batch_size} does not split evenly over {} processes",
+                    shard.world
+                ),
+            ));
         }
         if batch_size > len {
             return Err(DataError::config(
@@ -140,6 +179,7 @@ impl Loader {
             ds,
             plan,
             seed,
+            shard,
             stop: AtomicBool::new(false),
         });
         // Split the prefetch budget over the per-worker queues (a worker also holds the batch
@@ -266,14 +306,15 @@ fn build(
     };
     let [c, h, wd] = sh.ds.sample_shape();
     let numel = c * h * wd;
-    let b = sh.plan.batch as usize;
+    let b = sh.plan.batch as usize / sh.shard.world;
+    let first = at.index + (sh.shard.rank * b) as u64;
     let mut images = vec![0f32; b * numel];
     let mut labels = Vec::with_capacity(b);
     for (i, out) in images.chunks_exact_mut(numel).enumerate() {
         if sh.stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let pos = at.index + i as u64;
+        let pos = first + i as u64;
         let mut rng = keyed(sh.seed, domain::AUGMENT, at.epoch, pos);
         labels.push(sh.ds.load_into(order[pos as usize], out, &mut rng)?);
     }
@@ -488,6 +529,48 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("51") && e.contains("50 samples"), "{e}");
+    }
+
+    /// Two shards of a global batch are, side by side, the whole batch.
+    #[test]
+    fn shards_split_every_global_batch_into_contiguous_parts() {
+        let ds: Arc<dyn Dataset> = Arc::new(Probe::new(23));
+        let whole = |n: usize| {
+            let mut l = Loader::new(ds.clone(), 6, 7, Position::default(), 2, 2).unwrap();
+            (0..n).map(|_| l.next_batch().unwrap()).collect::<Vec<_>>()
+        };
+        let part = |rank: usize, n: usize| {
+            let shard = Shard { rank, world: 2 };
+            let mut l =
+                Loader::sharded(ds.clone(), 6, 7, Position::default(), 1, 2, shard).unwrap();
+            let batches: Vec<Batch> = (0..n).map(|_| l.next_batch().unwrap()).collect();
+            (batches, l.position())
+        };
+        let all = whole(8);
+        let (a, pa) = part(0, 8);
+        let (b, pb) = part(1, 8);
+        assert_eq!(pa, pb);
+        for ((w, a), b) in all.iter().zip(&a).zip(&b) {
+            assert_eq!(a.shape[0], 3);
+            assert_eq!([a.labels.clone(), b.labels.clone()].concat(), w.labels);
+            assert_eq!([a.images.clone(), b.images.clone()].concat(), w.images);
+        }
+        let e = Loader::sharded(
+            ds,
+            5,
+            7,
+            Position::default(),
+            1,
+            2,
+            Shard { rank: 0, world: 2 },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("5 does not split evenly over 2 processes"),
+            "{e}"
+        );
     }
 
     #[test]

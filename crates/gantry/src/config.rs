@@ -119,6 +119,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.on_nan",
+    "train.collective_timeout_s",
     "data.workers",
     "data.prefetch",
     "data.path",
@@ -371,6 +372,7 @@ impl RunConfig {
             plugins: self.plugins(),
             eval: self.eval.clone(),
             resolved: self.to_toml(),
+            comm: crate::dist::Comm::single(),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 extern "C" {
     fn gantry_dist_backends() -> i32;
@@ -160,6 +160,9 @@ pub struct Comm {
     pub rank: usize,
     pub world: usize,
     pub local_rank: usize,
+    /// Where the process group's tensors must be (CPU for gloo, this rank's GPU for NCCL);
+    /// tensors elsewhere are copied there and back.
+    pub device: Device,
 }
 
 impl std::fmt::Debug for Comm {
@@ -178,6 +181,7 @@ impl Comm {
             rank: 0,
             world: 1,
             local_rank: 0,
+            device: Device::Cpu,
         }
     }
 
@@ -223,6 +227,11 @@ impl Comm {
             rank: env.rank,
             world: env.world,
             local_rank: env.local_rank,
+            device: if nccl {
+                Device::Cuda(env.local_rank)
+            } else {
+                Device::Cpu
+            },
         })
     }
 
@@ -262,19 +271,41 @@ impl Comm {
         self.all_reduce(t, 1, "all-reduce")
     }
 
+    /// `t` itself when the group can work on it in place (contiguous, on the group's device),
+    /// else a copy that [`Comm::write_back`] returns into `t`.
+    fn staged(&self, t: &Tensor) -> (Tensor, bool) {
+        if t.device() == self.device && t.is_contiguous() {
+            (t.shallow_clone(), false)
+        } else {
+            (t.to_device(self.device).contiguous(), true)
+        }
+    }
+
+    fn write_back(t: &Tensor, staged: &Tensor, copied: bool) {
+        if copied {
+            tch::no_grad(|| t.shallow_clone().copy_(staged));
+        }
+    }
+
     fn all_reduce(&self, t: &Tensor, op: i32, what: &str) -> Result<()> {
         let Some(g) = self.ptr() else { return Ok(()) };
-        // SAFETY: `t` is a live tensor; the shim writes into its storage only.
-        let err = unsafe { gantry_dist_all_reduce(g, t.as_ptr() as *const c_void, op) };
-        self.check(what, err)
+        let (x, copied) = self.staged(t);
+        // SAFETY: `x` is a live tensor; the shim writes into its storage only.
+        let err = unsafe { gantry_dist_all_reduce(g, x.as_ptr() as *const c_void, op) };
+        self.check(what, err)?;
+        Self::write_back(t, &x, copied);
+        Ok(())
     }
 
     /// In-place broadcast of `root`'s values.
     pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<()> {
         let Some(g) = self.ptr() else { return Ok(()) };
+        let (x, copied) = self.staged(t);
         // SAFETY: as in all_reduce.
-        let err = unsafe { gantry_dist_broadcast(g, t.as_ptr() as *const c_void, root as i32) };
-        self.check("broadcast", err)
+        let err = unsafe { gantry_dist_broadcast(g, x.as_ptr() as *const c_void, root as i32) };
+        self.check("broadcast", err)?;
+        Self::write_back(t, &x, copied);
+        Ok(())
     }
 
     /// Every rank's `t` (`[n, ...]`, the same shape on every rank), concatenated in rank order.
@@ -282,10 +313,11 @@ impl Comm {
         let Some(g) = self.ptr() else {
             return Ok(t.shallow_clone());
         };
-        let t = t.contiguous();
+        let home = t.device();
+        let t = t.to_device(self.device).contiguous();
         let mut size = t.size();
         size[0] *= self.world as i64;
-        let out = Tensor::empty(size.as_slice(), (t.kind(), t.device()));
+        let out = Tensor::empty(size.as_slice(), (t.kind(), self.device));
         // SAFETY: both tensors live for the call; `out` is contiguous.
         let err = unsafe {
             gantry_dist_all_gather(
@@ -295,7 +327,7 @@ impl Comm {
             )
         };
         self.check("all-gather", err)?;
-        Ok(out)
+        Ok(out.to_device(home))
     }
 
     pub fn barrier(&self) -> Result<()> {
@@ -379,6 +411,39 @@ impl Comm {
         let t = Tensor::from_slice(&[i32::from(flag)]);
         self.all_reduce_max(&t)?;
         Ok(t.int64_value(&[0]) > 0)
+    }
+
+    /// `result` if every rank succeeded; otherwise every rank returns an error (its own, or one
+    /// saying another rank failed). Put before work that waits for all ranks, so that a rank that
+    /// failed alone (its data, its files) does not leave the others waiting for the timeout.
+    pub fn agree<T>(&self, result: Result<T>) -> Result<T> {
+        if self.distributed() && self.any(result.is_err())? {
+            return Err(result.err().unwrap_or_else(|| Error::Dist {
+                rank: self.rank,
+                msg: "another rank failed to start (its own error says why)".into(),
+            }));
+        }
+        result
+    }
+
+    /// Rank 0's `text`, on every rank (at most 64 KiB).
+    pub fn broadcast_text(&self, text: &str) -> Result<String> {
+        if !self.distributed() {
+            return Ok(text.to_string());
+        }
+        const MAX: usize = 64 << 10;
+        let bytes = text.as_bytes();
+        if bytes.len() > MAX {
+            return Err(Error::config("path", format!("is longer than {MAX} bytes")));
+        }
+        let mut buf = vec![0u8; MAX + 8];
+        buf[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        buf[8..8 + bytes.len()].copy_from_slice(bytes);
+        let t = Tensor::from_slice(&buf);
+        self.broadcast(&t, 0)?;
+        let got = Vec::<u8>::try_from(&t).map_err(|e| Error::Torch(e.to_string()))?;
+        let n = u64::from_le_bytes(got[..8].try_into().expect("8 bytes")) as usize;
+        Ok(String::from_utf8_lossy(&got[8..8 + n.min(MAX)]).into_owned())
     }
 
     /// Overwrites `tensors` with rank 0's values (parameters and buffers at start).

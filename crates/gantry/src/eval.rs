@@ -6,6 +6,7 @@
 //! read as the uint8 they are stored as, so both sides see the same pipeline. Features of the
 //! real data are cached per (data set, N, extractor, preprocessing).
 
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::models::Generator;
 use gantry_data::{DataConfig, Dataset, Split};
@@ -353,13 +354,68 @@ pub fn generator_features(
     seed: u64,
     device: Device,
     ex: &dyn FeatureExtractor,
+    progress: impl FnMut(usize, usize),
+) -> Result<FeatureSet> {
+    features_of(g, num_classes, n, seed, 0, device, ex, progress)
+}
+
+/// [`generator_features`] split over the ranks of a job: each generates its share (latents
+/// seeded by its rank), and every rank receives all `n`, in rank order. One process: the same as
+/// `generator_features`.
+#[allow(clippy::too_many_arguments)]
+pub fn generator_features_split(
+    g: &dyn Generator,
+    num_classes: Option<i64>,
+    n: usize,
+    seed: u64,
+    device: Device,
+    ex: &dyn FeatureExtractor,
+    comm: &Comm,
+) -> Result<FeatureSet> {
+    if !comm.distributed() {
+        return generator_features(g, num_classes, n, seed, device, ex, |_, _| {});
+    }
+    let share = n.div_ceil(comm.world);
+    let own = features_of(
+        g,
+        num_classes,
+        share,
+        seed,
+        comm.rank as u64,
+        device,
+        ex,
+        |_, _| {},
+    )?;
+    let pool = comm.all_gather(&own.pool().map_err(metrics_err)?)?;
+    let logits = own
+        .logits()
+        .map_err(metrics_err)?
+        .map(|l| comm.all_gather(&l))
+        .transpose()?;
+    let n = n as i64;
+    FeatureSet::from_tensors(
+        &pool.narrow(0, 0, n),
+        logits.map(|l| l.narrow(0, 0, n)).as_ref(),
+    )
+    .map_err(metrics_err)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn features_of(
+    g: &dyn Generator,
+    num_classes: Option<i64>,
+    n: usize,
+    seed: u64,
+    stream: u64,
+    device: Device,
+    ex: &dyn FeatureExtractor,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<FeatureSet> {
     tch::manual_seed(crate::device::derive_seed(
         seed,
         0,
         crate::device::Purpose::Eval,
-        0,
+        stream,
     ));
     let mut set = FeatureSet::new();
     let mut done = 0;
@@ -582,7 +638,8 @@ enum Backend {
     /// Image metrics on extracted features of generated vs real images.
     Features {
         extractor: Box<dyn FeatureExtractor>,
-        real: FeatureSet,
+        /// On the rank that computes the metrics (rank 0) only.
+        real: Option<FeatureSet>,
     },
     /// The 2-D Gaussian-mixture benchmark: modes covered, share of high-quality samples, KL of
     /// the mode histogram (the mode-collapse literature's protocol; `gantry_data::gmm`).
@@ -597,20 +654,31 @@ pub struct Evaluator {
 
 impl Evaluator {
     /// For a run on `data` (the training data; the reference follows from `cfg`).
-    pub fn new(cfg: &EvalConfig, data: &DataConfig, device: Device) -> Result<Self> {
+    /// `computes`: this process computes the metrics (and so holds the reference features); in a
+    /// data-parallel job that is rank 0, and the others only generate.
+    pub fn new(
+        cfg: &EvalConfig,
+        data: &DataConfig,
+        device: Device,
+        computes: bool,
+    ) -> Result<Self> {
         cfg.validate(data.kind.is_points())?;
         let backend = match data.kind {
             gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
             gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
             _ => {
                 let extractor = extractor(&cfg.features, cfg.weights.as_deref(), cfg.mode, device)?;
-                let real = reference_features(
-                    &reference_config(cfg, data)?,
-                    cfg.real_n,
-                    extractor.as_ref(),
-                    &cache_dir(),
-                    |_, _| {},
-                )?;
+                let real = if computes {
+                    Some(reference_features(
+                        &reference_config(cfg, data)?,
+                        cfg.real_n,
+                        extractor.as_ref(),
+                        &cache_dir(),
+                        |_, _| {},
+                    )?)
+                } else {
+                    None
+                };
                 Backend::Features { extractor, real }
             }
         };
@@ -620,25 +688,28 @@ impl Evaluator {
         })
     }
 
-    /// Metrics of `g` (names prefixed `eval/`).
+    /// Metrics of `g` (names prefixed `eval/`), on the process that computes them (`None` on
+    /// the others, which only take their share of the generation).
     pub fn run(
         &self,
         g: &dyn Generator,
         num_classes: Option<i64>,
         device: Device,
         seed: u64,
-    ) -> Result<Vec<(String, f64)>> {
+        comm: &Comm,
+    ) -> Result<Option<Vec<(String, f64)>>> {
         let values = match &self.backend {
             Backend::Features { extractor, real } => {
-                let fake = generator_features(
+                let fake = generator_features_split(
                     g,
                     num_classes,
                     self.cfg.n,
                     seed,
                     device,
                     extractor.as_ref(),
-                    |_, _| {},
+                    comm,
                 )?;
+                let Some(real) = real else { return Ok(None) };
                 compute(
                     &self.cfg.metrics,
                     self.cfg.features.prefix(),
@@ -647,12 +718,15 @@ impl Evaluator {
                     self.cfg.kid_subset_size,
                 )?
             }
+            Backend::Gmm(_) if !comm.is_main() => return Ok(None),
             Backend::Gmm(mix) => gmm_metrics(g, mix, self.cfg.n, seed, device),
         };
-        Ok(values
-            .into_iter()
-            .map(|(k, v)| (format!("eval/{k}"), v))
-            .collect())
+        Ok(Some(
+            values
+                .into_iter()
+                .map(|(k, v)| (format!("eval/{k}"), v))
+                .collect(),
+        ))
     }
 
     /// The logged key of the metric that picks the best checkpoint (`eval/classifier_fid`), and

@@ -3,6 +3,7 @@
 
 use crate::config::{RunConfig, SAFE_ON_RESUME};
 use crate::device::{seed_torch, set_threads, DeviceSpec, Purpose};
+use crate::dist::{Comm, JobEnv};
 use crate::error::{Error, Result};
 use crate::eval::{Features, MetricSet};
 use crate::models;
@@ -62,6 +63,20 @@ fn run_dir_of(path: &Path) -> PathBuf {
 /// checkpoint. `cfg` is the configuration asked for now (the saved one when `None`); it may
 /// differ from the saved one only in [`SAFE_ON_RESUME`] keys.
 pub fn resume(path: &Path, cfg: Option<RunConfig>) -> Result<Trainer> {
+    resume_in(path, cfg, Comm::single())
+}
+
+/// [`resume`] as one rank of a data-parallel job. Every rank reads the checkpoint: in a job of
+/// several machines the run directory must be on a filesystem they share.
+pub fn resume_in(path: &Path, cfg: Option<RunConfig>, comm: Comm) -> Result<Trainer> {
+    let prepared = prepare_resume(path, cfg);
+    let (run_dir, ckpt, cfg) = comm.agree(prepared)?;
+    let mut setup = cfg.setup();
+    setup.comm = comm;
+    Trainer::resume(setup, &run_dir, &ckpt)
+}
+
+fn prepare_resume(path: &Path, cfg: Option<RunConfig>) -> Result<(PathBuf, PathBuf, RunConfig)> {
     let run_dir = run_dir_of(path);
     let ckpt = checkpoint::resolve(&run_dir)?;
     let saved = saved_config(&ckpt)?;
@@ -88,7 +103,20 @@ pub fn resume(path: &Path, cfg: Option<RunConfig>) -> Result<Trainer> {
         }
     };
     cfg.validate()?;
-    Trainer::resume(cfg.setup(), &run_dir, &ckpt)
+    Ok((run_dir, ckpt, cfg))
+}
+
+/// Joins the data-parallel job the environment describes (torchrun's variables, which
+/// `gantry train --nproc N` sets too), or stays one process. In a job on CUDA each rank takes
+/// the GPU of its `LOCAL_RANK`.
+pub fn join_job(cfg: &mut RunConfig) -> Result<Comm> {
+    let Some(env) = JobEnv::from_env()? else {
+        return Ok(Comm::single());
+    };
+    if let DeviceSpec::Cuda(_) = cfg.train.device {
+        cfg.train.device = DeviceSpec::Cuda(env.local_rank);
+    }
+    Comm::join(&env, cfg.train.device, cfg.train.collective_timeout_s)
 }
 
 /// `runs/00000-<preset>`, the first free number.
@@ -115,31 +143,47 @@ pub fn train(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, PathBuf)> {
-    let cfg = resolve_config(opts)?;
+    let mut cfg = resolve_config(opts)?;
+    let comm = join_job(&mut cfg)?;
     let mut trainer = match &opts.resume {
-        Some(run) => resume(run, Some(cfg))?,
+        Some(run) => resume_in(run, Some(cfg), comm)?,
         None => {
-            let dir = opts
-                .out
-                .clone()
-                .unwrap_or_else(|| next_run_dir(Path::new("runs"), &cfg.preset));
-            if checkpoint::latest(&dir).is_some() {
-                return Err(Error::config(
-                    "--out",
-                    format!(
-                        "{} already holds a run; use --resume {} or another --out",
-                        dir.display(),
-                        dir.display()
-                    ),
-                ));
-            }
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::input(&dir, format!("cannot create the run directory: {e}")))?;
-            Trainer::new(cfg.setup(), &dir)?
+            // Rank 0 picks and checks the run directory; the others take its choice.
+            let chosen = if comm.is_main() {
+                new_run_dir(opts, &cfg)
+            } else {
+                Ok(PathBuf::new())
+            };
+            let dir = comm.agree(chosen)?;
+            let dir = PathBuf::from(comm.broadcast_text(&dir.to_string_lossy())?);
+            let mut setup = cfg.setup();
+            setup.comm = comm;
+            Trainer::new(setup, &dir)?
         }
     };
     let outcome = trainer.run(stop, on_event)?;
     Ok((outcome, trainer.run_dir.clone()))
+}
+
+/// `--out`, or `runs/NNNNN-<preset>`: must not hold a run yet; created.
+fn new_run_dir(opts: &TrainOptions, cfg: &RunConfig) -> Result<PathBuf> {
+    let dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| next_run_dir(Path::new("runs"), &cfg.preset));
+    if checkpoint::latest(&dir).is_some() {
+        return Err(Error::config(
+            "--out",
+            format!(
+                "{} already holds a run; use --resume {} or another --out",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::input(&dir, format!("cannot create the run directory: {e}")))?;
+    Ok(dir)
 }
 
 #[derive(Clone, Debug)]

@@ -1,6 +1,8 @@
 //! What each phase minimises. The D phase scores a real and a fake batch through the critic (so
 //! plug-ins shape the scores and add their terms), adds the adversarial loss and the penalties;
-//! the G phase scores fakes that carry G's graph. Which phase runs when is the training loop's job.
+//! the G phase scores fakes that carry G's graph. Which phase runs when, and when the plug-ins
+//! close a phase (`Critic::end_phase`, once its gradients are known to be finite), is the training
+//! loop's job.
 
 use super::{penalty, LossConfig};
 use crate::plugins::{Branch, Critic, Ctx, Phase};
@@ -67,7 +69,6 @@ pub fn d_phase(
         .push(("d/real".into(), sr.logits.detach().mean(None::<tch::Kind>)));
     loss.parts
         .push(("d/fake".into(), sf.logits.detach().mean(None::<tch::Kind>)));
-    critic.end_phase(Phase::D);
     loss
 }
 
@@ -90,6 +91,5 @@ pub fn g_phase(
     if let Some(extra) = sf.extra_loss {
         loss.add("loss/g/plugins", extra);
     }
-    critic.end_phase(Phase::G);
     loss
 }

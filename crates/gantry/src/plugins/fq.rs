@@ -10,6 +10,7 @@
 //! updated once from both; in the G phase, from the fakes (`update_in_g`).
 
 use super::{Ctx, Pass, Phase, Plugin};
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::stats::Stats;
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,8 @@ pub struct FqLayer {
     pub ema_sum: Tensor,
     initialised: Tensor,
     first_batch: bool,
+    /// Set when `first-batch` drew the codebook in the current phase.
+    just_initialised: bool,
     /// Counts and sums of the current phase (summed over its batches).
     acc: Option<(Tensor, Tensor)>,
     /// With `restart_dead`: feature vectors drawn at random from the current phase's batches,
@@ -164,6 +167,7 @@ impl FqLayer {
             ema_sum,
             initialised,
             first_batch: cfg.init == FqInit::FirstBatch,
+            just_initialised: false,
             acc: None,
             recent: None,
             restart_dead: cfg.restart_dead,
@@ -209,6 +213,7 @@ impl FqLayer {
             self.ema_sum.copy_(&e);
             let _ = self.ema_count.zero_();
             let _ = self.initialised.fill_(1.0);
+            self.just_initialised = true;
         });
     }
 
@@ -245,6 +250,16 @@ impl FqLayer {
         let commitment = (&x - q.detach()).square().mean(x.kind());
         let out = &x + (&q - &x).detach();
         (from_vectors(&out, h), commitment, idx)
+    }
+
+    /// The dictionary's state tensors (codebook, EMA counts and sums, the initialised flag).
+    pub fn state(&self) -> [Tensor; 4] {
+        [
+            self.codebook.shallow_clone(),
+            self.ema_count.shallow_clone(),
+            self.ema_sum.shallow_clone(),
+            self.initialised.shallow_clone(),
+        ]
     }
 
     /// The accumulated counts and sums of this phase (to be all-reduced across replicas).
@@ -442,15 +457,27 @@ impl Plugin for Fq {
         self.pending.take()
     }
 
-    fn end_phase(&mut self, _phase: Phase) {
+    /// The EMA step, from counts and sums summed over every rank, so that every rank keeps the
+    /// same dictionary. What is drawn per rank (a `first-batch` start, restarted codewords) is
+    /// then taken from rank 0.
+    fn end_phase(&mut self, _phase: Phase, comm: &Comm) -> Result<()> {
         for layer in &mut self.layers {
             if let Some((counts, sums)) = layer.take_accumulators() {
+                comm.all_reduce_sum(&counts)?;
+                comm.all_reduce_sum(&sums)?;
                 let (perplexity, dead) = layer.ema_update(&counts, &sums, self.cfg.restart_dead);
+                // Both decisions are the same on every rank (dead counts come from summed counts).
+                let restarted = self.cfg.restart_dead && dead.double_value(&[]) > 0.0;
+                if comm.distributed() && (restarted || layer.just_initialised) {
+                    comm.broadcast_all(&layer.state())?;
+                }
+                layer.just_initialised = false;
                 self.stats
                     .insert(format!("fq/{}/perplexity", layer.name), perplexity);
                 self.stats.insert(format!("fq/{}/dead", layer.name), dead);
             }
         }
+        Ok(())
     }
 
     fn stats(&self, out: &mut Stats) {

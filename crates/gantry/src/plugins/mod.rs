@@ -11,6 +11,7 @@ pub mod adaptivemix;
 pub mod diffaugment;
 pub mod fq;
 
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::models::{DataShape, Discriminator};
 use crate::stats::Stats;
@@ -125,8 +126,12 @@ pub trait Plugin: Send {
     fn take_loss(&mut self, _ctx: &Ctx) -> Option<Tensor> {
         None
     }
-    /// Called once the phase has scored every batch (FQ updates its dictionary here).
-    fn end_phase(&mut self, _phase: Phase) {}
+    /// Called once the phase has scored every batch and its gradients are finite (FQ updates its
+    /// dictionary here). State that must stay equal on every rank of a data-parallel job is
+    /// combined through `comm` (a single process's `comm` does nothing).
+    fn end_phase(&mut self, _phase: Phase, _comm: &Comm) -> Result<()> {
+        Ok(())
+    }
     /// Diagnostics of the latest phase, under `name/...` keys.
     fn stats(&self, _out: &mut Stats) {}
 }
@@ -210,10 +215,11 @@ impl Critic {
         self.d.forward(x, labels, true)
     }
 
-    pub fn end_phase(&mut self, phase: Phase) {
+    pub fn end_phase(&mut self, phase: Phase, comm: &Comm) -> Result<()> {
         for p in self.plugins.iter_mut() {
-            p.end_phase(phase);
+            p.end_phase(phase, comm)?;
         }
+        Ok(())
     }
 
     pub fn stats(&self, out: &mut Stats) {

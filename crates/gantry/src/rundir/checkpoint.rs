@@ -28,9 +28,16 @@ pub struct Meta {
     pub wall_seconds: f64,
     /// Seed offset added after NaN rollbacks.
     pub seed_offset: u64,
+    /// Processes of the data-parallel job that wrote it (1 = one process).
+    #[serde(default = "one")]
+    pub world_size: usize,
     pub arch: String,
     /// The resolved configuration, as TOML.
     pub config: String,
+}
+
+fn one() -> usize {
+    1
 }
 
 pub type Store = Vec<(String, Tensor)>;
@@ -288,6 +295,7 @@ mod tests {
             loader: Default::default(),
             wall_seconds: 0.0,
             seed_offset: 0,
+            world_size: 1,
             arch: "dcgan".into(),
             config: String::new(),
         }

@@ -14,7 +14,8 @@ pub const HISTORY: &[&str] = &["non-finite", "rollback"];
 
 pub struct MetricsLog {
     path: PathBuf,
-    file: File,
+    /// `None`: a log that writes nothing (the other ranks of a data-parallel job).
+    file: Option<File>,
 }
 
 impl MetricsLog {
@@ -51,15 +52,25 @@ impl MetricsLog {
             .map_err(|e| Error::io(path, e))?;
         Ok(MetricsLog {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
         })
     }
 
+    /// A log that writes nothing.
+    pub fn disabled() -> Self {
+        MetricsLog {
+            path: PathBuf::new(),
+            file: None,
+        }
+    }
+
     fn append(&mut self, value: serde_json::Value) -> Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
         let mut line = value.to_string();
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
+        file.write_all(line.as_bytes())
             .map_err(|e| Error::io(&self.path, e))
     }
 

@@ -6,18 +6,19 @@ pub mod adam;
 pub mod ema;
 pub mod guard;
 
-use crate::device::{seed_torch, set_threads, DeviceSpec, Purpose};
+use crate::device::{derive_seed, seed_torch, set_threads, DeviceSpec, Purpose};
+use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, Evaluator};
 use crate::loss::objective::{self, PhaseLoss};
 use crate::loss::LossConfig;
 use crate::models::{self, DataShape, Generator, ModelConfig};
-use crate::plugins::{self, Critic, PluginsConfig};
+use crate::plugins::{self, Critic, Phase, PluginsConfig};
 use crate::rundir::{checkpoint, log, samples};
 use crate::stats::Stats;
 use adam::Adam;
 use ema::{Ema, EmaConfig};
-use gantry_data::{DataConfig, Dataset, Loader, Position};
+use gantry_data::{DataConfig, Dataset, Loader, Position, Shard};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,9 @@ pub struct TrainConfig {
     /// On a NaN/Inf loss or gradient: `stop` (keep the last good checkpoint) or `rollback`
     /// (reload it and continue with a changed seed; at most 3 times).
     pub on_nan: OnNan,
+    /// Data-parallel jobs: seconds any collective may wait for the other processes before the
+    /// job ends with an error naming this rank (a rank that died or hangs).
+    pub collective_timeout_s: f64,
 }
 
 /// What the loop does when a loss or gradient is not finite.
@@ -100,6 +104,7 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             keep_checkpoints: 3,
             on_nan: OnNan::Stop,
+            collective_timeout_s: 600.0,
         }
     }
 }
@@ -138,6 +143,9 @@ impl TrainConfig {
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints", "must be at least 1");
         }
+        if !(self.collective_timeout_s.is_finite() && self.collective_timeout_s > 0.0) {
+            return bad("collective_timeout_s", "must be a finite number > 0");
+        }
         Ok(())
     }
 }
@@ -155,6 +163,8 @@ pub struct Setup {
     pub eval: EvalConfig,
     /// The resolved configuration as TOML.
     pub resolved: String,
+    /// This process's place in a data-parallel job (`Comm::single()` for one process).
+    pub comm: Comm,
 }
 
 /// What the loop reports to its caller (the CLI draws the progress bar from these).
@@ -224,6 +234,15 @@ pub struct Trainer {
     evaluator: Option<Evaluator>,
     /// Best value so far of `eval.best` (restored from `checkpoints/best/best.json`).
     best: Option<f64>,
+    /// This process's place in a data-parallel job (a copy of `setup.comm`).
+    comm: Comm,
+    /// G's and D's non-trainable tensors (BatchNorm statistics, SN vectors, StyleGAN2's averages)
+    /// and the EMA copy's: rank 0's are broadcast before every step, as DDP does.
+    buffers: Vec<Tensor>,
+    /// Bytes all-reduced since the last log line.
+    bytes_reduced: usize,
+    /// Said once training starts (a resume with another number of processes).
+    note: Option<String>,
 }
 
 /// The shape the models are built for, from the data set.
@@ -249,9 +268,40 @@ impl Trainer {
         Self::build(setup, run_dir, Some(ckpt.to_path_buf()))
     }
 
+    /// Builds on every rank; if any rank fails (its data, its files), all of them stop here,
+    /// before the first collective that would wait for the failed one.
     fn build(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+        let comm = setup.comm.clone();
+        let trainer = comm.agree(Self::build_local(setup, run_dir, ckpt))?;
+        trainer.sync_from_main()?;
+        Ok(trainer)
+    }
+
+    /// Rank 0's parameters, buffers and plug-in state, everywhere (a no-op in one process).
+    fn sync_from_main(&self) -> Result<()> {
+        if !self.comm.distributed() {
+            return Ok(());
+        }
+        let mut all = Vec::new();
+        for vs in [&self.g_vs, &self.d_vs, &self.ema_vs, &self.plugins_vs] {
+            all.extend(checkpoint::store_of(vs).into_iter().map(|(_, t)| t));
+        }
+        self.comm.broadcast_all(&all)
+    }
+
+    fn build_local(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+        let comm = setup.comm.clone();
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
+        if setup.train.batch_size % comm.world != 0 {
+            return Err(Error::config(
+                "train.batch_size",
+                format!(
+                    "{} does not split evenly over {} processes (it is the global batch)",
+                    setup.train.batch_size, comm.world
+                ),
+            ));
+        }
         let dataset = gantry_data::open(&setup.data)?;
         let shape = data_shape(dataset.as_ref());
         let arch = setup.model.arch();
@@ -305,8 +355,15 @@ impl Trainer {
         let mut position = Position::default();
         let mut wall_before = 0.0;
         let mut seed_offset = 0;
+        let mut note = None;
         if let Some(ckpt) = &ckpt {
             let meta = checkpoint::read_meta(ckpt)?;
+            if meta.world_size != comm.world {
+                note = Some(format!(
+                    "resumed with {} process(es) from a checkpoint written by {}: training continues, but not bit-exactly as it would have",
+                    comm.world, meta.world_size
+                ));
+            }
             let restore = |vs: &nn::VarStore, name: &str| -> Result<()> {
                 let saved = checkpoint::read_store(ckpt, name)?;
                 checkpoint::restore_into(
@@ -329,23 +386,50 @@ impl Trainer {
             wall_before = meta.wall_seconds;
             seed_offset = meta.seed_offset;
         }
-        let loader = Loader::new(
+        let loader = Loader::sharded(
             dataset.clone(),
             t.batch_size,
             setup.train.seed,
             position,
             setup.data.workers,
             setup.data.prefetch,
+            Shard {
+                rank: comm.rank,
+                world: comm.world,
+            },
         )?;
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        crate::util::write_atomic(&run_dir.join("config.toml"), setup.resolved.as_bytes())?;
-        let log = log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?;
-        // Built before training so that missing weights or a bad reference fail at once.
+        // Rank 0 alone writes the run directory.
+        let log = if comm.is_main() {
+            std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+            crate::util::write_atomic(&run_dir.join("config.toml"), setup.resolved.as_bytes())?;
+            log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?
+        } else {
+            log::MetricsLog::disabled()
+        };
+        // Built before training so that missing weights or a bad reference fail at once; the
+        // reference features live on rank 0, which computes the metrics.
         let evaluator = if setup.eval.every > 0 {
-            Some(Evaluator::new(&setup.eval, &setup.data, device)?)
+            Some(Evaluator::new(
+                &setup.eval,
+                &setup.data,
+                device,
+                comm.is_main(),
+            )?)
         } else {
             None
         };
+        let mut buffers = Vec::new();
+        let ema_vars = ema_vs.variables();
+        for (vs, ema) in [(&g_vs, true), (&d_vs, false)] {
+            for (name, t) in checkpoint::store_of(vs) {
+                if !t.requires_grad() {
+                    if ema {
+                        buffers.extend(ema_vars.get(&name).map(Tensor::shallow_clone));
+                    }
+                    buffers.push(t);
+                }
+            }
+        }
         let best = evaluator
             .as_ref()
             .and_then(|e| checkpoint::best_value(run_dir, &e.best().0));
@@ -375,6 +459,10 @@ impl Trainer {
             guard: guard::Guard::default(),
             evaluator,
             best,
+            comm,
+            buffers,
+            bytes_reduced: 0,
+            note,
         })
     }
 
@@ -389,13 +477,14 @@ impl Trainer {
             .wrapping_add(self.seed_offset.wrapping_mul(1_000_003))
     }
 
+    /// This rank's part of the next global batch (the whole batch in one process).
     pub fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
         let b = self.loader.next_batch()?;
         let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
         let x = Tensor::from_slice(&b.images)
             .view(shape.as_slice())
             .to_device(self.device);
-        self.images_seen += shape[0] as u64;
+        self.images_seen += (shape[0] as u64) * self.comm.world as u64;
         let labels = self
             .shape
             .num_classes
@@ -403,10 +492,45 @@ impl Trainer {
         Ok((x, labels))
     }
 
+    /// The latents (and, for class-conditional models, classes) of this rank's fakes: drawn for
+    /// the whole global batch from the step's seed, this rank's rows kept, so that the ranks
+    /// together use exactly the latents one process would. Then, in a job, the generator is
+    /// reseeded per rank for the phase's other draws (plug-ins, penalties).
+    fn latents(&self, seed: u64, purpose: Purpose, sub: u64) -> (Tensor, Option<Tensor>) {
+        seed_torch(seed, self.step, purpose, sub);
+        let global = self.setup.train.batch_size as i64;
+        let b = global / self.comm.world as i64;
+        let at = b * self.comm.rank as i64;
+        let z =
+            Tensor::randn([global, self.g.z_dim()], (Kind::Float, self.device)).narrow(0, at, b);
+        // Fakes get fresh random classes (BigGAN-PyTorch), not the real batch's.
+        let labels = self
+            .shape
+            .num_classes
+            .map(|n| Tensor::randint(n, [global], (Kind::Int64, self.device)).narrow(0, at, b));
+        if self.comm.distributed() {
+            let sub = ((self.comm.rank as u64) << 32) | ((purpose as u64) << 16) | sub;
+            tch::manual_seed(derive_seed(seed, self.step, Purpose::Plugin, sub));
+        }
+        (z, labels)
+    }
+
+    /// Averages a phase's gradients and loss over the ranks (bucketed all-reduce); returns the
+    /// averaged loss, on which (with the gradients) every rank then takes the same NaN decision.
+    fn reduce(&mut self, grads: &[Tensor], loss: &PhaseLoss) -> Result<Tensor> {
+        let total = loss.total.detach().copy().reshape([1]);
+        if self.comm.distributed() {
+            let mut all: Vec<Tensor> = grads.iter().map(Tensor::shallow_clone).collect();
+            all.push(total.shallow_clone());
+            self.bytes_reduced += self.comm.average(&all)?;
+        }
+        Ok(total.reshape([]))
+    }
+
     /// Checks the phase's loss and gradients (one device sync); returns the gradient norm.
-    fn check_finite(&self, loss: &PhaseLoss, grads: &[Tensor], what: &str) -> Result<Tensor> {
+    fn check_finite(&self, total: &Tensor, grads: &[Tensor], what: &str) -> Result<Tensor> {
         let grad_sq = Adam::grad_sq_norm(grads);
-        let v = (loss.total.detach() + &grad_sq).double_value(&[]);
+        let v = (total + &grad_sq).double_value(&[]);
         if v.is_finite() {
             Ok(grad_sq.sqrt())
         } else {
@@ -436,16 +560,12 @@ impl Trainer {
         let t = self.setup.train.clone();
         let r1 = self.setup.loss.r1.clone();
         let mut parts = Vec::new();
-        let z_dim = self.g.z_dim();
-        let b = t.batch_size as i64;
+        let b = (t.batch_size / self.comm.world) as i64;
+        if self.comm.distributed() {
+            self.comm.broadcast_all(&self.buffers)?;
+        }
         for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
-            seed_torch(seed, self.step, Purpose::DStep, k);
-            let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
-            // Fakes get fresh random classes (BigGAN-PyTorch), not the real batch's.
-            let fake_labels = self
-                .shape
-                .num_classes
-                .map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+            let (z, fake_labels) = self.latents(seed, Purpose::DStep, k);
             let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
             let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) {
@@ -464,19 +584,16 @@ impl Trainer {
                 r1_scale,
             );
             let grads = self.opt_d.gradients(&loss.total);
-            let grad = self.check_finite(&loss, &grads, "D")?;
+            let total = self.reduce(&grads, &loss)?;
+            let grad = self.check_finite(&total, &grads, "D")?;
+            self.critic.end_phase(Phase::D, &self.comm)?;
             self.opt_d.step(&grads);
             if k + 1 == t.n_dis {
                 parts.extend(loss.parts);
                 parts.push(("grad/d".into(), grad));
             }
         }
-        seed_torch(seed, self.step, Purpose::GStep, 0);
-        let z = Tensor::randn([b, z_dim], (Kind::Float, self.device));
-        let labels = self
-            .shape
-            .num_classes
-            .map(|n| Tensor::randint(n, [b], (Kind::Int64, self.device)));
+        let (z, labels) = self.latents(seed, Purpose::GStep, 0);
         let fake = self.g.forward(&z, labels.as_ref(), true);
         let mut loss = objective::g_phase(
             &mut self.critic,
@@ -503,7 +620,9 @@ impl Trainer {
         }
         // Gradients for G's parameters only: D's are never computed in this phase.
         let grads = self.opt_g.gradients(&loss.total);
-        let grad = self.check_finite(&loss, &grads, "G")?;
+        let total = self.reduce(&grads, &loss)?;
+        let grad = self.check_finite(&total, &grads, "G")?;
+        self.critic.end_phase(Phase::G, &self.comm)?;
         self.opt_g.step(&grads);
         parts.extend(loss.parts);
         parts.push(("grad/g".into(), grad));
@@ -560,6 +679,7 @@ impl Trainer {
             loader: self.loader.position(),
             wall_seconds: self.wall_before + elapsed,
             seed_offset: self.seed_offset,
+            world_size: self.comm.world,
             arch: self.setup.model.arch_name().into(),
             config: self.setup.resolved.clone(),
         };
@@ -581,14 +701,21 @@ impl Trainer {
     }
 
     /// Trains until `train.steps` or until `stop` is raised (then saves and returns Interrupted).
+    /// In a data-parallel job every rank runs this loop in step: the stop request, the NaN
+    /// decision and every schedule are the same on all of them, and rank 0 alone writes.
     pub fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event)) -> Result<Outcome> {
         let total = self.setup.train.steps;
+        let main = self.comm.is_main();
         on_event(Event::Started {
             step: self.step,
             total,
             run_dir: &self.run_dir,
             data: self.dataset.describe(),
         });
+        if let Some(note) = self.note.take() {
+            self.log.event(self.step, "note", &note)?;
+            on_event(Event::Warning(note));
+        }
         let mut started = Instant::now();
         let mut window = (Instant::now(), self.images_seen);
         let mut rollbacks = 0;
@@ -597,7 +724,7 @@ impl Trainer {
         let mut first_done: Option<(Instant, u64)> = None;
         let mut estimated = false;
         let every = |n: u64, step: u64| n > 0 && step.is_multiple_of(n);
-        if checkpoint::latest(&self.run_dir).is_none() {
+        if main && checkpoint::latest(&self.run_dir).is_none() {
             // The initial state, so that a divergence can always stop at (or roll back to) a
             // good checkpoint.
             let path = self.save_checkpoint(0.0)?;
@@ -607,19 +734,24 @@ impl Trainer {
             });
         }
         while self.step < total {
-            if stop.load(Ordering::SeqCst) {
-                let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
-                on_event(Event::Saved {
-                    step: self.step,
-                    path: &path,
-                });
+            if self.comm.any(stop.load(Ordering::SeqCst))? {
+                if main {
+                    let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
+                    on_event(Event::Saved {
+                        step: self.step,
+                        path: &path,
+                    });
+                }
                 return Ok(Outcome::Interrupted { step: self.step });
             }
             let parts = match self.train_step() {
                 Ok(p) => p,
                 Err(Error::NonFinite { step, what }) => {
                     self.log.event(step, "non-finite", &what)?;
-                    let has_ckpt = checkpoint::latest(&self.run_dir).is_some();
+                    // Rank 0 sees the run directory; every rank follows its decision.
+                    let has_ckpt = self
+                        .comm
+                        .any(main && checkpoint::latest(&self.run_dir).is_some())?;
                     if self.setup.train.on_nan == OnNan::Rollback && rollbacks < 3 && has_ckpt {
                         rollbacks += 1;
                         on_event(Event::Warning(format!("non-finite {what} at step {step}; rolling back to the last checkpoint with a new seed")));
@@ -649,17 +781,8 @@ impl Trainer {
                 Some(_) => {}
             }
             if every(self.setup.train.log_every, step) || step == total {
-                let mut stats = Stats::default();
-                for (k, v) in &parts {
-                    stats.set_tensor(k.clone(), v);
-                }
-                self.critic.stats(&mut stats);
-                let (t0, n0) = window;
-                let secs = t0.elapsed().as_secs_f64().max(1e-9);
-                stats.set("images_per_s", (self.images_seen - n0) as f64 / secs);
-                stats.set("kimg", self.images_seen as f64 / 1000.0);
-                stats.set("wall_s", self.wall_before + started.elapsed().as_secs_f64());
-                window = (Instant::now(), self.images_seen);
+                let stats =
+                    self.step_stats(&parts, &mut window, started.elapsed().as_secs_f64())?;
                 self.log.write(step, &stats)?;
                 for w in self.guard.on_log(step, &stats, self.setup.loss.kind) {
                     self.log.event(step, "warning", &w)?;
@@ -670,7 +793,7 @@ impl Trainer {
                     stats: &stats,
                 });
             }
-            if every(self.setup.train.sample_every, step) || step == total {
+            if main && (every(self.setup.train.sample_every, step) || step == total) {
                 let (path, spread) = self.write_samples()?;
                 if self.guard.real_diversity.is_none() {
                     self.guard.real_diversity = Some(self.real_diversity()?);
@@ -686,15 +809,90 @@ impl Trainer {
             }
             let mut saved = None;
             if every(self.setup.train.checkpoint_every, step) || step == total {
-                let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
-                on_event(Event::Saved { step, path: &path });
-                saved = Some(path);
+                self.check_ranks_agree()?;
+                if main {
+                    let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
+                    on_event(Event::Saved { step, path: &path });
+                    saved = Some(path);
+                }
             }
             if self.evaluator.is_some() && (every(self.setup.eval.every, step) || step == total) {
                 self.evaluate(step, saved, started.elapsed().as_secs_f64(), on_event)?;
             }
         }
         Ok(Outcome::Finished { step: self.step })
+    }
+
+    /// The logged statistics of a step: its loss parts averaged over the ranks, the plug-ins'
+    /// diagnostics (rank 0's), throughput over every rank's images.
+    fn step_stats(
+        &mut self,
+        parts: &[(String, Tensor)],
+        window: &mut (Instant, u64),
+        elapsed: f64,
+    ) -> Result<Stats> {
+        let mut stats = Stats::default();
+        let values = Tensor::stack(
+            &parts
+                .iter()
+                .map(|(_, v)| {
+                    v.detach()
+                        .to_kind(Kind::Double)
+                        .to_device(Device::Cpu)
+                        .reshape([])
+                })
+                .collect::<Vec<_>>(),
+            0,
+        );
+        self.comm.average(std::slice::from_ref(&values))?;
+        for (i, (k, _)) in parts.iter().enumerate() {
+            stats.set(k.clone(), values.double_value(&[i as i64]));
+        }
+        self.critic.stats(&mut stats);
+        let (t0, n0) = *window;
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        stats.set("images_per_s", (self.images_seen - n0) as f64 / secs);
+        stats.set("kimg", self.images_seen as f64 / 1000.0);
+        stats.set("wall_s", self.wall_before + elapsed);
+        if self.comm.distributed() {
+            stats.set(
+                "dist/mib_reduced",
+                self.bytes_reduced as f64 / (1u64 << 20) as f64,
+            );
+            self.bytes_reduced = 0;
+        }
+        *window = (Instant::now(), self.images_seen);
+        Ok(stats)
+    }
+
+    /// In a job, checks that every rank holds the same G and D parameters and plug-in state (they
+    /// apply the same averaged gradients and the same dictionary updates), and logs that they do.
+    fn check_ranks_agree(&mut self) -> Result<()> {
+        if !self.comm.distributed() {
+            return Ok(());
+        }
+        let mut state = self.opt_g.params();
+        state.extend(self.opt_d.params());
+        state.extend(
+            checkpoint::store_of(&self.plugins_vs)
+                .into_iter()
+                .map(|(_, t)| t),
+        );
+        let prints = self.comm.fingerprints(&state)?;
+        for r in 1..self.comm.world as i64 {
+            if !prints.get(r).equal(&prints.get(0)) {
+                return Err(Error::Dist {
+                    rank: self.comm.rank,
+                    msg: format!(
+                        "at step {}, rank {r}'s parameters or plug-in state differ from rank 0's (the ranks have diverged)",
+                        self.step
+                    ),
+                });
+            }
+        }
+        let mut s = Stats::default();
+        s.set("dist/ranks_agree", 1.0);
+        self.log.write(self.step, &s)
     }
 
     /// Periodic evaluation: logs `eval/*`, and when `eval.best` improves, makes this step's
@@ -707,12 +905,16 @@ impl Trainer {
         on_event: &mut dyn FnMut(Event),
     ) -> Result<()> {
         let ev = self.evaluator.as_ref().expect("checked by caller");
-        let values = ev.run(
+        let Some(values) = ev.run(
             self.sampler(),
             self.shape.num_classes,
             self.device,
             self.setup.train.seed,
-        )?;
+            &self.comm,
+        )?
+        else {
+            return Ok(());
+        };
         let (key, metric) = ev.best();
         let mut stats = Stats::default();
         for (k, v) in &values {

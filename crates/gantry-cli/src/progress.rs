@@ -96,7 +96,8 @@ impl Progress {
                 }
             }
             Event::Warning(w) => match &self.bar {
-                Some(bar) => bar.println(format!("warning: {w}")),
+                Some(bar) if self.tty => bar.println(format!("warning: {w}")),
+                Some(_) => eprintln!("gantry: warning: {w}"),
                 None => eprintln!("gantry: warning: {w}"),
             },
         }

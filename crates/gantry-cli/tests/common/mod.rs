@@ -26,3 +26,11 @@ pub fn assert_user_error(out: &Output, needle: &str) {
         "{err}"
     );
 }
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}

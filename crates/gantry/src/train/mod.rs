@@ -293,7 +293,7 @@ impl Trainer {
         let comm = setup.comm.clone();
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
-        if setup.train.batch_size % comm.world != 0 {
+        if !setup.train.batch_size.is_multiple_of(comm.world) {
             return Err(Error::config(
                 "train.batch_size",
                 format!(

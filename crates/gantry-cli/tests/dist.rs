@@ -139,6 +139,124 @@ fn fq_dictionaries_agree_across_ranks_and_with_one_process() {
     assert_eq!(agree, [1, 2, 3, 4, 5]);
 }
 
+/// DCGAN's G normalises with BatchNorm: with `train.sync_bn` its statistics span both ranks'
+/// shares and the job equals one process; without, each rank's half-batch statistics differ.
+#[test]
+fn synchronised_batch_norm_makes_dcgan_equal_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = [
+        "--set",
+        "data.size=64",
+        "--set",
+        "data.resolution=8",
+        "--set",
+        "data.workers=1",
+        "--set",
+        "model.ngf=4",
+        "--set",
+        "model.ndf=4",
+        "--set",
+        "model.z_dim=8",
+        "--set",
+        "model.d_norm=none",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.sample_every=0",
+        "--set",
+        "train.steps=5",
+    ];
+    let one = dir.path().join("one");
+    ok(&train(&tiny, 1, &one));
+    let synced = dir.path().join("synced");
+    let args: Vec<&str> = tiny
+        .iter()
+        .copied()
+        .chain(["--set", "train.sync_bn=true"])
+        .collect();
+    ok(&train(&args, 2, &synced));
+    let per_rank = dir.path().join("per-rank");
+    ok(&train(&tiny, 2, &per_rank));
+    for name in ["g", "d", "g_ema"] {
+        let err = max_rel(&store(&one, 5, name), &store(&synced, 5, name));
+        assert!(err < TOL, "{name}: relative difference {err}");
+    }
+    assert!(max_rel(&store(&one, 5, "g"), &store(&per_rank, 5, "g")) > 1e-2);
+}
+
+/// Ctrl-C on the launcher: every rank stops at the same step, rank 0 saves once, the job exits
+/// 130 and resumes.
+#[test]
+fn ctrl_c_on_the_launcher_stops_every_rank_and_saves_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        "--nproc".into(),
+        "2".into(),
+        "--out".into(),
+        run.to_str().unwrap().into(),
+    ];
+    args.extend(MLP.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.checkpoint_every=0",
+        ]
+        .map(String::from),
+    );
+    let launcher = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !rows_exist(&run, 40) {
+        assert!(t0.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: kill(2) on the launcher this test started.
+    unsafe {
+        libc::kill(launcher.id() as i32, libc::SIGINT);
+    }
+    let out = launcher.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert_eq!(err.matches("interrupted at step").count(), 1, "{err}");
+    let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("ckpt-") && n != "ckpt-0000000")
+        .collect();
+    assert_eq!(ckpts.len(), 1, "{ckpts:?}");
+    let step: u64 = ckpts[0][5..].parse().unwrap();
+    let resumed = gantry(&[
+        "train",
+        "--nproc",
+        "2",
+        "--resume",
+        run.to_str().unwrap(),
+        "--set",
+        &format!("train.steps={}", step + 3),
+    ]);
+    ok(&resumed);
+}
+
+/// Whether the run's log has reached `step`.
+fn rows_exist(run: &Path, step: u64) -> bool {
+    std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|t| {
+        t.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|r| r["step"].as_u64().is_some_and(|s| s >= step))
+        })
+    })
+}
+
 #[test]
 fn every_plugin_and_stylegan2_train_on_two_ranks() {
     let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,47 @@ fn child() {
             assert!(f.get(0).equal(&f.get(1)));
             c.barrier().unwrap();
         }
+        "syncbn" => {
+            // Each rank holds half of one batch; synchronised BatchNorm over both must give what
+            // plain BatchNorm gives on the whole batch: outputs, running statistics, gradients.
+            let c = join(60.0);
+            tch::manual_seed(3);
+            let opts = (Kind::Double, tch::Device::Cpu);
+            let full = Tensor::randn([6, 3, 4, 4], opts) * 2.0 + 1.0;
+            let w = Tensor::randn([3], opts);
+            let b = Tensor::randn([3], opts);
+            let gy = Tensor::randn([6, 3, 4, 4], opts);
+            let run = |x: &Tensor, gy: &Tensor, sync: bool| {
+                let x = x.copy().set_requires_grad(true);
+                let (w, b) = (
+                    w.copy().set_requires_grad(true),
+                    b.copy().set_requires_grad(true),
+                );
+                let (rm, rv) = (Tensor::zeros([3], opts), Tensor::ones([3], opts));
+                gantry::nn::norm::set_sync(sync.then(|| c.clone()));
+                let y = gantry::nn::norm::normalise(&x, Some(&w), Some(&b), &rm, &rv, true);
+                gantry::nn::norm::set_sync(None);
+                (&y * gy).sum(Kind::Double).backward();
+                (y, x.grad(), w.grad(), b.grad(), rm, rv)
+            };
+            let half = full.narrow(0, 3 * c.rank as i64, 3);
+            let gh = gy.narrow(0, 3 * c.rank as i64, 3);
+            let (y, gx, gw, gb, rm, rv) = run(&half, &gh, true);
+            let (y_full, gx_full, gw_full, gb_full, rm_full, rv_full) = run(&full, &gy, false);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let err = (a - b).abs().max().double_value(&[]);
+                assert!(err < 1e-10, "{what}: {err}");
+            };
+            close(&y, &y_full.narrow(0, 3 * c.rank as i64, 3), "y");
+            close(&gx, &gx_full.narrow(0, 3 * c.rank as i64, 3), "grad x");
+            close(&rm, &rm_full, "running mean");
+            close(&rv, &rv_full, "running var");
+            // Parameter gradients: each rank has its share; their sum is the whole batch's.
+            for (g, full, what) in [(gw, gw_full, "grad w"), (gb, gb_full, "grad b")] {
+                c.all_reduce_sum(&g).unwrap();
+                close(&g, &full, what);
+            }
+        }
         "dies" => {
             let c = join(5.0);
             if c.rank == 1 {
@@ -117,6 +158,17 @@ fn child() {
 #[test]
 fn collectives_agree_across_two_processes() {
     for out in spawn("collectives", 2) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn synchronised_batch_norm_equals_batch_norm_on_the_whole_batch() {
+    for out in spawn("syncbn", 2) {
         assert!(
             out.status.success(),
             "{}",

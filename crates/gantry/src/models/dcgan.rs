@@ -10,7 +10,7 @@
 use super::{Architecture, DataShape, Discriminator, Generator, TapFn};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, ModuleT};
+use tch::nn::{self, Module};
 use tch::Tensor;
 
 /// Normalisation inside D's blocks (the first block has none, as in the paper).
@@ -156,7 +156,7 @@ impl Generator for DcganGenerator {
         for (conv, norm) in &self.blocks {
             h = conv.forward(&h);
             h = match norm {
-                Some(bn) => bn.forward_t(&h, train).relu(),
+                Some(bn) => crate::nn::norm::forward(bn, &h, train).relu(),
                 None => h.tanh(),
             };
         }
@@ -223,7 +223,7 @@ impl Discriminator for DcganDiscriminator {
         for (name, conv, norm) in &self.blocks {
             h = conv.forward(&h);
             h = match norm {
-                Norm::Batch(bn) => bn.forward_t(&h, train),
+                Norm::Batch(bn) => crate::nn::norm::forward(bn, &h, train),
                 Norm::Layer(ln) => ln.forward(&h),
                 Norm::None => h,
             };

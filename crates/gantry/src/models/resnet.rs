@@ -40,7 +40,7 @@ use crate::nn::init::InitScheme;
 use crate::nn::layers::{Conv2d, LayerOpts, Linear};
 use crate::nn::norm::{self, ConditionalBatchNorm};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 /// `model.*` with `arch = "resnet"`; the defaults are SNGAN's (the `sngan-cifar` preset), and
@@ -244,7 +244,7 @@ impl GNorm {
 
     fn forward_t(&self, x: &Tensor, cond: Option<&Tensor>, train: bool) -> Tensor {
         match self {
-            GNorm::Batch(bn) => bn.forward_t(x, train),
+            GNorm::Batch(bn) => norm::forward(bn, x, train),
             GNorm::Conditional(cbn) => cbn.forward_t(
                 x,
                 cond.expect("a conditional block needs its conditioning vector"),
@@ -340,7 +340,7 @@ impl GBody {
                 h = attn.forward_t(&h, train);
             }
         }
-        let h = self.out_bn.forward_t(&h, train).relu();
+        let h = norm::forward(&self.out_bn, &h, train).relu();
         self.out_conv.forward_t(&h, train).tanh()
     }
 }

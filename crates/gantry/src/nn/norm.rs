@@ -11,10 +11,136 @@
 //! BigGAN-PyTorch) and torch's `<bn>.running_mean` / `<bn>.running_var`.
 //!
 //! Departure: BigGAN-PyTorch names the running statistics `stored_mean` / `stored_var`.
+//!
+//! Every BatchNorm of gantry's networks goes through [`normalise`], which in a data-parallel job
+//! with `train.sync_bn` ([`set_sync`]) normalises training batches with statistics over every
+//! rank's share (torch's SyncBatchNorm): per-channel sums of `x - running_mean` and of their
+//! squares are summed over the ranks by an all-reduce that autograd differentiates through, so
+//! each rank's loss reaches every rank's inputs. The shift by the running mean (equal on every
+//! rank: buffers are broadcast before each step) keeps the one-pass variance accurate.
 
 use super::init::LayerInit;
 use super::layers::{Embedding, LayerOpts, Linear};
+use crate::dist::Comm;
+use std::cell::RefCell;
 use tch::{nn, Tensor};
+
+thread_local! {
+    static SYNC: RefCell<Option<Comm>> = const { RefCell::new(None) };
+    static SYNC_ERROR: RefCell<Option<crate::error::Error>> = const { RefCell::new(None) };
+}
+
+/// Synchronised BatchNorm on this thread over `comm`'s ranks (`None`, or one process: per rank).
+pub fn set_sync(comm: Option<Comm>) {
+    SYNC.with(|s| *s.borrow_mut() = comm.filter(Comm::distributed));
+}
+
+/// The failure of a synchronised BatchNorm's all-reduce since the last call, if any (a forward
+/// pass cannot return it; the training loop asks after the phase).
+pub fn take_sync_error() -> Option<crate::error::Error> {
+    SYNC_ERROR.with(|e| e.borrow_mut().take())
+}
+
+/// A tch `nn::BatchNorm`'s forward through [`normalise`].
+pub fn forward(bn: &nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+    normalise(
+        x,
+        bn.ws.as_ref(),
+        bn.bs.as_ref(),
+        &bn.running_mean,
+        &bn.running_var,
+        train,
+    )
+}
+
+/// BatchNorm of `x` (`[B, C, ...]`) with optional affine `weight`/`bias`, updating the running
+/// statistics in training; synchronised over the ranks when [`set_sync`] says so.
+pub fn normalise(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+    train: bool,
+) -> Tensor {
+    let comm = if train {
+        SYNC.with(|s| s.borrow().clone())
+    } else {
+        None
+    };
+    if let Some(comm) = comm {
+        match synchronised(&comm, x, weight, bias, running_mean, running_var) {
+            Ok(y) => return y,
+            // The next collective of the phase fails too and ends the step; until then, carry on
+            // with this rank's statistics.
+            Err(e) => SYNC_ERROR.with(|s| *s.borrow_mut() = Some(e)),
+        }
+    }
+    x.batch_norm(
+        weight,
+        bias,
+        Some(running_mean),
+        Some(running_var),
+        train,
+        MOMENTUM,
+        EPS,
+        true,
+    )
+}
+
+fn synchronised(
+    comm: &Comm,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+) -> crate::error::Result<Tensor> {
+    let c = x.size()[1];
+    let mut shape = vec![1i64; x.dim()];
+    shape[1] = c;
+    let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
+    let shift = running_mean
+        .detach()
+        .to_kind(x.kind())
+        .view(shape.as_slice());
+    let d = x - &shift;
+    let count = Tensor::full([1], (x.numel() as i64 / c) as f64, (x.kind(), x.device()));
+    let local = Tensor::cat(
+        &[
+            d.sum_dim_intlist(dims.as_slice(), false, x.kind()),
+            d.square().sum_dim_intlist(dims.as_slice(), false, x.kind()),
+            count,
+        ],
+        0,
+    );
+    let total = comm.sum_differentiable(&local)?;
+    let n = total.narrow(0, 2 * c, 1);
+    let mean_d = total.narrow(0, 0, c) / &n;
+    let var = total.narrow(0, c, c) / &n - mean_d.square();
+    let mean = &mean_d + shift.view([c]);
+    let mut y = (x - mean.view(shape.as_slice()))
+        * (var.shallow_clone() + EPS).rsqrt().view(shape.as_slice());
+    if let Some(w) = weight {
+        y = y * w.view(shape.as_slice());
+    }
+    if let Some(b) = bias {
+        y = y + b.view(shape.as_slice());
+    }
+    tch::no_grad(|| {
+        let n = n.double_value(&[0]);
+        let unbiased = var.detach() * (n / (n - 1.0).max(1.0));
+        let _ = running_mean
+            .shallow_clone()
+            .g_mul_scalar_(1.0 - MOMENTUM)
+            .g_add_(&(mean.detach().to_kind(running_mean.kind()) * MOMENTUM));
+        let _ = running_var
+            .shallow_clone()
+            .g_mul_scalar_(1.0 - MOMENTUM)
+            .g_add_(&(unbiased.to_kind(running_var.kind()) * MOMENTUM));
+    });
+    Ok(y)
+}
 
 /// BatchNorm's eps and running-average momentum in every reference (PyTorch defaults).
 pub const EPS: f64 = 1e-5;
@@ -98,16 +224,7 @@ impl ConditionalBatchNorm {
         let b = x.size()[0];
         let gain = (self.gain.forward_t(cond, train) + 1.0).view([b, -1, 1, 1]);
         let bias = self.bias.forward_t(cond, train).view([b, -1, 1, 1]);
-        let h = x.batch_norm(
-            None::<&Tensor>,
-            None,
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            train,
-            MOMENTUM,
-            EPS,
-            true,
-        );
+        let h = normalise(x, None, None, &self.running_mean, &self.running_var, train);
         h * gain + bias
     }
 }

@@ -70,6 +70,9 @@ pub struct TrainConfig {
     /// Data-parallel jobs: seconds any collective may wait for the other processes before the
     /// job ends with an error naming this rank (a rank that died or hangs).
     pub collective_timeout_s: f64,
+    /// Data-parallel jobs: BatchNorm statistics over every rank's share of the batch
+    /// (SyncBatchNorm); off = per rank, as DDP does by default.
+    pub sync_bn: bool,
 }
 
 /// What the loop does when a loss or gradient is not finite.
@@ -105,6 +108,7 @@ impl Default for TrainConfig {
             keep_checkpoints: 3,
             on_nan: OnNan::Stop,
             collective_timeout_s: 600.0,
+            sync_bn: false,
         }
     }
 }
@@ -293,6 +297,7 @@ impl Trainer {
         let comm = setup.comm.clone();
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
+        crate::nn::norm::set_sync(setup.train.sync_bn.then(|| comm.clone()));
         if !setup.train.batch_size.is_multiple_of(comm.world) {
             return Err(Error::config(
                 "train.batch_size",
@@ -518,6 +523,9 @@ impl Trainer {
     /// Averages a phase's gradients and loss over the ranks (bucketed all-reduce); returns the
     /// averaged loss, on which (with the gradients) every rank then takes the same NaN decision.
     fn reduce(&mut self, grads: &[Tensor], loss: &PhaseLoss) -> Result<Tensor> {
+        if let Some(e) = crate::nn::norm::take_sync_error() {
+            return Err(e);
+        }
         let total = loss.total.detach().copy().reshape([1]);
         if self.comm.distributed() {
             let mut all: Vec<Tensor> = grads.iter().map(Tensor::shallow_clone).collect();

@@ -38,8 +38,9 @@ def ema_update(g_ema, g, step_no, decay):
             be.copy_(bg)
 
 
-def time_and_report(step, args, extra=None):
-    """Runs `args.warmup` untimed and `args.steps` timed steps; prints one JSON line."""
+def time_and_report(step, args, extra=None, quiet=False):
+    """Runs `args.warmup` untimed and `args.steps` timed steps; prints one JSON line (unless
+    `quiet`: the other ranks of a job)."""
     cuda = torch.device(args.device).type == "cuda"
 
     def sync():
@@ -61,4 +62,5 @@ def time_and_report(step, args, extra=None):
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     out.update(extra or {})
-    print(json.dumps(out))
+    if not quiet:
+        print(json.dumps(out))

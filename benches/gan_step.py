@@ -3,9 +3,16 @@ D 64-128-256, G 256-128-64, non-saturating loss, Adam, EMA generator), on a fixe
 Optionally AdaptiveMix done the way the reference code does it (three embed passes) and FQ done the
 way the reference FQ-GAN code does it (dense one-hot EMA update), loss-only mode.
 
+With `--ddp`, started by torchrun: torch.nn.parallel.DistributedDataParallel over gloo (CPU) or
+NCCL (CUDA), each rank training on its share of the global batch `--batch` (the twin of
+`gantry bench --nproc N`); rank 0 prints.
+
 Prints one JSON line: {"what", "threads", "steps", "median_ms", "mean_ms", "min_ms", "peak_rss_mib"}.
 """
+import os
+
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -15,9 +22,13 @@ p = parser(batch=64)
 p.add_argument("--am", action="store_true")
 p.add_argument("--fq-k", type=int, default=0)
 p.add_argument("--fq-layers", default="b16,b8")
+p.add_argument("--ddp", action="store_true")
 args = p.parse_args()
 dev = setup(args)
 nz, B = 100, args.batch
+if args.ddp:
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    B //= dist.get_world_size()
 
 
 def init(m):
@@ -123,11 +134,29 @@ g, d, g_ema = G().to(dev), D(args.fq_k, args.fq_layers.split(",")).to(dev), G().
 g.apply(init)
 d.apply(init)
 g_ema.load_state_dict(g.state_dict())
+if args.ddp:
+    # D is scored through two methods (embed, head): DDP wraps a module whose forward is them.
+    class Scored(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.d = d
+
+        def forward(self, x, update):
+            return score(self.d, x, update)
+
+    # broadcast_buffers=False as in stylegan2-ada-pytorch: DDP's per-forward buffer broadcast
+    # bumps BatchNorm's running statistics between D's two forwards, which autograd refuses.
+    g = nn.parallel.DistributedDataParallel(g, broadcast_buffers=False)
+    d_ddp = nn.parallel.DistributedDataParallel(Scored(d), broadcast_buffers=False)
 g_ema.requires_grad_(False)
 opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
 opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
 real = torch.rand(B, 3, 32, 32, device=dev) * 2 - 1
 step_no = 0
+
+
+def d_score(x, update):
+    return d_ddp(x, update) if args.ddp else score(d, x, update)
 
 
 def step():
@@ -138,8 +167,8 @@ def step():
         fake = g(z)
     opt_d.zero_grad()
     d.fq_loss = 0.0
-    lr_, am_r = score(d, real, True)
-    lf_, am_f = score(d, fake, True)
+    lr_, am_r = d_score(real, True)
+    lf_, am_f = d_score(fake, True)
     loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean() + am_r + am_f + d.fq_loss
     loss.backward()
     opt_d.step()
@@ -152,7 +181,10 @@ def step():
     d.requires_grad_(True)
     opt_g.step()
     step_no += 1
-    ema_update(g_ema, g, step_no, 0.999)
+    ema_update(g_ema, g.module if args.ddp else g, step_no, 0.999)
 
 
-time_and_report(step, args)
+if not args.ddp or dist.get_rank() == 0:
+    time_and_report(step, args, {"world": dist.get_world_size() if args.ddp else 1})
+else:
+    time_and_report(step, args, quiet=True)

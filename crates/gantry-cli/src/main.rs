@@ -113,6 +113,9 @@ enum Command {
         warmup: usize,
         #[arg(long, default_value_t = 30)]
         steps: usize,
+        /// Time a data-parallel job of N processes on this machine (rank 0's timings).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        nproc: usize,
     },
     /// FID between two image sets (like `python -m pytorch_fid A B`). Each is an image folder,
     /// a data set spec (`mnist:DIR`, `cifar10:DIR`, `mnist@test:DIR` for the test split, ...)
@@ -444,7 +447,26 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             what,
             warmup,
             steps,
+            nproc,
         } => {
+            if nproc > 1 {
+                let mut args: Vec<std::ffi::OsString> = vec!["bench".into()];
+                if let Some(c) = &config {
+                    args.extend(["--config".into(), c.into()]);
+                }
+                for s in &sets {
+                    args.extend(["--set".into(), s.into()]);
+                }
+                args.extend([
+                    "--what".into(),
+                    what.into(),
+                    "--warmup".into(),
+                    warmup.to_string().into(),
+                    "--steps".into(),
+                    steps.to_string().into(),
+                ]);
+                return Ok(launch::run(nproc, args));
+            }
             let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
             let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
             print_out(&format!(

@@ -153,3 +153,37 @@ fn a_failing_run_reports_its_own_error() {
         "{err}"
     );
 }
+
+/// Each run of an experiment can be a data-parallel job (`nproc`).
+#[test]
+fn runs_can_be_data_parallel_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"dp\"\nbase = \"gmm-25\"\nset = [\"train.steps=10\", \"train.batch_size=32\", \"data.size=256\", \"eval.every=10\", \"eval.n=200\"]\nseeds = [0]\nnproc = 2\n[[arm]]\nname = \"baseline\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let r = gantry(&[
+        "experiment",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let log = std::fs::read_to_string(out.join("baseline/seed-0/metrics.jsonl")).unwrap();
+    assert!(log.contains("dist/ranks_agree"), "{log}");
+    assert!(out.join("report/report.md").exists());
+    std::fs::write(
+        &cfg,
+        "name = \"dp\"\nbase = \"gmm-25\"\nset = [\"train.batch_size=33\"]\nseeds = [0]\nnproc = 2\n[[arm]]\nname = \"a\"\n",
+    )
+    .unwrap();
+    let r = gantry(&["experiment", "--config", cfg.to_str().unwrap()]);
+    assert_user_error(
+        &r,
+        "train.batch_size: 33 does not split evenly over nproc = 2",
+    );
+}

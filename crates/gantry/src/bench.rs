@@ -20,6 +20,10 @@ pub struct StepTiming {
     /// Peak resident memory of this process (VmHWM), MiB; on CUDA, peak allocated GPU memory is
     /// not visible through tch and is left out.
     pub peak_rss_mib: f64,
+    /// Processes of the data-parallel job (1 = one process); the timings are rank 0's.
+    pub world: usize,
+    /// Bytes all-reduced per step, MiB (0 in one process).
+    pub mib_reduced_per_step: f64,
 }
 
 /// Peak resident set size of this process in MiB (Linux; 0 elsewhere).
@@ -36,14 +40,21 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// Times `steps` training steps after `warmup` untimed ones, in a scratch run directory.
+/// In a data-parallel job (the torchrun environment, or `gantry bench --nproc N`) every rank
+/// times the same steps, which run in lockstep; rank 0's timings are reported.
 pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> Result<StepTiming> {
     if steps == 0 {
         return Err(Error::config("--steps", "must be at least 1 timed step"));
     }
     cfg.validate()?;
+    let mut cfg = cfg;
+    let comm = crate::run::join_job(&mut cfg)?;
+    let world = comm.world;
     let dir = std::env::temp_dir().join(format!("gantry-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut trainer = Trainer::new(cfg.setup(), &dir)?;
+    let mut setup = cfg.setup();
+    setup.comm = comm;
+    let mut trainer = Trainer::new(setup, &dir)?;
     let batch = trainer.real_batch()?;
     let batches = || {
         (0..cfg.train.n_dis)
@@ -64,6 +75,7 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
         trainer.train_step_on(batches())?;
     }
     sync(&trainer);
+    let reduced_before = trainer.bytes_reduced();
     let mut ms = Vec::with_capacity(steps);
     for _ in 0..steps {
         let t0 = Instant::now();
@@ -83,5 +95,9 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
         mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
         min_ms: sorted[0],
         peak_rss_mib: peak_rss_mib(),
+        world,
+        mib_reduced_per_step: (trainer.bytes_reduced() - reduced_before) as f64
+            / steps as f64
+            / (1u64 << 20) as f64,
     })
 }

@@ -57,6 +57,10 @@ pub struct ExperimentConfig {
     /// this process.
     #[serde(default = "one")]
     pub parallel: usize,
+    /// Processes per run (data-parallel, `gantry train --nproc`); more than 1 runs every run in
+    /// child processes.
+    #[serde(default = "one")]
+    pub nproc: usize,
     #[serde(rename = "arm")]
     pub arms: Vec<Arm>,
 }
@@ -117,6 +121,9 @@ impl ExperimentConfig {
         if cfg.parallel == 0 {
             return Err(Error::config("parallel", "must be at least 1"));
         }
+        if cfg.nproc == 0 {
+            return Err(Error::config("nproc", "must be at least 1"));
+        }
         cfg.set.extend(overrides.iter().cloned());
         cfg.validate()?;
         Ok(cfg)
@@ -132,6 +139,18 @@ impl ExperimentConfig {
                     .run_config(arm, seed)
                     .map_err(|e| self.in_arm(arm, e))?;
                 rc.validate().map_err(|e| self.in_arm(arm, e))?;
+                if !rc.train.batch_size.is_multiple_of(self.nproc) {
+                    return Err(self.in_arm(
+                        arm,
+                        Error::config(
+                            "train.batch_size",
+                            format!(
+                                "{} does not split evenly over nproc = {} processes",
+                                rc.train.batch_size, self.nproc
+                            ),
+                        ),
+                    ));
+                }
                 if rc.eval.every > 0 {
                     rc.eval.check_files(rc.data.kind.is_points())?;
                 }
@@ -181,7 +200,7 @@ fn finished(dir: &Path, steps: u64) -> bool {
 }
 
 /// Runs (or resumes) every run of the experiment, then writes the report; returns its path.
-/// `launcher` starts child processes when `cfg.parallel > 1`.
+/// `launcher` starts child processes when `cfg.parallel > 1` or `cfg.nproc > 1`.
 pub fn run(
     cfg: &ExperimentConfig,
     out: &Path,
@@ -189,13 +208,14 @@ pub fn run(
     launcher: Option<Launcher>,
     mut say: impl FnMut(String),
 ) -> Result<PathBuf> {
-    let launcher = match (cfg.parallel > 1, launcher) {
+    let children = cfg.parallel > 1 || cfg.nproc > 1;
+    let launcher = match (children, launcher) {
         (false, _) => None,
         (true, Some(l)) => Some(l),
         (true, None) => {
             return Err(Error::config(
                 "parallel",
-                "runs in parallel need a launcher for child processes (the gantry binary has one); set parallel = 1",
+                "runs in parallel or in several processes need a launcher for child processes (the gantry binary has one); set parallel = 1 and nproc = 1",
             ))
         }
     };
@@ -216,7 +236,7 @@ pub fn run(
             }
         }
     }
-    if cfg.parallel <= 1 {
+    if !children {
         for (arm, seed, rc, dir) in todo {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(Error::Interrupted {
@@ -255,7 +275,7 @@ fn run_parallel(
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let threads = (cores / cfg.parallel).max(1);
+    let threads = (cores / (cfg.parallel * cfg.nproc)).max(1);
     let mut queue = todo.into_iter();
     let mut running: Vec<(String, PathBuf, std::process::Child)> = Vec::new();
     loop {
@@ -265,6 +285,9 @@ fn run_parallel(
             };
             let mut cmd = launcher();
             cmd.arg("train");
+            if cfg.nproc > 1 {
+                cmd.args(["--nproc", &cfg.nproc.to_string()]);
+            }
             if checkpoint::latest(&dir).is_some() {
                 cmd.arg("--resume").arg(&dir);
             } else {
@@ -551,6 +574,7 @@ mod tests {
             set: vec!["train.steps=10".into()],
             seeds: vec![0, 1],
             parallel: 1,
+            nproc: 1,
             arms: arms
                 .iter()
                 .map(|a| Arm {

@@ -475,6 +475,11 @@ impl Trainer {
         self.step
     }
 
+    /// Bytes all-reduced since the last log line (benchmarks read it).
+    pub fn bytes_reduced(&self) -> usize {
+        self.bytes_reduced
+    }
+
     fn seed(&self) -> u64 {
         self.setup
             .train

@@ -480,7 +480,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes() {
         ]
         .map(String::from),
     );
-    let mut launcher = Command::new(env!("CARGO_BIN_EXE_gantry"))
+    let launcher = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()

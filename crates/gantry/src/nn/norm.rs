@@ -122,10 +122,10 @@ fn synchronised(
     let mut y = (x - mean.view(shape.as_slice()))
         * (var.shallow_clone() + EPS).rsqrt().view(shape.as_slice());
     if let Some(w) = weight {
-        y = y * w.view(shape.as_slice());
+        y *= w.view(shape.as_slice());
     }
     if let Some(b) = bias {
-        y = y + b.view(shape.as_slice());
+        y += b.view(shape.as_slice());
     }
     tch::no_grad(|| {
         let n = n.double_value(&[0]);

@@ -400,6 +400,21 @@ pub fn generator_features_split(
     .map_err(metrics_err)
 }
 
+/// [`generator_features`] from latent stream `stream` (rank `r` of a job generates from stream
+/// `r`; stream 0 is `generator_features`'s).
+#[allow(clippy::too_many_arguments)]
+pub fn generator_features_stream(
+    g: &dyn Generator,
+    num_classes: Option<i64>,
+    n: usize,
+    seed: u64,
+    stream: u64,
+    device: Device,
+    ex: &dyn FeatureExtractor,
+) -> Result<FeatureSet> {
+    features_of(g, num_classes, n, seed, stream, device, ex, |_, _| {})
+}
+
 #[allow(clippy::too_many_arguments)]
 fn features_of(
     g: &dyn Generator,

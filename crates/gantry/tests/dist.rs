@@ -138,6 +138,81 @@ fn child() {
                 close(&g, &full, what);
             }
         }
+        "hangs" => {
+            let c = join(2.0);
+            if c.rank == 1 {
+                std::thread::sleep(std::time::Duration::from_secs(8));
+                return;
+            }
+            let t0 = std::time::Instant::now();
+            let e = c
+                .all_reduce_sum(&Tensor::from_slice(&[1.0f32]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("rank 0: all-reduce failed"), "{e}");
+            assert!(t0.elapsed().as_secs_f64() < 6.0, "{:?}", t0.elapsed());
+            println!("HANGS-OK");
+        }
+        "eval" => {
+            // Split generation: every rank receives all n features, in rank order, each share
+            // being what its rank computes alone from its own latent stream.
+            let c = join(60.0);
+            let dir = std::path::PathBuf::from(std::env::var("GANTRY_TEST_DIR").unwrap());
+            let clf = dir.join("clf.safetensors");
+            if c.is_main() {
+                let data = gantry::data::DataConfig {
+                    size: 64,
+                    resolution: 8,
+                    ..Default::default()
+                };
+                gantry::classifier::train(&data, &data, &clf, 1, tch::Device::Cpu, 0, |_, _| {})
+                    .unwrap();
+            }
+            c.barrier().unwrap();
+            let ex = gantry::classifier::Classifier::load(&clf, tch::Device::Cpu).unwrap();
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            tch::manual_seed(1);
+            let g = gantry::models::build_generator(
+                vs.root(),
+                &gantry::models::ModelConfig::Dcgan(gantry::models::dcgan::DcganConfig {
+                    ngf: 4,
+                    ndf: 4,
+                    z_dim: 8,
+                    ..Default::default()
+                }),
+                &gantry::models::DataShape::image(3, 8, None),
+            )
+            .unwrap();
+            let n = 7;
+            let all = gantry::eval::generator_features_split(
+                g.as_ref(),
+                None,
+                n,
+                5,
+                tch::Device::Cpu,
+                &ex,
+                &c,
+            )
+            .unwrap();
+            let pool = all.pool().unwrap();
+            assert_eq!(pool.size()[0], n as i64);
+            let share = n.div_ceil(2) as i64;
+            let own = gantry::eval::generator_features_stream(
+                g.as_ref(),
+                None,
+                share as usize,
+                5,
+                c.rank as u64,
+                tch::Device::Cpu,
+                &ex,
+            )
+            .unwrap()
+            .pool()
+            .unwrap();
+            let at = share * c.rank as i64;
+            let len = (n as i64 - at).min(share);
+            assert!(pool.narrow(0, at, len).equal(&own.narrow(0, 0, len)));
+        }
         "dies" => {
             let c = join(5.0);
             if c.rank == 1 {
@@ -169,6 +244,30 @@ fn collectives_agree_across_two_processes() {
 #[test]
 fn synchronised_batch_norm_equals_batch_norm_on_the_whole_batch() {
     for out in spawn("syncbn", 2) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A rank that hangs makes the other's collective fail at the timeout, with one line.
+#[test]
+fn a_hung_rank_ends_the_others_collectives_at_the_timeout() {
+    let outs = spawn("hangs", 2);
+    assert!(
+        outs[0].status.success() && String::from_utf8_lossy(&outs[0].stdout).contains("HANGS-OK"),
+        "{}",
+        String::from_utf8_lossy(&outs[0].stderr)
+    );
+}
+
+#[test]
+fn evaluation_splits_generation_over_the_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("GANTRY_TEST_DIR", dir.path());
+    for out in spawn("eval", 2) {
         assert!(
             out.status.success(),
             "{}",

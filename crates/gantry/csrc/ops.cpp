@@ -18,3 +18,69 @@ char *gantry_leaky_relu(const void *x, double slope, void **out) {
 }
 
 }
+
+// ---- Precision and memory format (tch 0.24 exposes neither autocast dtypes nor memory formats).
+#include <ATen/autocast_mode.h>
+#include <ATen/Context.h>
+
+extern "C" {
+
+// Turns autocast on for CPU (`cuda` 0) or CUDA ops with `dtype` (a c10::ScalarType: Half, BFloat16),
+// or off (`dtype` < 0); writes the previous state to *prev_enabled / *prev_dtype for the matching
+// restore. Autocast state is thread-local.
+void gantry_autocast_set(int cuda, int dtype, int *prev_enabled, int *prev_dtype) {
+  auto dev = cuda ? at::kCUDA : at::kCPU;
+  *prev_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+  *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
+  if (dtype >= 0) {
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(dtype));
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::increment_nesting();
+  } else {
+    at::autocast::set_autocast_enabled(dev, false);
+  }
+}
+
+// Undoes gantry_autocast_set (`entered`: it turned autocast on) with the state it reported.
+void gantry_autocast_restore(int cuda, int entered, int prev_enabled, int prev_dtype) {
+  auto dev = cuda ? at::kCUDA : at::kCPU;
+  if (entered && at::autocast::decrement_nesting() == 0) {
+    at::autocast::clear_cache();
+  }
+  at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(prev_dtype));
+  at::autocast::set_autocast_enabled(dev, prev_enabled != 0);
+}
+
+// TF32 in CUDA matmuls and cuDNN convolutions, and cuDNN's autotuner.
+void gantry_cuda_flags(int tf32, int cudnn_benchmark) {
+  at::globalContext().setAllowTF32CuBLAS(tf32 != 0);
+  at::globalContext().setAllowTF32CuDNN(tf32 != 0);
+  at::globalContext().setBenchmarkCuDNN(cudnn_benchmark != 0);
+}
+
+// `*out` = `x` in channels-last memory format (a copy unless it already is).
+char *gantry_channels_last(const void *x, void **out) {
+  try {
+    *out = new at::Tensor(
+        static_cast<const at::Tensor *>(x)->contiguous(at::MemoryFormat::ChannelsLast));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  }
+}
+
+// Re-lays a 4-D parameter's data out as channels-last in place (the variable and its autograd
+// identity stay).
+char *gantry_channels_last_(void *x) {
+  try {
+    auto &t = *static_cast<at::Tensor *>(x);
+    if (t.dim() == 4) {
+      t.set_data(t.contiguous(at::MemoryFormat::ChannelsLast));
+    }
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  }
+}
+
+}

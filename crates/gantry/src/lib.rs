@@ -2,7 +2,7 @@
 //! Feature Quantization) on any backbone and any loss, on libtorch via `tch`.
 //!
 //! Layers, from the bottom (imports only go up the list; `tests/layering.rs` checks it):
-//! [`error`], [`util`], [`stats`], [`device`], [`dist`], [`nn`], [`models`] (G/D with the `embed`/`head`
+//! [`error`], [`util`], [`stats`], [`device`], [`dist`], [`precision`], [`nn`], [`models`] (G/D with the `embed`/`head`
 //! seam; each architecture owns its settings), [`plugins`] (wrap any D), [`loss`] (what a phase
 //! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classifier`],
 //! [`eval`], [`train`] (when each phase runs), [`report`], [`config`] (one `RunConfig` composed of
@@ -20,6 +20,7 @@ pub mod loss;
 pub mod models;
 pub mod nn;
 pub mod plugins;
+pub mod precision;
 pub mod report;
 pub mod run;
 pub mod rundir;

@@ -13,6 +13,7 @@ const LAYERS: &[&str] = &[
     "stats",
     "device",
     "dist",
+    "precision",
     "nn",
     "models",
     "plugins",

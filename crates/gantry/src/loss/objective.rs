@@ -6,7 +6,7 @@
 
 use super::{penalty, LossConfig};
 use crate::plugins::{Branch, Critic, Ctx, Phase};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A phase's total loss and its named, detached scalar parts (read only on logging steps).
 pub struct PhaseLoss {
@@ -52,23 +52,31 @@ pub fn d_phase(
     } else {
         real.shallow_clone()
     };
+    // Scores may come out of autocast in a low precision; the losses are taken in fp32.
     let sr = critic.score(&real_in, real_labels, &ctx(Branch::Real));
     let sf = critic.score(fake, fake_labels, &ctx(Branch::Fake));
-    let mut loss = PhaseLoss::new("loss/d/adv", cfg.kind.d_loss(&sr.logits, &sf.logits));
+    let (real_logits, fake_logits) = (
+        sr.logits.to_kind(Kind::Float),
+        sf.logits.to_kind(Kind::Float),
+    );
+    let mut loss = PhaseLoss::new("loss/d/adv", cfg.kind.d_loss(&real_logits, &fake_logits));
     for extra in [sr.extra_loss, sf.extra_loss].into_iter().flatten() {
-        loss.add("loss/d/plugins", extra);
+        loss.add("loss/d/plugins", extra.to_kind(Kind::Float));
     }
     if cfg.gp.enabled && cfg.gp.weight > 0.0 {
-        let gp = penalty::gradient_penalty(|x| critic.plain(x, real_labels), real, fake);
+        // In fp32 whatever the training precision.
+        let gp = crate::precision::fp32(real.device(), || {
+            penalty::gradient_penalty(|x| critic.plain(x, real_labels), real, fake)
+        });
         loss.add("loss/d/gp", gp * cfg.gp.weight);
     }
     if r1_scale > 0.0 {
-        loss.add("loss/d/r1", penalty::r1(&sr.logits, &real_in) * r1_scale);
+        loss.add("loss/d/r1", penalty::r1(&real_logits, &real_in) * r1_scale);
     }
     loss.parts
-        .push(("d/real".into(), sr.logits.detach().mean(None::<tch::Kind>)));
+        .push(("d/real".into(), real_logits.detach().mean(None::<Kind>)));
     loss.parts
-        .push(("d/fake".into(), sf.logits.detach().mean(None::<tch::Kind>)));
+        .push(("d/fake".into(), fake_logits.detach().mean(None::<Kind>)));
     loss
 }
 
@@ -87,9 +95,12 @@ pub fn g_phase(
         record: true,
     };
     let sf = critic.score(fake, labels, &ctx);
-    let mut loss = PhaseLoss::new("loss/g/adv", cfg.kind.g_loss(&sf.logits));
+    let mut loss = PhaseLoss::new(
+        "loss/g/adv",
+        cfg.kind.g_loss(&sf.logits.to_kind(Kind::Float)),
+    );
     if let Some(extra) = sf.extra_loss {
-        loss.add("loss/g/plugins", extra);
+        loss.add("loss/g/plugins", extra.to_kind(Kind::Float));
     }
     loss
 }

@@ -480,6 +480,13 @@ impl Plugin for Fq {
         Ok(())
     }
 
+    fn discard_phase(&mut self) {
+        for layer in &mut self.layers {
+            let _ = layer.take_accumulators();
+            layer.just_initialised = false;
+        }
+    }
+
     fn stats(&self, out: &mut Stats) {
         for (k, v) in &self.stats {
             out.set_tensor(k.clone(), v);

@@ -132,6 +132,9 @@ pub trait Plugin: Send {
     fn end_phase(&mut self, _phase: Phase, _comm: &Comm) -> Result<()> {
         Ok(())
     }
+    /// Called instead of `end_phase` when the phase's step was skipped (fp16 overflow): drops
+    /// what the phase accumulated.
+    fn discard_phase(&mut self) {}
     /// Diagnostics of the latest phase, under `name/...` keys.
     fn stats(&self, _out: &mut Stats) {}
 }
@@ -220,6 +223,12 @@ impl Critic {
             p.end_phase(phase, comm)?;
         }
         Ok(())
+    }
+
+    pub fn discard_phase(&mut self) {
+        for p in self.plugins.iter_mut() {
+            p.discard_phase();
+        }
     }
 
     pub fn stats(&self, out: &mut Stats) {

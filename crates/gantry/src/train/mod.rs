@@ -5,6 +5,7 @@
 pub mod adam;
 pub mod ema;
 pub mod guard;
+pub mod scaler;
 
 use crate::device::{derive_seed, seed_torch, set_threads, DeviceSpec, Purpose};
 use crate::dist::Comm;
@@ -14,11 +15,13 @@ use crate::loss::objective::{self, PhaseLoss};
 use crate::loss::LossConfig;
 use crate::models::{self, DataShape, Generator, ModelConfig};
 use crate::plugins::{self, Critic, Phase, PluginsConfig};
+use crate::precision::{self, Autocast, Precision};
 use crate::rundir::{checkpoint, log, samples};
 use crate::stats::Stats;
 use adam::Adam;
 use ema::{Ema, EmaConfig};
 use gantry_data::{DataConfig, Dataset, Loader, Position, Shard};
+use scaler::GradScaler;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +76,18 @@ pub struct TrainConfig {
     /// Data-parallel jobs: BatchNorm statistics over every rank's share of the batch
     /// (SyncBatchNorm); off = per rank, as DDP does by default.
     pub sync_bn: bool,
+    /// What G's and D's forward passes compute in: `fp32`, `bf16` (autocast, CPU and CUDA) or
+    /// `fp16` (autocast with dynamic loss scaling). Penalties run in fp32; weights stay fp32.
+    pub precision: Precision,
+    /// fp16: the loss scale to start from (torch.amp's 2^16); it halves on overflow and doubles
+    /// after 2000 good steps.
+    pub loss_scale: f64,
+    /// Channels-last memory format for convolution weights and image batches.
+    pub channels_last: bool,
+    /// CUDA: TF32 in matmuls and convolutions (Ampere and later).
+    pub tf32: bool,
+    /// CUDA: cuDNN's autotuner (fastest kernels for fixed shapes; not bit-reproducible).
+    pub cudnn_benchmark: bool,
 }
 
 /// What the loop does when a loss or gradient is not finite.
@@ -109,6 +124,11 @@ impl Default for TrainConfig {
             on_nan: OnNan::Stop,
             collective_timeout_s: 600.0,
             sync_bn: false,
+            precision: Precision::Fp32,
+            loss_scale: scaler::INIT_SCALE,
+            channels_last: false,
+            tf32: false,
+            cudnn_benchmark: false,
         }
     }
 }
@@ -149,6 +169,9 @@ impl TrainConfig {
         }
         if !(self.collective_timeout_s.is_finite() && self.collective_timeout_s > 0.0) {
             return bad("collective_timeout_s", "must be a finite number > 0");
+        }
+        if !(self.loss_scale.is_finite() && self.loss_scale >= 1.0) {
+            return bad("loss_scale", "must be a finite number >= 1");
         }
         Ok(())
     }
@@ -247,6 +270,10 @@ pub struct Trainer {
     bytes_reduced: usize,
     /// Said once training starts (a resume with another number of processes).
     note: Option<String>,
+    /// fp16's loss scalers, G's and D's.
+    scalers: Option<(GradScaler, GradScaler)>,
+    /// fp16 steps skipped for overflowing gradients since the last log line.
+    skipped: u64,
 }
 
 /// The shape the models are built for, from the data set.
@@ -298,6 +325,9 @@ impl Trainer {
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
         crate::nn::norm::set_sync(setup.train.sync_bn.then(|| comm.clone()));
+        if let Device::Cuda(_) = device {
+            precision::set_cuda_flags(setup.train.tf32, setup.train.cudnn_benchmark);
+        }
         if !setup.train.batch_size.is_multiple_of(comm.world) {
             return Err(Error::config(
                 "train.batch_size",
@@ -339,6 +369,12 @@ impl Trainer {
             &arch.default_fq_layers(shape.resolution),
         )?;
         let critic = Critic::new(d, stack)?;
+        if setup.train.channels_last {
+            for vs in [&g_vs, &d_vs, &ema_vs] {
+                let all: Vec<Tensor> = vs.variables().into_values().collect();
+                precision::make_channels_last(&all)?;
+            }
+        }
         let t = &setup.train;
         let mut opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
         let mut opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
@@ -361,6 +397,10 @@ impl Trainer {
         let mut wall_before = 0.0;
         let mut seed_offset = 0;
         let mut note = None;
+        let mut scalers = (setup.train.precision == Precision::Fp16).then(|| {
+            let s = GradScaler::starting_at(setup.train.loss_scale);
+            (s.clone(), s)
+        });
         if let Some(ckpt) = &ckpt {
             let meta = checkpoint::read_meta(ckpt)?;
             if meta.world_size != comm.world {
@@ -385,6 +425,10 @@ impl Trainer {
             let adam_state = checkpoint::read_store(ckpt, "adam")?;
             opt_g.load_state(&adam_state, "g", &adam_file)?;
             opt_d.load_state(&adam_state, "d", &adam_file)?;
+            if let Some((sg, sd)) = scalers.as_mut() {
+                sg.load_state(&adam_state, "scaler.g");
+                sd.load_state(&adam_state, "scaler.d");
+            }
             trainer_step = meta.step;
             images_seen = meta.images_seen;
             position = meta.loader;
@@ -468,6 +512,8 @@ impl Trainer {
             buffers,
             bytes_reduced: 0,
             note,
+            scalers,
+            skipped: 0,
         })
     }
 
@@ -491,9 +537,18 @@ impl Trainer {
     pub fn real_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
         let b = self.loader.next_batch()?;
         let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
-        let x = Tensor::from_slice(&b.images)
-            .view(shape.as_slice())
-            .to_device(self.device);
+        let host = Tensor::from_slice(&b.images).view(shape.as_slice());
+        // On CUDA: from pinned memory, without blocking (the copy overlaps queued kernels).
+        let mut x = match self.device {
+            Device::Cuda(_) => {
+                host.pin_memory(self.device)
+                    .to_device_(self.device, Kind::Float, true, false)
+            }
+            _ => host,
+        };
+        if self.setup.train.channels_last {
+            x = precision::channels_last(&x)?;
+        }
         self.images_seen += (shape[0] as u64) * self.comm.world as u64;
         let labels = self
             .shape
@@ -540,6 +595,63 @@ impl Trainer {
         Ok(total.reshape([]))
     }
 
+    /// The gradients of a phase's loss for G's or D's parameters, averaged over the ranks, and
+    /// their norm. fp16: taken of the scaled loss and unscaled; `None` when they overflowed
+    /// (the step is skipped and the scale backs off). A non-finite loss, or non-finite gradients
+    /// outside fp16, is a divergence.
+    fn phase_gradients(
+        &mut self,
+        loss: &PhaseLoss,
+        net: Phase,
+    ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
+        let what = match net {
+            Phase::D => "D",
+            Phase::G => "G",
+        };
+        let scale = self.scalers.as_ref().map(|(g, d)| match net {
+            Phase::G => g.scale(),
+            Phase::D => d.scale(),
+        });
+        let opt = match net {
+            Phase::D => &self.opt_d,
+            Phase::G => &self.opt_g,
+        };
+        let grads = match scale {
+            Some(s) => opt.gradients(&(&loss.total * s)),
+            None => opt.gradients(&loss.total),
+        };
+        let total = self.reduce(&grads, loss)?;
+        let Some(s) = scale else {
+            let grad = self.check_finite(&total, &grads, what)?;
+            return Ok(Some((grads, grad)));
+        };
+        if !total.double_value(&[]).is_finite() {
+            return Err(Error::NonFinite {
+                step: self.step,
+                what: format!("{what} loss"),
+            });
+        }
+        tch::no_grad(|| {
+            for g in grads.iter().filter(|g| g.defined()) {
+                let _ = g.shallow_clone().g_div_scalar_(s);
+            }
+        });
+        let grad_sq = Adam::grad_sq_norm(&grads);
+        let finite = grad_sq.double_value(&[]).is_finite();
+        if let Some((g, d)) = self.scalers.as_mut() {
+            match net {
+                Phase::G => g.update(finite),
+                Phase::D => d.update(finite),
+            }
+        }
+        if finite {
+            Ok(Some((grads, grad_sq.sqrt())))
+        } else {
+            self.skipped += 1;
+            Ok(None)
+        }
+    }
+
     /// Checks the phase's loss and gradients (one device sync); returns the gradient norm.
     fn check_finite(&self, total: &Tensor, grads: &[Tensor], what: &str) -> Result<Tensor> {
         let grad_sq = Adam::grad_sq_norm(grads);
@@ -579,42 +691,55 @@ impl Trainer {
         }
         for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
             let (z, fake_labels) = self.latents(seed, Purpose::DStep, k);
-            let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
             let d_index = self.step * t.n_dis + k;
             let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) {
                 r1.gamma / 2.0 * r1.every.max(1) as f64
             } else {
                 0.0
             };
-            let loss = objective::d_phase(
-                &mut self.critic,
-                &real,
-                &fake,
-                labels.as_ref(),
-                fake_labels.as_ref(),
-                &self.setup.loss,
-                self.step,
-                r1_scale,
-            );
-            let grads = self.opt_d.gradients(&loss.total);
-            let total = self.reduce(&grads, &loss)?;
-            let grad = self.check_finite(&total, &grads, "D")?;
-            self.critic.end_phase(Phase::D, &self.comm)?;
-            self.opt_d.step(&grads);
+            // The forward passes under autocast; backward (and so the guard) outside it.
+            let loss = {
+                let _autocast = Autocast::new(self.device, t.precision);
+                let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
+                objective::d_phase(
+                    &mut self.critic,
+                    &real,
+                    &fake,
+                    labels.as_ref(),
+                    fake_labels.as_ref(),
+                    &self.setup.loss,
+                    self.step,
+                    r1_scale,
+                )
+            };
+            let grad = match self.phase_gradients(&loss, Phase::D)? {
+                Some((grads, grad)) => {
+                    self.critic.end_phase(Phase::D, &self.comm)?;
+                    self.opt_d.step(&grads);
+                    grad
+                }
+                None => {
+                    self.critic.discard_phase();
+                    Tensor::from(f32::NAN)
+                }
+            };
             if k + 1 == t.n_dis {
                 parts.extend(loss.parts);
                 parts.push(("grad/d".into(), grad));
             }
         }
         let (z, labels) = self.latents(seed, Purpose::GStep, 0);
-        let fake = self.g.forward(&z, labels.as_ref(), true);
-        let mut loss = objective::g_phase(
-            &mut self.critic,
-            &fake,
-            labels.as_ref(),
-            &self.setup.loss,
-            self.step,
-        );
+        let mut loss = {
+            let _autocast = Autocast::new(self.device, t.precision);
+            let fake = self.g.forward(&z, labels.as_ref(), true);
+            objective::g_phase(
+                &mut self.critic,
+                &fake,
+                labels.as_ref(),
+                &self.setup.loss,
+                self.step,
+            )
+        };
         // Lazy path-length regularisation (StyleGAN2, `loss.pl`): every `pl.every` G steps a second
         // G pass on the first batch/batch_shrink latents adds weight * every * penalty to the same
         // gradients, before the one Adam step. Generators without a w space return None.
@@ -622,21 +747,28 @@ impl Trainer {
         if pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1)) {
             let n = (b / pl.batch_shrink.max(1) as i64).max(1);
             let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
-            if let Some(penalty) =
+            // In fp32 whatever the training precision, as stylegan2-ada computes it.
+            if let Some(penalty) = precision::fp32(self.device, || {
                 self.g
                     .path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay)
-            {
+            }) {
                 let term = penalty * (pl.weight * pl.every.max(1) as f64);
                 loss.parts.push(("loss/g/pl".into(), term.detach()));
                 loss.total = &loss.total + term;
             }
         }
         // Gradients for G's parameters only: D's are never computed in this phase.
-        let grads = self.opt_g.gradients(&loss.total);
-        let total = self.reduce(&grads, &loss)?;
-        let grad = self.check_finite(&total, &grads, "G")?;
-        self.critic.end_phase(Phase::G, &self.comm)?;
-        self.opt_g.step(&grads);
+        let grad = match self.phase_gradients(&loss, Phase::G)? {
+            Some((grads, grad)) => {
+                self.critic.end_phase(Phase::G, &self.comm)?;
+                self.opt_g.step(&grads);
+                grad
+            }
+            None => {
+                self.critic.discard_phase();
+                Tensor::from(f32::NAN)
+            }
+        };
         parts.extend(loss.parts);
         parts.push(("grad/g".into(), grad));
         self.step += 1;
@@ -698,6 +830,10 @@ impl Trainer {
         };
         let mut adam = self.opt_g.state("g");
         adam.extend(self.opt_d.state("d"));
+        if let Some((g, d)) = &self.scalers {
+            adam.extend(g.state("scaler.g"));
+            adam.extend(d.state("scaler.d"));
+        }
         let stores = [
             ("g", checkpoint::store_of(&self.g_vs)),
             ("d", checkpoint::store_of(&self.d_vs)),
@@ -867,6 +1003,12 @@ impl Trainer {
         stats.set("images_per_s", (self.images_seen - n0) as f64 / secs);
         stats.set("kimg", self.images_seen as f64 / 1000.0);
         stats.set("wall_s", self.wall_before + elapsed);
+        if let Some((g, d)) = &self.scalers {
+            stats.set("fp16/scale_g", g.scale());
+            stats.set("fp16/scale_d", d.scale());
+            stats.set("fp16/skipped", self.skipped as f64);
+            self.skipped = 0;
+        }
         if self.comm.distributed() {
             stats.set(
                 "dist/mib_reduced",

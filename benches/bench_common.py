@@ -1,6 +1,7 @@
 """Shared by the PyTorch twins of `gantry bench`: the EMA update gantry does, and the timing loop
 that prints the same JSON line as `gantry bench`."""
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -18,7 +19,43 @@ def parser(batch):
     p.add_argument("--batch", type=int, default=batch)
     p.add_argument("--device", default="cpu")
     p.add_argument("--what", default="pytorch")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--channels-last", action="store_true")
     return p
+
+
+def autocast(args, dev):
+    """The forward passes' precision, as `train.precision` sets gantry's."""
+    if args.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+    return torch.autocast(dev.type, dtype=dtype)
+
+
+class Scaled:
+    """fp16's loss scaling (torch.amp.GradScaler, one per optimiser as gantry has); a pass-through
+    in other precisions."""
+
+    def __init__(self, args, dev, opt):
+        self.opt = opt
+        self.scaler = torch.amp.GradScaler(dev.type) if args.precision == "fp16" else None
+
+    def backward(self, loss):
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self):
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+
+
+def memory_format(args, *modules):
+    """`--channels-last`: the modules' weights in channels-last, as `train.channels_last` does."""
+    if args.channels_last:
+        for m in modules:
+            m.to(memory_format=torch.channels_last)
 
 
 def setup(args):

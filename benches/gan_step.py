@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench_common import ema_update, parser, setup, time_and_report
+from bench_common import Scaled, autocast, ema_update, memory_format, parser, setup, time_and_report
 
 p = parser(batch=64)
 p.add_argument("--am", action="store_true")
@@ -151,7 +151,11 @@ if args.ddp:
 g_ema.requires_grad_(False)
 opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
 opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+memory_format(args, g, d, g_ema)
+sg, sd = Scaled(args, dev, opt_g), Scaled(args, dev, opt_d)
 real = torch.rand(B, 3, 32, 32, device=dev) * 2 - 1
+if args.channels_last:
+    real = real.contiguous(memory_format=torch.channels_last)
 step_no = 0
 
 
@@ -163,23 +167,25 @@ def step():
     global step_no
     # D step
     z = torch.randn(B, nz, device=dev)
-    with torch.no_grad():
-        fake = g(z)
     opt_d.zero_grad()
     d.fq_loss = 0.0
-    lr_, am_r = d_score(real, True)
-    lf_, am_f = d_score(fake, True)
-    loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean() + am_r + am_f + d.fq_loss
-    loss.backward()
-    opt_d.step()
+    with autocast(args, dev):
+        with torch.no_grad():
+            fake = g(z)
+        lr_, am_r = d_score(real, True)
+        lf_, am_f = d_score(fake, True)
+    loss = F.softplus(-lr_.float()).mean() + F.softplus(lf_.float()).mean() + am_r + am_f + d.fq_loss
+    sd.backward(loss)
+    sd.step()
     # G step
     d.requires_grad_(False)
     opt_g.zero_grad()
     d.fq_loss = 0.0
-    lf_, am_g = score(d, g(torch.randn(B, nz, device=dev)), True)
-    (F.softplus(-lf_).mean() + am_g + d.fq_loss).backward()
+    with autocast(args, dev):
+        lf_, am_g = score(d, g(torch.randn(B, nz, device=dev)), True)
+    sg.backward(F.softplus(-lf_.float()).mean() + am_g + d.fq_loss)
     d.requires_grad_(True)
-    opt_g.step()
+    sg.step()
     step_no += 1
     ema_update(g_ema, g.module if args.ddp else g, step_no, 0.999)
 

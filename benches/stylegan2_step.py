@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pyref"))
 import stylegan2_ref as R  # noqa: E402
-from bench_common import ema_update, parser, setup, time_and_report  # noqa: E402
+from bench_common import Scaled, autocast, ema_update, memory_format, parser, setup, time_and_report  # noqa: E402
 
 p = parser(batch=32)
 p.add_argument("--res", type=int, default=32)
@@ -57,6 +57,10 @@ g_ema.requires_grad_(False)
 opt_g = torch.optim.Adam(g.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
 opt_d = torch.optim.Adam(d.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
 real = torch.rand(B, 3, args.res, args.res, device=dev) * 2 - 1
+memory_format(args, g, d, g_ema)
+if args.channels_last:
+    real = real.contiguous(memory_format=torch.channels_last)
+sg, sd = Scaled(args, dev, opt_g), Scaled(args, dev, opt_d)
 step_no = 0
 
 
@@ -74,25 +78,28 @@ def step():
     global step_no
     r1_now = not args.no_reg and args.r1_gamma > 0 and step_no % args.r1_every == 0
     pl_now = not args.no_reg and step_no % args.pl_every == 0
-    # D step
-    with torch.no_grad():
-        fake, _ = run_g(torch.randn(B, args.z_dim, device=dev))
+    # D step (forward passes under `--precision`, penalties in fp32, as gantry does)
     opt_d.zero_grad()
     real_in = real.detach().requires_grad_(r1_now)
-    lr_ = d(real_in).flatten()
-    lf_ = d(fake).flatten()
+    with autocast(args, dev):
+        with torch.no_grad():
+            fake, _ = run_g(torch.randn(B, args.z_dim, device=dev))
+        lr_ = d(real_in).flatten().float()
+        lf_ = d(fake).flatten().float()
     loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean()
     if r1_now:
         (gr,) = torch.autograd.grad(lr_.sum(), real_in, create_graph=True)
         loss = loss + gr.square().sum([1, 2, 3]).mean() * (args.r1_gamma / 2 * args.r1_every)
-    loss.backward()
-    opt_d.step()
+    sd.backward(loss)
+    sd.step()
     # G step
     d.requires_grad_(False)
     opt_g.zero_grad()
     z = torch.randn(B, args.z_dim, device=dev)
-    fake, _ = run_g(z)
-    F.softplus(-d(fake).flatten()).mean().backward()
+    with autocast(args, dev):
+        fake, _ = run_g(z)
+        out = d(fake).flatten().float()
+    sg.backward(F.softplus(-out).mean())
     if pl_now:
         img, ws = run_g(z[: B // PL_SHRINK])
         noise = torch.randn_like(img) / np.sqrt(img.shape[2] * img.shape[3])
@@ -102,7 +109,7 @@ def step():
         g.pl_mean.copy_(pl_mean.detach())
         ((lengths - pl_mean).square().mean() * (PL_WEIGHT * args.pl_every)).backward()
     d.requires_grad_(True)
-    opt_g.step()
+    sg.step()
     step_no += 1
     ema_update(g_ema, g, step_no, 0.999)
 

@@ -6,7 +6,9 @@
 # Usage: scripts/bench.sh [THREADS] [STEPS] [DEVICE] [ROUNDS]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-bash "$here/build.sh" --quiet
+# GANTRY_NO_BUILD=1: use the binary as it is (a machine without the toolchain, e.g. a GPU box
+# that received target/release/gantry); PYTHON: the python with torch for the twins.
+[ "${GANTRY_NO_BUILD:-0}" = 1 ] || bash "$here/build.sh" --quiet
 source "$here/env.sh"
 cd "$GANTRY_ROOT"
 threads="${1:-$(nproc)}"
@@ -14,7 +16,7 @@ steps="${2:-30}"
 device="${3:-cpu}"
 rounds="${4:-3}"
 bin=target/release/gantry
-py="$GANTRY_VENV/bin/python"
+py="${PYTHON:-$GANTRY_VENV/bin/python}"
 common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set model.ngf=64 --set model.ndf=64
         --set "train.threads=$threads" --set "train.device=$device"
         --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0 --steps "$steps")

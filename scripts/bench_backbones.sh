@@ -12,7 +12,9 @@
 #   wall-clock times swing by 10x (libtorch's threads wait for each other at every op).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-bash "$here/build.sh" --quiet
+# GANTRY_NO_BUILD=1: use the binary as it is (a machine without the toolchain, e.g. a GPU box
+# that received target/release/gantry); PYTHON: the python with torch for the twins.
+[ "${GANTRY_NO_BUILD:-0}" = 1 ] || bash "$here/build.sh" --quiet
 source "$here/env.sh"
 cd "$GANTRY_ROOT"
 threads="${1:-$(nproc)}"
@@ -21,7 +23,7 @@ batch="${3:-64}"
 device="${4:-cpu}"
 warmup="${5:-2}"
 bin=target/release/gantry
-py="$GANTRY_VENV/bin/python"
+py="${PYTHON:-$GANTRY_VENV/bin/python}"
 common=(--set data.kind=shapes --set data.size=256 --set "train.batch_size=$batch" --set "train.threads=$threads"
         --set "train.device=$device" --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0)
 twin=("$py" benches/backbone_step.py --threads "$threads" --batch "$batch" --device "$device" --classes 3)

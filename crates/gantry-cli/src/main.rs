@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use gantry::data::Split;
 use gantry::device::DeviceSpec;
 use gantry::eval::{Features, MetricSet};
+use gantry::precision::Precision;
 use gantry::run::{self, SampleOptions, TrainOptions};
 use gantry_metrics::Preprocessing;
 use std::io::Write;
@@ -129,6 +130,9 @@ enum Command {
         /// Whose preprocessing to reproduce.
         #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
         mode: Preprocessing,
+        /// Feature extraction in fp32 (the protocol), bf16 or fp16 (autocast).
+        #[arg(long, default_value = "fp32", value_parser = choice::<Precision>(Precision::NAMES))]
+        precision: Precision,
         /// `inception` or `classifier:PATH`.
         #[arg(long, default_value = "inception", value_parser = features)]
         features: Features,
@@ -164,6 +168,9 @@ enum Command {
         /// Whose preprocessing to reproduce.
         #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
         mode: Preprocessing,
+        /// Feature extraction in fp32 (the protocol), bf16 or fp16 (autocast).
+        #[arg(long, default_value = "fp32", value_parser = choice::<Precision>(Precision::NAMES))]
+        precision: Precision,
         /// `inception` or `classifier:PATH`.
         #[arg(long, default_value = "inception", value_parser = features)]
         features: Features,
@@ -480,6 +487,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             b,
             weights,
             mode,
+            precision,
             features,
             n,
             save_stats,
@@ -492,6 +500,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                     b,
                     weights,
                     mode,
+                    precision,
                     features,
                     n,
                     save_stats,
@@ -513,6 +522,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             real_n,
             weights,
             mode,
+            precision,
             features,
             device,
         } => {
@@ -524,6 +534,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 real_n,
                 weights,
                 mode,
+                precision,
                 features,
                 device,
             };

@@ -79,6 +79,21 @@ fn matches_pytorch_fid_on_image_folders() {
         w.to_str().unwrap(),
     ]));
     assert!(((from_npz - got) / got).abs() < 1e-9);
+    // bf16 feature extraction: finite, and near the fp32 value (the random-weight network's FID
+    // moves by about 1% here; docs/metrics.md).
+    let bf16 = fid_value(&gantry(&[
+        "fid",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--weights",
+        w.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]));
+    assert!(
+        bf16 != got && ((bf16 - got) / got).abs() < 0.05,
+        "{bf16} vs {got}"
+    );
     // No weights: a clear error naming the file gantry needs.
     let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["fid", a.to_str().unwrap(), b.to_str().unwrap()])

@@ -9,6 +9,7 @@
 use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::models::Generator;
+use crate::precision::{Autocast, Precision};
 use gantry_data::{DataConfig, Dataset, Split};
 use gantry_metrics::{
     FeatureCache, FeatureExtractor, FeatureSet, InceptionExtractor, KidOptions, Preprocessing,
@@ -182,6 +183,9 @@ pub struct EvalConfig {
     pub weights: Option<PathBuf>,
     /// Preprocessing for Inception: `pytorch-fid`, `tf` or `clean`.
     pub mode: Preprocessing,
+    /// What feature extraction computes in: `fp32` (the protocol), `bf16` or `fp16` (autocast:
+    /// faster on GPUs, and the numbers move; docs/metrics.md says by how much).
+    pub precision: Precision,
     /// Reference data set spec (`KIND:PATH`); default: the training data (test split if any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
@@ -202,6 +206,7 @@ impl Default for EvalConfig {
             features: Features::Inception,
             weights: None,
             mode: Preprocessing::PytorchFid,
+            precision: Precision::Fp32,
             reference: None,
             best: Metric::Fid,
             kid_subset_size: 1000,
@@ -293,20 +298,59 @@ impl EvalConfig {
     }
 }
 
-/// Builds the feature extractor of `features`.
+/// Builds the feature extractor of `features`, run in `precision`.
 pub fn extractor(
     features: &Features,
     weights: Option<&Path>,
     mode: Preprocessing,
+    precision: Precision,
     device: Device,
 ) -> Result<Box<dyn FeatureExtractor>> {
-    if let Features::Classifier(path) = features {
-        return Ok(Box::new(crate::classifier::Classifier::load(path, device)?));
+    let inner: Box<dyn FeatureExtractor> = match features {
+        Features::Classifier(path) => Box::new(crate::classifier::Classifier::load(path, device)?),
+        Features::Inception => {
+            let path = gantry_metrics::weights_path(weights).map_err(metrics_err)?;
+            Box::new(InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?)
+        }
+    };
+    Ok(match precision {
+        Precision::Fp32 => inner,
+        _ => Box::new(InPrecision {
+            inner,
+            precision,
+            device,
+        }),
+    })
+}
+
+/// A feature extractor run under autocast; its features are widened back to fp32, and its id
+/// names the precision, so cached reference features of one precision never serve another.
+struct InPrecision {
+    inner: Box<dyn FeatureExtractor>,
+    precision: Precision,
+    device: Device,
+}
+
+impl FeatureExtractor for InPrecision {
+    fn id(&self) -> String {
+        format!("{}-{:?}", self.inner.id(), self.precision).to_lowercase()
     }
-    let path = gantry_metrics::weights_path(weights).map_err(metrics_err)?;
-    Ok(Box::new(
-        InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?,
-    ))
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn extract(
+        &self,
+        images_u8: &Tensor,
+    ) -> std::result::Result<gantry_metrics::Features, gantry_metrics::MetricsError> {
+        let f = {
+            let _autocast = Autocast::new(self.device, self.precision);
+            self.inner.extract(images_u8)?
+        };
+        Ok(gantry_metrics::Features {
+            pool: f.pool.to_kind(Kind::Float),
+            logits: f.logits.map(|l| l.to_kind(Kind::Float)),
+        })
+    }
 }
 
 pub fn metrics_err(e: gantry_metrics::MetricsError) -> Error {
@@ -682,7 +726,13 @@ impl Evaluator {
             gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
             gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
             _ => {
-                let extractor = extractor(&cfg.features, cfg.weights.as_deref(), cfg.mode, device)?;
+                let extractor = extractor(
+                    &cfg.features,
+                    cfg.weights.as_deref(),
+                    cfg.mode,
+                    cfg.precision,
+                    device,
+                )?;
                 let real = if computes {
                     Some(reference_features(
                         &reference_config(cfg, data)?,

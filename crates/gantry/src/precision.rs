@@ -38,6 +38,9 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The values of `train.precision`, `eval.precision` and `--precision`.
+    pub const NAMES: &'static [&'static str] = &["fp32", "bf16", "fp16"];
+
     /// The autocast dtype as c10's ScalarType number (Half 5, BFloat16 15), none for fp32.
     fn scalar_type(self) -> Option<i32> {
         match self {
@@ -194,6 +197,14 @@ mod tests {
         // Off again, and fp32 "autocast" is bit-identical to no guard at all.
         let _none = Autocast::new(Device::Cpu, Precision::Fp32);
         assert!(conv(&x, &w).equal(&plain));
+    }
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for name in Precision::NAMES {
+            let p: Precision = toml::Value::String(name.to_string()).try_into().unwrap();
+            assert_eq!(toml::Value::try_from(p).unwrap().as_str(), Some(*name));
+        }
     }
 
     #[test]

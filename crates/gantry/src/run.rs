@@ -301,6 +301,7 @@ pub struct FidOptions {
     pub b: String,
     pub weights: Option<PathBuf>,
     pub mode: Preprocessing,
+    pub precision: crate::precision::Precision,
     pub features: Features,
     pub n: usize,
     pub save_stats: Option<PathBuf>,
@@ -335,6 +336,7 @@ fn side_stats(
             &opts.features,
             opts.weights.as_deref(),
             opts.mode,
+            opts.precision,
             opts.device,
         )?);
     }
@@ -379,6 +381,7 @@ pub struct EvalOptions {
     pub real_n: usize,
     pub weights: Option<PathBuf>,
     pub mode: Preprocessing,
+    pub precision: crate::precision::Precision,
     pub features: Features,
     pub device: Option<DeviceSpec>,
 }
@@ -401,6 +404,7 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
     e.real_n = opts.real_n;
     e.weights = opts.weights.clone();
     e.mode = opts.mode;
+    e.precision = opts.precision;
     e.features = opts.features.clone();
     e.reference = opts.data.clone();
     e.kid_subset_size = e.kid_subset_size.min(opts.n);
@@ -420,7 +424,13 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
             other => other,
         })?;
     let e = &cfg.eval;
-    let ex = crate::eval::extractor(&e.features, e.weights.as_deref(), e.mode, device)?;
+    let ex = crate::eval::extractor(
+        &e.features,
+        e.weights.as_deref(),
+        e.mode,
+        e.precision,
+        device,
+    )?;
     let reference = crate::eval::reference_config(e, &cfg.data)?;
     let real = crate::eval::reference_features(
         &reference,

@@ -41,8 +41,13 @@ pub enum Value {
 
 /// Deepest nesting accepted; state dicts need fewer than ten levels.
 const MAX_DEPTH: usize = 200;
-/// Total value nodes that memo gets and `DUP` may copy.
-const COPY_BUDGET: usize = 50_000_000;
+/// What memo gets, memo puts and `DUP` may copy in total, in bytes (an estimate: 48 per value
+/// plus the contents of strings and byte strings): 64 MiB plus 16 times the pickle's own size.
+/// State dicts copy next to nothing; a memo bomb copies one large value many times, and is
+/// refused before it allocates more than this.
+fn copy_budget(pickle_len: usize) -> usize {
+    (64 << 20) + pickle_len.saturating_mul(16)
+}
 
 impl Value {
     /// Nesting depth, stopping early once it passes `limit`.
@@ -70,20 +75,23 @@ impl Value {
         }
     }
 
-    /// Number of nodes, to charge copies against the budget.
-    fn nodes(&self) -> usize {
+    /// Bytes a copy of this value allocates (about), to charge copies against the budget.
+    fn weight(&self) -> usize {
+        const NODE: usize = 48;
         match self {
-            Value::List(v) | Value::Tuple(v) => 1 + v.iter().map(Value::nodes).sum::<usize>(),
-            Value::Dict(kv) => 1 + kv.iter().map(|(k, v)| k.nodes() + v.nodes()).sum::<usize>(),
+            Value::List(v) | Value::Tuple(v) => NODE + v.iter().map(Value::weight).sum::<usize>(),
+            Value::Dict(kv) => {
+                NODE + kv.iter().map(|(k, v)| k.weight() + v.weight()).sum::<usize>()
+            }
             Value::Object {
                 callable,
                 args,
                 state,
-            } => 1 + callable.nodes() + args.nodes() + state.as_ref().map_or(0, |s| s.nodes()),
-            Value::Persistent(v) => 1 + v.nodes(),
-            Value::Str(s) => 1 + s.len() / 64,
-            Value::Bytes(b) | Value::BigInt(b) => 1 + b.len() / 64,
-            _ => 1,
+            } => NODE + callable.weight() + args.weight() + state.as_ref().map_or(0, |s| s.weight()),
+            Value::Persistent(v) => NODE + v.weight(),
+            Value::Str(s) => NODE + s.len(),
+            Value::Bytes(b) | Value::BigInt(b) => NODE + b.len(),
+            _ => NODE,
         }
     }
 
@@ -125,7 +133,7 @@ pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, String> {
         pos: *pos,
         stack: Vec::new(),
         memo: HashMap::new(),
-        budget: COPY_BUDGET,
+        budget: copy_budget(data.len().saturating_sub(*pos)),
     };
     let v = m.run()?;
     *pos = m.pos;
@@ -258,12 +266,15 @@ impl Machine<'_> {
     }
 
     fn copy(&mut self, v: &Value) -> Result<Value, String> {
-        let n = v.nodes();
-        self.budget = self
-            .budget
-            .checked_sub(n)
-            .ok_or("pickle copies too many values (memo bomb?)")?;
+        self.charge(v)?;
         Ok(v.clone())
+    }
+
+    fn charge(&mut self, v: &Value) -> Result<(), String> {
+        self.budget = self.budget.checked_sub(v.weight()).ok_or(
+            "pickle copies more than the input's size allows (64 MiB + 16x its size; a memo bomb?)",
+        )?;
+        Ok(())
     }
 
     fn memo_put(&mut self, key: u32) -> Result<(), String> {
@@ -271,11 +282,7 @@ impl Machine<'_> {
             Some(Slot::Val(v)) => v.clone(),
             _ => return Err("pickle: PUT with nothing to store".into()),
         };
-        let n = v.nodes();
-        self.budget = self
-            .budget
-            .checked_sub(n)
-            .ok_or("pickle copies too many values (memo bomb?)")?;
+        self.charge(&v)?;
         self.memo.insert(key, v);
         Ok(())
     }
@@ -732,6 +739,23 @@ mod tests {
         }
         b.push(b'.');
         let e = load_all(&b).unwrap_err();
-        assert!(e.contains("too many"), "{e}");
+        assert!(e.contains("memo bomb"), "{e}");
+    }
+
+    /// issue 19: one 8 MiB string fetched from the memo 2,000 times (16 GB of copies from an
+    /// 8 MB pickle) is refused once the copies pass 64 MiB + 16x the input, before they are made.
+    #[test]
+    fn issue_19_large_values_copied_from_the_memo_are_charged_by_size() {
+        let big = 8 << 20;
+        let mut b = vec![0x80, 2, b'X'];
+        b.extend_from_slice(&(big as u32).to_le_bytes());
+        b.extend(std::iter::repeat_n(b'a', big));
+        b.extend_from_slice(&[b'q', 0, b']', b'(']);
+        for _ in 0..2000 {
+            b.extend_from_slice(&[b'h', 0]);
+        }
+        b.extend_from_slice(&[b'e', b'.']);
+        let e = load_all(&b).unwrap_err();
+        assert!(e.contains("memo bomb"), "{e}");
     }
 }

@@ -79,6 +79,17 @@ pub fn detect_format(head: &[u8]) -> Option<TorchFileFormat> {
 
 /// Loads every tensor of a torch.save (legacy or zip) or safetensors file onto the CPU.
 pub fn load_state_dict(path: &Path) -> Result<StateDict, MetricsError> {
+    // The standard weights are 95 MB; refuse what no network gantry loads needs.
+    const MAX_FILE: u64 = 4 << 30;
+    let len = std::fs::metadata(path)
+        .map_err(|e| MetricsError::io(path, e))?
+        .len();
+    if len > MAX_FILE {
+        return Err(MetricsError::format(
+            path,
+            format!("is {len} bytes; weights files above {MAX_FILE} bytes are refused"),
+        ));
+    }
     let data = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
     parse_state_dict(path, &data)
 }
@@ -479,15 +490,24 @@ fn load_zip(path: &Path, data: &[u8]) -> Result<StateDict, MetricsError> {
         .map(str::to_string)
         .ok_or_else(|| err("zip archive has no data.pkl (not a torch.save file)".into()))?;
     let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
+    // torch.save stores entries uncompressed; an entry may inflate to at most 64 MiB plus 16 times
+    // the archive, so a small archive cannot make the reader allocate gigabytes (a zip bomb).
+    let limit = (64u64 << 20) + 16 * data.len() as u64;
     let read_entry = |zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
                       name: &str|
      -> Result<Vec<u8>, MetricsError> {
-        let mut f = zip
+        let f = zip
             .by_name(name)
             .map_err(|e| err(format!("zip entry {name}: {e}")))?;
-        let mut buf = Vec::with_capacity(f.size().min(1 << 30) as usize);
-        f.read_to_end(&mut buf)
+        let mut buf = Vec::with_capacity(f.size().min(limit) as usize);
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
             .map_err(|e| err(format!("zip entry {name}: {e}")))?;
+        if buf.len() as u64 > limit {
+            return Err(err(format!(
+                "zip entry {name} inflates past {limit} bytes (64 MiB + 16x the archive; a zip bomb?)"
+            )));
+        }
         Ok(buf)
     };
     if let Ok(bo) = read_entry(&mut zip, &format!("{prefix}byteorder")) {

@@ -82,3 +82,27 @@ fn wrong_shape_and_missing_key_are_named() {
     let e = net.forward(&Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu)));
     assert!(e.unwrap_err().to_string().contains("[1, 3, 64, 64]"));
 }
+
+/// issue 19: a small zip whose data.pkl inflates to 100 MiB (a zip bomb) is refused with one
+/// line once the entry passes 64 MiB + 16x the archive, without inflating the rest.
+#[test]
+fn issue_19_a_zip_bomb_is_refused_by_size() {
+    use std::io::Write;
+    let dir = TempDir::new("zip-bomb");
+    let path = dir.join("bomb.pth");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..100 {
+        zip.write_all(&zeros).unwrap();
+    }
+    zip.finish().unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 1 << 20, "{size}");
+    let e = FidInception::load(&path, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("inflates past") && e.contains("zip bomb"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}

@@ -99,6 +99,9 @@ enum Command {
         /// Sample the raw generator instead of its EMA copy.
         #[arg(long)]
         no_ema: bool,
+        /// Overwrite samples (or a grid file) already at --out.
+        #[arg(long)]
+        force: bool,
     },
     /// Time training steps on a fixed batch and print JSON (see scripts/bench.sh for the
     /// side-by-side comparison with PyTorch).
@@ -432,8 +435,9 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             grid,
             device,
             no_ema,
+            force,
         } => {
-            let paths = run::sample(&SampleOptions {
+            let report = run::sample(&SampleOptions {
                 checkpoint,
                 n,
                 out,
@@ -441,10 +445,16 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 grid,
                 device,
                 no_ema,
+                force,
             })?;
-            match paths.as_slice() {
-                [one] => eprintln!("gantry: wrote {}", one.display()),
-                many => eprintln!("gantry: wrote {} images", many.len()),
+            if report.path.is_dir() {
+                eprintln!(
+                    "gantry: wrote {} images to {}",
+                    report.images,
+                    report.path.display()
+                );
+            } else {
+                eprintln!("gantry: wrote {}", report.path.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -576,11 +586,12 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 },
             )?;
             print_out(&format!(
-                "wrote {} ({} training images, {} epochs); accuracy on {} validation images: {:.4}\n",
+                "wrote {} ({} training images, {} epochs); accuracy on {} validation images ({}): {:.4}\n",
                 report.path.display(),
                 report.train_samples,
                 report.epochs,
                 report.val_samples,
+                report.val_source,
                 report.val_accuracy
             ));
             Ok(ExitCode::SUCCESS)

@@ -555,3 +555,203 @@ fn full_disk_keeps_the_last_checkpoint() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// issue 19: `--resume RUN/checkpoints/ckpt-N` continues from exactly that checkpoint (the later
+/// ones are set aside, and it says so); a run whose latest checkpoint is unreadable names it and
+/// the one before.
+#[test]
+fn issue_19_resume_takes_the_checkpoint_named_and_names_a_bad_latest_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.keep_checkpoints=5",
+    ];
+    args.extend_from_slice(TINY);
+    assert!(gantry(&args).status.success());
+    let ck = |s: u32| run.join(format!("checkpoints/ckpt-{s:07}"));
+    let out = gantry(&[
+        "train",
+        "--resume",
+        ck(2).to_str().unwrap(),
+        "--set",
+        "train.steps=4",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the later checkpoints were set aside"),
+        "{err}"
+    );
+    assert!(ck(4).exists() && !ck(6).exists());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck(4).join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["step"], 4);
+    let aside: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("abandoned-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].path().join("ckpt-0000006/meta.json").exists());
+    // The latest checkpoint truncated: resuming the run names it and the one before.
+    let g = ck(4).join("g.safetensors");
+    let bytes = std::fs::read(&g).unwrap();
+    std::fs::write(&g, &bytes[..bytes.len() / 2]).unwrap();
+    let out = gantry(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--set",
+        "train.steps=8",
+    ]);
+    assert_user_error(&out, "ckpt-0000004/g.safetensors");
+    assert_user_error(&out, "the one before it is");
+    assert_user_error(&out, "ckpt-0000002");
+}
+
+/// issue 19: samples stream to disk in batches; an impossible request is refused up front, and
+/// existing samples are kept unless --force.
+#[test]
+fn issue_19_sampling_streams_refuses_the_impossible_and_keeps_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(train_tiny(&run, 1).status.success());
+    let r = run.to_str().unwrap();
+    let out_dir = dir.path().join("s");
+    let o = out_dir.to_str().unwrap();
+    assert!(
+        gantry(&["sample", "--checkpoint", r, "--n", "300", "--out", o])
+            .status
+            .success()
+    );
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 300);
+    assert!(out_dir.join("sample000299.png").exists());
+    let before = std::fs::read(out_dir.join("sample000000.png")).unwrap();
+    assert_user_error(
+        &gantry(&[
+            "sample",
+            "--checkpoint",
+            r,
+            "--n",
+            "2",
+            "--out",
+            o,
+            "--seed",
+            "9",
+        ]),
+        "already holds samples",
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("sample000000.png")).unwrap(),
+        before
+    );
+    assert!(gantry(&[
+        "sample",
+        "--checkpoint",
+        r,
+        "--n",
+        "2",
+        "--out",
+        o,
+        "--seed",
+        "9",
+        "--force"
+    ])
+    .status
+    .success());
+    assert_ne!(
+        std::fs::read(out_dir.join("sample000000.png")).unwrap(),
+        before
+    );
+    assert_user_error(
+        &gantry(&[
+            "sample",
+            "--checkpoint",
+            r,
+            "--n",
+            "100000000",
+            "--out",
+            dir.path().join("huge.png").to_str().unwrap(),
+        ]),
+        "do not fit one grid",
+    );
+    assert_user_error(
+        &gantry(&[
+            "sample",
+            "--checkpoint",
+            r,
+            "--n",
+            "10000000000000",
+            "--out",
+            dir.path().join("huge").to_str().unwrap(),
+        ]),
+        "GB free",
+    );
+}
+
+/// issue 19: a folder has no test split, so the classifier holds a tenth of it out instead of
+/// "validating" on the images it trained on; FID with one image names the side.
+#[test]
+fn issue_19_classifier_holds_out_validation_data_and_fid_names_the_short_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (class, shade) in [("dark", 20u8), ("light", 230u8)] {
+        let d = data.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..20u8 {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([shade, shade + i, shade]))
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let out = gantry(&[
+        "classifier",
+        "train",
+        "--data",
+        &format!("folder:{}", data.display()),
+        "--resolution",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        dir.path().join("c.safetensors").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("36 training images")
+            && text.contains("accuracy on 4 validation images (4 images held out of the 40"),
+        "{text}"
+    );
+    let one = dir.path().join("one");
+    std::fs::create_dir(&one).unwrap();
+    image::RgbImage::new(8, 8).save(one.join("a.png")).unwrap();
+    let clf = format!("classifier:{}", dir.path().join("c.safetensors").display());
+    let out = gantry(&[
+        "fid",
+        one.to_str().unwrap(),
+        data.join("dark").to_str().unwrap(),
+        "--features",
+        &clf,
+    ]);
+    assert_user_error(
+        &out,
+        &format!(
+            "{}: FID statistics: expected at least 2 samples",
+            one.display()
+        ),
+    );
+    assert_user_error(&out, "got 1");
+}

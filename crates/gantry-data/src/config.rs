@@ -68,6 +68,12 @@ impl DataKind {
         )
     }
 
+    /// Whether the source has a held-out part (`data.split = "test"`): the MNIST and CIFAR test
+    /// files, the synthetic kinds' disjoint stream; a folder has none.
+    pub fn has_test_split(self) -> bool {
+        self != DataKind::Folder
+    }
+
     /// Whether samples are 2-D points rather than images.
     pub fn is_points(self) -> bool {
         matches!(self, DataKind::Gmm8 | DataKind::Gmm25)

@@ -101,6 +101,17 @@ pub fn save_images(
     dir: &Path,
     prefix: &str,
 ) -> Result<Vec<PathBuf>, DataError> {
+    save_images_from(images, shape, dir, prefix, 0)
+}
+
+/// [`save_images`] numbering the files from `first` (one batch of a longer stream).
+pub fn save_images_from(
+    images: &[f32],
+    shape: [usize; 4],
+    dir: &Path,
+    prefix: &str,
+    first: usize,
+) -> Result<Vec<PathBuf>, DataError> {
     check(images, shape, dir)?;
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let [_, c, h, w] = shape;
@@ -113,7 +124,7 @@ pub fn save_images(
                 *v = to_u8(img[ch * plane + o]);
             }
         }
-        let path = dir.join(format!("{prefix}{i:06}.png"));
+        let path = dir.join(format!("{prefix}{:06}.png", first + i));
         write_png(&path, &buf, w, h, c)?;
         paths.push(path);
     }

@@ -60,6 +60,47 @@ pub trait Dataset: Send + Sync {
     ) -> Result<i64, DataError>;
 }
 
+/// Some samples of another data set, in a given order (a held-out validation part).
+pub struct Subset {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+    what: String,
+}
+
+impl Subset {
+    /// `indices` index `inner`; `what` says which part this is, for `describe`.
+    pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>, what: &str) -> Subset {
+        Subset {
+            inner,
+            indices,
+            what: what.to_string(),
+        }
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn sample_shape(&self) -> [usize; 3] {
+        self.inner.sample_shape()
+    }
+    fn num_classes(&self) -> Option<usize> {
+        self.inner.num_classes()
+    }
+    fn describe(&self) -> String {
+        format!("{} of {}", self.what, self.inner.describe())
+    }
+    fn load_into(
+        &self,
+        index: usize,
+        out: &mut [f32],
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<i64, DataError> {
+        self.inner.load_into(self.indices[index], out, rng)
+    }
+}
+
 /// Validates `cfg` and opens the dataset it describes. File-backed sources index (folder) or
 /// read (MNIST, CIFAR) their files here, so a wrong path fails before training starts.
 pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {

@@ -81,13 +81,18 @@ impl Value {
         match self {
             Value::List(v) | Value::Tuple(v) => NODE + v.iter().map(Value::weight).sum::<usize>(),
             Value::Dict(kv) => {
-                NODE + kv.iter().map(|(k, v)| k.weight() + v.weight()).sum::<usize>()
+                NODE + kv
+                    .iter()
+                    .map(|(k, v)| k.weight() + v.weight())
+                    .sum::<usize>()
             }
             Value::Object {
                 callable,
                 args,
                 state,
-            } => NODE + callable.weight() + args.weight() + state.as_ref().map_or(0, |s| s.weight()),
+            } => {
+                NODE + callable.weight() + args.weight() + state.as_ref().map_or(0, |s| s.weight())
+            }
             Value::Persistent(v) => NODE + v.weight(),
             Value::Str(s) => NODE + s.len(),
             Value::Bytes(b) | Value::BigInt(b) => NODE + b.len(),

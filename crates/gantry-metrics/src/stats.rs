@@ -65,13 +65,11 @@ impl Stats {
     pub fn from_features(features: &Tensor) -> Result<Stats, MetricsError> {
         let [n, d] = feature_shape(features, "features")?;
         if n < 2 {
-            return Err(MetricsError::TooFewSamples {
-                metric: "FID statistics",
-                needed: 2,
-                n1: n as usize,
-                n2: n as usize,
-                hint: " (the covariance needs two samples)",
-            });
+            return Err(MetricsError::input(
+                "FID statistics",
+                "at least 2 samples (the covariance needs two)",
+                format!("{n}"),
+            ));
         }
         let x = features
             .f_to_kind(Kind::Double)
@@ -193,6 +191,10 @@ mod tests {
         let e = Stats::from_features(&Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)));
         assert!(e.unwrap_err().to_string().contains("[N, D]"));
         let e = Stats::from_features(&Tensor::zeros([1, 4], (Kind::Float, tch::Device::Cpu)));
-        assert!(e.unwrap_err().to_string().contains("got 1 and 1"));
+        let e = e.unwrap_err().to_string();
+        assert!(
+            e.contains("at least 2 samples") && e.ends_with("got 1"),
+            "{e}"
+        );
     }
 }

@@ -102,7 +102,9 @@ fn issue_19_a_zip_bomb_is_refused_by_size() {
     zip.finish().unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size < 1 << 20, "{size}");
-    let e = FidInception::load(&path, Device::Cpu).unwrap_err().to_string();
+    let e = FidInception::load(&path, Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("inflates past") && e.contains("zip bomb"), "{e}");
     assert_eq!(e.lines().count(), 1, "{e}");
 }

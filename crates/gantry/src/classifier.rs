@@ -111,11 +111,18 @@ pub struct TrainReport {
     pub path: PathBuf,
     pub train_samples: usize,
     pub val_samples: usize,
+    /// Where the validation images came from (the test split, or a part held out of the data).
+    pub val_source: String,
     pub val_accuracy: f64,
     pub epochs: usize,
 }
 
+/// Share of a data set without a test split held out for validation.
+pub const HELD_OUT: f64 = 0.1;
+
 /// Trains on `data` (labels required), checks accuracy on `val`, writes `out` (safetensors).
+/// Data without a test split (a folder) trains on 90% and is validated on the other 10%, drawn
+/// with `seed`, never on images it trained on.
 pub fn train(
     data: &DataConfig,
     val: &DataConfig,
@@ -125,18 +132,66 @@ pub fn train(
     seed: u64,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<TrainReport> {
-    let ds = gantry_data::open(data)?;
-    let classes = ds.num_classes().ok_or_else(|| {
+    let all = gantry_data::open(data)?;
+    let classes = all.num_classes().ok_or_else(|| {
         Error::config(
             "--data",
             format!(
                 "{} has no labels (for a folder, use class sub-folders and data.labels=true)",
-                ds.describe()
+                all.describe()
             ),
         )
     })?;
-    let val_ds = gantry_data::open(val)?;
+    let (ds, val_ds, val_source): (Arc<dyn Dataset>, Arc<dyn Dataset>, String) =
+        if data.kind.has_test_split() {
+            (
+                all,
+                gantry_data::open(val)?,
+                format!("the {} split", val.split),
+            )
+        } else {
+            if all.len() < 2 {
+                return Err(Error::config(
+                    "--data",
+                    format!(
+                        "{} has {} image(s): too few to hold any out for validation",
+                        all.describe(),
+                        all.len()
+                    ),
+                ));
+            }
+            let order = gantry_data::epoch_order(all.len(), seed, u64::MAX);
+            let held = ((all.len() as f64 * HELD_OUT).ceil() as usize).clamp(1, all.len() - 1);
+            let (val_idx, train_idx) = order.split_at(held);
+            let source = format!(
+                "{held} images held out of the {} (10%, never trained on; it has no test split)",
+                all.len()
+            );
+            (
+                Arc::new(gantry_data::Subset::new(
+                    all.clone(),
+                    train_idx.to_vec(),
+                    "training part",
+                )),
+                Arc::new(gantry_data::Subset::new(
+                    all,
+                    val_idx.to_vec(),
+                    "held-out part",
+                )),
+                source,
+            )
+        };
     let [c, h, w] = ds.sample_shape();
+    // Three 2x max-pools: images of at least 8x8.
+    if h < 8 || w < 8 {
+        return Err(Error::config(
+            "--data",
+            format!(
+                "{} holds {c}x{h}x{w} samples; the classifier needs images of at least 8x8",
+                ds.describe()
+            ),
+        ));
+    }
     if h != w || val_ds.sample_shape() != [c, h, w] {
         return Err(Error::config(
             "--val",
@@ -189,6 +244,7 @@ pub fn train(
         path: out.to_path_buf(),
         train_samples: ds.len(),
         val_samples: val_ds.len(),
+        val_source,
         val_accuracy,
         epochs,
     })

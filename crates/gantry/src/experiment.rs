@@ -81,10 +81,24 @@ impl ExperimentConfig {
     /// they read opens, before any work starts.
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
-        let de = toml::Deserializer::new(&text);
-        let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let value = text
+            .parse::<toml::Table>()
+            .map(toml::Value::Table)
+            .map_err(|e| {
+                let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+                let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                Error::config(
+                    path.display().to_string(),
+                    format!("bad TOML{at}: {}", e.message().trim().replace('\n', "; ")),
+                )
+            })?;
+        let mut cfg: ExperimentConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            Error::config(key, e.into_inner().message().trim().replace('\n', "; "))
+            let msg = e.into_inner().to_string();
+            Error::config(
+                key,
+                msg.lines().next().unwrap_or_default().trim().to_string(),
+            )
         })?;
         if cfg.arms.is_empty() || cfg.seeds.is_empty() {
             return Err(Error::config(

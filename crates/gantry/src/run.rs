@@ -59,8 +59,9 @@ fn run_dir_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Continues the run at `path` (a run directory, or a checkpoint directory of one) from its latest
-/// checkpoint. `cfg` is the configuration asked for now (the saved one when `None`); it may
+/// Continues the run at `path`: a run directory from its latest checkpoint, or a checkpoint
+/// directory from exactly that checkpoint (later ones are set aside in
+/// `checkpoints/abandoned-<time>/`, so the run's history is the one continued). `cfg` is the configuration asked for now (the saved one when `None`); it may
 /// differ from the saved one only in [`SAFE_ON_RESUME`] keys.
 pub fn resume(path: &Path, cfg: Option<RunConfig>) -> Result<Trainer> {
     resume_in(path, cfg, Comm::single())
@@ -69,16 +70,85 @@ pub fn resume(path: &Path, cfg: Option<RunConfig>) -> Result<Trainer> {
 /// [`resume`] as one rank of a data-parallel job. Every rank reads the checkpoint: in a job of
 /// several machines the run directory must be on a filesystem they share.
 pub fn resume_in(path: &Path, cfg: Option<RunConfig>, comm: Comm) -> Result<Trainer> {
-    let prepared = prepare_resume(path, cfg);
-    let (run_dir, ckpt, cfg) = comm.agree(prepared)?;
-    let mut setup = cfg.setup();
-    setup.comm = comm;
-    Trainer::resume(setup, &run_dir, &ckpt)
+    let named = path.join("meta.json").exists();
+    let run_dir = run_dir_of(path);
+    let latest = checkpoint::latest(&run_dir);
+    let resumed = (|| {
+        let prepared = prepare_resume(path, cfg);
+        let (run_dir, ckpt, cfg) = comm.agree(prepared)?;
+        let aside = if named && comm.is_main() {
+            set_aside_later(&run_dir, &ckpt)?
+        } else {
+            None
+        };
+        let mut setup = cfg.setup();
+        setup.comm = comm;
+        let mut trainer = Trainer::resume(setup, &run_dir, &ckpt)?;
+        if let Some(dir) = aside {
+            trainer.add_note(format!(
+                "resumed from {}; the later checkpoints were set aside in {}",
+                ckpt.display(),
+                dir.display()
+            ));
+        }
+        Ok(trainer)
+    })();
+    // The latest checkpoint of a run directory unreadable: say so, and name the one before.
+    match resumed {
+        Err(Error::Checkpoint { path: bad, msg }) if !named => {
+            let earlier = latest.as_ref().and_then(|l| {
+                checkpoint::list(&run_dir)
+                    .into_iter()
+                    .rev()
+                    .find(|c| c != l)
+            });
+            Err(Error::Checkpoint {
+                path: bad,
+                msg: match earlier {
+                    Some(e) => format!(
+                        "{msg}; the run's latest checkpoint is unusable, the one before it is {} (gantry train --resume {})",
+                        e.display(),
+                        e.display()
+                    ),
+                    None => msg,
+                },
+            })
+        }
+        other => other,
+    }
+}
+
+/// Moves the checkpoints after `ckpt` into `checkpoints/abandoned-<unix time>/`; its path, if any
+/// were moved.
+fn set_aside_later(run_dir: &Path, ckpt: &Path) -> Result<Option<PathBuf>> {
+    let step = checkpoint::read_meta(ckpt)?.step;
+    let later: Vec<PathBuf> = checkpoint::list(run_dir)
+        .into_iter()
+        .filter(|c| checkpoint::read_meta(c).is_ok_and(|m| m.step > step))
+        .collect();
+    if later.is_empty() {
+        return Ok(None);
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let dir = checkpoint::checkpoints_dir(run_dir).join(format!("abandoned-{secs}"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for c in later {
+        let to = dir.join(c.file_name().expect("ckpt-N"));
+        std::fs::rename(&c, &to).map_err(|e| Error::io(&c, e))?;
+    }
+    Ok(Some(dir))
 }
 
 fn prepare_resume(path: &Path, cfg: Option<RunConfig>) -> Result<(PathBuf, PathBuf, RunConfig)> {
     let run_dir = run_dir_of(path);
-    let ckpt = checkpoint::resolve(&run_dir)?;
+    // Exactly the checkpoint named, or the run's latest.
+    let ckpt = if path.join("meta.json").exists() {
+        path.to_path_buf()
+    } else {
+        checkpoint::resolve(&run_dir)?
+    };
     let saved = saved_config(&ckpt)?;
     let cfg = match cfg {
         None => saved,
@@ -92,10 +162,9 @@ fn prepare_resume(path: &Path, cfg: Option<RunConfig>) -> Result<(PathBuf, PathB
                 return Err(Error::config(
                     changed[0].clone(),
                     format!(
-                        "differs from the run being resumed ({} changed key(s): {}); only these may change on resume: {}",
+                        "differs from the run being resumed ({} changed key(s): {}); only run settings may change on resume (train.steps, device, threads, precision, logging and checkpoint intervals; data.path, workers, prefetch)",
                         changed.len(),
-                        changed.join(", "),
-                        SAFE_ON_RESUME.join(", ")
+                        changed.join(", ")
                     ),
                 ));
             }
@@ -198,6 +267,19 @@ pub struct SampleOptions {
     pub device: Option<DeviceSpec>,
     /// Use the raw generator instead of its EMA copy.
     pub no_ema: bool,
+    /// Overwrite samples already in `out`.
+    pub force: bool,
+}
+
+/// Images one grid may hold.
+pub const MAX_GRID: usize = 4096;
+
+/// What `gantry sample` wrote.
+#[derive(Debug)]
+pub struct SampleReport {
+    /// The grid file, or the directory of sample files.
+    pub path: PathBuf,
+    pub images: usize,
 }
 
 /// A checkpoint's generator, ready for inference, with what it was trained on.
@@ -242,10 +324,41 @@ fn load_generator(path: &Path, device: Option<DeviceSpec>, ema: bool) -> Result<
     })
 }
 
-/// Draws `n` samples from a checkpoint's generator (EMA copy when it has one).
-pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
+/// Draws `n` samples from a checkpoint's generator (EMA copy when it has one): one grid image,
+/// or one PNG per sample generated and written in batches, so memory stays at one batch however
+/// many are asked for. Checked first: the grid's size, samples already in the directory (kept
+/// unless `force`), and the free space the files need.
+pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
     if opts.n == 0 {
         return Err(Error::config("--n", "must be at least 1"));
+    }
+    let grid = opts.grid || opts.out.extension().is_some_and(|e| e == "png");
+    if grid && opts.n > MAX_GRID {
+        return Err(Error::config(
+            "--n",
+            format!(
+                "{} images do not fit one grid (at most {MAX_GRID}); write a directory instead",
+                opts.n
+            ),
+        ));
+    }
+    if grid && opts.out.exists() && !opts.force {
+        return Err(Error::input(
+            &opts.out,
+            "already exists; pass --force to overwrite it",
+        ));
+    }
+    if !grid && !opts.force {
+        if let Some(first) = std::fs::read_dir(&opts.out).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .find(|n| n.starts_with("sample") && n.ends_with(".png"))
+        }) {
+            return Err(Error::input(
+                &opts.out,
+                format!("already holds samples ({first}, ...); pass --force to overwrite them or choose another --out"),
+            ));
+        }
     }
     let LoadedGenerator {
         cfg,
@@ -255,41 +368,66 @@ pub fn sample(opts: &SampleOptions) -> Result<Vec<PathBuf>> {
         g,
         ..
     } = load_generator(&opts.checkpoint, opts.device, !opts.no_ema)?;
+    if !grid {
+        // A PNG is at most about its raw size plus headers.
+        let per = (shape.numel as u64).max(1) + 256;
+        let need = per.saturating_mul(opts.n as u64);
+        if let Some(free) = crate::util::available_bytes(&opts.out) {
+            if need > free {
+                return Err(Error::config(
+                    "--n",
+                    format!(
+                        "{} images of up to {per} bytes need up to {:.1} GB; {} has {:.1} GB free",
+                        opts.n,
+                        need as f64 / 1e9,
+                        opts.out.display(),
+                        free as f64 / 1e9
+                    ),
+                ));
+            }
+        }
+    }
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
-    let mut chunks = Vec::new();
-    let mut left = opts.n as i64;
-    while left > 0 {
-        let b = left.min(256);
+    let batch = |b: i64| {
         let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
         let labels = shape
             .num_classes
             .map(|n| Tensor::randint(n, [b], (Kind::Int64, device)));
-        chunks.push(
-            tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu),
-        );
-        left -= b;
-    }
-    let x = Tensor::cat(&chunks, 0);
-    if opts.grid || opts.out.extension().is_some_and(|e| e == "png") {
+        tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu)
+    };
+    if grid {
+        let x = batch(opts.n as i64);
         if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::input(parent, e))?;
         }
         samples::save(&x, &opts.out, dataset.as_ref(), cfg.data.kind)?;
-        return Ok(vec![opts.out.clone()]);
+        return Ok(SampleReport {
+            path: opts.out.clone(),
+            images: opts.n,
+        });
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::input(&opts.out, e))?;
-    let size = x.size();
-    let values: Vec<f32> =
-        Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
-    let shape4 = [
-        size[0] as usize,
-        size[1] as usize,
-        size[2] as usize,
-        size[3] as usize,
-    ];
-    Ok(gantry_data::image_io::save_images(
-        &values, shape4, &opts.out, "sample",
-    )?)
+    let mut done = 0;
+    while done < opts.n {
+        let b = (opts.n - done).min(256);
+        let x = batch(b as i64);
+        let size = x.size();
+        let values: Vec<f32> = Vec::try_from(x.flatten(0, -1))
+            .map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+        let shape4 = [
+            size[0] as usize,
+            size[1] as usize,
+            size[2] as usize,
+            size[3] as usize,
+        ];
+        gantry_data::image_io::save_images_from(&values, shape4, &opts.out, "sample", done)
+            .map_err(|e| Error::io(&opts.out, e))?;
+        done += b;
+    }
+    Ok(SampleReport {
+        path: opts.out.clone(),
+        images: opts.n,
+    })
 }
 
 /// Progress of a long computation: (what, done, total).
@@ -348,11 +486,21 @@ fn side_stats(
         let ds = gantry_data::open(&data)?;
         crate::eval::dataset_features(ds.as_ref(), n, ex, |d, t| progress(spec, d, t))?
     };
-    set.stats().map_err(crate::eval::metrics_err)
+    // Name the side: "a/: FID statistics: expected at least 2 samples ..., got 1".
+    set.stats()
+        .map_err(|e| Error::Metrics(format!("{spec}: {e}")))
 }
 
 /// `gantry fid A B`.
 pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
+    // Both sides' spellings and paths first, before the network loads.
+    for spec in [&opts.a, &opts.b] {
+        let path = Path::new(spec);
+        if path.extension().is_some_and(|e| e == "npz") || path.is_dir() {
+            continue;
+        }
+        gantry_data::DataConfig::from_spec(spec)?;
+    }
     let mut ex = None;
     let a = side_stats(&opts.a, opts.n, &mut ex, opts, progress)?;
     if let Some(out) = &opts.save_stats {

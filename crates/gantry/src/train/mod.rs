@@ -268,8 +268,9 @@ pub struct Trainer {
     buffers: Vec<Tensor>,
     /// Bytes all-reduced since the last log line.
     bytes_reduced: usize,
-    /// Said once training starts (a resume with another number of processes).
-    note: Option<String>,
+    /// Said once training starts (a resume with another number of processes, checkpoints set
+    /// aside).
+    notes: Vec<String>,
     /// fp16's loss scalers, G's and D's.
     scalers: Option<(GradScaler, GradScaler)>,
     /// fp16 steps skipped for overflowing gradients since the last log line.
@@ -511,7 +512,7 @@ impl Trainer {
             comm,
             buffers,
             bytes_reduced: 0,
-            note,
+            notes: note.into_iter().collect(),
             scalers,
             skipped: 0,
         })
@@ -519,6 +520,11 @@ impl Trainer {
 
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// Says `text` in the log and to the caller when training starts.
+    pub fn add_note(&mut self, text: String) {
+        self.notes.push(text);
     }
 
     /// Bytes all-reduced since the last log line (benchmarks read it).
@@ -861,7 +867,7 @@ impl Trainer {
             run_dir: &self.run_dir,
             data: self.dataset.describe(),
         });
-        if let Some(note) = self.note.take() {
+        for note in std::mem::take(&mut self.notes) {
             self.log.event(self.step, "note", &note)?;
             on_event(Event::Warning(note));
         }

@@ -1,0 +1,865 @@
+//! The bad-input catalogue: every case runs the release binary with one bad input and expects a
+//! non-zero exit (2 for bad input, 1 for a failed run), exactly one error line naming the
+//! problem, no panic or backtrace, and nothing an earlier run wrote modified (checkpoints,
+//! samples, logs, reports and sample folders are fingerprinted before and compared after).
+
+mod common;
+
+use common::gantry;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const TINY: &[&str] = &[
+    "--set",
+    "data.size=64",
+    "--set",
+    "data.resolution=8",
+    "--set",
+    "model.ngf=4",
+    "--set",
+    "model.ndf=4",
+    "--set",
+    "model.z_dim=8",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.grid=4",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "train.keep_checkpoints=5",
+];
+
+/// Every file under `dir` with its size and content hash.
+fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                out.insert(p, (bytes.len() as u64, h.finish()));
+            }
+        }
+    }
+    out
+}
+
+/// One case: `args`, the expected exit code and a piece of the one error line.
+struct Case {
+    args: Vec<String>,
+    code: i32,
+    needle: String,
+}
+
+fn case(args: &[&str], code: i32, needle: &str) -> Case {
+    Case {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code,
+        needle: needle.to_string(),
+    }
+}
+
+fn check(c: &Case, out: &Output) -> Result<(), String> {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    if code != Some(c.code) {
+        return Err(format!("exit {code:?}, wanted {}: {err}", c.code));
+    }
+    if err.contains("panicked") || err.contains("backtrace") || err.contains("RUST_BACKTRACE") {
+        return Err(format!("a panic: {err}"));
+    }
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    if errors.len() != 1 {
+        return Err(format!("{} error lines: {err}", errors.len()));
+    }
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    if !last.starts_with("gantry: error: ") || !last.contains(&c.needle) {
+        return Err(format!("wanted {:?} in the last line: {err}", c.needle));
+    }
+    if last.len() > 400 {
+        return Err(format!("a {}-character line: {last}", last.len()));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).to_string_lossy().to_string();
+    // Earlier work: a run with checkpoints, samples, a report; a sample folder and grid.
+    let run = p("run");
+    let mut args = vec!["train", "--out", &run, "--set", "train.steps=4"];
+    args.extend_from_slice(TINY);
+    let out = gantry(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gantry(&["report", &run]).status.success());
+    let samples = p("samples");
+    assert!(gantry(&[
+        "sample",
+        "--checkpoint",
+        &run,
+        "--n",
+        "3",
+        "--out",
+        &samples
+    ])
+    .status
+    .success());
+    let grid = p("grid.png");
+    assert!(
+        gantry(&["sample", "--checkpoint", &run, "--n", "4", "--out", &grid])
+            .status
+            .success()
+    );
+
+    // Hostile and broken files.
+    let write = |name: &str, bytes: &[u8]| {
+        let path = d.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_string_lossy().to_string()
+    };
+    let html = write("weights.pth", b"<html>404</html>");
+    let empty = write("empty.pth", b"");
+    let pickle_exec = write(
+        "exec.pth",
+        b"\x80\x02cos\nsystem\nq\x00X\x05\x00\x00\x00touchq\x01\x85q\x02Rq\x03.",
+    );
+    let bad_toml = write("bad.toml", b"[train\nsteps = 1");
+    let wrong_type = write("wrong.toml", b"[train]\nsteps = \"many\"\n");
+    let unknown_section = write("section.toml", b"[trian]\nsteps = 1\n");
+    let unknown_preset = write("preset.toml", b"preset = \"nope\"\n");
+    let not_utf8 = write("latin.toml", b"[train]\n# \xff\xfe\nsteps = 1\n");
+    let folder = d.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..8 {
+        std::fs::write(folder.join(format!("{i}.png")), b"not a png").unwrap();
+    }
+    let folder = folder.to_string_lossy().to_string();
+    let empty_dir = d.join("empty-dir");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let empty_dir = empty_dir.to_string_lossy().to_string();
+    let one_image = d.join("one-image");
+    std::fs::create_dir(&one_image).unwrap();
+    image::RgbImage::new(8, 8)
+        .save(one_image.join("a.png"))
+        .unwrap();
+    let one_image = one_image.to_string_lossy().to_string();
+    let exp_dup = write(
+        "dup.toml",
+        b"name = \"x\"\nbase = \"shapes\"\nseeds = [0, 0]\n[[arm]]\nname = \"a\"\n",
+    );
+    let exp_noarm = write(
+        "noarm.toml",
+        b"name = \"x\"\nbase = \"shapes\"\nseeds = [0]\n",
+    );
+    let exp_bad_arm = write(
+        "badarm.toml",
+        b"name = \"x\"\nbase = \"shapes\"\nseeds = [0]\n[[arm]]\nname = \"a/b\"\n",
+    );
+    let exp_bad_set = write(
+        "badset.toml",
+        b"name = \"x\"\nbase = \"shapes\"\nseeds = [0]\n[[arm]]\nname = \"a\"\n[[arm]]\nname = \"b\"\nset = [\"fq.enabled=true\", \"fq.k=0\"]\n",
+    );
+    let ckpt2 = format!("{run}/checkpoints/ckpt-0000002");
+    let nope = p("no-such-thing");
+
+    let cases = vec![
+        // train: configuration (the gate runs before any work, --dry-run included)
+        case(&["train", "--config", "nope"], 2, "unknown preset \"nope\""),
+        case(&["train", "--config", &bad_toml], 2, "bad TOML (line 1)"),
+        case(&["train", "--config", &wrong_type], 2, "train.steps"),
+        case(
+            &["train", "--config", &unknown_section],
+            2,
+            "trian: unknown key",
+        ),
+        case(
+            &["train", "--config", &unknown_preset],
+            2,
+            "preset: unknown preset",
+        ),
+        case(&["train", "--config", &not_utf8], 2, "latin.toml"),
+        case(&["train", "--config", &nope], 2, "does not exist"),
+        case(
+            &["train", "--dry-run", "--set", "fq.kk=3"],
+            2,
+            "fq.kk: unknown key",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.steps=-1"],
+            2,
+            "train.steps",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.steps=0"],
+            2,
+            "train.steps: must be at least 1",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.batch_size=0"],
+            2,
+            "train.batch_size",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.g_lr=inf"],
+            2,
+            "train.g_lr",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.d_lr=-0.1"],
+            2,
+            "train.d_lr",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.g_betas=[0.5, 1.0]"],
+            2,
+            "train.g_betas",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.ema.decay=1.5"],
+            2,
+            "train.ema.decay",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.device=tpu"],
+            2,
+            "train.device",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.on_nan=retry"],
+            2,
+            "train.on_nan",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.precision=fp8"],
+            2,
+            "train.precision",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "train.loss_scale=0"],
+            2,
+            "train.loss_scale",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "train.collective_timeout_s=0",
+            ],
+            2,
+            "train.collective_timeout_s",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.resolution=48"],
+            2,
+            "data.resolution",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.channels=2"],
+            2,
+            "data.channels",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.kind=folder"],
+            2,
+            "data.path: required",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.kind=svhn"],
+            2,
+            "data.kind",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.split=val"],
+            2,
+            "data.split",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "data.workers=0"],
+            2,
+            "data.workers",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "model.arch=vit"],
+            2,
+            "model.arch: unknown architecture",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "model.arch=mlp"],
+            2,
+            "model.arch: mlp does not fit",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "model.channel_base=8"],
+            2,
+            "model.channel_base: unknown key",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "model.d_norm=group"],
+            2,
+            "model.d_norm",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "model.ngf=0"],
+            2,
+            "model.ngf: must be positive",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--config",
+                "biggan-cifar",
+                "--set",
+                "data.path=/x",
+                "--set",
+                "model.attention=32",
+            ],
+            2,
+            "model.attention",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--config",
+                "biggan-cifar",
+                "--set",
+                "data.path=/x",
+                "--set",
+                "model.hier=true",
+            ],
+            2,
+            "model.hier: needs model.shared_embedding",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--config",
+                "stylegan2-32-small",
+                "--set",
+                "model.style_mixing=2",
+            ],
+            2,
+            "model.style_mixing",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "loss.kind=wasserstein"],
+            2,
+            "loss.kind",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "loss.gp.enabled=true"],
+            2,
+            "loss.gp.enabled",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "loss.pl.weight=2"],
+            2,
+            "loss.pl.weight",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "loss.r1.every=0"],
+            2,
+            "loss.r1.every",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "fq.enabled=true",
+                "--set",
+                "fq.layers=[\"b64\"]",
+            ],
+            2,
+            "fq.layers",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "fq.enabled=true",
+                "--set",
+                "fq.k=[8, 8]",
+            ],
+            2,
+            "fq.k: 2 values for 1 layers",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "fq.enabled=true",
+                "--set",
+                "fq.decay=1.0",
+            ],
+            2,
+            "fq.decay",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "adaptivemix.enabled=true",
+                "--set",
+                "adaptivemix.alpha=0",
+            ],
+            2,
+            "adaptivemix.alpha",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "diffaugment.policy=colour"],
+            2,
+            "diffaugment.policy",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "eval.every=10",
+                "--set",
+                "eval.best=is",
+            ],
+            2,
+            "eval.best",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "eval.every=10",
+                "--set",
+                "eval.metrics=[]",
+            ],
+            2,
+            "eval.metrics: is empty",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "eval.features=bogus"],
+            2,
+            "valid: inception, classifier:PATH",
+        ),
+        case(
+            &[
+                "train",
+                "--dry-run",
+                "--set",
+                "eval.every=10",
+                "--set",
+                "eval.reference=minst:/x",
+            ],
+            2,
+            "eval.reference",
+        ),
+        case(
+            &["train", "--dry-run", "--set", "noequals"],
+            2,
+            "expected --set key=value",
+        ),
+        case(&["train", "--device", "gpu"], 2, "valid: cpu, cuda, cuda:N"),
+        case(&["train", "--nproc", "0"], 2, "--nproc"),
+        case(
+            &["train", "--nproc", "3", "--set", "train.batch_size=64"],
+            2,
+            "train.batch_size: 64 does not split evenly over 3",
+        ),
+        // train: data and files
+        case(
+            &[
+                "train",
+                "--out",
+                &p("a"),
+                "--set",
+                "data.kind=folder",
+                "--set",
+                &format!("data.path={nope}"),
+            ],
+            2,
+            "no-such-thing",
+        ),
+        case(
+            &[
+                "train",
+                "--out",
+                &p("b"),
+                "--set",
+                "data.kind=folder",
+                "--set",
+                &format!("data.path={empty_dir}"),
+            ],
+            2,
+            "empty-dir",
+        ),
+        case(
+            &[
+                "train",
+                "--out",
+                &p("c"),
+                "--set",
+                "data.kind=folder",
+                "--set",
+                &format!("data.path={folder}"),
+                "--set",
+                "data.resolution=8",
+                "--set",
+                "train.batch_size=4",
+            ],
+            2,
+            "cannot decode image",
+        ),
+        case(
+            &["train", "--out", &p("d"), "--set", "data.size=4"],
+            2,
+            "train.batch_size: 64 is larger than the data set",
+        ),
+        case(
+            &[
+                "train",
+                "--out",
+                &p("e"),
+                "--set",
+                "model.arch=biggan",
+                "--set",
+                "data.kind=folder",
+                "--set",
+                &format!("data.path={one_image}"),
+                "--set",
+                "data.resolution=8",
+                "--set",
+                "train.batch_size=1",
+            ],
+            2,
+            "biggan is class-conditional",
+        ),
+        case(&["train", "--out", &run], 2, "already holds a run"),
+        case(
+            &["train", "--out", "/proc/gantry-run"],
+            2,
+            "/proc/gantry-run",
+        ),
+        case(&["train", "--resume", &nope], 2, "does not exist"),
+        case(
+            &["train", "--resume", d.to_str().unwrap()],
+            2,
+            "is not a gantry run directory",
+        ),
+        case(
+            &["train", "--resume", &run, "--set", "model.ndf=8"],
+            2,
+            "model.ndf: differs from the run being resumed",
+        ),
+        case(
+            &["train", "--resume", &run, "--config", "shapes"],
+            2,
+            "--config: cannot be combined with --resume",
+        ),
+        case(
+            &["train", "--resume", &ckpt2, "--set", "train.g_lr=0.1"],
+            2,
+            "train.g_lr: differs",
+        ),
+        // sample
+        case(
+            &["sample", "--checkpoint", &nope, "--out", &p("s.png")],
+            2,
+            "does not exist",
+        ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--n",
+                "0",
+                "--out",
+                &p("s.png"),
+            ],
+            2,
+            "--n: must be at least 1",
+        ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--n",
+                "100000",
+                "--out",
+                &p("big.png"),
+            ],
+            2,
+            "do not fit one grid",
+        ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--n",
+                "100000000000000",
+                "--out",
+                &p("many"),
+            ],
+            2,
+            "GB free",
+        ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--n",
+                "3",
+                "--out",
+                &samples,
+            ],
+            2,
+            "already holds samples",
+        ),
+        case(
+            &["sample", "--checkpoint", &run, "--n", "4", "--out", &grid],
+            2,
+            "already exists; pass --force",
+        ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--device",
+                "cuda:x",
+                "--out",
+                &p("s2.png"),
+            ],
+            2,
+            "valid: cpu, cuda, cuda:N",
+        ),
+        // fid
+        case(
+            &["fid", &samples, &samples, "--weights", &html],
+            2,
+            "weights.pth",
+        ),
+        case(
+            &["fid", &samples, &samples, "--weights", &empty],
+            2,
+            "empty.pth",
+        ),
+        case(
+            &["fid", &samples, &samples, "--weights", &pickle_exec],
+            2,
+            "exec.pth",
+        ),
+        case(
+            &["fid", &samples, &samples, "--weights", &nope],
+            2,
+            "pt_inception-2015-12-05-6726825d.pth",
+        ),
+        case(
+            &["fid", &samples, &samples, "--features", "bogus"],
+            2,
+            "valid: inception, classifier:PATH",
+        ),
+        case(
+            &["fid", &samples, &samples, "--mode", "tf1"],
+            2,
+            "valid: pytorch-fid, tf, clean",
+        ),
+        case(
+            &["fid", &samples, &samples, "--precision", "fp8"],
+            2,
+            "valid: fp32, bf16, fp16",
+        ),
+        case(
+            &[
+                "fid",
+                &nope,
+                &samples,
+                "--features",
+                &format!("classifier:{nope}"),
+            ],
+            2,
+            "classifier weights not found",
+        ),
+        case(
+            &[
+                "fid",
+                &empty_dir,
+                &samples,
+                "--features",
+                &format!("classifier:{html}"),
+            ],
+            2,
+            "weights.pth",
+        ),
+        case(&["fid", "minst:/x", &samples], 2, "unknown kind 'minst'"),
+        case(&["fid", &p("stats.npz"), &samples], 2, "stats.npz"),
+        // eval
+        case(
+            &["eval", "--checkpoint", &run, "--n", "0"],
+            2,
+            "--n: must be at least 1",
+        ),
+        case(
+            &["eval", "--checkpoint", &run, "--metrics", "fid,fidd"],
+            2,
+            "valid: fid, kid, is, pr, gmm",
+        ),
+        case(&["eval", "--checkpoint", &nope], 2, "does not exist"),
+        case(
+            &[
+                "eval",
+                "--checkpoint",
+                &run,
+                "--metrics",
+                "gmm",
+                "--n",
+                "10",
+            ],
+            2,
+            "--metrics: gmm is for 2-D point data",
+        ),
+        // classifier
+        case(
+            &[
+                "classifier",
+                "train",
+                "--data",
+                &nope,
+                "--out",
+                &p("c.safetensors"),
+            ],
+            2,
+            "no-such-thing",
+        ),
+        case(
+            &[
+                "classifier",
+                "train",
+                "--data",
+                "gmm-25",
+                "--out",
+                &p("c.safetensors"),
+            ],
+            2,
+            "needs images of at least 8x8",
+        ),
+        case(
+            &[
+                "classifier",
+                "train",
+                "--data",
+                &format!("folder:{one_image}"),
+                "--out",
+                &p("c.safetensors"),
+            ],
+            2,
+            "not inside a class sub-folder",
+        ),
+        case(
+            &[
+                "classifier",
+                "train",
+                "--data",
+                "shapes",
+                "--val-split",
+                "dev",
+                "--out",
+                &p("c.safetensors"),
+            ],
+            2,
+            "valid: train, test",
+        ),
+        // experiment
+        case(&["experiment", "--config", &nope], 2, "no-such-thing"),
+        case(
+            &["experiment", "--config", &exp_dup],
+            2,
+            "seeds: [0, 0] repeats a seed",
+        ),
+        case(&["experiment", "--config", &exp_noarm], 2, "arm"),
+        case(
+            &["experiment", "--config", &exp_bad_arm],
+            2,
+            "arm names must be unique",
+        ),
+        case(
+            &["experiment", "--config", &exp_bad_set],
+            2,
+            "fq.k: must be at least 1 (arm b)",
+        ),
+        case(
+            &["experiment", "--config", &bad_toml],
+            2,
+            "bad.toml: bad TOML (line 1)",
+        ),
+        // report, bench, misc
+        case(&["report", &nope], 2, "is not a gantry run directory"),
+        case(
+            &["report", d.to_str().unwrap()],
+            2,
+            "is not a gantry run directory",
+        ),
+        case(&["bench", "--steps", "0"], 2, "--steps: must be at least 1"),
+        case(
+            &["bench", "--set", "train.batch_size=0"],
+            2,
+            "train.batch_size",
+        ),
+        case(&["bench", "--config", "nope"], 2, "unknown preset"),
+        case(&["frobnicate"], 2, "unrecognized subcommand"),
+        case(&["train", "--no-such-flag"], 2, "--no-such-flag"),
+    ];
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+
+    let before = fingerprint(d);
+    let mut failures = Vec::new();
+    for c in &cases {
+        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+        let out = gantry(&args);
+        if let Err(why) = check(c, &out) {
+            failures.push(format!("gantry {}: {why}", c.args.join(" ")));
+        }
+    }
+    // Nothing earlier work wrote changed (files the cases created themselves are new, not
+    // modified).
+    let after = fingerprint(d);
+    for (path, print) in &before {
+        match after.get(path) {
+            Some(p) if p == print => {}
+            Some(_) => failures.push(format!("{} was modified", path.display())),
+            None => failures.push(format!("{} disappeared", path.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

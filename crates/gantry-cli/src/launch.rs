@@ -71,7 +71,7 @@ pub fn run(nproc: usize, args: Vec<OsString>) -> ExitCode {
                     std::thread::spawn(move || {
                         for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
                             match line.strip_prefix("gantry: error: ") {
-                                Some(msg) => errors.lock().unwrap().push((rank, msg.to_string())),
+                                Some(msg) => lock(&errors).push((rank, msg.to_string())),
                                 None => eprintln!("[rank {rank}] {line}"),
                             }
                         }
@@ -163,7 +163,7 @@ pub fn run(nproc: usize, args: Vec<OsString>) -> ExitCode {
     let rank0_failed = codes[0] != 0 && codes[0] != 130;
     if !rank0_failed {
         let (rank, _) = first_failure.unwrap_or((0, Instant::now()));
-        let errs = errors.lock().unwrap();
+        let errs = lock(&errors);
         let msg = errs
             .iter()
             .find(|(r, _)| *r == rank)
@@ -172,4 +172,9 @@ pub fn run(nproc: usize, args: Vec<OsString>) -> ExitCode {
         eprintln!("gantry: error: rank {rank} of {nproc}: {msg}");
     }
     ExitCode::from(if codes.contains(&2) { 2 } else { 1 })
+}
+
+/// A poisoned lock only means a reader thread panicked; the messages it holds are still good.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,6 +1,10 @@
 //! `gantry`: a thin layer over the library. Parses flags, calls one `gantry::run::*` function,
 //! prints errors as one line (`gantry: error: ...`) and exits 2 for bad input, 1 for a failed run.
 
+// No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
+// it (`expect` remains for invariants the code itself established, with the invariant as message).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod launch;
 mod progress;
 

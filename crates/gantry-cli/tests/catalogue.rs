@@ -697,13 +697,19 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
         case(
             &[
                 "fid",
-                &nope,
+                &samples,
                 &samples,
                 "--features",
                 &format!("classifier:{nope}"),
             ],
             2,
             "classifier weights not found",
+        ),
+        // A missing side is named before any network loads.
+        case(
+            &["fid", &nope, &samples, "--weights", &nope],
+            2,
+            "no-such-thing: does not exist (an image folder",
         ),
         case(
             &[

@@ -5,6 +5,10 @@
 //! order that the training crate turns into tensors, so the data path compiles fast and can be
 //! tested on its own.
 
+// No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
+// it (`expect` remains for invariants the code itself established, with the invariant as message).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod cifar;
 mod config;
 mod error;

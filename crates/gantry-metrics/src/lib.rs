@@ -12,6 +12,10 @@
 //! - [`Stats`] (pytorch-fid `.npz`), [`frechet_distance`], [`kernel_inception_distance`],
 //!   [`inception_score`] and [`precision_recall`] compute the numbers in f64.
 
+// No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
+// it (`expect` remains for invariants the code itself established, with the invariant as message).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod cache;
 mod error;
 mod features;

@@ -759,7 +759,7 @@ mod tests {
         for _ in 0..2000 {
             b.extend_from_slice(&[b'h', 0]);
         }
-        b.extend_from_slice(&[b'e', b'.']);
+        b.extend_from_slice(b"e.");
         let e = load_all(&b).unwrap_err();
         assert!(e.contains("memo bomb"), "{e}");
     }

@@ -8,6 +8,10 @@
 //! [`eval`], [`train`] (when each phase runs), [`report`], [`config`] (one `RunConfig` composed of
 //! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
 
+// No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
+// it (`expect` remains for invariants the code itself established, with the invariant as message).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod bench;
 pub mod classifier;
 pub mod config;

@@ -182,7 +182,8 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
     samples.sort();
     let latest = samples
         .last()
-        .map(|p| format!("../samples/{}", p.file_name().unwrap().to_string_lossy()));
+        .and_then(|p| p.file_name())
+        .map(|f| format!("../samples/{}", f.to_string_lossy()));
 
     let mut best = String::new();
     for (k, pts) in &series {

@@ -455,36 +455,65 @@ pub struct FidOutput {
 
 /// Statistics of one side of `gantry fid`: a pytorch-fid `.npz`, an image folder (native size,
 /// as pytorch-fid reads it) or a data set spec.
-fn side_stats(
-    spec: &str,
-    n: usize,
-    ex: &mut Option<Box<dyn gantry_metrics::FeatureExtractor>>,
-    opts: &FidOptions,
-    progress: &mut ProgressFn,
-) -> Result<gantry_metrics::Stats> {
+/// One side of `gantry fid`, opened (statistics read, data set headers checked) before the
+/// network loads, so a bad side is named before minutes of feature extraction on the other.
+enum Side<'a> {
+    Stats(gantry_metrics::Stats),
+    Folder(&'a Path),
+    Data(std::sync::Arc<dyn gantry_data::Dataset>),
+}
+
+fn open_side(spec: &str) -> Result<Side<'_>> {
     let path = Path::new(spec);
     if path.extension().is_some_and(|e| e == "npz") {
         if !path.exists() {
             return Err(Error::input(path, "does not exist"));
         }
-        return gantry_metrics::Stats::load_npz(path).map_err(crate::eval::metrics_err);
+        let stats = gantry_metrics::Stats::load_npz(path).map_err(crate::eval::metrics_err)?;
+        return Ok(Side::Stats(stats));
     }
-    if ex.is_none() {
-        *ex = Some(crate::eval::extractor(
+    if path.is_dir() {
+        return Ok(Side::Folder(path));
+    }
+    if !spec.contains(':') && !path.exists() {
+        return Err(Error::input(
+            path,
+            "does not exist (an image folder, a pytorch-fid .npz or a data set spec like mnist:DIR)",
+        ));
+    }
+    let data = gantry_data::DataConfig::from_spec(spec)?;
+    Ok(Side::Data(gantry_data::open(&data)?))
+}
+
+fn side_stats(
+    spec: &str,
+    side: Side,
+    n: usize,
+    ex: &mut Option<Box<dyn gantry_metrics::FeatureExtractor>>,
+    opts: &FidOptions,
+    progress: &mut ProgressFn,
+) -> Result<gantry_metrics::Stats> {
+    if let Side::Stats(stats) = side {
+        return Ok(stats);
+    }
+    let ex = match ex {
+        Some(ex) => ex,
+        None => ex.insert(crate::eval::extractor(
             &opts.features,
             opts.weights.as_deref(),
             opts.mode,
             opts.precision,
             opts.device,
-        )?);
-    }
-    let ex = ex.as_deref().expect("set above");
-    let set = if path.is_dir() {
-        crate::eval::folder_features(path, n, ex, |d, t| progress(spec, d, t))?
-    } else {
-        let data = gantry_data::DataConfig::from_spec(spec)?;
-        let ds = gantry_data::open(&data)?;
-        crate::eval::dataset_features(ds.as_ref(), n, ex, |d, t| progress(spec, d, t))?
+        )?),
+    };
+    let set = match side {
+        Side::Folder(path) => {
+            crate::eval::folder_features(path, n, ex.as_ref(), |d, t| progress(spec, d, t))?
+        }
+        Side::Data(ds) => {
+            crate::eval::dataset_features(ds.as_ref(), n, ex.as_ref(), |d, t| progress(spec, d, t))?
+        }
+        Side::Stats(_) => unreachable!("returned above"),
     };
     // Name the side: "a/: FID statistics: expected at least 2 samples ..., got 1".
     set.stats()
@@ -493,20 +522,15 @@ fn side_stats(
 
 /// `gantry fid A B`.
 pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
-    // Both sides' spellings and paths first, before the network loads.
-    for spec in [&opts.a, &opts.b] {
-        let path = Path::new(spec);
-        if path.extension().is_some_and(|e| e == "npz") || path.is_dir() {
-            continue;
-        }
-        gantry_data::DataConfig::from_spec(spec)?;
-    }
+    // Both sides first (spellings, paths, headers), before the network loads.
+    let side_a = open_side(&opts.a)?;
+    let side_b = open_side(&opts.b)?;
     let mut ex = None;
-    let a = side_stats(&opts.a, opts.n, &mut ex, opts, progress)?;
+    let a = side_stats(&opts.a, side_a, opts.n, &mut ex, opts, progress)?;
     if let Some(out) = &opts.save_stats {
         a.save_npz(out).map_err(crate::eval::metrics_err)?;
     }
-    let b = side_stats(&opts.b, opts.n, &mut ex, opts, progress)?;
+    let b = side_stats(&opts.b, side_b, opts.n, &mut ex, opts, progress)?;
     let fid = gantry_metrics::frechet_distance(&a, &b).map_err(crate::eval::metrics_err)?;
     let label = match opts.features {
         Features::Inception => "FID",

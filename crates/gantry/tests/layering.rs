@@ -140,3 +140,36 @@ fn the_scan_sees_paths_and_groups() {
         ["device", "error", "models"]
     );
 }
+
+/// No `.unwrap()` in the non-test code of any crate of the workspace: user input reaches most
+/// paths, and a panic is never the answer to it. The crates also carry
+/// `#![cfg_attr(not(test), deny(clippy::unwrap_used))]`; this test keeps the rule without clippy.
+/// (Unit tests sit in a `#[cfg(test)]` module at the end of a file; what follows it is skipped.)
+#[test]
+fn no_unwrap_outside_tests() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut offenders = Vec::new();
+    for krate in ["gantry", "gantry-cli", "gantry-data", "gantry-metrics"] {
+        let mut all = Vec::new();
+        files(&crates.join(krate).join("src"), &mut all);
+        assert!(!all.is_empty(), "no sources under {krate}/src");
+        // `testutil.rs` is declared under `#[cfg(test)]` as a whole.
+        for f in all.into_iter().filter(|f| !f.ends_with("testutil.rs")) {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("#[cfg(test)]") {
+                    break;
+                }
+                let code = line.split("//").next().unwrap_or("");
+                if code.contains(".unwrap()") {
+                    offenders.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "unwrap() outside tests:\n{}",
+        offenders.join("\n")
+    );
+}

@@ -5,6 +5,7 @@
 // it (`expect` remains for invariants the code itself established, with the invariant as message).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod classify;
 mod launch;
 mod progress;
 
@@ -184,6 +185,12 @@ enum Command {
         /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
+    },
+    /// Image classification: train (CE, mixup, AdaptiveMix), evaluate, attack (FGSM/PGD) and
+    /// score out-of-distribution data.
+    Classify {
+        #[command(subcommand)]
+        action: classify::ClassifyCommand,
     },
     /// Train the small classifier whose features replace Inception's on non-natural images.
     Classifier {
@@ -560,6 +567,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             print_out(&text);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Classify { action } => classify::dispatch(action),
         Command::Classifier {
             action:
                 ClassifierCommand::Train {

@@ -25,6 +25,7 @@ mod inception_score;
 mod kid;
 mod npz;
 mod numpy_rng;
+mod ood;
 mod pickle;
 mod precision_recall;
 mod preprocess;
@@ -39,6 +40,7 @@ pub use inception::{FidInception, LOGITS_DIM, POOL3_DIM};
 pub use inception_score::{inception_score, InceptionScore, IS_SEED, IS_SPLITS};
 pub use kid::{kernel_inception_distance, kid_subsets, kid_with_subsets, Kid, KidOptions, Subsets};
 pub use numpy_rng::NumpyRandomState;
+pub use ood::{ood_metrics, OodMetrics};
 pub use precision_recall::{precision_recall, PrecisionRecall, PR_NEIGHBOURS};
 pub use preprocess::{
     pil_bicubic_weights, preprocess, quantize, resize_pil_bicubic, resize_tf1_bilinear,

@@ -93,6 +93,8 @@ pub enum Purpose {
     Sample = 5,
     Plugin = 6,
     Eval = 7,
+    Classify = 8,
+    Attack = 9,
 }
 
 /// SplitMix64-style mixing of (seed, step, purpose, sub) into one 63-bit seed.

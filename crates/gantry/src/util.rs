@@ -1,4 +1,4 @@
-//! Small file helpers.
+//! Small file helpers, and the TOML layering every configuration uses (defaults, file, `--set`).
 
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -33,4 +33,59 @@ pub fn available_bytes(path: &Path) -> Option<u64> {
         let mut st: libc::statvfs = std::mem::zeroed();
         (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+pub fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+pub fn parse_toml(text: &str, origin: &str) -> Result<toml::Value> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| {
+            let msg = e.message().trim().replace('\n', "; ");
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let where_ = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            Error::config(origin, format!("bad TOML{where_}: {msg}"))
+        })
+}
+
+/// One `--set key=value`: the value is read as TOML (`3`, `true`, `["b16"]`, `"x"`), or else as a
+/// bare string (`data.path=/data/cats`).
+pub fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::config(assignment, "expected --set key=value"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|s| s.is_empty()) {
+        return Err(Error::config(
+            assignment,
+            "expected --set key=value with a dotted key",
+        ));
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed one key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut over = value;
+    for part in key.split('.').rev() {
+        let mut t = toml::Table::new();
+        t.insert(part.to_string(), over);
+        over = toml::Value::Table(t);
+    }
+    merge(root, over);
+    Ok(())
 }

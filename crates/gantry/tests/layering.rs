@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "loss",
     "rundir",
     "classifier",
+    "classify",
     "eval",
     "train",
     "report",

@@ -1,0 +1,331 @@
+//! `gantry classify train | eval | attack | ood`: flags to a `ClassifyConfig` and calls into
+//! `gantry::classify`.
+
+use crate::{choice, device, print_out, stop_flag};
+use clap::Subcommand;
+use gantry::classify::{self, attack, objective::Mode, ClassifyConfig};
+use gantry::device::DeviceSpec;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A number or a fraction: `0.03`, `8/255`.
+fn fraction(s: &str) -> Result<f64, String> {
+    let v = match s.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (
+                a.trim()
+                    .parse()
+                    .map_err(|_| format!("'{s}' is not a number or a/b"))?,
+                b.trim()
+                    .parse()
+                    .map_err(|_| format!("'{s}' is not a number or a/b"))?,
+            );
+            a / b
+        }
+        None => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not a number or a/b"))?,
+    };
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("'{s}' must be a finite number > 0"))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ClassifyCommand {
+    /// Train a classifier (cross-entropy, mixup or AdaptiveMix); the best checkpoint on a
+    /// validation part held out of the training data becomes RUN/checkpoints/best.
+    Train {
+        /// TOML file of settings (see docs/classification.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output run directory.
+        #[arg(long, default_value = "runs/classify")]
+        out: PathBuf,
+        /// Continue the run in this directory exactly where its last checkpoint stopped.
+        #[arg(long, conflicts_with_all = ["config", "sets", "data", "classes", "model", "mode", "epochs"])]
+        resume: Option<PathBuf>,
+        /// Labelled data spec (`data.spec`), e.g. `mnist:../shared/data/mnist`.
+        #[arg(long)]
+        data: Option<String>,
+        /// Keep only these classes (`data.classes`), e.g. `0-4`.
+        #[arg(long)]
+        classes: Option<String>,
+        /// `small`, `resnet18` or `wrn-DEPTH-WIDEN` (e.g. wrn-16-4, wrn-28-10).
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, value_parser = choice::<Mode>(Mode::NAMES))]
+        mode: Option<Mode>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// `key=value`, after the file (e.g. `train.lr=0.05`, `model.head=orthogonal`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Check and print the resolved configuration, then exit.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Clean accuracy on the test split.
+    Eval {
+        /// Run directory (its best checkpoint) or checkpoint directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Another labelled data spec of the same shape (default: the run's, test split).
+        #[arg(long)]
+        data: Option<String>,
+        /// At most N test images (0 = all).
+        #[arg(long, default_value_t = 0)]
+        n: usize,
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
+    },
+    /// Accuracy under FGSM and PGD attacks (white-box, on the test split).
+    Attack {
+        #[arg(long)]
+        run: PathBuf,
+        /// Comma-separated: fgsm, pgd-STEPS (e.g. fgsm,pgd-10,pgd-20).
+        #[arg(long, default_value = "fgsm,pgd-10,pgd-20")]
+        attacks: String,
+        #[arg(long, default_value = "linf", value_parser = choice::<attack::Norm>(attack::Norm::NAMES))]
+        norm: attack::Norm,
+        /// Radius in [0, 1] pixel units (a number or a fraction: 8/255).
+        #[arg(long, default_value = "8/255", value_parser = fraction)]
+        eps: f64,
+        /// PGD step size.
+        #[arg(long, default_value = "2/255", value_parser = fraction)]
+        step: f64,
+        /// At most N test images (0 = all).
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 250)]
+        batch: usize,
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
+    },
+    /// Out-of-distribution detection: the run's test split against each --ood set, per score.
+    Ood {
+        #[arg(long)]
+        run: PathBuf,
+        /// An OOD set: a data spec with an optional class filter (`mnist:DIR#5-9`),
+        /// `noise:gaussian` or `noise:uniform`. Repeat for several.
+        #[arg(long = "ood", required = true)]
+        ood: Vec<String>,
+        /// At most N images per set (0 = all).
+        #[arg(long, default_value_t = 0)]
+        n: usize,
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
+    },
+}
+
+fn model_sets(model: &str) -> gantry::Result<Vec<String>> {
+    let bad = || {
+        gantry::Error::config(
+            "--model",
+            format!("'{model}': expected small, resnet18 or wrn-DEPTH-WIDEN (e.g. wrn-16-4)"),
+        )
+    };
+    Ok(match model {
+        "small" | "resnet18" => vec![format!("model.backbone={model}")],
+        _ => {
+            let rest = model.strip_prefix("wrn-").ok_or_else(bad)?;
+            let (d, k) = rest.split_once('-').ok_or_else(bad)?;
+            let (d, k): (i64, i64) = (d.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
+            vec![
+                "model.backbone=wrn".into(),
+                format!("model.depth={d}"),
+                format!("model.widen={k}"),
+            ]
+        }
+    })
+}
+
+fn parse_attacks(
+    text: &str,
+    norm: attack::Norm,
+    eps: f64,
+    step: f64,
+) -> gantry::Result<Vec<attack::Attack>> {
+    text.split(',')
+        .map(str::trim)
+        .map(|a| match a {
+            "fgsm" => Ok(attack::Attack::fgsm(norm, eps)),
+            _ => a
+                .strip_prefix("pgd-")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .map(|n| attack::Attack::pgd(norm, eps, step, n))
+                .ok_or_else(|| {
+                    gantry::Error::config(
+                        "--attacks",
+                        format!("'{a}': expected fgsm or pgd-STEPS (e.g. pgd-10)"),
+                    )
+                }),
+        })
+        .collect()
+}
+
+fn mmss(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!("{}:{:02}", s / 60, s % 60)
+}
+
+pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
+    match cmd {
+        ClassifyCommand::Train {
+            config,
+            out,
+            resume,
+            data,
+            classes,
+            model,
+            mode,
+            epochs,
+            sets,
+            dry_run,
+        } => {
+            let mut all = Vec::new();
+            if let Some(d) = data {
+                all.push(format!("data.spec={d}"));
+            }
+            if let Some(c) = classes {
+                all.push(format!("data.classes=\"{c}\""));
+            }
+            if let Some(m) = model {
+                all.extend(model_sets(&m)?);
+            }
+            if let Some(m) = mode {
+                all.push(format!("objective.mode={}", Mode::NAMES[m as usize]));
+            }
+            if let Some(e) = epochs {
+                all.push(format!("train.epochs={e}"));
+            }
+            all.extend(sets);
+            let cfg = ClassifyConfig::resolve(config.as_deref(), &all)?;
+            if dry_run {
+                print_out(&cfg.to_toml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (run_dir, resume) = match resume {
+                Some(r) => (r, true),
+                None => (out, false),
+            };
+            let stop = stop_flag();
+            let mut last_epoch = u64::MAX;
+            let summary = classify::train(&cfg, &run_dir, resume, &stop, &mut |p| {
+                let eta = p.elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
+                let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
+                match p.val_acc {
+                    Some(acc) => eprintln!(
+                        "epoch {}  step {}/{}  loss {loss:.4}  val acc {acc:.4}  ETA {}",
+                        p.epoch,
+                        p.step,
+                        p.total,
+                        mmss(eta)
+                    ),
+                    None if p.epoch != last_epoch => eprintln!(
+                        "step {}/{}  loss {loss:.4}  ETA {}",
+                        p.step,
+                        p.total,
+                        mmss(eta)
+                    ),
+                    None => {}
+                }
+                last_epoch = p.epoch;
+            })?;
+            if summary.stopped {
+                return Err(gantry::Error::Interrupted {
+                    step: summary.step,
+                    run_dir: summary.run_dir,
+                });
+            }
+            print_out(&format!(
+                "{}: {} epochs on {} images; best validation accuracy {:.4} on {} held-out images (RUN/checkpoints/best)\n",
+                summary.run_dir.display(),
+                summary.epochs_done,
+                summary.train_images,
+                summary.best_val_acc.unwrap_or(f64::NAN),
+                summary.val_images
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClassifyCommand::Eval {
+            run,
+            data,
+            n,
+            device,
+        } => {
+            let t = classify::load(&run, device)?;
+            let (acc, count) = classify::evaluate(&t, data.as_deref(), n)?;
+            print_out(&format!(
+                "test accuracy {acc:.4} on {count} images ({})\n",
+                t.checkpoint.display()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClassifyCommand::Attack {
+            run,
+            attacks,
+            norm,
+            eps,
+            step,
+            n,
+            batch,
+            data,
+            device,
+        } => {
+            let attacks = parse_attacks(&attacks, norm, eps, step)?;
+            let t = classify::load(&run, device)?;
+            let rows = classify::attack_accuracy(
+                &t,
+                &attacks,
+                data.as_deref(),
+                n,
+                batch,
+                |name, done, total| {
+                    eprint!("\r{name}: {done}/{total}   ");
+                },
+            )?;
+            eprintln!();
+            let mut text = format!(
+                "| accuracy ({} test images, eps {eps:.5}) | |\n|---|---|\n",
+                n
+            );
+            for (k, v) in &rows {
+                text.push_str(&format!("| {k} | {v:.4} |\n"));
+            }
+            print_out(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClassifyCommand::Ood {
+            run,
+            ood,
+            n,
+            device,
+        } => {
+            let t = classify::load(&run, device)?;
+            let rows = classify::ood_table(&t, &ood, n)?;
+            let mut text = String::from("| OOD set | score | AUROC | FPR95 | detection error | AUPR-in | AUPR-out |\n|---|---|---|---|---|---|---|\n");
+            for r in rows {
+                let m = r.metrics;
+                text.push_str(&format!(
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+                    r.set,
+                    r.score.as_str(),
+                    m.auroc,
+                    m.fpr95,
+                    m.detection_error,
+                    m.aupr_in,
+                    m.aupr_out
+                ));
+            }
+            print_out(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

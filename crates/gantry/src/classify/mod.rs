@@ -1,0 +1,450 @@
+//! Image classification as a gantry task: train a classifier (cross-entropy, mixup or
+//! AdaptiveMix), measure its accuracy under FGSM/PGD attacks, and score out-of-distribution
+//! inputs. docs/classification.md is the user's page; the algorithm is docs/adaptivemix.md's
+//! "Classifier use".
+//!
+//! A run directory holds `config.toml`, `metrics.jsonl` and `checkpoints/` (the same layout and
+//! atomic saves as GAN runs, stores `model` and `sgd`); `checkpoints/best` is the checkpoint of the
+//! best validation accuracy, where validation data is held out of the training split.
+
+pub mod attack;
+pub mod data;
+pub mod nets;
+pub mod objective;
+pub mod ood;
+mod train;
+
+pub use train::{train, Progress, TrainSummary};
+
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::rundir::checkpoint;
+use crate::util::{parse_toml, set_value};
+use data::DataSection;
+use gantry_data::{Dataset, Split};
+use nets::{Net, NetConfig};
+use objective::ObjectiveConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{nn, Device, Kind, Tensor};
+
+/// `train.schedule`
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// lr * (1 + cos(pi * t / T)) / 2, per step.
+    Cosine,
+    /// lr * gamma^(milestones passed), milestones as fractions of training.
+    Step,
+    Constant,
+}
+
+/// `[train]` of a classification run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// SGD learning rate (before the schedule).
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    /// `cosine`, `step` or `constant`.
+    pub schedule: Schedule,
+    /// `step`: where the rate is multiplied by `gamma`, as fractions of training.
+    pub milestones: Vec<f64>,
+    pub gamma: f64,
+    pub seed: u64,
+    /// CPU threads (0 = libtorch's default).
+    pub threads: usize,
+    pub device: DeviceSpec,
+    /// Steps between lines of metrics.jsonl.
+    pub log_every: u64,
+    /// Checkpoints kept besides `best` (one per epoch is written).
+    pub keep_checkpoints: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            epochs: 10,
+            batch_size: 128,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            schedule: Schedule::Cosine,
+            milestones: vec![0.5, 0.75],
+            gamma: 0.1,
+            seed: 0,
+            threads: 0,
+            device: DeviceSpec::Cpu,
+            log_every: 20,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+/// The whole configuration of a classification run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifyConfig {
+    pub data: DataSection,
+    pub model: NetConfig,
+    pub objective: ObjectiveConfig,
+    pub train: OptimConfig,
+}
+
+impl ClassifyConfig {
+    /// Defaults, then a TOML file, then `--set key=value` assignments.
+    pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<ClassifyConfig> {
+        let mut root = toml::Value::try_from(ClassifyConfig::default())
+            .map_err(|e| Error::config("classify", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
+            crate::util::merge(&mut root, parse_toml(&text, &path.display().to_string())?);
+        }
+        for s in sets {
+            set_value(&mut root, s)?;
+        }
+        let cfg = Self::from_value(root)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_value(root: toml::Value) -> Result<ClassifyConfig> {
+        serde_path_to_error::deserialize(root).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            Error::config(path, inner.lines().next().unwrap_or_default().trim())
+        })
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<ClassifyConfig> {
+        Self::from_value(parse_toml(text, origin)?)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Everything that can be checked without opening data.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let d = &self.data;
+        if t.epochs == 0 {
+            return Err(Error::config("train.epochs", "must be at least 1"));
+        }
+        if t.batch_size < 2 {
+            return Err(Error::config("train.batch_size", "must be at least 2"));
+        }
+        for (key, v, lo) in [
+            ("train.lr", t.lr, f64::MIN_POSITIVE),
+            ("train.momentum", t.momentum, 0.0),
+            ("train.weight_decay", t.weight_decay, 0.0),
+            ("train.gamma", t.gamma, f64::MIN_POSITIVE),
+        ] {
+            if !(v.is_finite() && v >= lo) {
+                return Err(Error::config(
+                    key,
+                    format!("must be a finite number >= {lo}, got {v}"),
+                ));
+            }
+        }
+        if t.momentum >= 1.0 {
+            return Err(Error::config("train.momentum", "must be < 1"));
+        }
+        if t.nesterov && t.momentum == 0.0 {
+            return Err(Error::config("train.nesterov", "needs train.momentum > 0"));
+        }
+        if t.milestones.iter().any(|m| !(*m > 0.0 && *m < 1.0)) {
+            return Err(Error::config(
+                "train.milestones",
+                "must be fractions of training in (0, 1), e.g. [0.5, 0.75]",
+            ));
+        }
+        if t.log_every == 0 {
+            return Err(Error::config("train.log_every", "must be at least 1"));
+        }
+        if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+            return Err(Error::config("data.val_fraction", "must be in (0, 1)"));
+        }
+        if d.resolution < 8 || !d.resolution.is_power_of_two() {
+            return Err(Error::config(
+                "data.resolution",
+                "must be a power of two >= 8",
+            ));
+        }
+        if d.crop_padding < 0 || d.crop_padding >= d.resolution as i64 {
+            return Err(Error::config(
+                "data.crop_padding",
+                "must be >= 0 and below the resolution",
+            ));
+        }
+        if let Some(c) = &d.classes {
+            data::parse_classes(c, "data.classes")?;
+        }
+        gantry_data::DataConfig::from_spec(d.spec.rsplit_once('#').map_or(&d.spec, |s| s.0))?;
+        self.objective.validate()
+    }
+}
+
+/// A trained classifier loaded from a run.
+pub struct Trained {
+    pub cfg: ClassifyConfig,
+    pub net: Net,
+    _vs: nn::VarStore,
+    pub device: Device,
+    /// `[C, H, W]` the network takes.
+    pub shape: [usize; 3],
+    pub classes: i64,
+    /// The checkpoint it came from.
+    pub checkpoint: PathBuf,
+}
+
+/// Loads `path`: a run directory (its best checkpoint, else its latest) or a checkpoint.
+pub fn load(path: &Path, device: Option<DeviceSpec>) -> Result<Trained> {
+    let best = checkpoint::checkpoints_dir(path).join("best");
+    let ckpt = if best.join("meta.json").exists() {
+        best
+    } else {
+        checkpoint::resolve(path)?
+    };
+    let meta = checkpoint::read_meta(&ckpt)?;
+    if !meta.arch.starts_with("classify/") {
+        return Err(Error::checkpoint(
+            &ckpt,
+            format!(
+                "is a {} GAN checkpoint, not a classifier (gantry classify train)",
+                meta.arch
+            ),
+        ));
+    }
+    let cfg =
+        ClassifyConfig::from_toml(&meta.config, &ckpt.join("meta.json").display().to_string())?;
+    let device = device.unwrap_or(cfg.train.device).open()?;
+    let saved = checkpoint::read_store(&ckpt, "model")?;
+    let get = |k: &str| {
+        saved
+            .get(k)
+            .map(|t| t.int64_value(&[]))
+            .ok_or_else(|| Error::checkpoint(&ckpt, format!("model store lacks {k}")))
+    };
+    let (c, h, w, classes) = (
+        get("meta.c")?,
+        get("meta.h")?,
+        get("meta.w")?,
+        get("meta.classes")?,
+    );
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), &cfg.model, c, classes);
+    let weights = saved
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("meta."))
+        .collect();
+    checkpoint::restore_into(&vs.variables(), &weights, &ckpt.join("model.safetensors"))?;
+    Ok(Trained {
+        cfg,
+        net,
+        _vs: vs,
+        device,
+        shape: [c as usize, h as usize, w as usize],
+        classes,
+        checkpoint: ckpt,
+    })
+}
+
+/// Samples `start..end` of a data set as (images in [0, 1], labels).
+pub fn batch_of(ds: &dyn Dataset, start: usize, end: usize) -> Result<(Tensor, Tensor)> {
+    let [c, h, w] = ds.sample_shape();
+    let per = c * h * w;
+    let mut images = vec![0f32; (end - start) * per];
+    let mut labels = Vec::with_capacity(end - start);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    for (k, i) in (start..end).enumerate() {
+        labels.push(ds.load_into(i, &mut images[k * per..(k + 1) * per], &mut rng)?);
+    }
+    let x = Tensor::from_slice(&images).view([(end - start) as i64, c as i64, h as i64, w as i64]);
+    Ok(((x + 1.0) / 2.0, Tensor::from_slice(&labels)))
+}
+
+/// (features, logits, labels) of the first `n` samples of `ds` (all with `n = 0`), on the CPU.
+pub fn features(t: &Trained, ds: &dyn Dataset, n: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
+    let (mut fs, mut ls, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+    for start in (0..n).step_by(256) {
+        let (x, y) = batch_of(ds, start, (start + 256).min(n))?;
+        let (f, l) = tch::no_grad(|| {
+            let f = t.net.embed(&x.to_device(t.device), false);
+            let l = t.net.head(&f);
+            (f.to_device(Device::Cpu), l.to_device(Device::Cpu))
+        });
+        fs.push(f);
+        ls.push(l);
+        ys.push(y);
+    }
+    Ok((
+        Tensor::cat(&fs, 0),
+        Tensor::cat(&ls, 0),
+        Tensor::cat(&ys, 0),
+    ))
+}
+
+/// Opens a data set for a trained classifier: its own spec and classes unless `spec` is given,
+/// at its resolution; refuses a shape the network does not take.
+pub fn open_for(t: &Trained, spec: Option<&str>, split: Split) -> Result<Arc<dyn Dataset>> {
+    let d = &t.cfg.data;
+    let (spec, classes) = match spec {
+        Some(s) => (s, None),
+        None => (d.spec.as_str(), d.classes.as_deref()),
+    };
+    let ds = data::open(spec, split, d.resolution, classes, false, None, d.workers)?;
+    if ds.sample_shape() != t.shape {
+        let [c, h, w] = ds.sample_shape();
+        let [tc, th, tw] = t.shape;
+        return Err(Error::config(
+            spec,
+            format!("holds {c}x{h}x{w} images; the classifier takes {tc}x{th}x{tw}"),
+        ));
+    }
+    Ok(ds)
+}
+
+/// Clean accuracy on the test split of the run's data (or `spec`).
+pub fn evaluate(t: &Trained, spec: Option<&str>, n: usize) -> Result<(f64, usize)> {
+    let ds = open_for(t, spec, Split::Test)?;
+    let (_, logits, y) = features(t, ds.as_ref(), n)?;
+    let acc = objective::accuracy(&logits, &y).double_value(&[]);
+    Ok((acc, y.size()[0] as usize))
+}
+
+/// Accuracy under each attack on the first `n` test images (clean accuracy first).
+pub fn attack_accuracy(
+    t: &Trained,
+    attacks: &[attack::Attack],
+    spec: Option<&str>,
+    n: usize,
+    batch: usize,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<Vec<(String, f64)>> {
+    for a in attacks {
+        a.validate()?;
+    }
+    let ds = open_for(t, spec, Split::Test)?;
+    let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
+    let batch = batch.max(1);
+    let mut right = vec![0i64; attacks.len() + 1];
+    for (bi, start) in (0..n).step_by(batch).enumerate() {
+        let (x, y) = batch_of(ds.as_ref(), start, (start + batch).min(n))?;
+        let (x, y) = (x.to_device(t.device), y.to_device(t.device));
+        let count = |x: &Tensor| {
+            tch::no_grad(|| {
+                t.net
+                    .forward(x, false)
+                    .argmax(1, false)
+                    .eq_tensor(&y)
+                    .sum(Kind::Int64)
+                    .int64_value(&[])
+            })
+        };
+        right[0] += count(&x);
+        for (k, a) in attacks.iter().enumerate() {
+            crate::device::seed_torch(
+                t.cfg.train.seed,
+                bi as u64,
+                crate::device::Purpose::Attack,
+                k as u64,
+            );
+            let adv = a.run(&t.net, &x, &y, None);
+            right[k + 1] += count(&adv);
+            progress(&a.name(), (start + batch).min(n), n);
+        }
+    }
+    let mut names = vec!["clean".to_string()];
+    names.extend(attacks.iter().map(|a| a.name()));
+    Ok(names
+        .into_iter()
+        .zip(right)
+        .map(|(k, r)| (k, r as f64 / n as f64))
+        .collect())
+}
+
+/// One row of an OOD table.
+#[derive(Clone, Debug)]
+pub struct OodRow {
+    pub set: String,
+    pub score: ood::Score,
+    pub metrics: gantry_metrics::OodMetrics,
+}
+
+/// Fits the principal directions on the run's training part, scores its test split and every
+/// OOD set (`noise:gaussian`, `noise:uniform` or a data spec with an optional `#classes`
+/// filter), at most `n` images each (0 = all).
+pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodRow>> {
+    if ood_specs.is_empty() {
+        return Err(Error::config(
+            "--ood",
+            "name at least one OOD set (a data spec, noise:gaussian or noise:uniform)",
+        ));
+    }
+    // Open every OOD set first: a bad one fails before minutes of feature extraction.
+    enum Set {
+        Noise(String),
+        Data(Arc<dyn Dataset>),
+    }
+    let mut sets = Vec::new();
+    for spec in ood_specs {
+        match spec.strip_prefix("noise:") {
+            Some(kind) => {
+                let _ = ood::noise(kind, 1, t.shape, 0)?;
+                sets.push((spec.clone(), Set::Noise(kind.to_string())));
+            }
+            None => sets.push((
+                spec.clone(),
+                Set::Data(open_for(t, Some(spec), Split::Test)?),
+            )),
+        }
+    }
+    let train_all = open_for(t, None, Split::Train)?;
+    let (train_part, _) = data::train_val(train_all, t.cfg.data.val_fraction, t.cfg.train.seed)?;
+    let (f_train, _, y_train) = features(t, train_part.as_ref(), n)?;
+    let directions = ood::principal_directions(&f_train, &y_train, t.classes)?;
+    let test = open_for(t, None, Split::Test)?;
+    let (f_in, l_in, _) = features(t, test.as_ref(), n)?;
+    let s_in = ood::scores(&f_in, &l_in, &directions);
+    let n_in = f_in.size()[0];
+    let mut rows = Vec::new();
+    for (k, (name, set)) in sets.into_iter().enumerate() {
+        let (f, l) = match set {
+            Set::Noise(kind) => {
+                let x = ood::noise(&kind, n_in, t.shape, 1000 + k as i64)?;
+                tch::no_grad(|| {
+                    let f = t.net.embed(&x.to_device(t.device), false);
+                    let l = t.net.head(&f);
+                    (f.to_device(Device::Cpu), l.to_device(Device::Cpu))
+                })
+            }
+            Set::Data(ds) => {
+                let (f, l, _) = features(t, ds.as_ref(), n)?;
+                (f, l)
+            }
+        };
+        let s_out = ood::scores(&f, &l, &directions);
+        for (i, score) in ood::Score::ALL.into_iter().enumerate() {
+            let metrics = gantry_metrics::ood_metrics(&to_vec(&s_in[i]), &to_vec(&s_out[i]))
+                .map_err(|e| Error::Metrics(e.to_string()))?;
+            rows.push(OodRow {
+                set: name.clone(),
+                score,
+                metrics,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn to_vec(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous()).unwrap_or_default()
+}

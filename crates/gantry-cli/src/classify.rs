@@ -46,7 +46,8 @@ pub enum ClassifyCommand {
         #[arg(long, default_value = "runs/classify")]
         out: PathBuf,
         /// Continue the run in this directory exactly where its last checkpoint stopped.
-        #[arg(long, conflicts_with_all = ["config", "sets", "data", "classes", "model", "mode", "epochs"])]
+        /// (`--epochs` then sets the new total.)
+        #[arg(long, conflicts_with_all = ["config", "sets", "data", "classes", "model", "mode"])]
         resume: Option<PathBuf>,
         /// Labelled data spec (`data.spec`), e.g. `mnist:../shared/data/mnist`.
         #[arg(long)]
@@ -211,13 +212,13 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 print_out(&cfg.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
-            let (run_dir, resume) = match resume {
-                Some(r) => (r, true),
-                None => (out, false),
+            let (run_dir, start) = match resume {
+                Some(r) => (r, classify::Start::Resume { epochs }),
+                None => (out, classify::Start::Fresh),
             };
             let stop = stop_flag();
             let mut last_epoch = u64::MAX;
-            let summary = classify::train(&cfg, &run_dir, resume, &stop, &mut |p| {
+            let summary = classify::train(&cfg, &run_dir, start, &stop, &mut |p| {
                 let eta = p.elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
                 let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
                 match p.val_acc {
@@ -239,10 +240,12 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 last_epoch = p.epoch;
             })?;
             if summary.stopped {
-                return Err(gantry::Error::Interrupted {
-                    step: summary.step,
-                    run_dir: summary.run_dir,
-                });
+                eprintln!(
+                    "gantry: interrupted at step {}; resume with: gantry classify train --resume {}",
+                    summary.step,
+                    summary.run_dir.display()
+                );
+                return Ok(ExitCode::from(130));
             }
             print_out(&format!(
                 "{}: {} epochs on {} images; best validation accuracy {:.4} on {} held-out images (RUN/checkpoints/best)\n",

@@ -108,7 +108,7 @@ impl Attack {
         };
         for _ in 0..self.steps {
             let a = adv.detach().set_requires_grad(true);
-            let loss = net.forward(&a, false).cross_entropy_for_logits(y);
+            let loss = super::objective::cross_entropy(&net.forward(&a, false), y);
             let g = Tensor::run_backward(&[loss], &[&a], false, false).remove(0);
             let moved = tch::no_grad(|| match self.norm {
                 Norm::Linf => &a + g.sign() * self.step,

@@ -14,7 +14,7 @@ pub mod objective;
 pub mod ood;
 mod train;
 
-pub use train::{train, Progress, TrainSummary};
+pub use train::{train, Progress, Start, TrainSummary};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
@@ -140,16 +140,17 @@ impl ClassifyConfig {
         if t.batch_size < 2 {
             return Err(Error::config("train.batch_size", "must be at least 2"));
         }
-        for (key, v, lo) in [
-            ("train.lr", t.lr, f64::MIN_POSITIVE),
-            ("train.momentum", t.momentum, 0.0),
-            ("train.weight_decay", t.weight_decay, 0.0),
-            ("train.gamma", t.gamma, f64::MIN_POSITIVE),
+        for (key, v, positive) in [
+            ("train.lr", t.lr, true),
+            ("train.momentum", t.momentum, false),
+            ("train.weight_decay", t.weight_decay, false),
+            ("train.gamma", t.gamma, true),
         ] {
-            if !(v.is_finite() && v >= lo) {
+            if !(v.is_finite() && (v > 0.0 || (!positive && v == 0.0))) {
+                let want = if positive { "> 0" } else { ">= 0" };
                 return Err(Error::config(
                     key,
-                    format!("must be a finite number >= {lo}, got {v}"),
+                    format!("must be a finite number {want}, got {v}"),
                 ));
             }
         }
@@ -186,7 +187,15 @@ impl ClassifyConfig {
         if let Some(c) = &d.classes {
             data::parse_classes(c, "data.classes")?;
         }
-        gantry_data::DataConfig::from_spec(d.spec.rsplit_once('#').map_or(&d.spec, |s| s.0))?;
+        let spec =
+            gantry_data::DataConfig::from_spec(d.spec.rsplit_once('#').map_or(&d.spec, |s| s.0))?;
+        if spec.kind.is_points() {
+            return Err(Error::config(
+                "data.spec",
+                format!("{} is a set of 2-D points, not images", d.spec),
+            ));
+        }
+        self.model.validate(None)?;
         self.objective.validate()
     }
 }

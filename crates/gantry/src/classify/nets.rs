@@ -66,7 +66,8 @@ impl Default for NetConfig {
 }
 
 impl NetConfig {
-    pub fn validate(&self, channels: usize) -> crate::error::Result<()> {
+    /// The architecture, and with `channels` known, the normalisation's length.
+    pub fn validate(&self, channels: Option<usize>) -> crate::error::Result<()> {
         use crate::error::Error;
         if self.backbone == Backbone::Wrn
             && (self.depth < 10 || (self.depth - 4) % 6 != 0 || self.widen < 1)
@@ -80,10 +81,15 @@ impl NetConfig {
             ));
         }
         for (key, v) in [("model.mean", &self.mean), ("model.std", &self.std)] {
-            if !(v.len() == 1 || v.len() == channels) || v.iter().any(|x| !x.is_finite()) {
+            let fits = match channels {
+                Some(c) => v.len() == 1 || v.len() == c,
+                None => !v.is_empty(),
+            };
+            if !fits || v.iter().any(|x| !x.is_finite()) {
+                let n = channels.map_or("1 or C".into(), |c| format!("1 or {c}"));
                 return Err(Error::config(
                     key,
-                    format!("must hold 1 or {channels} finite values, got {v:?}"),
+                    format!("must hold {n} finite values, got {v:?}"),
                 ));
             }
         }
@@ -279,7 +285,7 @@ impl Trunk {
 
     /// Normalised images -> [B, F].
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let pool = |h: Tensor| h.mean_dim(&[2i64, 3][..], false, Kind::Float);
+        let pool = |h: Tensor| h.mean_dim(&[2i64, 3][..], false, None::<Kind>);
         match self {
             Trunk::Small { blocks, feature } => {
                 let mut h = x.shallow_clone();

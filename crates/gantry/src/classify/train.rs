@@ -156,27 +156,40 @@ fn validate(net: &Net, ds: &dyn gantry_data::Dataset, device: tch::Device) -> Re
         let logits = tch::no_grad(|| net.forward(&x, false));
         let k = y.size()[0] as f64;
         right += objective::accuracy(&logits, &y).double_value(&[]) * k;
-        loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * k;
+        loss += objective::cross_entropy(&logits, &y).double_value(&[]) * k;
     }
     Ok((right / n as f64, loss / n as f64))
 }
 
-/// Trains a classifier into `run_dir`, or continues it with `resume` (then `cfg` is ignored in
-/// favour of the configuration saved with the run).
+/// Where training starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A new run in an empty (or absent) directory.
+    Fresh,
+    /// Continue the run's latest checkpoint with its saved configuration, optionally training
+    /// for more epochs in all (the schedule is stretched to the new length).
+    Resume { epochs: Option<usize> },
+}
+
+/// Trains a classifier into `run_dir` (with `Start::Resume`, `cfg` is ignored in favour of the
+/// configuration saved with the run).
 pub fn train(
     cfg: &ClassifyConfig,
     run_dir: &Path,
-    resume: bool,
+    start: Start,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    let (cfg, start) = if resume {
+    let (cfg, start) = if let Start::Resume { epochs } = start {
         let ckpt = checkpoint::resolve(run_dir)?;
         let meta = checkpoint::read_meta(&ckpt)?;
         if !meta.arch.starts_with("classify/") {
             return Err(Error::checkpoint(&ckpt, "is not a classifier run"));
         }
-        let cfg = ClassifyConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
+        let mut cfg = ClassifyConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
+        if let Some(e) = epochs {
+            cfg.train.epochs = e;
+        }
         (cfg, Some((ckpt, meta)))
     } else {
         if !checkpoint::list(run_dir).is_empty() {
@@ -221,6 +234,7 @@ pub fn train(
         ));
     }
     let [c, h, w] = all.sample_shape();
+    cfg.model.validate(Some(c))?;
     let (train_ds, _) = data::train_val(all, d.val_fraction, t.seed)?;
     // Validation must not flip: its own subset is drawn from the same data set, so flips are
     // switched off by building it without them.
@@ -264,10 +278,9 @@ pub fn train(
         step = meta.step;
         position = meta.loader;
         wall_before = meta.wall_seconds;
-    } else {
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-        crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     }
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step)?;
     let mut loader = Loader::new(
         train_ds.clone(),

@@ -46,8 +46,9 @@ pub enum ClassifyCommand {
         #[arg(long, default_value = "runs/classify")]
         out: PathBuf,
         /// Continue the run in this directory exactly where its last checkpoint stopped.
-        /// (`--epochs` then sets the new total.)
-        #[arg(long, conflicts_with_all = ["config", "sets", "data", "classes", "model", "mode"])]
+        /// (`--epochs N` then sets the new total; `--set` may change train.epochs, threads,
+        /// device, log_every, keep_checkpoints.)
+        #[arg(long, conflicts_with_all = ["config", "data", "classes", "model", "mode"])]
         resume: Option<PathBuf>,
         /// Labelled data spec (`data.spec`), e.g. `mnist:../shared/data/mnist`.
         #[arg(long)]
@@ -107,6 +108,33 @@ pub enum ClassifyCommand {
         data: Option<String>,
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
+    },
+    /// Time training steps (or an attack) of a model on a fixed random batch; prints one JSON
+    /// line like `gantry bench` (the PyTorch twin is benches/classify_step.py).
+    Bench {
+        #[arg(long, default_value = "resnet18")]
+        model: String,
+        #[arg(long, default_value = "ce", value_parser = choice::<Mode>(Mode::NAMES))]
+        mode: Mode,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 32)]
+        resolution: i64,
+        #[arg(long, default_value_t = 3)]
+        channels: i64,
+        #[arg(long, default_value_t = 10)]
+        classes: i64,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Time this attack (fgsm, pgd-N; L-inf 8/255, step 2/255) instead of training steps.
+        #[arg(long)]
+        attack: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value = "cpu", value_parser = device)]
+        device: DeviceSpec,
     },
     /// Out-of-distribution detection: the run's test split against each --ood set, per score.
     Ood {
@@ -176,6 +204,52 @@ fn mmss(s: f64) -> String {
     format!("{}:{:02}", s / 60, s % 60)
 }
 
+/// Progress lines: one per epoch (with the validation accuracy) and one early in each epoch.
+fn progress_line() -> impl FnMut(&classify::Progress) {
+    let mut last_epoch = u64::MAX;
+    move |p| {
+        let eta = p.elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
+        let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
+        match p.val_acc {
+            Some(acc) => eprintln!(
+                "epoch {}  step {}/{}  loss {loss:.4}  val acc {acc:.4}  ETA {}",
+                p.epoch,
+                p.step,
+                p.total,
+                mmss(eta)
+            ),
+            None if p.epoch != last_epoch => eprintln!(
+                "step {}/{}  loss {loss:.4}  ETA {}",
+                p.step,
+                p.total,
+                mmss(eta)
+            ),
+            None => {}
+        }
+        last_epoch = p.epoch;
+    }
+}
+
+fn finish(summary: classify::TrainSummary) -> gantry::Result<ExitCode> {
+    if summary.stopped {
+        eprintln!(
+            "gantry: interrupted at step {}; resume with: gantry classify train --resume {}",
+            summary.step,
+            summary.run_dir.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    print_out(&format!(
+        "{}: {} epochs on {} images; best validation accuracy {:.4} on {} held-out images (RUN/checkpoints/best)\n",
+        summary.run_dir.display(),
+        summary.epochs_done,
+        summary.train_images,
+        summary.best_val_acc.unwrap_or(f64::NAN),
+        summary.val_images
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
     match cmd {
         ClassifyCommand::Train {
@@ -207,55 +281,31 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 all.push(format!("train.epochs={e}"));
             }
             all.extend(sets);
+            if let Some(r) = resume {
+                let stop = stop_flag();
+                let summary = classify::train(
+                    &ClassifyConfig::default(),
+                    &r,
+                    classify::Start::Resume { sets: all },
+                    &stop,
+                    &mut progress_line(),
+                )?;
+                return finish(summary);
+            }
             let cfg = ClassifyConfig::resolve(config.as_deref(), &all)?;
             if dry_run {
                 print_out(&cfg.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
-            let (run_dir, start) = match resume {
-                Some(r) => (r, classify::Start::Resume { epochs }),
-                None => (out, classify::Start::Fresh),
-            };
             let stop = stop_flag();
-            let mut last_epoch = u64::MAX;
-            let summary = classify::train(&cfg, &run_dir, start, &stop, &mut |p| {
-                let eta = p.elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
-                let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
-                match p.val_acc {
-                    Some(acc) => eprintln!(
-                        "epoch {}  step {}/{}  loss {loss:.4}  val acc {acc:.4}  ETA {}",
-                        p.epoch,
-                        p.step,
-                        p.total,
-                        mmss(eta)
-                    ),
-                    None if p.epoch != last_epoch => eprintln!(
-                        "step {}/{}  loss {loss:.4}  ETA {}",
-                        p.step,
-                        p.total,
-                        mmss(eta)
-                    ),
-                    None => {}
-                }
-                last_epoch = p.epoch;
-            })?;
-            if summary.stopped {
-                eprintln!(
-                    "gantry: interrupted at step {}; resume with: gantry classify train --resume {}",
-                    summary.step,
-                    summary.run_dir.display()
-                );
-                return Ok(ExitCode::from(130));
-            }
-            print_out(&format!(
-                "{}: {} epochs on {} images; best validation accuracy {:.4} on {} held-out images (RUN/checkpoints/best)\n",
-                summary.run_dir.display(),
-                summary.epochs_done,
-                summary.train_images,
-                summary.best_val_acc.unwrap_or(f64::NAN),
-                summary.val_images
-            ));
-            Ok(ExitCode::SUCCESS)
+            let summary = classify::train(
+                &cfg,
+                &out,
+                classify::Start::Fresh,
+                &stop,
+                &mut progress_line(),
+            )?;
+            finish(summary)
         }
         ClassifyCommand::Eval {
             run,
@@ -303,6 +353,58 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 text.push_str(&format!("| {k} | {v:.4} |\n"));
             }
             print_out(&text);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClassifyCommand::Bench {
+            model,
+            mode,
+            batch,
+            resolution,
+            channels,
+            classes,
+            steps,
+            warmup,
+            attack,
+            threads,
+            device,
+        } => {
+            let mut sets = model_sets(&model)?;
+            sets.extend([
+                format!("objective.mode={}", Mode::NAMES[mode as usize]),
+                format!("train.batch_size={batch}"),
+                format!("train.threads={threads}"),
+                format!("train.device=\"{device}\""),
+            ]);
+            let cfg = ClassifyConfig::resolve(None, &sets)?;
+            let shape = [channels, resolution, resolution];
+            let (what, ms) = match attack {
+                Some(a) => {
+                    let a = parse_attacks(&a, attack::Norm::Linf, 8.0 / 255.0, 2.0 / 255.0)?;
+                    let ms = classify::time_attack(&cfg, shape, classes, &a[0], steps)?;
+                    (format!("gantry {model} {}", a[0].name()), ms)
+                }
+                None => {
+                    let ms = classify::time_steps(&cfg, shape, classes, warmup, steps)?;
+                    (format!("gantry {model} {}", Mode::NAMES[mode as usize]), ms)
+                }
+            };
+            if ms.is_empty() {
+                return Err(gantry::Error::config("--steps", "must be at least 1"));
+            }
+            let mut sorted = ms.clone();
+            sorted.sort_by(f64::total_cmp);
+            let line = serde_json::json!({
+                "what": what,
+                "threads": tch::get_num_threads(),
+                "device": device.to_string(),
+                "steps": ms.len(),
+                "median_ms": sorted[sorted.len() / 2],
+                "mean_ms": ms.iter().sum::<f64>() / ms.len() as f64,
+                "min_ms": sorted[0],
+                "peak_rss_mib": gantry::bench::peak_rss_mib(),
+                "images_per_s": batch as f64 / (sorted[sorted.len() / 2] / 1e3),
+            });
+            print_out(&format!("{line}\n"));
             Ok(ExitCode::SUCCESS)
         }
         ClassifyCommand::Ood {

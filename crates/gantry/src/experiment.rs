@@ -18,7 +18,13 @@
 //! name = "adaptivemix"
 //! set = ["adaptivemix.enabled=true"]
 //! ```
+//!
+//! `task = "classify"` runs `gantry classify` arms instead (`base`: a classification TOML file,
+//! or "" for the defaults): each run trains, then an `[evaluate]` section (attacks, OOD sets)
+//! measures it, and the report tabulates clean and attacked accuracy and each OOD score's AUROC
+//! and FPR95 over seeds, with the same significance marks.
 
+use crate::classify::{self, ClassifyConfig, EvalSpec};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::eval::Metric;
@@ -63,6 +69,21 @@ pub struct ExperimentConfig {
     pub nproc: usize,
     #[serde(rename = "arm")]
     pub arms: Vec<Arm>,
+    /// `gan` (default) or `classify`.
+    #[serde(default)]
+    pub task: Task,
+    /// What each classification run is measured on after training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluate: Option<EvalSpec>,
+}
+
+/// What the runs of an experiment train.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    #[default]
+    Gan,
+    Classify,
 }
 
 fn one() -> usize {
@@ -146,6 +167,15 @@ impl ExperimentConfig {
     /// The validation gate for every arm and seed, then every distinct data set opened once (a
     /// wrong `data.path` in the last arm fails before the first run starts).
     pub fn validate(&self) -> Result<()> {
+        if self.task == Task::Classify {
+            return self.validate_classify();
+        }
+        if self.evaluate.is_some() {
+            return Err(Error::config(
+                "evaluate",
+                "belongs to task = \"classify\" experiments (GAN runs evaluate through eval.*)",
+            ));
+        }
         let mut data = Vec::new();
         for arm in &self.arms {
             for &seed in &self.seeds {
@@ -200,6 +230,159 @@ impl ExperimentConfig {
     pub fn run_config(&self, arm: &Arm, seed: u64) -> Result<RunConfig> {
         RunConfig::resolve(Some(&self.base), &self.sets(arm, seed))
     }
+
+    /// A classification run's configuration (`base` = "" means the defaults).
+    pub fn classify_config(&self, arm: &Arm, seed: u64) -> Result<ClassifyConfig> {
+        let base = (!self.base.is_empty()).then(|| Path::new(&self.base));
+        ClassifyConfig::resolve(base, &self.sets(arm, seed))
+    }
+
+    fn eval_spec(&self) -> EvalSpec {
+        self.evaluate.clone().unwrap_or_default()
+    }
+
+    fn validate_classify(&self) -> Result<()> {
+        if self.nproc != 1 {
+            return Err(Error::config(
+                "nproc",
+                "classification runs use one process (nproc = 1)",
+            ));
+        }
+        self.eval_spec().validate()?;
+        let mut seen = Vec::new();
+        for arm in &self.arms {
+            for &seed in &self.seeds {
+                let c = self
+                    .classify_config(arm, seed)
+                    .map_err(|e| self.in_arm(arm, e))?;
+                let key = (
+                    c.data.spec.clone(),
+                    c.data.classes.clone(),
+                    c.data.resolution,
+                );
+                if !seen.contains(&key) {
+                    classify::data::open(
+                        &key.0,
+                        gantry_data::Split::Train,
+                        key.2,
+                        key.1.as_deref(),
+                        false,
+                        c.data.limit,
+                        1,
+                    )?;
+                    seen.push(key);
+                }
+            }
+        }
+        for spec in self
+            .eval_spec()
+            .ood
+            .values()
+            .filter(|s| !s.starts_with("noise:"))
+        {
+            let (_, _, res) = &seen[0];
+            classify::data::open(spec, gantry_data::Split::Test, *res, None, false, None, 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a classification run has been measured (its log holds `eval/acc`).
+fn measured(dir: &Path) -> bool {
+    log::read(&dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.get("eval/acc").is_some())
+}
+
+/// Trains (or resumes) and measures every classification run, then writes the report.
+fn run_classify(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    stop: &AtomicBool,
+    launcher: Option<Launcher>,
+    say: &mut impl FnMut(String),
+) -> Result<PathBuf> {
+    let spec = cfg.eval_spec();
+    let mut todo = Vec::new();
+    for &seed in &cfg.seeds {
+        for arm in &cfg.arms {
+            let dir = run_dir(out, arm, seed);
+            if measured(&dir) {
+                say(format!("{}/seed-{seed}: done", arm.name));
+            } else {
+                todo.push((arm.clone(), seed, dir));
+            }
+        }
+    }
+    let interrupted = || Error::Interrupted {
+        step: 0,
+        run_dir: out.to_path_buf(),
+    };
+    // A run whose training finished has a checkpoint at its last step and no Ctrl-C marker.
+    let start = |dir: &Path| {
+        if checkpoint::latest(dir).is_some() {
+            classify::Start::Resume { sets: Vec::new() }
+        } else {
+            classify::Start::Fresh
+        }
+    };
+    match launcher.filter(|_| cfg.parallel > 1) {
+        None => {
+            for (arm, seed, dir) in &todo {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(interrupted());
+                }
+                say(format!("{}/seed-{seed}: training", arm.name));
+                let c = cfg.classify_config(arm, *seed)?;
+                let summary = classify::train(&c, dir, start(dir), stop, &mut |_| {})?;
+                if summary.stopped {
+                    return Err(interrupted());
+                }
+            }
+        }
+        Some(launcher) => {
+            let jobs = todo
+                .iter()
+                .map(|(arm, seed, dir)| {
+                    let mut args = vec!["classify".to_string(), "train".into()];
+                    match start(dir) {
+                        classify::Start::Resume { .. } => {
+                            args.extend(["--resume".into(), dir.display().to_string()]);
+                        }
+                        classify::Start::Fresh => {
+                            if !cfg.base.is_empty() {
+                                args.extend(["--config".into(), cfg.base.clone()]);
+                            }
+                            args.extend(["--out".into(), dir.display().to_string()]);
+                            for s in cfg.sets(arm, *seed) {
+                                args.extend(["--set".into(), s]);
+                            }
+                        }
+                    }
+                    (format!("{}/seed-{seed}", arm.name), dir.clone(), args)
+                })
+                .collect();
+            run_children(cfg, jobs, stop, launcher, say)?;
+        }
+    }
+    for (arm, seed, dir) in &todo {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(interrupted());
+        }
+        say(format!("{}/seed-{seed}: measuring", arm.name));
+        let t = classify::load(dir, None)?;
+        let values = spec.measure(&t)?;
+        let step = checkpoint::latest(dir)
+            .and_then(|c| checkpoint::read_meta(&c).ok())
+            .map_or(0, |m| m.step);
+        let mut stats = crate::stats::Stats::default();
+        for (k, v) in values {
+            stats.set(format!("eval/{k}"), v);
+        }
+        log::MetricsLog::open(&dir.join("metrics.jsonl"), u64::MAX)?.write(step, &stats)?;
+    }
+    write_report(cfg, out)
 }
 
 fn run_dir(out: &Path, arm: &Arm, seed: u64) -> PathBuf {
@@ -238,6 +421,9 @@ pub fn run(
         &out.join("experiment.toml"),
         toml::to_string_pretty(cfg).expect("serialises").as_bytes(),
     )?;
+    if cfg.task == Task::Classify {
+        return run_classify(cfg, out, stop, launcher, &mut say);
+    }
     let mut todo = Vec::new();
     for &seed in &cfg.seeds {
         for arm in &cfg.arms {
@@ -272,15 +458,35 @@ pub fn run(
             }
         }
     } else if let Some(launcher) = launcher {
-        run_parallel(cfg, todo, stop, launcher, &mut say)?;
+        let jobs = todo
+            .into_iter()
+            .map(|(arm, seed, _, dir)| {
+                let mut args = vec!["train".to_string()];
+                if cfg.nproc > 1 {
+                    args.extend(["--nproc".into(), cfg.nproc.to_string()]);
+                }
+                if checkpoint::latest(&dir).is_some() {
+                    args.extend(["--resume".into(), dir.display().to_string()]);
+                } else {
+                    args.extend(["--config".into(), cfg.base.clone(), "--out".into()]);
+                    args.push(dir.display().to_string());
+                    for s in cfg.sets(&arm, seed) {
+                        args.extend(["--set".into(), s]);
+                    }
+                }
+                (format!("{}/seed-{seed}", arm.name), dir, args)
+            })
+            .collect();
+        run_children(cfg, jobs, stop, launcher, &mut say)?;
     }
     write_report(cfg, out)
 }
 
-/// Runs in child `gantry train` processes, `parallel` at a time, splitting the cores between them.
-fn run_parallel(
+/// Runs jobs (name, run directory, `gantry` arguments) in child processes, `parallel` at a time,
+/// splitting the cores between them (`--set train.threads=N` is appended).
+fn run_children(
     cfg: &ExperimentConfig,
-    todo: Vec<(Arm, u64, RunConfig, PathBuf)>,
+    jobs: Vec<(String, PathBuf, Vec<String>)>,
     stop: &AtomicBool,
     launcher: Launcher,
     say: &mut impl FnMut(String),
@@ -290,26 +496,15 @@ fn run_parallel(
         .map(|n| n.get())
         .unwrap_or(1);
     let threads = (cores / (cfg.parallel * cfg.nproc)).max(1);
-    let mut queue = todo.into_iter();
+    let mut queue = jobs.into_iter();
     let mut running: Vec<(String, PathBuf, std::process::Child)> = Vec::new();
     loop {
         while running.len() < cfg.parallel && !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let Some((arm, seed, _, dir)) = queue.next() else {
+            let Some((name, dir, args)) = queue.next() else {
                 break;
             };
             let mut cmd = launcher();
-            cmd.arg("train");
-            if cfg.nproc > 1 {
-                cmd.args(["--nproc", &cfg.nproc.to_string()]);
-            }
-            if checkpoint::latest(&dir).is_some() {
-                cmd.arg("--resume").arg(&dir);
-            } else {
-                cmd.args(["--config", &cfg.base, "--out"]).arg(&dir);
-                for s in cfg.sets(&arm, seed) {
-                    cmd.args(["--set", &s]);
-                }
-            }
+            cmd.args(&args);
             cmd.args(["--set", &format!("train.threads={threads}")]);
             let log_path = dir.with_extension("log");
             std::fs::create_dir_all(dir.parent().expect("arm dir"))
@@ -317,15 +512,10 @@ fn run_parallel(
             let log_file = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
             cmd.stdout(std::process::Stdio::null()).stderr(log_file);
             say(format!(
-                "{}/seed-{seed}: training (process, {threads} threads; log {})",
-                arm.name,
+                "{name}: training (process, {threads} threads; log {})",
                 log_path.display()
             ));
-            running.push((
-                format!("{}/seed-{seed}", arm.name),
-                log_path,
-                cmd.spawn().map_err(|e| Error::io(&exe, e))?,
-            ));
+            running.push((name, log_path, cmd.spawn().map_err(|e| Error::io(&exe, e))?));
         }
         if running.is_empty() {
             break;
@@ -388,16 +578,24 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     let mut table: Table = BTreeMap::new();
     let mut curves: BTreeMap<String, Series> = BTreeMap::new();
     let mut wall: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut metrics: Vec<(String, Metric)> = Vec::new();
+    // (name, higher is better)
+    let mut metrics: Vec<(String, bool)> = Vec::new();
     // A run still under way would enter its latest evaluation as "final": leave it out, say so.
     let mut unfinished = Vec::new();
     for arm in &cfg.arms {
-        let steps = cfg.run_config(arm, cfg.seeds[0])?.train.steps;
+        let steps = match cfg.task {
+            Task::Gan => cfg.run_config(arm, cfg.seeds[0])?.train.steps,
+            Task::Classify => 0,
+        };
         for &seed in &cfg.seeds {
             let dir = run_dir(out, arm, seed);
             let rows = log::read(&dir.join("metrics.jsonl")).unwrap_or_default();
             let last_step = rows.iter().filter_map(|r| r["step"].as_u64()).max();
-            if !matches!(last_step, Some(s) if s >= steps) {
+            let done = match cfg.task {
+                Task::Gan => matches!(last_step, Some(s) if s >= steps),
+                Task::Classify => measured(&dir),
+            };
+            if !done {
                 unfinished.push(format!("{}/seed-{seed}", arm.name));
                 continue;
             }
@@ -408,7 +606,12 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
             for (k, pts, metric) in series
                 .iter()
                 .filter(|(k, _)| k.starts_with("eval/"))
-                .filter_map(|(k, pts)| Some((k, pts, Metric::of_key(k)?)))
+                .filter_map(|(k, pts)| {
+                    let higher = Metric::of_key(k)
+                        .map(|m| m.higher_is_better())
+                        .or_else(|| classify::higher_is_better(k))?;
+                    Some((k, pts, higher))
+                })
             {
                 let m = k.trim_start_matches("eval/").to_string();
                 if !metrics.contains(&(m.clone(), metric)) {
@@ -418,7 +621,7 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 let best = pts
                     .iter()
                     .map(|p| p.1)
-                    .reduce(|a, b| if metric.better(b, a) { b } else { a })
+                    .reduce(|a, b| if (b > a) == metric { b } else { a })
                     .expect("non-empty");
                 let e = table
                     .entry(arm.name.clone())
@@ -460,6 +663,9 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     let sections: &[(&str, usize)] = if metrics.is_empty() {
         let _ = writeln!(md, "No evaluations in these runs (`eval.every` = 0).\n");
         &[("Runs", 0)]
+    } else if cfg.task == Task::Classify {
+        let _ = writeln!(md, "Each run is measured once, on its checkpoint of best validation accuracy: `acc` on the test split, `acc_<attack>` under L-inf attacks, `auroc_<set>_<score>` / `fpr95_<set>_<score>` for each OOD set and score.\n");
+        &[("Results", 0)]
     } else {
         &[("Final evaluation", 0), ("Best evaluation", 1)]
     };
@@ -467,16 +673,11 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     for &(title, pick) in sections {
         let _ = writeln!(md, "## {title}\n");
         let mut header = vec!["arm".to_string()];
-        header.extend(metrics.iter().map(|(m, metric)| {
-            format!(
-                "{m} {}",
-                if metric.higher_is_better() {
-                    "↑"
-                } else {
-                    "↓"
-                }
-            )
-        }));
+        header.extend(
+            metrics
+                .iter()
+                .map(|(m, metric)| format!("{m} {}", if *metric { "↑" } else { "↓" })),
+        );
         header.push("wall time (s)".into());
         let _ = writeln!(md, "{}", row(&header));
         let _ = writeln!(md, "{}", row(&vec!["---".to_string(); header.len()]));
@@ -589,6 +790,8 @@ mod tests {
             seeds: vec![0, 1],
             parallel: 1,
             nproc: 1,
+            task: Task::Gan,
+            evaluate: None,
             arms: arms
                 .iter()
                 .map(|a| Arm {

@@ -22,8 +22,9 @@ pub struct DataSection {
     pub resolution: u32,
     /// Share of the training split held out for validation (checkpoint selection).
     pub val_fraction: f64,
-    /// Random left-right mirroring of training images.
-    pub hflip: bool,
+    /// Random left-right mirroring of training images (unset: on, except for MNIST digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hflip: Option<bool>,
     /// Zero padding of the random crop (0 = no crop).
     pub crop_padding: i64,
     /// Decoding threads.
@@ -40,7 +41,7 @@ impl Default for DataSection {
             classes: None,
             resolution: 32,
             val_fraction: 0.1,
-            hflip: true,
+            hflip: None,
             crop_padding: 4,
             workers: 2,
             limit: None,

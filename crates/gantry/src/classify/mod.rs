@@ -14,7 +14,7 @@ pub mod objective;
 pub mod ood;
 mod train;
 
-pub use train::{train, Progress, Start, TrainSummary};
+pub use train::{time_steps, train, Progress, Start, TrainSummary, RESUME_SAFE};
 
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
@@ -106,6 +106,18 @@ impl ClassifyConfig {
             let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
             crate::util::merge(&mut root, parse_toml(&text, &path.display().to_string())?);
         }
+        for s in sets {
+            set_value(&mut root, s)?;
+        }
+        let cfg = Self::from_value(root)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// This configuration with `--set` assignments on top, validated.
+    pub fn with_sets(&self, sets: &[String]) -> Result<ClassifyConfig> {
+        let mut root =
+            toml::Value::try_from(self).map_err(|e| Error::config("classify", e.to_string()))?;
         for s in sets {
             set_value(&mut root, s)?;
         }
@@ -456,4 +468,157 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
 
 fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous()).unwrap_or_default()
+}
+
+/// Milliseconds of each of `rounds` runs of `attack` on one random batch, with a freshly
+/// initialised `cfg` model in inference mode (after one untimed run).
+pub fn time_attack(
+    cfg: &ClassifyConfig,
+    shape: [i64; 3],
+    classes: i64,
+    attack: &attack::Attack,
+    rounds: usize,
+) -> Result<Vec<f64>> {
+    cfg.validate()?;
+    attack.validate()?;
+    crate::device::set_threads(cfg.train.threads);
+    let device = cfg.train.device.open()?;
+    crate::device::seed_torch(cfg.train.seed, 0, crate::device::Purpose::Init, 0);
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), &cfg.model, shape[0], classes);
+    let b = cfg.train.batch_size as i64;
+    let x = Tensor::rand([b, shape[0], shape[1], shape[2]], (Kind::Float, device));
+    let y = Tensor::randint(classes, [b], (Kind::Int64, device));
+    let mut ms = Vec::new();
+    for i in 0..=rounds {
+        let t0 = std::time::Instant::now();
+        let _ = attack.run(&net, &x, &y, None);
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
+        if i > 0 {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(ms)
+}
+
+/// What an experiment measures on each finished classification run (`[evaluate]` of an
+/// experiment file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSpec {
+    /// `fgsm`, `pgd-N`, comma-separated ("" = none).
+    pub attacks: String,
+    /// L-inf radius and PGD step in [0, 1] pixel units.
+    pub eps: f64,
+    pub step: f64,
+    /// Test images attacked (0 = all).
+    pub attack_n: usize,
+    /// OOD sets by name: `digits = "mnist:DIR#5-9"`, `gaussian = "noise:gaussian"`.
+    pub ood: std::collections::BTreeMap<String, String>,
+    /// Images per OOD set and of the test split scored (0 = all).
+    pub ood_n: usize,
+}
+
+impl Default for EvalSpec {
+    fn default() -> Self {
+        EvalSpec {
+            attacks: "fgsm,pgd-10,pgd-20".into(),
+            eps: 8.0 / 255.0,
+            step: 2.0 / 255.0,
+            attack_n: 1000,
+            ood: Default::default(),
+            ood_n: 0,
+        }
+    }
+}
+
+impl EvalSpec {
+    /// The attacks, parsed (`fgsm`, `pgd-N`).
+    pub fn attacks(&self) -> Result<Vec<attack::Attack>> {
+        self.attacks
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                let atk = match a {
+                    "fgsm" => Some(attack::Attack::fgsm(attack::Norm::Linf, self.eps)),
+                    _ => a
+                        .strip_prefix("pgd-")
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|n| *n > 0)
+                        .map(|n| attack::Attack::pgd(attack::Norm::Linf, self.eps, self.step, n)),
+                };
+                let atk = atk.ok_or_else(|| {
+                    Error::config(
+                        "evaluate.attacks",
+                        format!("'{a}': expected fgsm or pgd-STEPS (e.g. pgd-10)"),
+                    )
+                })?;
+                atk.validate()?;
+                Ok(atk)
+            })
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.attacks()?;
+        for (name, spec) in &self.ood {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(Error::config(
+                    "evaluate.ood",
+                    format!("'{name}': OOD set names are letters, digits, - and _"),
+                ));
+            }
+            if let Some(kind) = spec.strip_prefix("noise:") {
+                let _ = ood::noise(kind, 1, [1, 8, 8], 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every number of a trained run: `acc`, `acc_<attack>`, and per OOD set and score
+    /// `auroc_<set>_<score>`, `fpr95_<set>_<score>`.
+    pub fn measure(&self, t: &Trained) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        let (acc, _) = evaluate(t, None, 0)?;
+        out.push(("acc".to_string(), acc));
+        let attacks = self.attacks()?;
+        if !attacks.is_empty() {
+            let rows = attack_accuracy(t, &attacks, None, self.attack_n, 250, |_, _, _| {})?;
+            out.extend(
+                rows.into_iter()
+                    .skip(1)
+                    .map(|(k, v)| (format!("acc_{k}"), v)),
+            );
+        }
+        if !self.ood.is_empty() {
+            let (names, specs): (Vec<&String>, Vec<String>) =
+                self.ood.iter().map(|(k, v)| (k, v.clone())).unzip();
+            for r in ood_table(t, &specs, self.ood_n)? {
+                let name = names[specs.iter().position(|s| *s == r.set).unwrap_or(0)];
+                let s = r.score.as_str();
+                out.push((format!("auroc_{name}_{s}"), r.metrics.auroc));
+                out.push((format!("fpr95_{name}_{s}"), r.metrics.fpr95));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether higher is better for a number [`EvalSpec::measure`] reports (`None`: not one).
+pub fn higher_is_better(key: &str) -> Option<bool> {
+    let key = key.strip_prefix("eval/").unwrap_or(key);
+    if key == "acc" || key.starts_with("acc_") || key.starts_with("auroc_") {
+        Some(true)
+    } else if key.starts_with("fpr95_") {
+        Some(false)
+    } else {
+        None
+    }
 }

@@ -162,14 +162,23 @@ fn validate(net: &Net, ds: &dyn gantry_data::Dataset, device: tch::Device) -> Re
 }
 
 /// Where training starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Start {
     /// A new run in an empty (or absent) directory.
     Fresh,
-    /// Continue the run's latest checkpoint with its saved configuration, optionally training
-    /// for more epochs in all (the schedule is stretched to the new length).
-    Resume { epochs: Option<usize> },
+    /// Continue the run's latest checkpoint with its saved configuration; `sets` may change only
+    /// [`RESUME_SAFE`] keys (more epochs stretch the schedule to the new length).
+    Resume { sets: Vec<String> },
 }
+
+/// The keys `--set` may change on resume: where and how fast it runs, and how long.
+pub const RESUME_SAFE: &[&str] = &[
+    "train.epochs",
+    "train.threads",
+    "train.device",
+    "train.log_every",
+    "train.keep_checkpoints",
+];
 
 /// Trains a classifier into `run_dir` (with `Start::Resume`, `cfg` is ignored in favour of the
 /// configuration saved with the run).
@@ -180,15 +189,29 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    let (cfg, start) = if let Start::Resume { epochs } = start {
+    let (cfg, start) = if let Start::Resume { sets } = start {
         let ckpt = checkpoint::resolve(run_dir)?;
         let meta = checkpoint::read_meta(&ckpt)?;
         if !meta.arch.starts_with("classify/") {
             return Err(Error::checkpoint(&ckpt, "is not a classifier run"));
         }
-        let mut cfg = ClassifyConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
-        if let Some(e) = epochs {
-            cfg.train.epochs = e;
+        let saved = ClassifyConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
+        let cfg = saved.with_sets(&sets)?;
+        let mut probe = cfg.clone();
+        let t = &mut probe.train;
+        t.epochs = saved.train.epochs;
+        t.threads = saved.train.threads;
+        t.device = saved.train.device;
+        t.log_every = saved.train.log_every;
+        t.keep_checkpoints = saved.train.keep_checkpoints;
+        if probe != saved {
+            return Err(Error::config(
+                "--set",
+                format!(
+                    "on resume only {} may change (the rest is the run's own configuration)",
+                    RESUME_SAFE.join(", ")
+                ),
+            ));
         }
         (cfg, Some((ckpt, meta)))
     } else {
@@ -209,12 +232,16 @@ pub fn train(
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
 
+    let hflip = d.hflip.unwrap_or_else(|| {
+        gantry_data::DataConfig::from_spec(d.spec.rsplit_once('#').map_or(&d.spec, |s| s.0))
+            .is_ok_and(|c| c.kind != gantry_data::DataKind::Mnist)
+    });
     let all = data::open(
         &d.spec,
         Split::Train,
         d.resolution,
         d.classes.as_deref(),
-        d.hflip,
+        hflip,
         d.limit,
         d.workers,
     )?;
@@ -398,4 +425,43 @@ pub fn train(
         val_images: val_ds_plain.len(),
         stopped,
     })
+}
+
+/// Milliseconds of each of `steps` training steps (after `warmup` untimed ones) of `cfg`'s
+/// model and objective on one fixed random batch of `shape` images with `classes` classes:
+/// forward, backward and the SGD update, nothing else (the benchmark's unit; data loading is
+/// measured with the loader).
+pub fn time_steps(
+    cfg: &ClassifyConfig,
+    shape: [i64; 3],
+    classes: i64,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<f64>> {
+    cfg.validate()?;
+    let t = &cfg.train;
+    crate::device::set_threads(t.threads);
+    let device = t.device.open()?;
+    seed_torch(t.seed, 0, Purpose::Init, 0);
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), &cfg.model, shape[0], classes);
+    let mut sgd = Sgd::new(&vs);
+    let b = t.batch_size as i64;
+    let x = Tensor::rand([b, shape[0], shape[1], shape[2]], (Kind::Float, device));
+    let y = Tensor::randint(classes, [b], (Kind::Int64, device));
+    let mut ms = Vec::new();
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let out = objective::loss(&net, &x, &y, &cfg.objective);
+        sgd.zero_grad();
+        out.loss.backward();
+        sgd.step(t.lr, t.momentum, t.nesterov, t.weight_decay);
+        if device.is_cuda() {
+            tch::Cuda::synchronize(0);
+        }
+        if i >= warmup {
+            ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(ms)
 }

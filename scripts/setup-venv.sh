@@ -20,7 +20,7 @@ fi
 
 want_torch="$TORCH_VERSION"
 if [ -x "$GANTRY_VENV/bin/python" ] \
-  && "$GANTRY_VENV/bin/python" -c "import torch, torchvision, numpy, scipy, pytorch_fid, torch_fidelity, sys, os; sys.exit(0 if torch.__version__.split('+')[0] == '$want_torch' and os.path.exists(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', 'cu13', 'include', 'nv', 'target')) else 1)" 2>/dev/null; then
+  && "$GANTRY_VENV/bin/python" -c "import torch, torchvision, numpy, scipy, sklearn, pytorch_fid, torch_fidelity, sys, os; sys.exit(0 if torch.__version__.split('+')[0] == '$want_torch' and os.path.exists(os.path.join(os.path.dirname(torch.__file__), '..', 'nvidia', 'cu13', 'include', 'nv', 'target')) else 1)" 2>/dev/null; then
   exit 0
 fi
 

@@ -313,7 +313,7 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             n,
             device,
         } => {
-            let t = classify::load(&run, device)?;
+            let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
             let (acc, count) = classify::evaluate(&t, data.as_deref(), n)?;
             print_out(&format!(
                 "test accuracy {acc:.4} on {count} images ({})\n",
@@ -333,7 +333,7 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             device,
         } => {
             let attacks = parse_attacks(&attacks, norm, eps, step)?;
-            let t = classify::load(&run, device)?;
+            let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
             let rows = classify::attack_accuracy(
                 &t,
                 &attacks,
@@ -413,7 +413,7 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             n,
             device,
         } => {
-            let t = classify::load(&run, device)?;
+            let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
             let rows = classify::ood_table(&t, &ood, n)?;
             let mut text = String::from("| OOD set | score | AUROC | FPR95 | detection error | AUPR-in | AUPR-out |\n|---|---|---|---|---|---|---|\n");
             for r in rows {

@@ -11,7 +11,6 @@ mod progress;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use gantry::data::Split;
 use gantry::device::DeviceSpec;
 use gantry::eval::{Features, MetricSet};
 use gantry::precision::Precision;
@@ -220,12 +219,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClassifierCommand {
-    /// Train on a labelled data set; reports accuracy on its test split.
+    /// Train the feature network of classifier-feature FID: `gantry classify train`'s preset
+    /// (small CNN, linear head, no crops), checkpoint chosen on held-out training data.
     Train {
         /// Data set spec with labels, e.g. `mnist:../shared/data/mnist`.
         #[arg(long)]
         data: String,
-        /// Output weights (.safetensors).
+        /// Output run directory (use it as `classifier:DIR`).
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 3)]
@@ -233,9 +233,6 @@ enum ClassifierCommand {
         /// Resolution the images are brought to (match the GAN's).
         #[arg(long, default_value_t = 32)]
         resolution: u32,
-        /// Validation split of the same data set.
-        #[arg(long, default_value = "test", value_parser = choice::<Split>(Split::NAMES))]
-        val_split: Split,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// cpu, cuda or cuda:N.
@@ -575,36 +572,34 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                     out,
                     epochs,
                     resolution,
-                    val_split,
                     seed,
                     device,
                 },
         } => {
-            let device = device.open()?;
-            let mut train_cfg = gantry::data::DataConfig::from_spec(&data)?;
-            train_cfg.resolution = resolution;
-            train_cfg.labels = true;
-            let mut val = train_cfg.clone();
-            val.split = val_split;
-            let report = gantry::classifier::train(
-                &train_cfg,
-                &val,
+            let cfg = gantry::classify::features_preset(&data, resolution, epochs, seed, device)?;
+            let stop = stop_flag();
+            let summary = gantry::classify::train(
+                &cfg,
                 &out,
-                epochs,
-                device,
-                seed,
-                |epoch, loss| {
-                    eprintln!("epoch {epoch}/{epochs}  loss {loss:.4}");
+                gantry::classify::Start::Fresh,
+                &stop,
+                &mut |p| {
+                    if let Some(acc) = p.val_acc {
+                        eprintln!("epoch {}/{epochs}  val acc {acc:.4}", p.epoch);
+                    }
                 },
             )?;
+            if summary.stopped {
+                return Err(gantry::Error::config("classifier", "interrupted"));
+            }
             print_out(&format!(
-                "wrote {} ({} training images, {} epochs); accuracy on {} validation images ({}): {:.4}\n",
-                report.path.display(),
-                report.train_samples,
-                report.epochs,
-                report.val_samples,
-                report.val_source,
-                report.val_accuracy
+                "wrote {} ({} training images, {} epochs); accuracy on {} validation images (held out of the training data, never trained on): {:.4}; use it as classifier:{}\n",
+                out.display(),
+                summary.train_images,
+                summary.epochs_done,
+                summary.val_images,
+                summary.best_val_acc.unwrap_or(f64::NAN),
+                out.display()
             ));
             Ok(ExitCode::SUCCESS)
         }

@@ -703,7 +703,7 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
                 &format!("classifier:{nope}"),
             ],
             2,
-            "classifier weights not found",
+            "classifier not found",
         ),
         // A missing side is named before any network loads.
         case(
@@ -772,7 +772,7 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
                 &p("c.safetensors"),
             ],
             2,
-            "needs images of at least 8x8",
+            "2-D points, not images",
         ),
         case(
             &[
@@ -792,13 +792,13 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
                 "train",
                 "--data",
                 "shapes",
-                "--val-split",
-                "dev",
+                "--epochs",
+                "0",
                 "--out",
                 &p("c.safetensors"),
             ],
             2,
-            "valid: train, test",
+            "train.epochs",
         ),
         // experiment
         case(&["experiment", "--config", &nope], 2, "no-such-thing"),

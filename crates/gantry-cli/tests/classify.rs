@@ -159,7 +159,7 @@ fn train_eval_attack_ood_and_exact_resume() {
     );
     assert_user_error(
         &gantry(&["classify", "eval", "--run", fresh_s]),
-        "does not exist",
+        "classifier not found",
     );
     assert!(!fresh.join("checkpoints").exists());
 }

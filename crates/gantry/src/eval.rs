@@ -307,7 +307,7 @@ pub fn extractor(
     device: Device,
 ) -> Result<Box<dyn FeatureExtractor>> {
     let inner: Box<dyn FeatureExtractor> = match features {
-        Features::Classifier(path) => Box::new(crate::classifier::Classifier::load(path, device)?),
+        Features::Classifier(path) => Box::new(crate::classify::load(path, Some(device))?),
         Features::Inception => {
             let path = gantry_metrics::weights_path(weights).map_err(metrics_err)?;
             Box::new(InceptionExtractor::load(&path, device, mode).map_err(metrics_err)?)

@@ -4,8 +4,8 @@
 //! Layers, from the bottom (imports only go up the list; `tests/layering.rs` checks it):
 //! [`error`], [`util`], [`stats`], [`device`], [`dist`], [`precision`], [`nn`], [`models`] (G/D with the `embed`/`head`
 //! seam; each architecture owns its settings), [`plugins`] (wrap any D), [`loss`] (what a phase
-//! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classifier`], [`classify`]
-//! (classification, attacks, OOD detection),
+//! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classify`] (classification,
+//! attacks, OOD detection; also the feature network of classifier-feature FID),
 //! [`eval`], [`train`] (when each phase runs), [`report`], [`config`] (one `RunConfig` composed of
 //! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
 
@@ -14,7 +14,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bench;
-pub mod classifier;
 pub mod classify;
 pub mod config;
 pub mod device;

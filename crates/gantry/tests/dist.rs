@@ -158,18 +158,25 @@ fn child() {
             // being what its rank computes alone from its own latent stream.
             let c = join(60.0);
             let dir = std::path::PathBuf::from(std::env::var("GANTRY_TEST_DIR").unwrap());
-            let clf = dir.join("clf.safetensors");
+            let clf = dir.join("clf");
             if c.is_main() {
-                let data = gantry::data::DataConfig {
-                    size: 64,
-                    resolution: 8,
-                    ..Default::default()
-                };
-                gantry::classifier::train(&data, &data, &clf, 1, tch::Device::Cpu, 0, |_, _| {})
-                    .unwrap();
+                let mut cfg =
+                    gantry::classify::features_preset("shapes", 8, 1, 0, Default::default())
+                        .unwrap();
+                cfg.data.limit = Some(64);
+                cfg.train.batch_size = 16;
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                gantry::classify::train(
+                    &cfg,
+                    &clf,
+                    gantry::classify::Start::Fresh,
+                    &stop,
+                    &mut |_| {},
+                )
+                .unwrap();
             }
             c.barrier().unwrap();
-            let ex = gantry::classifier::Classifier::load(&clf, tch::Device::Cpu).unwrap();
+            let ex = gantry::classify::load(&clf, Some(tch::Device::Cpu)).unwrap();
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
             tch::manual_seed(1);
             let g = gantry::models::build_generator(

@@ -3,7 +3,6 @@
 
 mod common;
 
-use gantry::data::DataConfig;
 use gantry::eval::MetricSet;
 use gantry::train::Trainer;
 use gantry::RunConfig;
@@ -13,24 +12,22 @@ use std::sync::atomic::AtomicBool;
 fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
-    let clf = dir.path().join("clf.safetensors");
-    let data = DataConfig {
-        size: 512,
-        resolution: 8,
-        ..Default::default()
-    };
-    let val = DataConfig {
-        split: gantry::data::Split::Test,
-        ..data.clone()
-    };
-    let report =
-        gantry::classifier::train(&data, &val, &clf, 6, tch::Device::Cpu, 0, |_, _| {}).unwrap();
-    assert_eq!(report.val_samples, 512);
-    assert!(
-        report.val_accuracy > 0.6,
-        "no better than chance: {}",
-        report.val_accuracy
-    );
+    let clf = dir.path().join("clf");
+    let mut cfg = gantry::classify::features_preset("shapes", 8, 6, 0, Default::default()).unwrap();
+    cfg.data.limit = Some(512);
+    cfg.train.batch_size = 64;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let report = gantry::classify::train(
+        &cfg,
+        &clf,
+        gantry::classify::Start::Fresh,
+        &stop,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.val_images, 52);
+    let acc = report.best_val_acc.unwrap();
+    assert!(acc > 0.6, "no better than chance: {acc}");
 
     let features = format!("eval.features=\"classifier:{}\"", clf.display());
     let sets = common::tiny_sets(&[

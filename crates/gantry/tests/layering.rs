@@ -19,7 +19,6 @@ const LAYERS: &[&str] = &[
     "plugins",
     "loss",
     "rundir",
-    "classifier",
     "classify",
     "eval",
     "train",

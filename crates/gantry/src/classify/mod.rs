@@ -226,7 +226,13 @@ pub struct Trained {
 }
 
 /// Loads `path`: a run directory (its best checkpoint, else its latest) or a checkpoint.
-pub fn load(path: &Path, device: Option<DeviceSpec>) -> Result<Trained> {
+pub fn load(path: &Path, device: Option<Device>) -> Result<Trained> {
+    if !path.exists() {
+        return Err(Error::input(
+            path,
+            "classifier not found (train one with `gantry classify train` or `gantry classifier train`)",
+        ));
+    }
     let best = checkpoint::checkpoints_dir(path).join("best");
     let ckpt = if best.join("meta.json").exists() {
         best
@@ -245,7 +251,10 @@ pub fn load(path: &Path, device: Option<DeviceSpec>) -> Result<Trained> {
     }
     let cfg =
         ClassifyConfig::from_toml(&meta.config, &ckpt.join("meta.json").display().to_string())?;
-    let device = device.unwrap_or(cfg.train.device).open()?;
+    let device = match device {
+        Some(d) => d,
+        None => cfg.train.device.open()?,
+    };
     let saved = checkpoint::read_store(&ckpt, "model")?;
     let get = |k: &str| {
         saved
@@ -620,5 +629,86 @@ pub fn higher_is_better(key: &str) -> Option<bool> {
         Some(false)
     } else {
         None
+    }
+}
+
+/// The feature network of classifier-feature FID (`gantry classifier train`): the `small`
+/// backbone (128-d penultimate features) with a linear head, trained on `spec` at `resolution`
+/// for `epochs` epochs without crops, checkpoint chosen on held-out training data.
+pub fn features_preset(
+    spec: &str,
+    resolution: u32,
+    epochs: usize,
+    seed: u64,
+    device: DeviceSpec,
+) -> Result<ClassifyConfig> {
+    ClassifyConfig::resolve(
+        None,
+        &[
+            format!("data.spec={spec}"),
+            format!("data.resolution={resolution}"),
+            "data.crop_padding=0".into(),
+            "model.backbone=small".into(),
+            "model.head=linear".into(),
+            format!("train.epochs={epochs}"),
+            format!("train.seed={seed}"),
+            format!("train.device=\"{device}\""),
+        ],
+    )
+}
+
+/// A trained classifier as the feature network of classifier-feature FID/KID/IS/PR: its
+/// penultimate features (`embed`) and logits, on uint8 images of any size and 1 or 3 channels
+/// (brought to the network's channels and resolution).
+impl gantry_metrics::FeatureExtractor for Trained {
+    fn id(&self) -> String {
+        let hash = std::fs::read(self.checkpoint.join("model.safetensors"))
+            .map(|b| gantry_metrics::hash_bytes(&b))
+            .unwrap_or_default();
+        format!("classifier-{hash}")
+    }
+
+    fn dim(&self) -> usize {
+        self.net.feature_dim as usize
+    }
+
+    fn extract(
+        &self,
+        images_u8: &Tensor,
+    ) -> std::result::Result<gantry_metrics::Features, gantry_metrics::MetricsError> {
+        let size = images_u8.size();
+        if size.len() != 4 || !(size[1] == 1 || size[1] == 3) {
+            return Err(gantry_metrics::MetricsError::input(
+                "classifier images",
+                "[B, 1 or 3, H, W] uint8",
+                format!("{size:?}"),
+            ));
+        }
+        let [c, h, w] = self.shape.map(|v| v as i64);
+        let x = images_u8.to_device(self.device).to_kind(Kind::Float) / 255.0;
+        let x = match (size[1], c) {
+            (3, 1) => x.mean_dim(&[1i64][..], true, Kind::Float),
+            (1, 3) => x.repeat([1, 3, 1, 1]),
+            _ => x,
+        };
+        let x = if size[2] != h || size[3] != w {
+            x.upsample_bilinear2d([h, w], false, None, None)
+        } else {
+            x
+        };
+        let (mut pools, mut logits) = (Vec::new(), Vec::new());
+        for chunk in x.split(256, 0) {
+            let (f, l) = tch::no_grad(|| {
+                let f = self.net.embed(&chunk, false);
+                let l = self.net.head(&f);
+                (f, l)
+            });
+            pools.push(f.to_device(Device::Cpu));
+            logits.push(l.to_device(Device::Cpu));
+        }
+        Ok(gantry_metrics::Features {
+            pool: Tensor::cat(&pools, 0),
+            logits: Some(Tensor::cat(&logits, 0)),
+        })
     }
 }

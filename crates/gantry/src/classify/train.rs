@@ -275,16 +275,8 @@ pub fn train(
         d.workers,
     )?;
     let (_, val_ds_plain) = data::train_val(val_plain, d.val_fraction, t.seed)?;
-    if t.batch_size > train_ds.len() {
-        return Err(Error::config(
-            "train.batch_size",
-            format!(
-                "{} is more than the {} training images",
-                t.batch_size,
-                train_ds.len()
-            ),
-        ));
-    }
+    // Like a DataLoader over fewer images than a batch: one batch of all of them.
+    let batch_size = t.batch_size.min(train_ds.len());
 
     seed_torch(t.seed, 0, Purpose::Init, 0);
     let vs = nn::VarStore::new(device);
@@ -309,14 +301,7 @@ pub fn train(
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step)?;
-    let mut loader = Loader::new(
-        train_ds.clone(),
-        t.batch_size,
-        t.seed,
-        position,
-        d.workers,
-        4,
-    )?;
+    let mut loader = Loader::new(train_ds.clone(), batch_size, t.seed, position, d.workers, 4)?;
     let per_epoch = loader.batches_per_epoch();
     let total = per_epoch * t.epochs as u64;
     let meta_tensors = [
@@ -330,7 +315,7 @@ pub fn train(
             format_version: checkpoint::FORMAT_VERSION,
             gantry_version: env!("CARGO_PKG_VERSION").into(),
             step,
-            images_seen: step * t.batch_size as u64,
+            images_seen: step * batch_size as u64,
             loader: loader.position(),
             wall_seconds: wall,
             seed_offset: 0,

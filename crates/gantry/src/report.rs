@@ -150,7 +150,15 @@ pub fn write(run_dir: &Path) -> Result<PathBuf> {
         .filter(|k| k.starts_with("am/") || (k.starts_with("fq/") && k.ends_with("perplexity")))
         .map(String::as_str)
         .collect();
-    let charts: [(&str, &str, Vec<&str>); 5] = [
+    // Classification runs (`gantry classify train`).
+    let clf_loss_keys: Vec<&str> = ["train/loss", "train/ce", "train/l_am", "val/loss"]
+        .into_iter()
+        .filter(|k| series.contains_key(*k))
+        .collect();
+    let charts: [(&str, &str, Vec<&str>); 8] = [
+        ("classifier-losses.png", "Classifier losses", clf_loss_keys),
+        ("accuracy.png", "Accuracy", vec!["val/acc", "train/acc"]),
+        ("lr.png", "Learning rate", vec!["train/lr"]),
         ("losses.png", "Losses", loss_keys),
         (
             "scores.png",

@@ -174,31 +174,6 @@ fn model_sets(model: &str) -> gantry::Result<Vec<String>> {
     })
 }
 
-fn parse_attacks(
-    text: &str,
-    norm: attack::Norm,
-    eps: f64,
-    step: f64,
-) -> gantry::Result<Vec<attack::Attack>> {
-    text.split(',')
-        .map(str::trim)
-        .map(|a| match a {
-            "fgsm" => Ok(attack::Attack::fgsm(norm, eps)),
-            _ => a
-                .strip_prefix("pgd-")
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| *n > 0)
-                .map(|n| attack::Attack::pgd(norm, eps, step, n))
-                .ok_or_else(|| {
-                    gantry::Error::config(
-                        "--attacks",
-                        format!("'{a}': expected fgsm or pgd-STEPS (e.g. pgd-10)"),
-                    )
-                }),
-        })
-        .collect()
-}
-
 fn mmss(s: f64) -> String {
     let s = s.max(0.0) as u64;
     format!("{}:{:02}", s / 60, s % 60)
@@ -332,23 +307,27 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             data,
             device,
         } => {
-            let attacks = parse_attacks(&attacks, norm, eps, step)?;
+            let attacks = attack::parse_list(&attacks, norm, eps, step, "--attacks")?;
+            if attacks.is_empty() {
+                return Err(gantry::Error::config(
+                    "--attacks",
+                    "name at least one attack (fgsm, pgd-N)",
+                ));
+            }
             let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
-            let rows = classify::attack_accuracy(
+            let (rows, used) = classify::attack_accuracy(
                 &t,
                 &attacks,
                 data.as_deref(),
                 n,
                 batch,
                 |name, done, total| {
-                    eprint!("\r{name}: {done}/{total}   ");
+                    eprint!("\rattacking: {done}/{total} images ({name})      ");
                 },
             )?;
             eprintln!();
-            let mut text = format!(
-                "| accuracy ({} test images, eps {eps:.5}) | |\n|---|---|\n",
-                n
-            );
+            let mut text =
+                format!("| accuracy ({used} test images, eps {eps:.5}) | |\n|---|---|\n");
             for (k, v) in &rows {
                 text.push_str(&format!("| {k} | {v:.4} |\n"));
             }
@@ -379,7 +358,19 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             let shape = [channels, resolution, resolution];
             let (what, ms) = match attack {
                 Some(a) => {
-                    let a = parse_attacks(&a, attack::Norm::Linf, 8.0 / 255.0, 2.0 / 255.0)?;
+                    let a = attack::parse_list(
+                        &a,
+                        attack::Norm::Linf,
+                        8.0 / 255.0,
+                        2.0 / 255.0,
+                        "--attack",
+                    )?;
+                    if a.len() != 1 {
+                        return Err(gantry::Error::config(
+                            "--attack",
+                            "time one attack (fgsm or pgd-N)",
+                        ));
+                    }
                     let ms = classify::time_attack(&cfg, shape, classes, &a[0], steps)?;
                     (format!("gantry {model} {}", a[0].name()), ms)
                 }

@@ -98,7 +98,7 @@ fn train_eval_attack_ood_and_exact_resume() {
         "--attacks",
         "fgsm,pgd-3",
     ]));
-    for row in ["| clean |", "| fgsm |", "| pgd-3 |"] {
+    for row in ["(32 test images", "| clean |", "| fgsm |", "| pgd-3 |"] {
         assert!(out.contains(row), "{out}");
     }
     let out = ok(&gantry(&[
@@ -162,4 +162,34 @@ fn train_eval_attack_ood_and_exact_resume() {
         "classifier not found",
     );
     assert!(!fresh.join("checkpoints").exists());
+    let ckpt = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ckpt-")
+        })
+        .unwrap();
+    assert_user_error(
+        &gantry(&["classify", "train", "--resume", ckpt.to_str().unwrap()]),
+        "is a checkpoint; give its run directory",
+    );
+    assert_user_error(
+        &gantry(&[
+            "classify",
+            "train",
+            "--resume",
+            run_s,
+            "--set",
+            "train.lr=0.5",
+        ]),
+        "on resume only train.epochs",
+    );
+    assert_user_error(
+        &gantry(&["classify", "bench", "--model", "small", "--resolution", "4"]),
+        "--resolution: must be a power of two >= 8",
+    );
 }

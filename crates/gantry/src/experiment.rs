@@ -249,28 +249,27 @@ impl ExperimentConfig {
             ));
         }
         self.eval_spec().validate()?;
-        let mut seen = Vec::new();
+        // Every distinct training set opens, and every OOD set opens at each resolution with
+        // the training data's shape (a channel mismatch fails now, not after training).
+        let mut seen: Vec<((String, Option<String>, u32, Option<usize>), [usize; 3])> = Vec::new();
         for arm in &self.arms {
             for &seed in &self.seeds {
                 let c = self
                     .classify_config(arm, seed)
                     .map_err(|e| self.in_arm(arm, e))?;
-                let key = (
-                    c.data.spec.clone(),
-                    c.data.classes.clone(),
-                    c.data.resolution,
-                );
-                if !seen.contains(&key) {
-                    classify::data::open(
-                        &key.0,
+                let d = &c.data;
+                let key = (d.spec.clone(), d.classes.clone(), d.resolution, d.limit);
+                if !seen.iter().any(|(k, _)| *k == key) {
+                    let ds = classify::data::open(
+                        &d.spec,
                         gantry_data::Split::Train,
-                        key.2,
-                        key.1.as_deref(),
+                        d.resolution,
+                        d.classes.as_deref(),
                         false,
-                        c.data.limit,
+                        d.limit,
                         1,
                     )?;
-                    seen.push(key);
+                    seen.push((key, ds.sample_shape()));
                 }
             }
         }
@@ -280,8 +279,27 @@ impl ExperimentConfig {
             .values()
             .filter(|s| !s.starts_with("noise:"))
         {
-            let (_, _, res) = &seen[0];
-            classify::data::open(spec, gantry_data::Split::Test, *res, None, false, None, 1)?;
+            for (key, shape) in &seen {
+                let ds = classify::data::open(
+                    spec,
+                    gantry_data::Split::Test,
+                    key.2,
+                    None,
+                    false,
+                    None,
+                    1,
+                )?;
+                if ds.sample_shape() != *shape {
+                    let [c, h, w] = ds.sample_shape();
+                    let [tc, th, tw] = *shape;
+                    return Err(Error::config(
+                        "evaluate.ood",
+                        format!(
+                            "{spec} holds {c}x{h}x{w} images; the classifiers take {tc}x{th}x{tw}"
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -2,6 +2,8 @@
 //! the model in inference mode: FGSM (Goodfellow et al. 2015) and PGD (Madry et al. 2018) under
 //! L-inf or L2, maximising the cross-entropy of the true label. Every iterate is projected onto
 //! the eps-ball around the clean image and clipped to [0, 1], as in torchattacks / advertorch.
+//! Departure: PGD-L2's random start is uniform in the ball (radius eps * U^(1/d)); torchattacks
+//! draws the radius as eps * U.
 
 use super::nets::Net;
 use crate::error::{Error, Result};
@@ -146,4 +148,31 @@ fn per_sample_unit(t: &Tensor) -> Tensor {
         .norm_scalaropt_dim(2, [1i64].as_slice(), false)
         .view([b, 1, 1, 1]);
     t / n.clamp_min(1e-12)
+}
+
+/// A comma-separated attack list: `fgsm`, `pgd-N` (e.g. `fgsm,pgd-10,pgd-20`); `key` names the
+/// setting in errors.
+pub fn parse_list(text: &str, norm: Norm, eps: f64, step: f64, key: &str) -> Result<Vec<Attack>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            let atk = match a {
+                "fgsm" => Some(Attack::fgsm(norm, eps)),
+                _ => a
+                    .strip_prefix("pgd-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n > 0)
+                    .map(|n| Attack::pgd(norm, eps, step, n)),
+            };
+            let atk = atk.ok_or_else(|| {
+                Error::config(
+                    key,
+                    format!("'{a}': expected fgsm or pgd-STEPS (e.g. pgd-10)"),
+                )
+            })?;
+            atk.validate()?;
+            Ok(atk)
+        })
+        .collect()
 }

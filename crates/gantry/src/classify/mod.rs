@@ -306,11 +306,7 @@ pub fn features(t: &Trained, ds: &dyn Dataset, n: usize) -> Result<(Tensor, Tens
     let (mut fs, mut ls, mut ys) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..n).step_by(256) {
         let (x, y) = batch_of(ds, start, (start + 256).min(n))?;
-        let (f, l) = tch::no_grad(|| {
-            let f = t.net.embed(&x.to_device(t.device), false);
-            let l = t.net.head(&f);
-            (f.to_device(Device::Cpu), l.to_device(Device::Cpu))
-        });
+        let (f, l) = embed_and_head(t, &x);
         fs.push(f);
         ls.push(l);
         ys.push(y);
@@ -350,7 +346,8 @@ pub fn evaluate(t: &Trained, spec: Option<&str>, n: usize) -> Result<(f64, usize
     Ok((acc, y.size()[0] as usize))
 }
 
-/// Accuracy under each attack on the first `n` test images (clean accuracy first).
+/// Accuracy under each attack on the first `n` test images (clean accuracy first), and how many
+/// images that was.
 pub fn attack_accuracy(
     t: &Trained,
     attacks: &[attack::Attack],
@@ -358,7 +355,7 @@ pub fn attack_accuracy(
     n: usize,
     batch: usize,
     mut progress: impl FnMut(&str, usize, usize),
-) -> Result<Vec<(String, f64)>> {
+) -> Result<(Vec<(String, f64)>, usize)> {
     for a in attacks {
         a.validate()?;
     }
@@ -394,16 +391,19 @@ pub fn attack_accuracy(
     }
     let mut names = vec!["clean".to_string()];
     names.extend(attacks.iter().map(|a| a.name()));
-    Ok(names
+    let rows = names
         .into_iter()
         .zip(right)
         .map(|(k, r)| (k, r as f64 / n as f64))
-        .collect())
+        .collect();
+    Ok((rows, n))
 }
 
 /// One row of an OOD table.
 #[derive(Clone, Debug)]
 pub struct OodRow {
+    /// Position of the set in the list asked for.
+    pub index: usize,
     pub set: String,
     pub score: ood::Score,
     pub metrics: gantry_metrics::OodMetrics,
@@ -437,10 +437,27 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
             )),
         }
     }
-    let train_all = open_for(t, None, Split::Train)?;
+    // The run's own training part: same limit, same split as training drew.
+    let d = &t.cfg.data;
+    let train_all = data::open(
+        &d.spec,
+        Split::Train,
+        d.resolution,
+        d.classes.as_deref(),
+        false,
+        d.limit,
+        d.workers,
+    )?;
     let (train_part, _) = data::train_val(train_all, t.cfg.data.val_fraction, t.cfg.train.seed)?;
     let (f_train, _, y_train) = features(t, train_part.as_ref(), n)?;
-    let directions = ood::principal_directions(&f_train, &y_train, t.classes)?;
+    let directions =
+        ood::principal_directions(&f_train, &y_train, t.classes).map_err(|e| match e {
+            Error::Config { msg, .. } if n > 0 => Error::config(
+                "--n",
+                format!("{msg} among the first {n} training images; raise --n (0 = all)"),
+            ),
+            e => e,
+        })?;
     let test = open_for(t, None, Split::Test)?;
     let (f_in, l_in, _) = features(t, test.as_ref(), n)?;
     let s_in = ood::scores(&f_in, &l_in, &directions);
@@ -449,12 +466,14 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
     for (k, (name, set)) in sets.into_iter().enumerate() {
         let (f, l) = match set {
             Set::Noise(kind) => {
-                let x = ood::noise(&kind, n_in, t.shape, 1000 + k as i64)?;
-                tch::no_grad(|| {
-                    let f = t.net.embed(&x.to_device(t.device), false);
-                    let l = t.net.head(&f);
-                    (f.to_device(Device::Cpu), l.to_device(Device::Cpu))
-                })
+                let x = ood::noise(&kind, n_in, t.shape, 1000 + k as u64)?;
+                let (mut fs, mut ls) = (Vec::new(), Vec::new());
+                for chunk in x.split(256, 0) {
+                    let (f, l) = embed_and_head(t, &chunk);
+                    fs.push(f);
+                    ls.push(l);
+                }
+                (Tensor::cat(&fs, 0), Tensor::cat(&ls, 0))
             }
             Set::Data(ds) => {
                 let (f, l, _) = features(t, ds.as_ref(), n)?;
@@ -463,9 +482,10 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
         };
         let s_out = ood::scores(&f, &l, &directions);
         for (i, score) in ood::Score::ALL.into_iter().enumerate() {
-            let metrics = gantry_metrics::ood_metrics(&to_vec(&s_in[i]), &to_vec(&s_out[i]))
+            let metrics = gantry_metrics::ood_metrics(&to_vec(&s_in[i])?, &to_vec(&s_out[i])?)
                 .map_err(|e| Error::Metrics(e.to_string()))?;
             rows.push(OodRow {
+                index: k,
                 set: name.clone(),
                 score,
                 metrics,
@@ -475,8 +495,33 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
     Ok(rows)
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous()).unwrap_or_default()
+fn to_vec(t: &Tensor) -> Result<Vec<f64>> {
+    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous())
+        .map_err(|e| Error::Torch(e.to_string()))
+}
+
+/// (features, logits) of images in [0, 1], inference mode, on the CPU.
+fn embed_and_head(t: &Trained, x: &Tensor) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let f = t.net.embed(&x.to_device(t.device), false);
+        let l = t.net.head(&f);
+        (f.to_device(Device::Cpu), l.to_device(Device::Cpu))
+    })
+}
+
+/// The input a benchmark may time: 1 or 3 channels, a power-of-two side >= 8, >= 2 classes.
+pub(crate) fn check_bench_input(shape: [i64; 3], classes: i64) -> Result<()> {
+    let [c, h, w] = shape;
+    if !(c == 1 || c == 3) {
+        return Err(Error::config("--channels", "must be 1 or 3"));
+    }
+    if h != w || h < 8 || !(h as u64).is_power_of_two() {
+        return Err(Error::config("--resolution", "must be a power of two >= 8"));
+    }
+    if classes < 2 {
+        return Err(Error::config("--classes", "must be at least 2"));
+    }
+    Ok(())
 }
 
 /// Milliseconds of each of `rounds` runs of `attack` on one random batch, with a freshly
@@ -489,6 +534,7 @@ pub fn time_attack(
     rounds: usize,
 ) -> Result<Vec<f64>> {
     cfg.validate()?;
+    check_bench_input(shape, classes)?;
     attack.validate()?;
     crate::device::set_threads(cfg.train.threads);
     let device = cfg.train.device.open()?;
@@ -502,8 +548,8 @@ pub fn time_attack(
     for i in 0..=rounds {
         let t0 = std::time::Instant::now();
         let _ = attack.run(&net, &x, &y, None);
-        if device.is_cuda() {
-            tch::Cuda::synchronize(0);
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
         }
         if i > 0 {
             ms.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -546,29 +592,13 @@ impl Default for EvalSpec {
 impl EvalSpec {
     /// The attacks, parsed (`fgsm`, `pgd-N`).
     pub fn attacks(&self) -> Result<Vec<attack::Attack>> {
-        self.attacks
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| {
-                let atk = match a {
-                    "fgsm" => Some(attack::Attack::fgsm(attack::Norm::Linf, self.eps)),
-                    _ => a
-                        .strip_prefix("pgd-")
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .filter(|n| *n > 0)
-                        .map(|n| attack::Attack::pgd(attack::Norm::Linf, self.eps, self.step, n)),
-                };
-                let atk = atk.ok_or_else(|| {
-                    Error::config(
-                        "evaluate.attacks",
-                        format!("'{a}': expected fgsm or pgd-STEPS (e.g. pgd-10)"),
-                    )
-                })?;
-                atk.validate()?;
-                Ok(atk)
-            })
-            .collect()
+        attack::parse_list(
+            &self.attacks,
+            attack::Norm::Linf,
+            self.eps,
+            self.step,
+            "evaluate.attacks",
+        )
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -599,7 +629,7 @@ impl EvalSpec {
         out.push(("acc".to_string(), acc));
         let attacks = self.attacks()?;
         if !attacks.is_empty() {
-            let rows = attack_accuracy(t, &attacks, None, self.attack_n, 250, |_, _, _| {})?;
+            let (rows, _) = attack_accuracy(t, &attacks, None, self.attack_n, 250, |_, _, _| {})?;
             out.extend(
                 rows.into_iter()
                     .skip(1)
@@ -610,7 +640,7 @@ impl EvalSpec {
             let (names, specs): (Vec<&String>, Vec<String>) =
                 self.ood.iter().map(|(k, v)| (k, v.clone())).unzip();
             for r in ood_table(t, &specs, self.ood_n)? {
-                let name = names[specs.iter().position(|s| *s == r.set).unwrap_or(0)];
+                let name = names[r.index];
                 let s = r.score.as_str();
                 out.push((format!("auroc_{name}_{s}"), r.metrics.auroc));
                 out.push((format!("fpr95_{name}_{s}"), r.metrics.fpr95));

@@ -399,10 +399,9 @@ impl Net {
 
 /// Rows scaled to unit L2 norm (F.normalize, eps 1e-12).
 pub fn l2_normalise(f: &Tensor) -> Tensor {
+    // `norm`, not sqrt(sum of squares): its gradient at a zero row is zero, not NaN.
     let n = f
-        .square()
-        .sum_dim_intlist(1, true, None::<Kind>)
-        .sqrt()
+        .norm_scalaropt_dim(2, [1i64].as_slice(), true)
         .clamp_min(1e-12);
     f / n
 }

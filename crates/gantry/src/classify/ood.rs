@@ -66,17 +66,26 @@ pub fn scores(features: &Tensor, logits: &Tensor, directions: &Tensor) -> [Tenso
 }
 
 /// `noise:gaussian` (N(0.5, 0.25^2) clipped to [0, 1], i.i.d. per pixel) or `noise:uniform`
-/// (U(0, 1)): `n` images of `shape` in [0, 1], drawn with `seed`.
-pub fn noise(kind: &str, n: i64, shape: [usize; 3], seed: i64) -> Result<Tensor> {
+/// (U(0, 1)): `n` images of `shape` in [0, 1], drawn from a ChaCha8 stream seeded with `seed`
+/// (libtorch's global generator is left alone).
+pub fn noise(kind: &str, n: i64, shape: [usize; 3], seed: u64) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
     let [c, h, w] = shape.map(|v| v as i64);
-    tch::manual_seed(seed);
-    let opts = (Kind::Float, tch::Device::Cpu);
-    match kind {
-        "gaussian" => Ok((Tensor::randn([n, c, h, w], opts) * 0.25 + 0.5).clamp(0.0, 1.0)),
-        "uniform" => Ok(Tensor::rand([n, c, h, w], opts)),
-        other => Err(Error::config(
-            "--ood",
-            format!("unknown noise '{other}' (noise:gaussian or noise:uniform)"),
-        )),
-    }
+    let count = (n * c * h * w).max(0) as usize;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let values: Vec<f32> = match kind {
+        "gaussian" => (0..count)
+            .map(|_| {
+                (rng.sample::<f32, _>(rand_distr::StandardNormal) * 0.25 + 0.5).clamp(0.0, 1.0)
+            })
+            .collect(),
+        "uniform" => (0..count).map(|_| rng.gen::<f32>()).collect(),
+        other => {
+            return Err(Error::config(
+                "--ood",
+                format!("unknown noise '{other}' (noise:gaussian or noise:uniform)"),
+            ))
+        }
+    };
+    Ok(Tensor::from_slice(&values).view([n, c, h, w]))
 }

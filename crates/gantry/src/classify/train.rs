@@ -189,6 +189,15 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
+    if run_dir.join("meta.json").exists() {
+        return Err(Error::config(
+            "--resume",
+            format!(
+                "{} is a checkpoint; give its run directory (training continues from the latest checkpoint)",
+                run_dir.display()
+            ),
+        ));
+    }
     let (cfg, start) = if let Start::Resume { sets } = start {
         let ckpt = checkpoint::resolve(run_dir)?;
         let meta = checkpoint::read_meta(&ckpt)?;
@@ -275,6 +284,16 @@ pub fn train(
         d.workers,
     )?;
     let (_, val_ds_plain) = data::train_val(val_plain, d.val_fraction, t.seed)?;
+    if train_ds.len() < 2 {
+        return Err(Error::config(
+            "data.limit",
+            format!(
+                "{} leaves {} training image(s); BatchNorm needs at least 2",
+                train_ds.describe(),
+                train_ds.len()
+            ),
+        ));
+    }
     // Like a DataLoader over fewer images than a batch: one batch of all of them.
     let batch_size = t.batch_size.min(train_ds.len());
 
@@ -333,7 +352,13 @@ pub fn train(
     };
 
     let t0 = Instant::now();
-    let mut best = checkpoint::best_value(run_dir, "val/acc");
+    // A fresh run starts without a best (a stale `checkpoints/best` of an abandoned run goes).
+    let mut best = if start.is_some() {
+        checkpoint::best_value(run_dir, "val/acc")
+    } else {
+        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(run_dir).join("best"));
+        None
+    };
     let mut stopped = false;
     while step < total {
         if stop.load(Ordering::Relaxed) {
@@ -424,6 +449,7 @@ pub fn time_steps(
     steps: usize,
 ) -> Result<Vec<f64>> {
     cfg.validate()?;
+    super::check_bench_input(shape, classes)?;
     let t = &cfg.train;
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
@@ -441,8 +467,8 @@ pub fn time_steps(
         sgd.zero_grad();
         out.loss.backward();
         sgd.step(t.lr, t.momentum, t.nesterov, t.weight_decay);
-        if device.is_cuda() {
-            tch::Cuda::synchronize(0);
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
         }
         if i >= warmup {
             ms.push(t0.elapsed().as_secs_f64() * 1e3);

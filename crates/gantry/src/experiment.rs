@@ -251,7 +251,9 @@ impl ExperimentConfig {
         self.eval_spec().validate()?;
         // Every distinct training set opens, and every OOD set opens at each resolution with
         // the training data's shape (a channel mismatch fails now, not after training).
-        let mut seen: Vec<((String, Option<String>, u32, Option<usize>), [usize; 3])> = Vec::new();
+        // (spec, classes, resolution, limit) -> sample shape
+        type DataKey = (String, Option<String>, u32, Option<usize>);
+        let mut seen: Vec<(DataKey, [usize; 3])> = Vec::new();
         for arm in &self.arms {
             for &seed in &self.seeds {
                 let c = self

@@ -236,13 +236,13 @@ set = ["objective.mode=adaptivemix"]
     assert!(first.status.success(), "{err}");
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
     for needle in [
-        "| ce |",
-        "| adaptivemix |",
-        "acc ↑",
-        "acc_fgsm ↑",
-        "acc_pgd-2 ↑",
-        "auroc_uniform_principal ↑",
-        "fpr95_uniform_energy ↓",
+        "| metric | ce | adaptivemix |",
+        "| acc ↑ |",
+        "| acc_fgsm ↑ |",
+        "| acc_pgd-2 ↑ |",
+        "| auroc_uniform_principal ↑ |",
+        "| fpr95_uniform_energy ↓ |",
+        "| wall time (s) |",
         "## Results",
     ] {
         assert!(md.contains(needle), "{needle} missing from\n{md}");

@@ -699,8 +699,7 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 .map(|(m, metric)| format!("{m} {}", if *metric { "↑" } else { "↓" })),
         );
         header.push("wall time (s)".into());
-        let _ = writeln!(md, "{}", row(&header));
-        let _ = writeln!(md, "{}", row(&vec!["---".to_string(); header.len()]));
+        let mut grid = vec![header];
         for arm in &cfg.arms {
             let mut cells = vec![arm.name.clone()];
             for (m, _) in &metrics {
@@ -734,7 +733,20 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 .map(|w| format!("{w:.0}"))
                 .unwrap_or_else(|| "—".into());
             cells.push(w);
-            let _ = writeln!(md, "{}", row(&cells));
+            grid.push(cells);
+        }
+        // Many metrics (classification: accuracies, then AUROC / FPR95 per set and score) read
+        // better as rows, one column per arm.
+        if cfg.task == Task::Classify {
+            grid = (0..grid[0].len())
+                .map(|j| grid.iter().map(|r| r[j].clone()).collect())
+                .collect();
+            grid[0][0] = "metric".into();
+        }
+        let _ = writeln!(md, "{}", row(&grid[0]));
+        let _ = writeln!(md, "{}", row(&vec!["---".to_string(); grid[0].len()]));
+        for cells in &grid[1..] {
+            let _ = writeln!(md, "{}", row(cells));
         }
         md.push('\n');
     }

@@ -1,4 +1,4 @@
-"""Reference for gantry's WGAN-GP and R1 penalties: a DCGAN D at 8x8 (conv 4/2/1 -> LeakyReLU(0.2)
+"""Reference for gantry's WGAN-GP, R1 and R2 penalties and R3GAN's relativistic pairing loss: a DCGAN D at 8x8 (conv 4/2/1 -> LeakyReLU(0.2)
 -> conv 4/1/0), in float64, with weights and inputs from gantry. Writes the penalties and the
 gradients of each penalty with respect to D's weights (second-order autograd)."""
 import sys
@@ -26,5 +26,20 @@ xr = real.clone().requires_grad_(True)
 r1 = gr.flatten(1).pow(2).sum(1).mean()
 rw0, rw1 = torch.autograd.grad(r1, [w0, w1])
 
-out = {"gp": gp, "gp_w0": gw0, "gp_w1": gw1, "r1": r1, "r1_w0": rw0, "r1_w1": rw1}
+# R3GAN (brownvc/R3GAN Trainer.py): D minimises softplus(D(fake) - D(real)) + gamma/2 (R1 + R2),
+# both penalties zero-centred on the samples D scored; G minimises softplus(D(real) - D(fake)).
+gamma = 0.7
+xr2 = real.clone().requires_grad_(True)
+xf2 = fake.clone().requires_grad_(True)
+lr_, lf_ = critic(xr2), critic(xf2)
+(g_r,) = torch.autograd.grad(lr_.sum(), xr2, create_graph=True)
+(g_f,) = torch.autograd.grad(lf_.sum(), xf2, create_graph=True)
+r1b = g_r.flatten(1).pow(2).sum(1).mean()
+r2 = g_f.flatten(1).pow(2).sum(1).mean()
+d_rel = F.softplus(lf_ - lr_).mean() + gamma / 2 * (r1b + r2)
+dw0, dw1 = torch.autograd.grad(d_rel, [w0, w1])
+g_rel = F.softplus(lr_ - lf_).mean()
+
+out = {"gp": gp, "gp_w0": gw0, "gp_w1": gw1, "r1": r1, "r1_w0": rw0, "r1_w1": rw1,
+       "d_rel": d_rel, "d_rel_w0": dw0, "d_rel_w1": dw1, "g_rel": g_rel}
 np.savez(sys.argv[2], **{k: v.detach().numpy() for k, v in out.items()})

@@ -93,12 +93,12 @@ pub enum ClassifyCommand {
         attacks: String,
         #[arg(long, default_value = "linf", value_parser = choice::<attack::Norm>(attack::Norm::NAMES))]
         norm: attack::Norm,
-        /// Radius in [0, 1] pixel units (a number or a fraction: 8/255).
-        #[arg(long, default_value = "8/255", value_parser = fraction)]
-        eps: f64,
-        /// PGD step size.
-        #[arg(long, default_value = "2/255", value_parser = fraction)]
-        step: f64,
+        /// Radius in [0, 1] pixel units (a number or a fraction); default 8/255 for linf, 0.5 for l2.
+        #[arg(long, value_parser = fraction)]
+        eps: Option<f64>,
+        /// PGD step size; default eps/4.
+        #[arg(long, value_parser = fraction)]
+        step: Option<f64>,
         /// At most N test images (0 = all).
         #[arg(long, default_value_t = 1000)]
         n: usize,
@@ -307,6 +307,11 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             data,
             device,
         } => {
+            let eps = eps.unwrap_or(match norm {
+                attack::Norm::Linf => 8.0 / 255.0,
+                attack::Norm::L2 => 0.5,
+            });
+            let step = step.unwrap_or(eps / 4.0);
             let attacks = attack::parse_list(&attacks, norm, eps, step, "--attacks")?;
             if attacks.is_empty() {
                 return Err(gantry::Error::config(

@@ -1,9 +1,10 @@
-//! The WGAN gradient penalty and R1 (values and their second-order gradients) against PyTorch on
-//! the same tiny discriminator, weights and inputs, in float64.
+//! The WGAN gradient penalty, R1, and R3GAN's relativistic loss with R1 + R2 (values and their
+//! second-order gradients) against PyTorch on the same tiny discriminator, weights and inputs,
+//! in float64.
 
 mod common;
 
-use gantry::loss::penalty;
+use gantry::loss::{penalty, Adversarial};
 use gantry::models::dcgan::{DNorm, DcganConfig, DcganDiscriminator};
 use gantry::models::{DataShape, Discriminator};
 use tch::{nn, Device, Kind, Tensor};
@@ -54,4 +55,18 @@ fn gp_and_r1_match_pytorch() {
     assert!(common::rel_err(&r1, &want["r1"]) < 1e-10);
     assert!(common::rel_err(&grads[0], &want["r1_w0"]) < 1e-10);
     assert!(common::rel_err(&grads[1], &want["r1_w1"]) < 1e-10);
+
+    // R3GAN: relativistic pairing + gamma/2 (R1 + R2), as objective::d_phase composes them.
+    let gamma = 0.7;
+    let xr = real.shallow_clone().set_requires_grad(true);
+    let xf = fake.shallow_clone().set_requires_grad(true);
+    let (lr, lf) = (critic(&xr), critic(&xf));
+    let d_rel = Adversarial::Relativistic.d_loss(&lr, &lf)
+        + (penalty::r1(&lr, &xr) + penalty::r1(&lf, &xf)) * (gamma / 2.0);
+    let grads = Tensor::run_backward(&[&d_rel], &[w0, w1], false, false);
+    assert!(common::rel_err(&d_rel, &want["d_rel"]) < 1e-10);
+    assert!(common::rel_err(&grads[0], &want["d_rel_w0"]) < 1e-10);
+    assert!(common::rel_err(&grads[1], &want["d_rel_w1"]) < 1e-10);
+    let g_rel = Adversarial::Relativistic.g_loss(&lf, Some(&lr));
+    assert!(common::rel_err(&g_rel, &want["g_rel"]) < 1e-10);
 }

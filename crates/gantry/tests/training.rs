@@ -127,7 +127,7 @@ fn fq_with_beta_zero_in_loss_only_mode_is_the_baseline() {
 #[test]
 fn every_loss_and_plugin_combination_stays_finite() {
     let _rng = common::rng_lock();
-    let losses: [&[&str]; 5] = [
+    let losses: [&[&str]; 6] = [
         &["loss.kind=non-saturating"],
         &["loss.kind=hinge"],
         &["loss.kind=least-squares"],
@@ -137,6 +137,12 @@ fn every_loss_and_plugin_combination_stays_finite() {
             "model.d_norm=layer",
         ],
         &["loss.kind=non-saturating", "loss.r1.gamma=10.0"],
+        &[
+            "loss.kind=relativistic",
+            "loss.r1.gamma=1.0",
+            "loss.r2.gamma=1.0",
+            "model.d_norm=none",
+        ],
     ];
     let plugins: [&[&str]; 4] = [
         &[],

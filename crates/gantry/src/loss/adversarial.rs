@@ -14,6 +14,11 @@ pub enum Adversarial {
     LeastSquares,
     /// WGAN critic loss (pair with `loss.gp.enabled`).
     Wasserstein,
+    /// Relativistic pairing (RpGAN, Jolicoeur-Martineau 2019; R3GAN's loss): each fake is scored
+    /// against the real sample of the same index, `softplus(D(fake) - D(real))` for D and
+    /// `softplus(D(real) - D(fake))` for G, so G's step also needs D's logits on a real batch.
+    /// R3GAN pairs it with R1 and R2 (`loss.r1.gamma`, `loss.r2.gamma`).
+    Relativistic,
 }
 
 impl Adversarial {
@@ -31,15 +36,25 @@ impl Adversarial {
                 0.5 * ((real - 1.0).square().mean(None::<Kind>) + fake.square().mean(None::<Kind>))
             }
             Adversarial::Wasserstein => fake.mean(None::<Kind>) - real.mean(None::<Kind>),
+            Adversarial::Relativistic => (fake - real).softplus().mean(None::<Kind>),
         }
     }
 
-    /// What G minimises, given D's logits on its fakes.
-    pub fn g_loss(self, fake: &Tensor) -> Tensor {
-        match self {
-            Adversarial::NonSaturating => fake.neg().softplus().mean(None::<Kind>),
-            Adversarial::Hinge | Adversarial::Wasserstein => fake.mean(None::<Kind>).neg(),
-            Adversarial::LeastSquares => 0.5 * (fake - 1.0).square().mean(None::<Kind>),
+    /// Whether G's loss needs D's logits on a real batch ([`Adversarial::Relativistic`]).
+    pub fn g_needs_real(self) -> bool {
+        self == Adversarial::Relativistic
+    }
+
+    /// What G minimises, given D's logits on its fakes (and on a real batch, for the losses that
+    /// [need them](Self::g_needs_real); `None` for the others).
+    pub fn g_loss(self, fake: &Tensor, real: Option<&Tensor>) -> Tensor {
+        match (self, real) {
+            (Adversarial::NonSaturating, _) => fake.neg().softplus().mean(None::<Kind>),
+            (Adversarial::Hinge | Adversarial::Wasserstein, _) => fake.mean(None::<Kind>).neg(),
+            (Adversarial::LeastSquares, _) => 0.5 * (fake - 1.0).square().mean(None::<Kind>),
+            (Adversarial::Relativistic, Some(real)) => (real - fake).softplus().mean(None::<Kind>),
+            // The G phase always passes real logits for this loss (objective::g_phase).
+            (Adversarial::Relativistic, None) => fake.neg().softplus().mean(None::<Kind>),
         }
     }
 }
@@ -68,23 +83,32 @@ mod tests {
             (sp(-2.0) + sp(1.0)) / 2.0 + (sp(0.5) + sp(-3.0)) / 2.0,
         );
         close(
-            Adversarial::NonSaturating.g_loss(&f),
+            Adversarial::NonSaturating.g_loss(&f, None),
             (sp(-0.5) + sp(3.0)) / 2.0,
         );
         close(
             Adversarial::Hinge.d_loss(&r, &f),
             (0.0 + 2.0) / 2.0 + (1.5 + 0.0) / 2.0,
         );
-        close(Adversarial::Hinge.g_loss(&f), 1.25);
+        close(Adversarial::Hinge.g_loss(&f, None), 1.25);
         close(
             Adversarial::LeastSquares.d_loss(&r, &f),
             0.5 * ((1.0 + 4.0) / 2.0 + (0.25 + 9.0) / 2.0),
         );
         close(
-            Adversarial::LeastSquares.g_loss(&f),
+            Adversarial::LeastSquares.g_loss(&f, None),
             0.5 * (0.25 + 16.0) / 2.0,
         );
         close(Adversarial::Wasserstein.d_loss(&r, &f), -1.25 - 0.5);
-        close(Adversarial::Wasserstein.g_loss(&f), 1.25);
+        close(Adversarial::Wasserstein.g_loss(&f, None), 1.25);
+        // Pairs (2, 0.5) and (-1, -3): softplus(f - r) for D, softplus(r - f) for G.
+        close(
+            Adversarial::Relativistic.d_loss(&r, &f),
+            (sp(-1.5) + sp(-2.0)) / 2.0,
+        );
+        close(
+            Adversarial::Relativistic.g_loss(&f, Some(&r)),
+            (sp(1.5) + sp(2.0)) / 2.0,
+        );
     }
 }

@@ -15,12 +15,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// Adversarial loss: `non-saturating`, `hinge`, `least-squares` or `wasserstein`.
+    /// Adversarial loss: `non-saturating`, `hinge`, `least-squares`, `wasserstein` or
+    /// `relativistic` (R3GAN's pairing loss).
     pub kind: Adversarial,
     /// WGAN gradient penalty (Gulrajani et al. 2017) on real/fake interpolates.
     pub gp: GpConfig,
     /// R1 penalty (Mescheder et al. 2018) on real images.
     pub r1: R1Config,
+    /// R2: the same zero-centred penalty on fake images (R3GAN uses R1 and R2 together).
+    pub r2: R1Config,
     /// Path-length regularisation of G (StyleGAN2).
     pub pl: PlConfig,
 }
@@ -31,6 +34,7 @@ impl Default for LossConfig {
             kind: Adversarial::NonSaturating,
             gp: GpConfig::default(),
             r1: R1Config::default(),
+            r2: R1Config::default(),
             pl: PlConfig::default(),
         }
     }
@@ -55,7 +59,7 @@ impl Default for GpConfig {
     }
 }
 
-/// `loss.r1.*`
+/// `loss.r1.*` (and `loss.r2.*`, on fakes)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct R1Config {
@@ -126,6 +130,8 @@ impl LossConfig {
         number("loss.gp.weight", self.gp.weight)?;
         number("loss.r1.gamma", self.r1.gamma)?;
         at_least_one("loss.r1.every", self.r1.every)?;
+        number("loss.r2.gamma", self.r2.gamma)?;
+        at_least_one("loss.r2.every", self.r2.every)?;
         number("loss.pl.weight", self.pl.weight)?;
         at_least_one("loss.pl.every", self.pl.every)?;
         at_least_one("loss.pl.batch_shrink", self.pl.batch_shrink)?;

@@ -28,8 +28,9 @@ impl PhaseLoss {
 }
 
 /// D phase. `fake` must be detached from G; `real_labels`/`fake_labels` condition the scores of
-/// class-conditional critics (the gradient penalty's interpolates use the real labels). `r1_scale` is the R1 weight for this step
-/// (gamma/2 times the lazy interval) or 0 when R1 does not run now.
+/// class-conditional critics (the gradient penalty's interpolates use the real labels).
+/// `r1_scale` / `r2_scale` are the R1 / R2 weights for this step (gamma/2 times the lazy
+/// interval) or 0 when they do not run now; R2 is R1's penalty on the fake batch.
 #[allow(clippy::too_many_arguments)]
 pub fn d_phase(
     critic: &mut Critic,
@@ -40,6 +41,7 @@ pub fn d_phase(
     cfg: &LossConfig,
     step: u64,
     r1_scale: f64,
+    r2_scale: f64,
 ) -> PhaseLoss {
     let ctx = |branch| Ctx {
         phase: Phase::D,
@@ -54,7 +56,12 @@ pub fn d_phase(
     };
     // Scores may come out of autocast in a low precision; the losses are taken in fp32.
     let sr = critic.score(&real_in, real_labels, &ctx(Branch::Real));
-    let sf = critic.score(fake, fake_labels, &ctx(Branch::Fake));
+    let fake_in = if r2_scale > 0.0 {
+        fake.detach().set_requires_grad(true)
+    } else {
+        fake.shallow_clone()
+    };
+    let sf = critic.score(&fake_in, fake_labels, &ctx(Branch::Fake));
     let (real_logits, fake_logits) = (
         sr.logits.to_kind(Kind::Float),
         sf.logits.to_kind(Kind::Float),
@@ -73,6 +80,9 @@ pub fn d_phase(
     if r1_scale > 0.0 {
         loss.add("loss/d/r1", penalty::r1(&real_logits, &real_in) * r1_scale);
     }
+    if r2_scale > 0.0 {
+        loss.add("loss/d/r2", penalty::r1(&fake_logits, &fake_in) * r2_scale);
+    }
     loss.parts
         .push(("d/real".into(), real_logits.detach().mean(None::<Kind>)));
     loss.parts
@@ -80,11 +90,14 @@ pub fn d_phase(
     loss
 }
 
-/// G phase. `fake` carries G's graph.
+/// G phase. `fake` carries G's graph; `real` (with its labels) is scored, without a graph and
+/// without changing plug-in state, for the losses whose G term needs real logits
+/// ([`Adversarial::g_needs_real`](super::Adversarial::g_needs_real)).
 pub fn g_phase(
     critic: &mut Critic,
     fake: &Tensor,
     labels: Option<&Tensor>,
+    real: Option<(&Tensor, Option<&Tensor>)>,
     cfg: &LossConfig,
     step: u64,
 ) -> PhaseLoss {
@@ -95,9 +108,28 @@ pub fn g_phase(
         record: true,
     };
     let sf = critic.score(fake, labels, &ctx);
+    let real_logits = match real.filter(|_| cfg.kind.g_needs_real()) {
+        Some((x, real_labels)) => {
+            let ctx = Ctx {
+                phase: Phase::G,
+                branch: Branch::Real,
+                step,
+                record: false,
+            };
+            // D's logits on reals are constants for G: no graph.
+            Some(tch::no_grad(|| {
+                critic
+                    .score(x, real_labels, &ctx)
+                    .logits
+                    .to_kind(Kind::Float)
+            }))
+        }
+        None => None,
+    };
     let mut loss = PhaseLoss::new(
         "loss/g/adv",
-        cfg.kind.g_loss(&sf.logits.to_kind(Kind::Float)),
+        cfg.kind
+            .g_loss(&sf.logits.to_kind(Kind::Float), real_logits.as_ref()),
     );
     if let Some(extra) = sf.extra_loss {
         loss.add("loss/g/plugins", extra.to_kind(Kind::Float));

@@ -690,7 +690,10 @@ impl Trainer {
         let seed = self.seed();
         let t = self.setup.train.clone();
         let r1 = self.setup.loss.r1.clone();
+        let r2 = self.setup.loss.r2.clone();
         let mut parts = Vec::new();
+        // The G phase of a relativistic loss scores the step's last real batch again.
+        let mut last_real: Option<(Tensor, Option<Tensor>)> = None;
         let b = (t.batch_size / self.comm.world) as i64;
         if self.comm.distributed() {
             self.comm.broadcast_all(&self.buffers)?;
@@ -698,11 +701,14 @@ impl Trainer {
         for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
             let (z, fake_labels) = self.latents(seed, Purpose::DStep, k);
             let d_index = self.step * t.n_dis + k;
-            let r1_scale = if r1.gamma > 0.0 && d_index.is_multiple_of(r1.every.max(1)) {
-                r1.gamma / 2.0 * r1.every.max(1) as f64
-            } else {
-                0.0
+            let scale = |p: &crate::loss::R1Config| {
+                if p.gamma > 0.0 && d_index.is_multiple_of(p.every.max(1)) {
+                    p.gamma / 2.0 * p.every.max(1) as f64
+                } else {
+                    0.0
+                }
             };
+            let (r1_scale, r2_scale) = (scale(&r1), scale(&r2));
             // The forward passes under autocast; backward (and so the guard) outside it.
             let loss = {
                 let _autocast = Autocast::new(self.device, t.precision);
@@ -716,6 +722,7 @@ impl Trainer {
                     &self.setup.loss,
                     self.step,
                     r1_scale,
+                    r2_scale,
                 )
             };
             let grad = match self.phase_gradients(&loss, Phase::D)? {
@@ -732,6 +739,7 @@ impl Trainer {
             if k + 1 == t.n_dis {
                 parts.extend(loss.parts);
                 parts.push(("grad/d".into(), grad));
+                last_real = Some((real, labels));
             }
         }
         let (z, labels) = self.latents(seed, Purpose::GStep, 0);
@@ -742,6 +750,7 @@ impl Trainer {
                 &mut self.critic,
                 &fake,
                 labels.as_ref(),
+                last_real.as_ref().map(|(x, l)| (x, l.as_ref())),
                 &self.setup.loss,
                 self.step,
             )

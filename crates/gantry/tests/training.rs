@@ -48,6 +48,54 @@ fn resume_continues_bit_for_bit() {
     resume_is_exact(&[]);
 }
 
+/// A schedule is a function of the step: a run of 6 steps interrupted after 3 and resumed
+/// equals the straight run (an interrupted run, since changing `train.steps` would stretch it).
+#[test]
+fn resume_continues_a_learning_rate_schedule_bit_for_bit() {
+    let _rng = common::rng_lock();
+    let sets = [
+        "train.lr_schedule=cosine",
+        "train.lr_final=0.1",
+        "train.steps=6",
+    ];
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = common::train(config(&sets), straight_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(config(&sets).setup(), dir.path()).unwrap();
+    let stop = AtomicBool::new(false);
+    let mut seen = 0;
+    t.run(&stop, &mut |ev| {
+        if let gantry::train::Event::Logged { .. } = ev {
+            seen += 1;
+            if seen == 3 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    })
+    .unwrap();
+    drop(t);
+    let mut resumed = gantry::run::resume(dir.path(), None).unwrap();
+    assert_eq!(resumed.step(), 3);
+    resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_same(&straight.snapshot(), &resumed.snapshot(), |_| true);
+    let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(log.contains("lr/factor"), "{log}");
+}
+
+#[test]
+fn learning_rate_schedules_follow_their_formulas() {
+    use gantry::train::LrSchedule;
+    let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    close(LrSchedule::Constant.factor(7, 10, 0.0), 1.0);
+    close(LrSchedule::Linear.factor(0, 10, 0.0), 1.0);
+    close(LrSchedule::Linear.factor(5, 10, 0.0), 0.5);
+    close(LrSchedule::Linear.factor(10, 10, 0.2), 0.2);
+    close(LrSchedule::Cosine.factor(0, 10, 0.1), 1.0);
+    close(LrSchedule::Cosine.factor(5, 10, 0.1), 0.55);
+    close(LrSchedule::Cosine.factor(10, 10, 0.1), 0.1);
+    close(LrSchedule::Cosine.factor(20, 10, 0.1), 0.1);
+}
+
 #[test]
 fn resume_with_adaptivemix_and_fq_continues_bit_for_bit() {
     let _rng = common::rng_lock();

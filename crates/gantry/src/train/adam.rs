@@ -63,6 +63,11 @@ impl Adam {
         Tensor::stack(&parts, 0).square().sum(Kind::Float)
     }
 
+    /// The learning rate of the next steps (a schedule sets it before every step).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
     /// One Adam update with `grads` aligned to [`params`](Self::params) (undefined = unused).
     pub fn step(&mut self, grads: &[Tensor]) {
         self.step += 1;

@@ -49,6 +49,12 @@ pub struct TrainConfig {
     pub d_betas: [f64; 2],
     /// Adam epsilon (both networks).
     pub adam_eps: f64,
+    /// Learning-rate schedule of both networks, per G step: `constant`, `linear` (to
+    /// `lr_final` x lr at `steps`, WGAN-GP's recipe with 0) or `cosine` (R3GAN's shape). A
+    /// function of the step, so resume continues it; a changed `steps` stretches it.
+    pub lr_schedule: LrSchedule,
+    /// Where the schedule ends, as a fraction of `g_lr` / `d_lr`.
+    pub lr_final: f64,
     /// EMA copy of G.
     pub ema: EmaConfig,
     /// Seed of everything random: initialisation, data order, latents, plug-ins.
@@ -90,6 +96,30 @@ pub struct TrainConfig {
     pub cudnn_benchmark: bool,
 }
 
+/// `train.lr_schedule`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Linear,
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The factor on the base learning rate at G step `step` of `steps`, ending at `last`.
+    pub fn factor(self, step: u64, steps: u64, last: f64) -> f64 {
+        let t = (step as f64 / steps.max(1) as f64).min(1.0);
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Linear => 1.0 - (1.0 - last) * t,
+            LrSchedule::Cosine => {
+                last + (1.0 - last) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+}
+
 /// What the loop does when a loss or gradient is not finite.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,6 +142,8 @@ impl Default for TrainConfig {
             g_betas: [0.5, 0.999],
             d_betas: [0.5, 0.999],
             adam_eps: 1e-8,
+            lr_schedule: LrSchedule::Constant,
+            lr_final: 0.0,
             ema: EmaConfig::default(),
             seed: 0,
             device: DeviceSpec::Cpu,
@@ -154,6 +186,12 @@ impl TrainConfig {
             if !b.iter().all(|v| (0.0..1.0).contains(v)) {
                 return bad(k, "betas must be in [0, 1)");
             }
+        }
+        if !(self.lr_final.is_finite() && (0.0..=1.0).contains(&self.lr_final)) {
+            return bad(
+                "lr_final",
+                "must be a fraction of the learning rate in [0, 1]",
+            );
         }
         if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
             return bad("adam_eps", "must be a finite number > 0");
@@ -692,6 +730,12 @@ impl Trainer {
         let r1 = self.setup.loss.r1.clone();
         let r2 = self.setup.loss.r2.clone();
         let mut parts = Vec::new();
+        let lr = t.lr_schedule.factor(self.step, t.steps, t.lr_final);
+        self.opt_g.set_lr(t.g_lr * lr);
+        self.opt_d.set_lr(t.d_lr * lr);
+        if t.lr_schedule != LrSchedule::Constant {
+            parts.push(("lr/factor".into(), Tensor::from(lr)));
+        }
         // The G phase of a relativistic loss scores the step's last real batch again.
         let mut last_real: Option<(Tensor, Option<Tensor>)> = None;
         let b = (t.batch_size / self.comm.world) as i64;

@@ -203,20 +203,33 @@ class Conv2dLayer(torch.nn.Module):
 
 
 class MappingNetwork(torch.nn.Module):
-    def __init__(self, z_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01, w_avg_beta=0.995):
+    # c_dim > 0: a linear label embedding (to embed_features = w_dim), normalised and concatenated
+    # after the normalised z (z_dim = 0: the embedding alone, as D's label mapping); num_ws None =
+    # no broadcast, w_avg_beta None = no tracked average (D's).
+    def __init__(self, z_dim, w_dim, num_ws, num_layers=8, lr_multiplier=0.01, w_avg_beta=0.995, c_dim=0):
         super().__init__()
+        self.z_dim, self.c_dim = z_dim, c_dim
         self.num_ws, self.num_layers, self.w_avg_beta = num_ws, num_layers, w_avg_beta
-        features = [z_dim] + [w_dim] * num_layers
+        embed = w_dim if c_dim > 0 else 0
+        if c_dim > 0:
+            self.embed = FullyConnectedLayer(c_dim, embed)
+        features = [z_dim + embed] + [w_dim] * num_layers
         for i in range(num_layers):
             setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation="lrelu", lr_multiplier=lr_multiplier))
-        self.register_buffer("w_avg", torch.zeros([w_dim]))
+        if num_ws is not None and w_avg_beta is not None:
+            self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z, truncation_psi=1.0, skip_w_avg_update=False):
-        x = normalize_2nd_moment(z)
+    def forward(self, z, c=None, truncation_psi=1.0, skip_w_avg_update=False):
+        x = normalize_2nd_moment(z) if self.z_dim > 0 else None
+        if self.c_dim > 0:
+            y = normalize_2nd_moment(self.embed(c))
+            x = torch.cat([x, y], dim=1) if x is not None else y
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
-        if self.training and not skip_w_avg_update:
+        if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if self.num_ws is None:
+            return x
         x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if truncation_psi != 1:
             x = self.w_avg.lerp(x, truncation_psi)
@@ -315,16 +328,16 @@ class SynthesisNetwork(torch.nn.Module):
 
 
 class Generator(torch.nn.Module):
-    def __init__(self, z_dim, w_dim, img_resolution, img_channels, mapping_layers=8, channel_base=32768, channel_max=512):
+    def __init__(self, z_dim, w_dim, img_resolution, img_channels, mapping_layers=8, channel_base=32768, channel_max=512, c_dim=0):
         super().__init__()
         self.z_dim = z_dim
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, channel_base, channel_max)
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers)
+        self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, num_layers=mapping_layers, c_dim=c_dim)
         self.register_buffer("pl_mean", torch.zeros([]))
 
-    def forward(self, z, truncation_psi=1.0, **kw):
-        return self.synthesis(self.mapping(z, truncation_psi=truncation_psi), **kw)
+    def forward(self, z, c=None, truncation_psi=1.0, **kw):
+        return self.synthesis(self.mapping(z, c, truncation_psi=truncation_psi), **kw)
 
 
 class DiscriminatorBlock(torch.nn.Module):
@@ -347,29 +360,39 @@ class DiscriminatorBlock(torch.nn.Module):
 
 
 class DiscriminatorEpilogue(torch.nn.Module):
-    def __init__(self, in_channels, resolution=4, mbstd_group_size=4, mbstd_num_channels=1):
+    def __init__(self, in_channels, resolution=4, mbstd_group_size=4, mbstd_num_channels=1, cmap_dim=0):
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
+        self.cmap_dim = cmap_dim
         self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu")
         self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
-        self.out = FullyConnectedLayer(in_channels, 1)
+        self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x):
+    def forward(self, x, cmap=None):
         if self.mbstd_num_channels > 0:
             x = minibatch_std(x, self.mbstd_group_size, self.mbstd_num_channels)
         x = self.conv(x)
         x = self.fc(x.flatten(1))
-        return self.out(x)
+        x = self.out(x)
+        if self.cmap_dim > 0:
+            # Projection: the output's inner product with the mapped label.
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+        return x
 
 
 class Discriminator(torch.nn.Module):
-    def __init__(self, img_resolution, img_channels, channel_base=32768, channel_max=512, mbstd_group_size=4, mbstd_num_channels=1):
+    def __init__(self, img_resolution, img_channels, channel_base=32768, channel_max=512, mbstd_group_size=4, mbstd_num_channels=1, c_dim=0):
         super().__init__()
+        self.c_dim = c_dim
         self.block_resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
         ch = {r: min(channel_base // r, channel_max) for r in self.block_resolutions + [4]}
         for r in self.block_resolutions:
             setattr(self, f"b{r}", DiscriminatorBlock(ch[r] if r < img_resolution else 0, ch[r], ch[r // 2], img_channels))
-        self.b4 = DiscriminatorEpilogue(ch[4], mbstd_group_size=mbstd_group_size, mbstd_num_channels=mbstd_num_channels)
+        cmap_dim = ch[4] if c_dim > 0 else 0
+        if c_dim > 0:
+            # stylegan2-ada's train.py leaves D's mapping at MappingNetwork's defaults (8 layers).
+            self.mapping = MappingNetwork(0, cmap_dim, None, w_avg_beta=None, c_dim=c_dim)
+        self.b4 = DiscriminatorEpilogue(ch[4], mbstd_group_size=mbstd_group_size, mbstd_num_channels=mbstd_num_channels, cmap_dim=cmap_dim)
 
     def embed(self, img):
         x = None
@@ -377,5 +400,9 @@ class Discriminator(torch.nn.Module):
             x = getattr(self, f"b{r}")(x, img)
         return x
 
-    def forward(self, img):
-        return self.b4(self.embed(img))
+    def head(self, x, c=None):
+        cmap = self.mapping(None, c) if self.c_dim > 0 else None
+        return self.b4(x, cmap)
+
+    def forward(self, img, c=None):
+        return self.head(self.embed(img), c)

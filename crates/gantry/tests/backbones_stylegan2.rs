@@ -163,10 +163,25 @@ fn perturb(vs: &nn::VarStore) {
 
 #[test]
 fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
+    g_and_d_match_pytorch(false);
+}
+
+/// Conditional StyleGAN2 (label embedding in G's mapping, D's label mapping and projection)
+/// against the stylegan2-ada layout: the reference loads gantry's state dicts strictly.
+#[test]
+fn conditional_g_and_d_match_pytorch_with_the_same_weights() {
+    g_and_d_match_pytorch(true);
+}
+
+fn g_and_d_match_pytorch(conditional: bool) {
     let _rng = common::rng_lock();
     tch::manual_seed(11);
-    let shape = DataShape::image(3, 16, None);
-    let cfg = tiny_model();
+    let classes = 5;
+    let shape = DataShape::image(3, 16, conditional.then_some(classes));
+    let cfg = StyleGan2Config {
+        conditional,
+        ..tiny_model()
+    };
     let mut g_vs = nn::VarStore::new(Device::Cpu);
     let mut d_vs = nn::VarStore::new(Device::Cpu);
     let g = StyleGan2Generator::new(g_vs.root(), &cfg, &shape);
@@ -197,31 +212,41 @@ fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
         ("channel_max", 8),
         ("mbstd_group", 4),
         ("mbstd_channels", 2),
+        ("c_dim", if conditional { classes } else { 0 }),
     ];
     named.extend(
         settings
             .iter()
             .map(|(k, v)| (format!("cfg.{k}"), Tensor::from(*v as i64))),
     );
+    let labels_g = Tensor::from_slice(&[4i64, 0, 2]);
+    let labels_d = Tensor::from_slice(&[1i64, 3, 0, 4, 2, 2, 1, 0]);
     named.extend([
         ("z".to_string(), z.copy()),
         ("u".to_string(), u.copy()),
         ("img".to_string(), img.copy()),
+        ("labels_g".to_string(), labels_g.copy()),
+        ("labels_d".to_string(), labels_d.copy()),
     ]);
+    let (lg, ld) = if conditional {
+        (Some(&labels_g), Some(&labels_d))
+    } else {
+        (None, None)
+    };
     let inputs: Vec<(&str, Tensor)> = named
         .iter()
         .map(|(k, v)| (k.as_str(), v.shallow_clone()))
         .collect();
     let want = common::pyref("stylegan2_nets.py", &inputs);
 
-    let ws = tch::no_grad(|| g.ws(&z, false));
+    let ws = tch::no_grad(|| g.ws(&z, lg, false));
     assert_close("ws", &ws, &want["ws"]);
     let img_g = tch::no_grad(|| g.synthesis(&ws, NoiseMode::Const, ModConvForm::Grouped));
     assert_eq!(img_g.size(), [3, 3, 16, 16]);
     assert_close("img_grouped", &img_g, &want["img_grouped"]);
     let img_s = tch::no_grad(|| g.synthesis(&ws, NoiseMode::Const, ModConvForm::ScaleActivations));
     assert_close("img_scaleact", &img_s, &want["img_scaleact"]);
-    let img_t = tch::no_grad(|| g.forward_truncated(&z, 0.7, None, NoiseMode::Const));
+    let img_t = tch::no_grad(|| g.forward_truncated(&z, lg, 0.7, None, NoiseMode::Const));
     assert_close("img_truncated", &img_t, &want["img_truncated"]);
 
     // The path-length gradient J^T u, and its gradient path into a weight.
@@ -233,13 +258,13 @@ fn tiny_g_and_d_match_pytorch_with_the_same_weights() {
     assert_close("jtu_w", &jtu[1], &want["jtu_w"]);
 
     // One training-mode pass moves w_avg (style mixing does not touch it).
-    let _ = tch::no_grad(|| g.ws(&z, true));
+    let _ = tch::no_grad(|| g.ws(&z, lg, true));
     assert_close("w_avg", g.w_avg(), &want["w_avg"]);
 
     let x = img.set_requires_grad(true);
     let embed = d.embed(&x, false);
     assert_close("embed", &embed, &want["embed"]);
-    let logits = d.head(&embed, None, false);
+    let logits = d.head(&embed, ld, false);
     assert_close("logits", &logits, &want["logits"]);
     let dw = d_vs.variables()["b16.conv0.weight"].shallow_clone();
     let grads = Tensor::run_backward(&[logits.sum(Kind::Double)], &[&x, &dw], false, false);
@@ -266,11 +291,25 @@ fn small(extra: &[&str]) -> RunConfig {
 #[test]
 fn small_preset_trains_with_r1_path_length_and_plugins() {
     let _rng = common::rng_lock();
-    let plugins: [&[&str]; 4] = [
+    let plugins: [&[&str]; 7] = [
         &[],
         &["adaptivemix.enabled=true"],
         &["fq.enabled=true", "fq.k=8"],
         &["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8"],
+        // Conditional StyleGAN2 on the shapes' 3 classes, alone, with both plug-ins, and with
+        // R3GAN's relativistic loss and R2.
+        &["model.conditional=true"],
+        &[
+            "model.conditional=true",
+            "adaptivemix.enabled=true",
+            "fq.enabled=true",
+            "fq.k=8",
+        ],
+        &[
+            "model.conditional=true",
+            "loss.kind=relativistic",
+            "loss.r2.gamma=1.0",
+        ],
     ];
     for p in plugins {
         let mut sets = vec!["train.steps=3"];
@@ -301,6 +340,32 @@ fn small_preset_trains_with_r1_path_length_and_plugins() {
         let g = checkpoint::read_store(&ckpt, "g").unwrap();
         assert!(g["pl_mean"].double_value(&[]) > 0.0, "{sets:?}");
     }
+}
+
+#[test]
+fn a_conditional_stylegan2_needs_labelled_data() {
+    let e = RunConfig::resolve(
+        Some("stylegan2-32-small"),
+        &[
+            "model.conditional=true".to_string(),
+            "data.kind=folder".to_string(),
+            "data.path=/nonexistent".to_string(),
+        ],
+    )
+    .and_then(|c| {
+        let shape = DataShape::image(3, 32, None);
+        use gantry::models::Architecture;
+        match &c.model {
+            gantry::models::ModelConfig::StyleGan2(m) => m.validate_data(&shape),
+            _ => unreachable!(),
+        }
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.conditional") && e.contains("labelled data"),
+        "{e}"
+    );
 }
 
 #[test]

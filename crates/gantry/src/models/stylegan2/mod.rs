@@ -12,7 +12,12 @@
 //! [`StyleGan2Generator::path_length_penalty`]; the loop applies it lazily (`loss.pl`).
 //!
 //! Departures from stylegan2-ada-pytorch, and why:
-//! - Unconditional only: labels are accepted and ignored (no label embedding, no projection D).
+//! - Class-conditional with `model.conditional = true` (stylegan2-ada's `cond=True`): G's mapping
+//!   embeds the one-hot label (`mapping.embed`), normalises it and concatenates it to the
+//!   normalised z; D maps the label through its own 8-layer mapping network (`mapping.*`, no
+//!   tracked average; train.py leaves D's mapping at its defaults) to `cmap`, and its epilogue's
+//!   `out` gives `cmap_dim` features whose inner product with `cmap`, over sqrt(cmap_dim), is the
+//!   logit (projection). Unconditional runs ignore labels.
 //! - float32 (or float64) everywhere: no mixed precision and so no `conv_clamp`; the reference
 //!   uses fp16 for the 4 highest resolutions with clamping at 256 only to save GPU time.
 //! - Only the config-F architectures: `skip` G and `resnet` D.
@@ -65,6 +70,9 @@ pub struct StyleGan2Config {
     pub mbstd_group: i64,
     /// Minibatch-stddev features (1; 0 disables the layer).
     pub mbstd_channels: i64,
+    /// Class-conditional G (label embedding into the mapping) and D (projection in the
+    /// epilogue); needs labelled data.
+    pub conditional: bool,
 }
 
 impl Default for StyleGan2Config {
@@ -79,6 +87,7 @@ impl Default for StyleGan2Config {
             style_mixing: 0.9,
             mbstd_group: 4,
             mbstd_channels: 1,
+            conditional: false,
         }
     }
 }
@@ -134,6 +143,15 @@ impl Architecture for StyleGan2Config {
         }
         Ok(())
     }
+    fn validate_data(&self, shape: &DataShape) -> Result<()> {
+        if self.conditional && shape.num_classes.unwrap_or(0) <= 0 {
+            return Err(Error::config(
+                "model.conditional",
+                "a conditional stylegan2 needs labelled data (cifar10, cifar100, shapes, mnist, or folder with data.labels=true)",
+            ));
+        }
+        Ok(())
+    }
     /// D's blocks, named by the resolution they read: `b<res>` .. `b8`.
     fn taps(&self, resolution: i64) -> Vec<String> {
         resolutions(resolution)
@@ -161,46 +179,83 @@ fn resolutions(res: i64) -> Vec<i64> {
         .collect()
 }
 
-/// The mapping network z -> w, with the tracked average of w.
+/// The mapping network (z, c) -> w: G's (with the tracked average of w) and, with `z_dim = 0`,
+/// D's label mapping.
 struct Mapping {
+    /// The label embedding (one-hot c -> w_dim, linear) when conditional.
+    embed: Option<FullyConnected>,
+    num_classes: i64,
     layers: Vec<FullyConnected>,
-    w_avg: Tensor,
+    w_avg: Option<Tensor>,
 }
 
 impl Mapping {
-    fn new(p: nn::Path, z_dim: i64, w_dim: i64, cfg: &StyleGan2Config) -> Self {
-        let layers = (0..cfg.mapping_layers)
+    fn new(
+        p: nn::Path,
+        z_dim: i64,
+        num_classes: i64,
+        w_dim: i64,
+        layers: i64,
+        lr_mul: f64,
+        track: bool,
+    ) -> Self {
+        let embed = (num_classes > 0)
+            .then(|| FullyConnected::new(&p / "embed", num_classes, w_dim, Act::Linear, 1.0, 0.0));
+        let first = z_dim + if num_classes > 0 { w_dim } else { 0 };
+        let layers = (0..layers)
             .map(|i| {
-                let in_features = if i == 0 { z_dim } else { w_dim };
+                let in_features = if i == 0 { first } else { w_dim };
                 FullyConnected::new(
                     &p / format!("fc{i}"),
                     in_features,
                     w_dim,
                     Act::Lrelu,
-                    cfg.mapping_lr_mul,
+                    lr_mul,
                     0.0,
                 )
             })
             .collect();
         Mapping {
+            embed,
+            num_classes,
             layers,
-            w_avg: p.zeros_no_train("w_avg", &[w_dim]),
+            w_avg: track.then(|| p.zeros_no_train("w_avg", &[w_dim])),
         }
     }
 
-    /// w for latents `z` `[N, z_dim]`; with `track`, moves `w_avg` towards this batch's mean.
-    fn forward(&self, z: &Tensor, track: bool) -> Tensor {
-        let w = self
-            .layers
-            .iter()
-            .fold(ops::normalize_2nd_moment(z), |x, l| l.forward(&x));
-        if track {
+    /// w for latents `z` `[N, z_dim]` (None for D's label mapping) and class indices `labels`
+    /// (used when conditional) of the `n` samples of `like` (kind and device); with `track`,
+    /// moves `w_avg` towards this batch's mean.
+    fn forward(
+        &self,
+        z: Option<&Tensor>,
+        labels: Option<&Tensor>,
+        like: &Tensor,
+        track: bool,
+    ) -> Tensor {
+        let mut parts: Vec<Tensor> = z.map(ops::normalize_2nd_moment).into_iter().collect();
+        if let Some(embed) = &self.embed {
+            // Unlabelled calls (none in training: the gate asks for labelled data) embed class 0.
+            let c = match labels {
+                Some(l) => l.to_device(like.device()),
+                None => Tensor::zeros([like.size()[0]], (Kind::Int64, like.device())),
+            };
+            let c = c.onehot(self.num_classes).to_kind(like.kind());
+            parts.push(ops::normalize_2nd_moment(&embed.forward(&c)));
+        }
+        let x = if parts.len() == 1 {
+            parts.remove(0)
+        } else {
+            Tensor::cat(&parts, 1)
+        };
+        let w = self.layers.iter().fold(x, |x, l| l.forward(&x));
+        if let (true, Some(w_avg)) = (track, &self.w_avg) {
             tch::no_grad(|| {
                 let avg = w
                     .detach()
                     .mean_dim(0, false, None::<Kind>)
-                    .lerp(&self.w_avg, W_AVG_BETA);
-                self.w_avg.shallow_clone().copy_(&avg);
+                    .lerp(w_avg, W_AVG_BETA);
+                w_avg.shallow_clone().copy_(&avg);
             });
         }
         w
@@ -312,7 +367,20 @@ impl StyleGan2Generator {
             });
         }
         let num_ws = blocks.iter().map(|b| b.num_conv()).sum::<i64>() + 1;
-        let mapping = Mapping::new(&p / "mapping", z_dim, w_dim, cfg);
+        let num_classes = if cfg.conditional {
+            shape.num_classes.unwrap_or(0)
+        } else {
+            0
+        };
+        let mapping = Mapping::new(
+            &p / "mapping",
+            z_dim,
+            num_classes,
+            w_dim,
+            cfg.mapping_layers,
+            cfg.mapping_lr_mul,
+            true,
+        );
         let pl_mean = p.zeros_no_train("pl_mean", &[]);
         StyleGan2Generator {
             z_dim,
@@ -337,7 +405,10 @@ impl StyleGan2Generator {
 
     /// The tracked average of w.
     pub fn w_avg(&self) -> &Tensor {
-        &self.mapping.w_avg
+        self.mapping
+            .w_avg
+            .as_ref()
+            .expect("G's mapping tracks w_avg")
     }
 
     /// The path-length EMA `a` (0 before the first regularisation pass).
@@ -348,8 +419,8 @@ impl StyleGan2Generator {
     /// Per-layer latents `[N, num_ws, w_dim]`. In training the mapping also updates `w_avg`, and
     /// with probability `style_mixing` the ws from a random cut-off onwards come from a second
     /// latent (the regulariser of sec. 3.1 of the StyleGAN paper).
-    pub fn ws(&self, z: &Tensor, train: bool) -> Tensor {
-        let w = self.mapping.forward(z, train);
+    pub fn ws(&self, z: &Tensor, labels: Option<&Tensor>, train: bool) -> Tensor {
+        let w = self.mapping.forward(Some(z), labels, z, train);
         let broadcast = |w: &Tensor, n: i64| w.unsqueeze(1).repeat([1, n, 1]);
         if !(train && self.style_mixing > 0.0) {
             return broadcast(&w, self.num_ws);
@@ -361,7 +432,9 @@ impl StyleGan2Generator {
         if !mix {
             return broadcast(&w, self.num_ws);
         }
-        let w2 = self.mapping.forward(&z.randn_like(), false);
+        let w2 = self
+            .mapping
+            .forward(Some(&z.randn_like()), labels, z, false);
         Tensor::cat(
             &[broadcast(&w, cutoff), broadcast(&w2, self.num_ws - cutoff)],
             1,
@@ -389,15 +462,16 @@ impl StyleGan2Generator {
     pub fn forward_truncated(
         &self,
         z: &Tensor,
+        labels: Option<&Tensor>,
         psi: f64,
         cutoff: Option<i64>,
         noise: NoiseMode,
     ) -> Tensor {
-        let ws = self.ws(z, false);
+        let ws = self.ws(z, labels, false);
         let ws = if psi == 1.0 {
             ws
         } else {
-            let avg = self.mapping.w_avg.to_kind(ws.kind()).reshape([1, 1, -1]);
+            let avg = self.w_avg().to_kind(ws.kind()).reshape([1, 1, -1]);
             let truncated = &avg + (&ws - &avg) * psi;
             match cutoff {
                 Some(c) if c < self.num_ws => Tensor::cat(
@@ -416,14 +490,14 @@ impl Generator for StyleGan2Generator {
         self.z_dim
     }
 
-    /// Unconditional: `labels` are ignored.
-    fn forward(&self, z: &Tensor, _labels: Option<&Tensor>, train: bool) -> Tensor {
+    /// `labels` condition the mapping of a conditional G; others ignore them.
+    fn forward(&self, z: &Tensor, labels: Option<&Tensor>, train: bool) -> Tensor {
         let form = if train {
             ModConvForm::ScaleActivations
         } else {
             ModConvForm::Grouped
         };
-        self.synthesis(&self.ws(z, train), NoiseMode::Random, form)
+        self.synthesis(&self.ws(z, labels, train), NoiseMode::Random, form)
     }
 
     /// Path-length regularisation (sec. 3.2): for images `y = g(w)` and random images `u ~ N(0, I)
@@ -433,10 +507,10 @@ impl Generator for StyleGan2Generator {
     fn path_length_penalty(
         &self,
         z: &Tensor,
-        _labels: Option<&Tensor>,
+        labels: Option<&Tensor>,
         decay: f64,
     ) -> Option<Tensor> {
-        let ws = self.ws(z, true);
+        let ws = self.ws(z, labels, true);
         let img = self.synthesis(&ws, NoiseMode::Random, ModConvForm::ScaleActivations);
         let (h, w) = (img.size()[2], img.size()[3]);
         let noise = img.randn_like() / ((h * w) as f64).sqrt();
@@ -489,6 +563,8 @@ pub struct StyleGan2Discriminator {
     conv: Conv2dLayer,
     fc: FullyConnected,
     out: FullyConnected,
+    /// Conditional: the label mapping to `cmap` (`cmap_dim` = the 4x4 channels).
+    mapping: Option<Mapping>,
 }
 
 impl StyleGan2Discriminator {
@@ -537,7 +613,17 @@ impl StyleGan2Discriminator {
             &filter,
         );
         let fc = FullyConnected::new(&ep / "fc", c4 * 16, c4, Act::Lrelu, 1.0, 0.0);
-        let out = FullyConnected::new(&ep / "out", c4, 1, Act::Linear, 1.0, 0.0);
+        let num_classes = if cfg.conditional {
+            shape.num_classes.unwrap_or(0)
+        } else {
+            0
+        };
+        // cmap_dim = the 4x4 channels (stylegan2-ada's default); D's mapping keeps
+        // MappingNetwork's defaults: 8 layers at lr multiplier 0.01.
+        let mapping = (num_classes > 0)
+            .then(|| Mapping::new(&p / "mapping", 0, num_classes, c4, 8, 0.01, false));
+        let out_features = if mapping.is_some() { c4 } else { 1 };
+        let out = FullyConnected::new(&ep / "out", c4, out_features, Act::Linear, 1.0, 0.0);
         StyleGan2Discriminator {
             blocks,
             mbstd_group: cfg.mbstd_group,
@@ -545,6 +631,7 @@ impl StyleGan2Discriminator {
             conv,
             fc,
             out,
+            mapping,
         }
     }
 }
@@ -556,8 +643,9 @@ impl Discriminator for StyleGan2Discriminator {
             .fold(x.shallow_clone(), |h, b| tap(&b.name, b.forward(&h)))
     }
 
-    /// Unconditional: `labels` are ignored.
-    fn head(&self, features: &Tensor, _labels: Option<&Tensor>, _train: bool) -> Tensor {
+    /// Conditional: projection of the epilogue's output on the mapped label; unconditional
+    /// heads ignore `labels`.
+    fn head(&self, features: &Tensor, labels: Option<&Tensor>, _train: bool) -> Tensor {
         let x = if self.mbstd_channels > 0 {
             ops::minibatch_std(features, self.mbstd_group, self.mbstd_channels)
         } else {
@@ -565,7 +653,15 @@ impl Discriminator for StyleGan2Discriminator {
         };
         let x = self.conv.forward(&x, 1.0);
         let x = self.fc.forward(&x.flatten(1, -1));
-        self.out.forward(&x).select(1, 0)
+        let x = self.out.forward(&x);
+        match &self.mapping {
+            Some(m) => {
+                let cmap = m.forward(None, labels, &x, false);
+                let dim = cmap.size()[1] as f64;
+                (x * cmap).sum_dim_intlist(1, false, None::<Kind>) / dim.sqrt()
+            }
+            None => x.select(1, 0),
+        }
     }
 
     fn taps(&self) -> Vec<String> {
@@ -626,7 +722,7 @@ mod tests {
         let _ = tch::no_grad(|| g.forward(&z, None, true));
         assert!(g.w_avg().abs().sum(Kind::Float).double_value(&[]) > 0.0);
         // psi = 0 maps every latent to w_avg: all samples equal under const noise.
-        let x = tch::no_grad(|| g.forward_truncated(&z, 0.0, None, NoiseMode::Const));
+        let x = tch::no_grad(|| g.forward_truncated(&z, None, 0.0, None, NoiseMode::Const));
         assert!((x.get(0) - x.get(3)).abs().max().double_value(&[]) < 1e-5);
     }
 

@@ -217,7 +217,7 @@ fn g_and_d_match_pytorch(conditional: bool) {
     named.extend(
         settings
             .iter()
-            .map(|(k, v)| (format!("cfg.{k}"), Tensor::from(*v as i64))),
+            .map(|(k, v)| (format!("cfg.{k}"), Tensor::from(*v))),
     );
     let labels_g = Tensor::from_slice(&[4i64, 0, 2]);
     let labels_d = Tensor::from_slice(&[1i64, 3, 0, 4, 2, 2, 1, 0]);

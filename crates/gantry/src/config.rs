@@ -94,6 +94,16 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
         include_str!("../presets/wgangp-resnet-cifar.toml"),
     ),
     (
+        "r3gan-small",
+        "R3GAN (relativistic loss + R1/R2, ResNeXt G/D) at CPU size on built-in shapes, 32x32",
+        include_str!("../presets/r3gan-small.toml"),
+    ),
+    (
+        "r3gan-cifar",
+        "R3GAN's CIFAR-10 configuration, class-conditional (Huang et al. 2024); needs a GPU",
+        include_str!("../presets/r3gan-cifar.toml"),
+    ),
+    (
         "biggan-cifar",
         "Class-conditional BigGAN on CIFAR-10 as in the FQ-GAN runs (Brock et al. 2019)",
         include_str!("../presets/biggan-cifar.toml"),

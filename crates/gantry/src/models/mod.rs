@@ -9,6 +9,7 @@
 pub mod biggan;
 pub mod dcgan;
 pub mod mlp;
+pub mod r3gan;
 pub mod resnet;
 pub mod stylegan2;
 
@@ -114,6 +115,9 @@ pub enum ModelConfig {
     /// Class-conditional BigGAN.
     #[serde(rename = "biggan")]
     BigGan(biggan::BigGanConfig),
+    /// R3GAN's normalisation-free ResNeXt G and D.
+    #[serde(rename = "r3gan")]
+    R3gan(r3gan::R3ganConfig),
 }
 
 impl Default for ModelConfig {
@@ -124,7 +128,8 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     /// The values of `model.arch`.
-    pub const ARCHS: &'static [&'static str] = &["dcgan", "mlp", "stylegan2", "resnet", "biggan"];
+    pub const ARCHS: &'static [&'static str] =
+        &["dcgan", "mlp", "stylegan2", "resnet", "biggan", "r3gan"];
 
     pub fn arch(&self) -> &dyn Architecture {
         match self {
@@ -133,6 +138,7 @@ impl ModelConfig {
             ModelConfig::StyleGan2(c) => c,
             ModelConfig::Resnet(c) => c,
             ModelConfig::BigGan(c) => c,
+            ModelConfig::R3gan(c) => c,
         }
     }
 
@@ -144,6 +150,7 @@ impl ModelConfig {
             ModelConfig::StyleGan2(_) => "stylegan2",
             ModelConfig::Resnet(_) => "resnet",
             ModelConfig::BigGan(_) => "biggan",
+            ModelConfig::R3gan(_) => "r3gan",
         }
     }
 
@@ -170,6 +177,7 @@ impl ModelConfig {
             "stylegan2" => settings(rest).map(ModelConfig::StyleGan2),
             "resnet" => settings(rest).map(ModelConfig::Resnet),
             "biggan" => settings(rest).map(ModelConfig::BigGan),
+            "r3gan" => settings(rest).map(ModelConfig::R3gan),
             other => Err(format!(
                 "arch: unknown architecture {other:?} (valid: {})",
                 Self::ARCHS.join(", ")

@@ -290,7 +290,7 @@ impl R3ganGenerator {
             let sp = &main / i as i64 / "Layers";
             let t = &sp / 0;
             let (basis, up) = if i == 0 {
-                let basis = (&t).var(
+                let basis = t.var(
                     "Basis",
                     &[w, 4, 4],
                     Init::Randn {

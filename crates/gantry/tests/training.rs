@@ -56,6 +56,9 @@ fn resume_continues_a_learning_rate_schedule_bit_for_bit() {
     let sets = [
         "train.lr_schedule=cosine",
         "train.lr_final=0.1",
+        "train.beta2_final=0.99",
+        "train.gamma_final=0.1",
+        "loss.r1.gamma=1.0",
         "train.steps=6",
     ];
     let straight_dir = tempfile::tempdir().unwrap();
@@ -79,7 +82,9 @@ fn resume_continues_a_learning_rate_schedule_bit_for_bit() {
     resumed.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     assert_same(&straight.snapshot(), &resumed.snapshot(), |_| true);
     let log = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
-    assert!(log.contains("lr/factor"), "{log}");
+    for k in ["schedule/lr", "schedule/gamma", "schedule/beta2"] {
+        assert!(log.contains(k), "{k} missing from {log}");
+    }
 }
 
 #[test]

@@ -63,6 +63,11 @@ impl Adam {
         Tensor::stack(&parts, 0).square().sum(Kind::Float)
     }
 
+    /// The betas of the next steps (a schedule may move beta2).
+    pub fn set_betas(&mut self, betas: [f64; 2]) {
+        self.betas = (betas[0], betas[1]);
+    }
+
     /// The learning rate of the next steps (a schedule sets it before every step).
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;

@@ -55,6 +55,13 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Where the schedule ends, as a fraction of `g_lr` / `d_lr`.
     pub lr_final: f64,
+    /// Adam's beta2 (both networks) moves on the same schedule from the configured betas to
+    /// this value (R3GAN: 0.9 -> 0.99); unset = fixed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta2_final: Option<f64>,
+    /// R1's and R2's gamma move on the same schedule to this fraction of `loss.r1.gamma` /
+    /// `loss.r2.gamma` (R3GAN: 0.1); 1 = fixed.
+    pub gamma_final: f64,
     /// EMA copy of G.
     pub ema: EmaConfig,
     /// Seed of everything random: initialisation, data order, latents, plug-ins.
@@ -107,16 +114,20 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// The factor on the base learning rate at G step `step` of `steps`, ending at `last`.
-    pub fn factor(self, step: u64, steps: u64, last: f64) -> f64 {
+    /// How far a scheduled value has moved from its start (0) to its end (1) at G step `step` of
+    /// `steps` (`constant`: never moves).
+    pub fn progress(self, step: u64, steps: u64) -> f64 {
         let t = (step as f64 / steps.max(1) as f64).min(1.0);
         match self {
-            LrSchedule::Constant => 1.0,
-            LrSchedule::Linear => 1.0 - (1.0 - last) * t,
-            LrSchedule::Cosine => {
-                last + (1.0 - last) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-            }
+            LrSchedule::Constant => 0.0,
+            LrSchedule::Linear => t,
+            LrSchedule::Cosine => 0.5 * (1.0 - (std::f64::consts::PI * t).cos()),
         }
+    }
+
+    /// The factor on the base learning rate at G step `step` of `steps`, ending at `last`.
+    pub fn factor(self, step: u64, steps: u64, last: f64) -> f64 {
+        1.0 + (last - 1.0) * self.progress(step, steps)
     }
 }
 
@@ -144,6 +155,8 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             lr_schedule: LrSchedule::Constant,
             lr_final: 0.0,
+            beta2_final: None,
+            gamma_final: 1.0,
             ema: EmaConfig::default(),
             seed: 0,
             device: DeviceSpec::Cpu,
@@ -192,6 +205,12 @@ impl TrainConfig {
                 "lr_final",
                 "must be a fraction of the learning rate in [0, 1]",
             );
+        }
+        if self.beta2_final.is_some_and(|b| !(0.0..1.0).contains(&b)) {
+            return bad("beta2_final", "must be in [0, 1)");
+        }
+        if !(self.gamma_final.is_finite() && self.gamma_final >= 0.0) {
+            return bad("gamma_final", "must be a finite fraction >= 0");
         }
         if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
             return bad("adam_eps", "must be a finite number > 0");
@@ -730,11 +749,24 @@ impl Trainer {
         let r1 = self.setup.loss.r1.clone();
         let r2 = self.setup.loss.r2.clone();
         let mut parts = Vec::new();
-        let lr = t.lr_schedule.factor(self.step, t.steps, t.lr_final);
+        // Scheduled values: a function of the step, so resume continues them.
+        let progress = t.lr_schedule.progress(self.step, t.steps);
+        let lr = 1.0 + (t.lr_final - 1.0) * progress;
         self.opt_g.set_lr(t.g_lr * lr);
         self.opt_d.set_lr(t.d_lr * lr);
+        if let Some(b2) = t.beta2_final {
+            let at = |b: [f64; 2]| [b[0], b[1] + (b2 - b[1]) * progress];
+            self.opt_g.set_betas(at(t.g_betas));
+            self.opt_d.set_betas(at(t.d_betas));
+        }
+        let gamma = 1.0 + (t.gamma_final - 1.0) * progress;
         if t.lr_schedule != LrSchedule::Constant {
-            parts.push(("lr/factor".into(), Tensor::from(lr)));
+            parts.push(("schedule/lr".into(), Tensor::from(lr)));
+            parts.push(("schedule/gamma".into(), Tensor::from(gamma)));
+            if let Some(b2) = t.beta2_final {
+                let beta2 = t.d_betas[1] + (b2 - t.d_betas[1]) * progress;
+                parts.push(("schedule/beta2".into(), Tensor::from(beta2)));
+            }
         }
         // The G phase of a relativistic loss scores the step's last real batch again.
         let mut last_real: Option<(Tensor, Option<Tensor>)> = None;
@@ -747,7 +779,7 @@ impl Trainer {
             let d_index = self.step * t.n_dis + k;
             let scale = |p: &crate::loss::R1Config| {
                 if p.gamma > 0.0 && d_index.is_multiple_of(p.every.max(1)) {
-                    p.gamma / 2.0 * p.every.max(1) as f64
+                    p.gamma * gamma / 2.0 * p.every.max(1) as f64
                 } else {
                     0.0
                 }

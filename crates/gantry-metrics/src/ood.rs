@@ -17,53 +17,49 @@ pub struct OodMetrics {
     pub aupr_out: f64,
 }
 
-/// ROC points (fpr, tpr) at every distinct threshold, from (0, 0), like `roc_curve` without
-/// dropping intermediate points.
-fn roc(pos: &[f64], neg: &[f64]) -> Vec<(f64, f64)> {
+/// (true positives, false positives) counted down the scores, one entry per distinct threshold
+/// (ties enter together, as scikit-learn's curves group them).
+fn counts(pos: &[f64], neg: &[f64]) -> Vec<(f64, f64)> {
     let mut all: Vec<(f64, bool)> = pos
         .iter()
         .map(|&s| (s, true))
         .chain(neg.iter().map(|&s| (s, false)))
         .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let (np, nn) = (pos.len() as f64, neg.len() as f64);
-    let mut points = vec![(0.0, 0.0)];
-    let (mut tp, mut fp) = (0.0, 0.0);
+    let (mut tp, mut fp, mut out) = (0.0, 0.0, Vec::new());
     for (i, (s, is_pos)) in all.iter().enumerate() {
         if *is_pos {
             tp += 1.0;
         } else {
             fp += 1.0;
         }
-        // One point per distinct score: after the last of a run of ties.
         if i + 1 == all.len() || all[i + 1].0 != *s {
-            points.push((fp / nn, tp / np));
+            out.push((tp, fp));
         }
     }
-    points
+    out
+}
+
+/// ROC points (fpr, tpr) from (0, 0), like `roc_curve` without dropping intermediate points.
+fn roc(pos: &[f64], neg: &[f64]) -> Vec<(f64, f64)> {
+    let (np, nn) = (pos.len() as f64, neg.len() as f64);
+    std::iter::once((0.0, 0.0))
+        .chain(
+            counts(pos, neg)
+                .into_iter()
+                .map(|(tp, fp)| (fp / nn, tp / np)),
+        )
+        .collect()
 }
 
 /// `average_precision_score`: sum over thresholds of (R_n - R_{n-1}) P_n.
 fn average_precision(pos: &[f64], neg: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = pos
-        .iter()
-        .map(|&s| (s, true))
-        .chain(neg.iter().map(|&s| (s, false)))
-        .collect();
-    all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let np = pos.len() as f64;
-    let (mut tp, mut fp, mut prev_recall, mut ap) = (0.0, 0.0, 0.0, 0.0);
-    for (i, (s, is_pos)) in all.iter().enumerate() {
-        if *is_pos {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        if i + 1 == all.len() || all[i + 1].0 != *s {
-            let recall = tp / np;
-            ap += (recall - prev_recall) * tp / (tp + fp);
-            prev_recall = recall;
-        }
+    let (mut prev_recall, mut ap) = (0.0, 0.0);
+    for (tp, fp) in counts(pos, neg) {
+        let recall = tp / np;
+        ap += (recall - prev_recall) * tp / (tp + fp);
+        prev_recall = recall;
     }
     ap
 }

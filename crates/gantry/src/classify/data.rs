@@ -49,6 +49,40 @@ impl Default for DataSection {
     }
 }
 
+impl DataSection {
+    /// Whether training images are mirrored: `hflip`, or by default on except for MNIST digits.
+    pub fn flips(&self) -> bool {
+        self.hflip.unwrap_or_else(|| {
+            DataConfig::from_spec(self.spec.rsplit_once('#').map_or(&self.spec, |s| s.0))
+                .is_ok_and(|c| c.kind != gantry_data::DataKind::Mnist)
+        })
+    }
+
+    /// The run's training split (classes, limit, resolution) and, drawn with `seed`, its
+    /// (training, validation) parts; flipped only in the training part when `flips`.
+    pub fn parts(&self, seed: u64, flips: bool) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+        let split = |hflip| {
+            open(
+                &self.spec,
+                Split::Train,
+                self.resolution,
+                self.classes.as_deref(),
+                hflip,
+                self.limit,
+                self.workers,
+            )
+        };
+        let plain = split(false)?;
+        if !flips {
+            return train_val(plain, self.val_fraction, seed);
+        }
+        // The validation part never flips: it comes from a second, unflipped view of the images.
+        let (train, _) = train_val(split(true)?, self.val_fraction, seed)?;
+        let (_, val) = train_val(plain, self.val_fraction, seed)?;
+        Ok((train, val))
+    }
+}
+
 /// Parses a class list: `0-4`, `0,2,7`, `0-2,5`.
 pub fn parse_classes(text: &str, key: &str) -> Result<Vec<usize>> {
     let bad = || {

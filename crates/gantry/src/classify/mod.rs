@@ -437,18 +437,8 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
             )),
         }
     }
-    // The run's own training part: same limit, same split as training drew.
-    let d = &t.cfg.data;
-    let train_all = data::open(
-        &d.spec,
-        Split::Train,
-        d.resolution,
-        d.classes.as_deref(),
-        false,
-        d.limit,
-        d.workers,
-    )?;
-    let (train_part, _) = data::train_val(train_all, t.cfg.data.val_fraction, t.cfg.train.seed)?;
+    // The run's own training part (same classes, limit and split as training drew), unflipped.
+    let (train_part, _) = t.cfg.data.parts(t.cfg.train.seed, false)?;
     let (f_train, _, y_train) = features(t, train_part.as_ref(), n)?;
     let directions =
         ood::principal_directions(&f_train, &y_train, t.classes).map_err(|e| match e {

@@ -7,12 +7,12 @@
 //!
 //! SGD is written here (~30 lines) because tch's optimiser state cannot be saved.
 
-use super::{data, nets::Net, objective, ClassifyConfig, Schedule};
+use super::{nets::Net, objective, ClassifyConfig, Schedule};
 use crate::device::{seed_torch, Purpose};
 use crate::error::{Error, Result};
 use crate::rundir::{checkpoint, log::MetricsLog};
 use crate::stats::Stats;
-use gantry_data::{Loader, Position, Split};
+use gantry_data::{Loader, Position};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,49 +241,24 @@ pub fn train(
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
 
-    let hflip = d.hflip.unwrap_or_else(|| {
-        gantry_data::DataConfig::from_spec(d.spec.rsplit_once('#').map_or(&d.spec, |s| s.0))
-            .is_ok_and(|c| c.kind != gantry_data::DataKind::Mnist)
-    });
-    let all = data::open(
-        &d.spec,
-        Split::Train,
-        d.resolution,
-        d.classes.as_deref(),
-        hflip,
-        d.limit,
-        d.workers,
-    )?;
-    let classes = all.num_classes().ok_or_else(|| {
+    let (train_ds, val_ds_plain) = d.parts(t.seed, d.flips())?;
+    let classes = train_ds.num_classes().ok_or_else(|| {
         Error::config(
             "data.spec",
             format!(
                 "{} has no labels (a folder needs one sub-folder per class)",
-                all.describe()
+                train_ds.describe()
             ),
         )
     })?;
     if classes < 2 {
         return Err(Error::config(
             "data.spec",
-            format!("{} has one class", all.describe()),
+            format!("{} has one class", train_ds.describe()),
         ));
     }
-    let [c, h, w] = all.sample_shape();
+    let [c, h, w] = train_ds.sample_shape();
     cfg.model.validate(Some(c))?;
-    let (train_ds, _) = data::train_val(all, d.val_fraction, t.seed)?;
-    // Validation must not flip: its own subset is drawn from the same data set, so flips are
-    // switched off by building it without them.
-    let val_plain = data::open(
-        &d.spec,
-        Split::Train,
-        d.resolution,
-        d.classes.as_deref(),
-        false,
-        d.limit,
-        d.workers,
-    )?;
-    let (_, val_ds_plain) = data::train_val(val_plain, d.val_fraction, t.seed)?;
     if train_ds.len() < 2 {
         return Err(Error::config(
             "data.limit",

@@ -3,7 +3,7 @@
 # against its PyTorch twin (benches/classify_step.py) in the same run and thread count, rounds
 # alternating: training step with cross-entropy, with AdaptiveMix (gantry 2 embed passes, the
 # reference's 3), and PGD-10 throughput. Prints a markdown table.
-# Usage: scripts/bench_classify.sh [THREADS] [STEPS] [ROUNDS]
+# Usage: scripts/bench_classify.sh [THREADS] [STEPS] [ROUNDS] [DEVICE]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 [ "${GANTRY_NO_BUILD:-0}" = 1 ] || bash "$here/build.sh" --quiet
@@ -12,6 +12,7 @@ cd "$GANTRY_ROOT"
 threads="${1:-$(nproc)}"
 steps="${2:-5}"
 rounds="${3:-2}"
+device="${4:-cpu}"
 bin=target/release/gantry
 py="${PYTHON:-$GANTRY_VENV/bin/python}"
 echo "| ResNet-18, batch 128 | threads | gantry ms | PyTorch ms | ratio | gantry img/s | PyTorch img/s |"
@@ -20,11 +21,11 @@ for what in ce adaptivemix pgd-10; do
   g="" p=""
   for _ in $(seq "$rounds"); do
     if [ "$what" = pgd-10 ]; then
-      g+="$($bin classify bench --model resnet18 --attack pgd-10 --steps "$steps" --threads "$threads")"$'\n'
-      p+="$($py benches/classify_step.py --attack pgd-10 --steps "$steps" --warmup 1 --threads "$threads")"$'\n'
+      g+="$($bin classify bench --model resnet18 --attack pgd-10 --steps "$steps" --threads "$threads" --device "$device")"$'\n'
+      p+="$($py benches/classify_step.py --attack pgd-10 --steps "$steps" --warmup 1 --threads "$threads" --device "$device")"$'\n'
     else
-      g+="$($bin classify bench --model resnet18 --mode "$what" --steps "$steps" --threads "$threads")"$'\n'
-      p+="$($py benches/classify_step.py --mode "$what" --steps "$steps" --warmup 2 --threads "$threads")"$'\n'
+      g+="$($bin classify bench --model resnet18 --mode "$what" --steps "$steps" --threads "$threads" --device "$device")"$'\n'
+      p+="$($py benches/classify_step.py --mode "$what" --steps "$steps" --warmup 2 --threads "$threads" --device "$device")"$'\n'
     fi
   done
   python3 - "$what" "$g" "$p" 128 <<'PY'

@@ -4,7 +4,7 @@
 # networks of tests/pyref/r3gan_ref.py), same threads, batch, width and step structure, ROUNDS
 # rounds alternating the two; prints a markdown table (medians over rounds of each side's median).
 # WIDTH scales the model (the paper's CIFAR-10 width, 768, needs a GPU).
-# Usage: scripts/bench_r3gan.sh [THREADS] [STEPS] [ROUNDS] [WIDTH] [CARDINALITY] [BLOCKS]
+# Usage: scripts/bench_r3gan.sh [THREADS] [STEPS] [ROUNDS] [WIDTH] [CARDINALITY] [BLOCKS] [DEVICE]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 [ "${GANTRY_NO_BUILD:-0}" = 1 ] || bash "$here/build.sh" --quiet
@@ -16,13 +16,14 @@ rounds="${3:-3}"
 width="${4:-64}"
 card="${5:-4}"
 blocks="${6:-1}"
+device="${7:-cpu}"
 bin=target/release/gantry
 py="${PYTHON:-$GANTRY_VENV/bin/python}"
 g="" p=""
 for _ in $(seq "$rounds"); do
-  g+="$("$bin" bench --config r3gan-small --set "train.threads=$threads" --set "model.widths=[$width]" \
+  g+="$("$bin" bench --config r3gan-small --set "train.threads=$threads" --set "train.device=$device" --set "model.widths=[$width]" \
         --set "model.cardinality=[$card]" --set "model.blocks=[$blocks]" --steps "$steps" --warmup 2)"$'\n'
-  p+="$("$py" benches/r3gan_step.py --threads "$threads" --width "$width" --cardinality "$card" \
+  p+="$("$py" benches/r3gan_step.py --threads "$threads" --device "$device" --width "$width" --cardinality "$card" \
         --blocks "$blocks" --steps "$steps" --warmup 2)"$'\n'
 done
 echo "| R3GAN step, batch 32, 32x32 | width | threads | gantry ms | PyTorch ms | ratio | gantry MiB | PyTorch MiB |"

@@ -6,7 +6,8 @@
 #   2. checks that the first step's losses on CUDA and on CPU agree (fp32, TF32 off);
 #   3. times the DCGAN, +AdaptiveMix, +FQ and StyleGAN2 steps against their PyTorch twins on CUDA
 #      in the same run (scripts/bench.sh), and both in fp32 / bf16 / fp16 / channels-last
-#      (scripts/bench_precision.sh);
+#      (scripts/bench_precision.sh), the R3GAN step (scripts/bench_r3gan.sh) and the ResNet-18
+#      classifier steps and PGD (scripts/bench_classify.sh);
 # and prints one markdown report; exits non-zero if any check failed.
 #
 # Usage: scripts/gpu-check.sh [--dry]
@@ -104,5 +105,12 @@ if ! bash "$here/bench.sh" "$(nproc)" "$bench_steps" "$device" 1; then failed=1;
 echo
 if ! bash "$here/bench_precision.sh" "$(nproc)" "$bench_steps" "$device" 1; then failed=1; echo "bench_precision.sh FAILED"; fi
 echo
+if [ "$dry" = 1 ]; then r3=(1 1 16 2 1); else r3=("$bench_steps" 1 64 4 1); fi
+if ! bash "$here/bench_r3gan.sh" "$(nproc)" "${r3[@]}" "$device"; then failed=1; echo "bench_r3gan.sh FAILED"; fi
+echo
+if [ "$dry" = 0 ]; then
+  if ! bash "$here/bench_classify.sh" "$(nproc)" "$bench_steps" 1 "$device"; then failed=1; echo "bench_classify.sh FAILED"; fi
+  echo
+fi
 [ "$failed" = 0 ] && echo "gpu-check: all checks passed" || echo "gpu-check: some checks FAILED"
 exit "$failed"

@@ -50,12 +50,7 @@ struct Sgd {
 
 impl Sgd {
     fn new(vs: &nn::VarStore) -> Sgd {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = crate::nn::trainable(vs);
         let bufs = params.iter().map(|(_, p)| p.zeros_like()).collect();
         Sgd { params, bufs }
     }

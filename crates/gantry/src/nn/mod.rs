@@ -44,6 +44,18 @@ extern "C" {
     fn libc_free(p: *mut std::ffi::c_void);
 }
 
+/// The trainable variables of `vs`, sorted by name: the stable order optimisers keep their state
+/// in (gantry's Adam and the classifier's SGD).
+pub fn trainable(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

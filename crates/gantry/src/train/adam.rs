@@ -18,12 +18,7 @@ pub struct Adam {
 impl Adam {
     /// Optimises every trainable variable of `vs` (sorted by name, so the order is stable).
     pub fn new(vs: &nn::VarStore, lr: f64, betas: [f64; 2], eps: f64) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = crate::nn::trainable(vs);
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
         Adam {

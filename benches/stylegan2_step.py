@@ -11,7 +11,10 @@ the same weights), on a fixed real batch, done the way gantry does it:
 
 Step i (counting warm-up steps from 0) runs R1 when i % r1_every == 0 and PL when i % pl_every == 0,
 as gantry does, so the median is a plain step and the mean includes the amortised regularisers.
-`--no-reg` times the plain step only.
+`--no-reg` times the plain step only. `--ada-p P` puts every batch D sees (reals, with R1 through
+it, and fakes in both steps) through StyleGAN2-ADA's `bgc` pipeline at a fixed p (the
+transcription in tests/pyref/ada_ref.py, with a twice-differentiable grid sampler as the
+reference's grid_sample_gradfix), like `--set ada.enabled=true --set ada.mode=fixed --set ada.p=P`.
 
 Prints one JSON line: {"what", "threads", "device", "steps", "median_ms", "mean_ms", "min_ms",
 "peak_rss_mib", "g_params", "d_params"}.
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pyref"))
+import ada_ref  # noqa: E402
 import stylegan2_ref as R  # noqa: E402
 from bench_common import Scaled, autocast, ema_update, memory_format, parser, setup, time_and_report  # noqa: E402
 
@@ -38,6 +42,7 @@ p.add_argument("--r1-gamma", type=float, default=0.0064)
 p.add_argument("--r1-every", type=int, default=16)
 p.add_argument("--pl-every", type=int, default=4)
 p.add_argument("--no-reg", action="store_true")
+p.add_argument("--ada-p", type=float, default=0.0)
 args = p.parse_args()
 dev = setup(args)
 B = args.batch
@@ -74,6 +79,14 @@ def run_g(z):
     return g.synthesis(ws, noise_mode="random", fused_modconv=False), ws
 
 
+def aug(x):
+    if args.ada_p <= 0:
+        return x
+    # The pipeline runs in fp32 whatever the precision, as gantry's does.
+    with torch.autocast(dev.type, enabled=False):
+        return ada_ref.draw_and_augment(x.float(), args.ada_p).to(x.dtype)
+
+
 def step():
     global step_no
     r1_now = not args.no_reg and args.r1_gamma > 0 and step_no % args.r1_every == 0
@@ -84,8 +97,8 @@ def step():
     with autocast(args, dev):
         with torch.no_grad():
             fake, _ = run_g(torch.randn(B, args.z_dim, device=dev))
-        lr_ = d(real_in).flatten().float()
-        lf_ = d(fake).flatten().float()
+        lr_ = d(aug(real_in)).flatten().float()
+        lf_ = d(aug(fake)).flatten().float()
     loss = F.softplus(-lr_).mean() + F.softplus(lf_).mean()
     if r1_now:
         (gr,) = torch.autograd.grad(lr_.sum(), real_in, create_graph=True)
@@ -98,7 +111,7 @@ def step():
     z = torch.randn(B, args.z_dim, device=dev)
     with autocast(args, dev):
         fake, _ = run_g(z)
-        out = d(fake).flatten().float()
+        out = d(aug(fake)).flatten().float()
     sg.backward(F.softplus(-out).mean())
     if pl_now:
         img, ws = run_g(z[: B // PL_SHRINK])

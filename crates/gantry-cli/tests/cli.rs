@@ -270,6 +270,15 @@ fn issue_13_the_validation_gate_refuses_bad_settings_before_work() {
         (&["train.device=tpu"], "train.device: unknown device \"tpu\" (valid: cpu, cuda, cuda:N)"),
         (&["data.split=val"], "data.split: unknown variant `val`"),
         (&["diffaugment.policy=colour"], "diffaugment.policy: unknown variant `colour`"),
+        (&["ada.pipeline=bgcf"], "ada.pipeline: unknown variant `bgcf`, valid: `blit`"),
+        (&["ada.mode=sometimes"], "ada.mode: unknown variant `sometimes`"),
+        (&["ada.enabled=true", "ada.p=1.5"], "ada.p: must be in [0, 1], got 1.5"),
+        (&["ada.enabled=true", "ada.interval=0"], "ada.interval: must be at least 1"),
+        (&["ada.enabled=true", "ada.kimg=0"], "ada.kimg: must be positive"),
+        (
+            &["ada.enabled=true", "data.kind=gmm-8", "model.arch=mlp"],
+            "ada.enabled: ADA augments images; the data are 2-D points",
+        ),
         (&["loss.kind=wasserstein"], "loss.kind: wasserstein needs a constraint on D"),
         (&["loss.gp.enabled=true"], "loss.gp.enabled: the gradient penalty is per sample"),
         (&["loss.pl.weight=2"], "loss.pl.weight: path-length regularisation needs"),
@@ -754,4 +763,15 @@ fn issue_19_classifier_holds_out_validation_data_and_fid_names_the_short_side() 
         ),
     );
     assert_user_error(&out, "got 1");
+    // The check before work starts (experiments with periodic evaluation) takes a classifier
+    // run directory, and names a missing one.
+    let eval = |p: &std::path::Path| gantry::eval::EvalConfig {
+        features: gantry::eval::Features::Classifier(p.to_path_buf()),
+        ..Default::default()
+    };
+    eval(&dir.path().join("c")).check_files(false).unwrap();
+    let e = eval(&dir.path().join("nope"))
+        .check_files(false)
+        .unwrap_err();
+    assert!(e.to_string().contains("classifier not found"), "{e}");
 }

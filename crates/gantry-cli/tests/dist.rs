@@ -320,6 +320,14 @@ fn every_plugin_and_stylegan2_train_on_two_ranks() {
             "fq.enabled=true",
             "--set",
             "fq.k=8",
+            "--set",
+            "ada.enabled=true",
+            "--set",
+            "ada.p=0.3",
+            "--set",
+            "ada.kimg=0.01",
+            "--set",
+            "ada.interval=1",
         ],
     ];
     for (i, case) in cases.iter().enumerate() {
@@ -339,6 +347,10 @@ fn every_plugin_and_stylegan2_train_on_two_ranks() {
         );
         if i == 1 {
             assert!(rows.iter().any(|r| r.get("loss/g/pl").is_some()));
+            // ADA's p moved, the same way on both ranks (ranks_agree covers the plug-in store).
+            assert!(rows
+                .iter()
+                .any(|r| r.get("ada/p").and_then(|v| v.as_f64()) != Some(0.3)));
         }
     }
 }

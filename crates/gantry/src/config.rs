@@ -1,6 +1,6 @@
 //! `RunConfig`: everything a run needs, one serde struct per concept, nested under the key that
 //! names it (`data.*`, `model.*`, `loss.*`, `train.*`, `adaptivemix.*`, `fq.*`, `diffaugment.*`,
-//! `eval.*`). Every option is defined once, with its default, next to the code that reads it; this
+//! `ada.*`, `eval.*`). Every option is defined once, with its default, next to the code that reads it; this
 //! file defines none, and nothing below it imports it.
 //!
 //! Resolution order: defaults < preset < config file < `--set key=value`. A layer that changes
@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::eval::EvalConfig;
 use crate::loss::LossConfig;
 use crate::models::ModelConfig;
+use crate::plugins::ada::AdaConfig;
 use crate::plugins::adaptivemix::AdaptiveMixConfig;
 use crate::plugins::diffaugment::DiffAugmentConfig;
 use crate::plugins::fq::FqConfig;
@@ -42,6 +43,8 @@ pub struct RunConfig {
     pub fq: FqConfig,
     /// DiffAugment: differentiable augmentation of every batch D sees.
     pub diffaugment: DiffAugmentConfig,
+    /// ADA: adaptive discriminator augmentation (StyleGAN2-ADA's pipeline and p heuristic).
+    pub ada: AdaConfig,
     /// Periodic evaluation (FID/KID/IS/PR) during training.
     pub eval: EvalConfig,
 }
@@ -305,8 +308,11 @@ impl RunConfig {
         };
         arch.validate(resolution)?;
         self.loss.validate(arch)?;
-        self.plugins()
-            .validate(&arch.taps(resolution), &arch.default_fq_layers(resolution))?;
+        self.plugins().validate(
+            &arch.taps(resolution),
+            &arch.default_fq_layers(resolution),
+            points,
+        )?;
         if self.eval.every > 0 {
             self.eval.validate(points)?;
         }
@@ -317,6 +323,7 @@ impl RunConfig {
     pub fn plugins(&self) -> PluginsConfig {
         PluginsConfig {
             diffaugment: self.diffaugment.clone(),
+            ada: self.ada.clone(),
             fq: self.fq.clone(),
             adaptivemix: self.adaptivemix.clone(),
         }

@@ -271,28 +271,30 @@ impl EvalConfig {
 }
 
 impl EvalConfig {
-    /// Checks that the files evaluation will read exist (the Inception weights, a classifier),
-    /// without loading them: for callers that must fail before any work starts.
+    /// Checks that the files evaluation will read exist (the Inception weights; a classifier run
+    /// holding a classifier's checkpoint), without loading the networks: for callers that must
+    /// fail before any work starts.
     pub fn check_files(&self, points: bool) -> Result<()> {
         if points {
             return Ok(());
         }
-        let path = match &self.features {
+        match &self.features {
             Features::Inception => {
-                gantry_metrics::weights_path(self.weights.as_deref()).map_err(metrics_err)?
-            }
-            Features::Classifier(p) => p.clone(),
-        };
-        if !path.is_file() {
-            return Err(Error::input(&path, match self.features {
-                Features::Inception => format!(
-                    "does not exist (FID needs {}; pass its path in eval.weights or set GANTRY_FID_WEIGHTS)",
-                    gantry_metrics::FID_WEIGHTS_FILE
-                ),
-                Features::Classifier(_) => {
-                    "does not exist (train one with `gantry classifier train`)".to_string()
+                let path =
+                    gantry_metrics::weights_path(self.weights.as_deref()).map_err(metrics_err)?;
+                if !path.is_file() {
+                    return Err(Error::input(
+                        &path,
+                        format!(
+                            "does not exist (FID needs {}; pass its path in eval.weights or set GANTRY_FID_WEIGHTS)",
+                            gantry_metrics::FID_WEIGHTS_FILE
+                        ),
+                    ));
                 }
-            }));
+            }
+            Features::Classifier(p) => {
+                crate::classify::find(p)?;
+            }
         }
         Ok(())
     }

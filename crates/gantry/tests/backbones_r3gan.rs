@@ -159,11 +159,14 @@ fn initialisation_follows_the_reference() {
 #[test]
 fn presets_train_with_every_plugin() {
     let _rng = common::rng_lock();
-    let plugins: [&[&str]; 4] = [
+    let plugins: [&[&str]; 5] = [
         &[],
         &["adaptivemix.enabled=true"],
         &["fq.enabled=true", "fq.k=8"],
+        &["ada.enabled=true", "ada.p=0.5"],
         &[
+            "ada.enabled=true",
+            "ada.p=0.5",
             "adaptivemix.enabled=true",
             "fq.enabled=true",
             "fq.k=8",

@@ -291,11 +291,22 @@ fn small(extra: &[&str]) -> RunConfig {
 #[test]
 fn small_preset_trains_with_r1_path_length_and_plugins() {
     let _rng = common::rng_lock();
-    let plugins: [&[&str]; 7] = [
+    let plugins: [&[&str]; 9] = [
         &[],
         &["adaptivemix.enabled=true"],
         &["fq.enabled=true", "fq.k=8"],
         &["adaptivemix.enabled=true", "fq.enabled=true", "fq.k=8"],
+        // StyleGAN2-ADA: fixed p, and adaptive with all plug-ins (R1 through the augmentation).
+        &["ada.enabled=true", "ada.mode=fixed", "ada.p=0.5"],
+        &[
+            "ada.enabled=true",
+            "ada.p=0.3",
+            "ada.kimg=0.1",
+            "ada.interval=1",
+            "adaptivemix.enabled=true",
+            "fq.enabled=true",
+            "fq.k=8",
+        ],
         // Conditional StyleGAN2 on the shapes' 3 classes, alone, with both plug-ins, and with
         // R3GAN's relativistic loss and R2.
         &["model.conditional=true"],

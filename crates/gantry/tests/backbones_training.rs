@@ -1,8 +1,9 @@
 //! The ResNet-backbone presets in training: `sngan-cifar`, `wgangp-resnet-cifar` and
 //! `biggan-cifar` each run a couple of steps on CPU at a tiny width and resolution (built-in shapes,
-//! which carry 3 class labels for BigGAN), without plug-ins, with each of AdaptiveMix, FQ and
-//! DiffAugment, and with all three; every logged value stays finite. BigGAN with all three resumes
-//! bit for bit (SN vectors, EMA and DiffAugment draws included). Then each preset's checkpoint keys
+//! which carry 3 class labels for BigGAN), without plug-ins, with each of AdaptiveMix, FQ,
+//! DiffAugment and ADA, and with all four; every logged value stays finite. BigGAN with all four
+//! resumes bit for bit (SN vectors, EMA, DiffAugment and ADA draws, ADA's p and its half-filled
+//! window included). Then each preset's checkpoint keys
 //! (no `__`, SN vectors saved but not optimised) and its parameter counts at full size.
 
 mod common;
@@ -27,15 +28,18 @@ fn tiny(preset: &str, extra: &[&str]) -> RunConfig {
 #[test]
 fn every_preset_trains_with_and_without_each_plugin() {
     let _rng = common::rng_lock();
-    let plugins: [&[&str]; 5] = [
+    let plugins: [&[&str]; 6] = [
         &[],
         &["adaptivemix.enabled=true"],
         &["fq.enabled=true"],
         &["diffaugment.enabled=true"],
+        &["ada.enabled=true", "ada.p=0.5"],
         &[
             "adaptivemix.enabled=true",
             "fq.enabled=true",
             "diffaugment.enabled=true",
+            "ada.enabled=true",
+            "ada.p=0.5",
         ],
     ];
     for preset in PRESETS {
@@ -56,6 +60,7 @@ fn every_preset_trains_with_and_without_each_plugin() {
             for (flag, stat) in [
                 ("adaptivemix.enabled=true", "am/"),
                 ("fq.enabled=true", "fq/"),
+                ("ada.enabled=true", "ada/"),
             ] {
                 let logged = rows
                     .iter()
@@ -77,10 +82,16 @@ fn every_preset_trains_with_and_without_each_plugin() {
 #[test]
 fn resume_is_bit_for_bit_with_sn_buffers_and_all_plugins() {
     let _rng = common::rng_lock();
+    // ADA adjusts p every 3 D steps, so the resume at step 2 falls inside a window.
     let plugins = [
         "adaptivemix.enabled=true",
         "fq.enabled=true",
         "diffaugment.enabled=true",
+        "ada.enabled=true",
+        "ada.p=0.2",
+        "ada.kimg=0.1",
+        "ada.interval=3",
+        "ada.target=-1",
     ];
     let with_steps = |n: &str| tiny("biggan-cifar", &[&plugins[..], &[n][..]].concat());
     let straight = common::train(
@@ -94,6 +105,9 @@ fn resume_is_bit_for_bit_with_sn_buffers_and_all_plugins() {
     let (a, b) = (straight.snapshot(), resumed.snapshot());
     assert_eq!(a.len(), b.len());
     assert!(a.iter().any(|(k, _)| k.ends_with("weight_u")));
+    // p moved (target -1: any real scored above -1 on average raises it) and was carried over.
+    let p = a.iter().find(|(k, _)| k == "plugins/ada.p").unwrap();
+    assert!((p.1.double_value(&[0]) - 0.2).abs() > 0.1, "{}", p.1);
     for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
         assert_eq!(ka, kb);
         assert!(ta.equal(tb), "{ka} differs");

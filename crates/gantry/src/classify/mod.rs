@@ -225,8 +225,9 @@ pub struct Trained {
     pub checkpoint: PathBuf,
 }
 
-/// Loads `path`: a run directory (its best checkpoint, else its latest) or a checkpoint.
-pub fn load(path: &Path, device: Option<Device>) -> Result<Trained> {
+/// The checkpoint a classify run directory `path` is used from (`best`, else the latest), checked
+/// to be a classifier's: the cheap part of [`load`], for the checks before work starts.
+pub fn find(path: &Path) -> Result<(PathBuf, checkpoint::Meta)> {
     if !path.exists() {
         return Err(Error::input(
             path,
@@ -249,6 +250,12 @@ pub fn load(path: &Path, device: Option<Device>) -> Result<Trained> {
             ),
         ));
     }
+    Ok((ckpt, meta))
+}
+
+/// Loads `path`: a run directory (its best checkpoint, else its latest) or a checkpoint.
+pub fn load(path: &Path, device: Option<Device>) -> Result<Trained> {
+    let (ckpt, meta) = find(path)?;
     let cfg =
         ClassifyConfig::from_toml(&meta.config, &ckpt.join("meta.json").display().to_string())?;
     let device = match device {

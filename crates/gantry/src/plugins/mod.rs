@@ -1,5 +1,6 @@
 //! Discriminator plug-ins. A plug-in wraps any discriminator through its `embed`/`head` seam and
-//! may: transform D's input (`augment`, e.g. DiffAugment), observe or replace named feature maps
+//! may: transform D's input (`augment`, e.g. DiffAugment, ADA), watch D's logits (`observe`, ADA's
+//! overfitting signal), observe or replace named feature maps
 //! inside `embed` (`on_tap`, e.g. FQ), replace how a batch is scored (`score`, e.g. AdaptiveMix),
 //! and add loss terms (`take_loss`). [`Critic`] is D plus its plug-ins; the losses only ever talk
 //! to a `Critic`, so every plug-in composes with every loss and every backbone.
@@ -7,6 +8,7 @@
 //! A new plug-in is one file here (with its settings type), one field of [`PluginsConfig`] with
 //! its line in [`build_stack`], and one `RunConfig` field.
 
+pub mod ada;
 pub mod adaptivemix;
 pub mod diffaugment;
 pub mod fq;
@@ -15,26 +17,37 @@ use crate::dist::Comm;
 use crate::error::{Error, Result};
 use crate::models::{DataShape, Discriminator};
 use crate::stats::Stats;
+use ada::AdaConfig;
 use adaptivemix::AdaptiveMixConfig;
 use diffaugment::DiffAugmentConfig;
 use fq::FqConfig;
 use tch::{nn, Tensor};
 
 /// Every plug-in's settings (each type lives in its plug-in's file; `RunConfig` holds them under
-/// their own keys, `adaptivemix.*`, `fq.*`, `diffaugment.*`).
+/// their own keys, `adaptivemix.*`, `fq.*`, `diffaugment.*`, `ada.*`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PluginsConfig {
     pub diffaugment: DiffAugmentConfig,
+    pub ada: AdaConfig,
     pub fq: FqConfig,
     pub adaptivemix: AdaptiveMixConfig,
 }
 
 impl PluginsConfig {
     /// Checks the settings of the enabled plug-ins against D's `taps` (and the layers FQ takes
-    /// when it is given none), before anything is built.
-    pub fn validate(&self, taps: &[String], default_fq_layers: &[String]) -> Result<()> {
+    /// when it is given none) and the kind of data (`points`: 2-D points, not images), before
+    /// anything is built.
+    pub fn validate(
+        &self,
+        taps: &[String],
+        default_fq_layers: &[String],
+        points: bool,
+    ) -> Result<()> {
         if self.diffaugment.enabled {
             self.diffaugment.validate()?;
+        }
+        if self.ada.enabled {
+            self.ada.validate(points)?;
         }
         if self.fq.enabled {
             self.fq.validate(taps, default_fq_layers)?;
@@ -103,6 +116,8 @@ pub trait Plugin: Send {
     fn augment(&mut self, x: Tensor, _ctx: &Ctx) -> Tensor {
         x
     }
+    /// Sees D's final logits for every batch the critic scores.
+    fn observe(&mut self, _logits: &Tensor, _ctx: &Ctx) {}
     /// Sees the feature map at `layer` during `embed`; returns what continues through D.
     fn on_tap(&mut self, _layer: &str, h: Tensor, _ctx: &Ctx, _pass: Pass) -> Tensor {
         h
@@ -203,6 +218,7 @@ impl Critic {
             }
         };
         for p in self.plugins.iter_mut() {
+            p.observe(&scored.logits, ctx);
             if let Some(l) = p.take_loss(ctx) {
                 scored.extra_loss = Some(match scored.extra_loss.take() {
                     Some(acc) => acc + l,
@@ -274,6 +290,13 @@ pub fn build_stack(
     let mut stack: Vec<Box<dyn Plugin>> = Vec::new();
     if cfg.diffaugment.enabled {
         stack.push(Box::new(diffaugment::DiffAugment::new(&cfg.diffaugment)?));
+    }
+    if cfg.ada.enabled {
+        stack.push(Box::new(ada::Ada::new(
+            &(p / "ada"),
+            &cfg.ada,
+            shape.channels,
+        )?));
     }
     if cfg.fq.enabled {
         stack.push(Box::new(fq::Fq::new(

@@ -46,6 +46,50 @@ pub fn setup_filter(taps: &[f64], device: Device) -> Tensor {
 /// `up - 1` zeros after each pixel, pad (or crop, for negative values) by `pad = [x0, x1, y0, y1]`,
 /// convolve every channel with `f * gain` (true convolution), keep every `down`-th pixel.
 pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: [i64; 4], gain: f64) -> Tensor {
+    let c = x.size()[1];
+    let x = upsample_and_pad(x, up, pad);
+    // `f * gain^(ndim/2)` with a 2-D filter is `f * gain`; flipping turns conv2d's correlation
+    // into the convolution the reference asks for (a no-op for the symmetric blur filter).
+    let (fh, fw) = (f.size()[0], f.size()[1]);
+    let k = (f.flip([0, 1]) * gain)
+        .to_kind(x.kind())
+        .reshape([1, 1, fh, fw])
+        .repeat([c, 1, 1, 1]);
+    let x = x.conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+    keep_every(x, down)
+}
+
+/// `upfirdn2d` with a separable filter: `f` is 1-D (`setup_filter` keeps filters of 8 or more
+/// taps separable), applied along W then along H, each pass with `gain^(1/2)`. `flip_filter =
+/// true` correlates instead of convolving (the two differ for asymmetric filters such as ADA's
+/// wavelet).
+pub fn upfirdn2d_separable(
+    x: &Tensor,
+    f: &Tensor,
+    up: i64,
+    down: i64,
+    pad: [i64; 4],
+    flip_filter: bool,
+    gain: f64,
+) -> Tensor {
+    let c = x.size()[1];
+    let x = upsample_and_pad(x, up, pad);
+    let n = f.size()[0];
+    let f = if flip_filter {
+        f.shallow_clone()
+    } else {
+        f.flip([0])
+    };
+    let f = (f * gain.sqrt()).to_kind(x.kind());
+    let along_w = f.reshape([1, 1, 1, n]).repeat([c, 1, 1, 1]);
+    let along_h = f.reshape([1, 1, n, 1]).repeat([c, 1, 1, 1]);
+    let x = x.conv2d(&along_w, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+    let x = x.conv2d(&along_h, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+    keep_every(x, down)
+}
+
+/// The first two steps of `upfirdn2d`: zeros inserted after each pixel, then pad or crop.
+fn upsample_and_pad(x: &Tensor, up: i64, pad: [i64; 4]) -> Tensor {
     let (b, c, h, w) = x.size4().expect("upfirdn2d wants [N, C, H, W]");
     let mut x = x.shallow_clone();
     if up > 1 {
@@ -64,18 +108,15 @@ pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: [i64; 4], gain
         let (x0, x1) = ((-px0).max(0), (-px1).max(0));
         x = x.narrow(2, y0, hh - y0 - y1).narrow(3, x0, ww - x0 - x1);
     }
-    // `f * gain^(ndim/2)` with a 2-D filter is `f * gain`; flipping turns conv2d's correlation
-    // into the convolution the reference asks for (a no-op for the symmetric blur filter).
-    let (fh, fw) = (f.size()[0], f.size()[1]);
-    let k = (f.flip([0, 1]) * gain)
-        .to_kind(x.kind())
-        .reshape([1, 1, fh, fw])
-        .repeat([c, 1, 1, 1]);
-    x = x.conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
-    if down > 1 {
-        x = x.slice(2, 0, None, down).slice(3, 0, None, down);
-    }
     x
+}
+
+fn keep_every(x: Tensor, down: i64) -> Tensor {
+    if down > 1 {
+        x.slice(2, 0, None, down).slice(3, 0, None, down)
+    } else {
+        x
+    }
 }
 
 /// `upsample2d(x, f)`: 2x upsampling with the filter (padding so the output is exactly 2H x 2W).

@@ -132,7 +132,7 @@ def _grid_sample(x, grid):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def augment(images, d, p, blit, geom, color, grid_sample=_grid_sample):
+def augment(images, d, p, blit, geom, color, color_mult=1.0, cutout=0.0, grid_sample=_grid_sample):
     b, c, h, w = images.shape
     LIKE.update(dtype=images.dtype, device=images.device)
     d = {k: v.to(images.dtype) for k, v in d.items()}
@@ -194,21 +194,21 @@ def augment(images, d, p, blit, geom, color, grid_sample=_grid_sample):
         I4 = torch.eye(4, **LIKE)
         C = I4.expand(b, 4, 4)
         br = d["brightness.value"] * 0.2
-        br = torch.where(d["brightness.gate"] < p, br, torch.zeros_like(br))
+        br = torch.where(d["brightness.gate"] < color_mult * p, br, torch.zeros_like(br))
         C = translate3d(br, br, br, b) @ C
         co = torch.exp2(d["contrast.value"] * 0.5)
-        co = torch.where(d["contrast.gate"] < p, co, torch.ones_like(co))
+        co = torch.where(d["contrast.gate"] < color_mult * p, co, torch.ones_like(co))
         C = scale3d(co, co, co, b) @ C
         v = torch.tensor([1, 1, 1, 0], **LIKE) / np.sqrt(3)
         i = torch.floor(d["lumaflip.value"] * 2)
-        i = torch.where(d["lumaflip.gate"] < p, i, torch.zeros_like(i))
+        i = torch.where(d["lumaflip.gate"] < color_mult * p, i, torch.zeros_like(i))
         C = (I4 - 2 * v.ger(v) * i) @ C
         if c > 1:
             theta = (d["hue.value"] * 2 - 1) * np.pi
-            theta = torch.where(d["hue.gate"] < p, theta, torch.zeros_like(theta))
+            theta = torch.where(d["hue.gate"] < color_mult * p, theta, torch.zeros_like(theta))
             C = rotate3d(v, theta, b) @ C
             s = torch.exp2(d["saturation.value"] * 1.0)
-            s = torch.where(d["saturation.gate"] < p, s, torch.ones_like(s))
+            s = torch.where(d["saturation.gate"] < color_mult * p, s, torch.ones_like(s))
             C = (v.ger(v) + (I4 - v.ger(v)) * s) @ C
         images = images.reshape([b, c, h * w])
         if c == 3:
@@ -217,6 +217,16 @@ def augment(images, d, p, blit, geom, color, grid_sample=_grid_sample):
             C = C[:, :3, :].mean(dim=1, keepdims=True)
             images = images * C[:, :, :3].sum(dim=2, keepdims=True) + C[:, :, 3:]
         images = images.reshape([b, c, h, w])
+    if cutout > 0:
+        size = torch.full([b, 2, 1, 1, 1], 0.5, **LIKE)
+        size = torch.where(d["cutout.gate"] < cutout * p, size, torch.zeros_like(size))
+        center = d["cutout.value"]
+        coord_x = torch.arange(w, **LIKE).reshape([1, 1, 1, -1])
+        coord_y = torch.arange(h, **LIKE).reshape([1, 1, -1, 1])
+        mask_x = (((coord_x + 0.5) / w - center[:, 0]).abs() >= size[:, 0] / 2)
+        mask_y = (((coord_y + 0.5) / h - center[:, 1]).abs() >= size[:, 1] / 2)
+        mask = torch.logical_or(mask_x, mask_y).to(images.dtype)
+        images = images * mask
     return images
 
 
@@ -241,9 +251,10 @@ def main():
     for case in sorted({k.split("/")[0] for k in t if "/" in k}):
         d = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith(case + "/")}
         blit, geom, color = [bool(v) for v in d["pipeline"].tolist()]
+        color_mult, cutout = d["mult"].tolist()
         p = d["p"].item()
         x = d["x"].clone().requires_grad_(True)
-        y = augment(x, d, p, blit, geom, color)
+        y = augment(x, d, p, blit, geom, color, color_mult, cutout)
         (g,) = torch.autograd.grad((y * d["gy"]).sum(), [x])
         out[f"{case}/y"] = y
         out[f"{case}/grad"] = g

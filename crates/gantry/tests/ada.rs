@@ -19,44 +19,78 @@ struct Case {
     pipeline: Pipeline,
     shape: [i64; 4],
     p: f64,
+    /// Colour and cutout probability multipliers.
+    mult: (f64, f64),
 }
 
-const CASES: [Case; 6] = [
+impl Case {
+    fn cfg(&self) -> AdaConfig {
+        AdaConfig {
+            pipeline: self.pipeline,
+            color_multiplier: self.mult.0,
+            cutout: self.mult.1,
+            ..Default::default()
+        }
+    }
+}
+
+const CASES: [Case; 8] = [
     Case {
         name: "rgb_bgc",
         pipeline: Pipeline::Bgc,
         shape: [5, 3, 12, 16],
         p: 0.6,
+        mult: (1.0, 0.0),
     },
     Case {
         name: "grey_bgc",
         pipeline: Pipeline::Bgc,
         shape: [4, 1, 16, 16],
         p: 0.8,
+        mult: (1.0, 0.0),
     },
     Case {
         name: "rgb_blit",
         pipeline: Pipeline::Blit,
         shape: [6, 3, 8, 8],
         p: 1.0,
+        mult: (1.0, 0.0),
     },
     Case {
         name: "rgb_geom",
         pipeline: Pipeline::Geom,
         shape: [4, 3, 16, 12],
         p: 0.5,
+        mult: (1.0, 0.0),
     },
     Case {
         name: "rgb_color",
         pipeline: Pipeline::Color,
         shape: [4, 3, 8, 8],
         p: 0.9,
+        mult: (1.0, 0.0),
+    },
+    // R3GAN's pipeline: colour at half probability, cutout.
+    Case {
+        name: "rgb_r3gan",
+        pipeline: Pipeline::Bgc,
+        shape: [6, 3, 12, 12],
+        p: 0.55,
+        mult: (0.5, 1.0),
+    },
+    Case {
+        name: "grey_color_cutout",
+        pipeline: Pipeline::Color,
+        shape: [5, 1, 8, 10],
+        p: 0.9,
+        mult: (0.5, 1.0),
     },
     Case {
         name: "grey_bg_p_above_one",
         pipeline: Pipeline::Bg,
         shape: [3, 1, 8, 8],
         p: 1.3,
+        mult: (1.0, 0.0),
     },
 ];
 
@@ -93,7 +127,7 @@ fn the_pipeline_and_the_p_heuristic_match_the_reference() {
         let [b, c, _, _] = case.shape;
         let x = Tensor::randn(case.shape, OPTS);
         let gy = Tensor::randn(case.shape, OPTS);
-        let draws = ada::sample(case.pipeline, b, c, Device::Cpu);
+        let draws = ada::sample(&case.cfg(), b, c, Device::Cpu);
         let draws = ada::Draws(
             draws
                 .0
@@ -102,7 +136,7 @@ fn the_pipeline_and_the_p_heuristic_match_the_reference() {
                 .collect(),
         );
         let xin = x.shallow_clone().set_requires_grad(true);
-        let y = ada::apply(&xin, &draws, case.pipeline, case.p);
+        let y = ada::apply(&xin, &draws, &case.cfg(), case.p);
         let g = Tensor::run_backward(&[(&y * &gy).sum(Kind::Double)], &[&xin], false, false);
         ours.insert(case.name.to_string(), (y.detach(), g[0].shallow_clone()));
         let n = case.name;
@@ -110,6 +144,10 @@ fn the_pipeline_and_the_p_heuristic_match_the_reference() {
         inputs.push((format!("{n}/gy"), gy));
         inputs.push((format!("{n}/p"), Tensor::from_slice(&[case.p])));
         inputs.push((format!("{n}/pipeline"), flags(case.pipeline)));
+        inputs.push((
+            format!("{n}/mult"),
+            Tensor::from_slice(&[case.mult.0, case.mult.1]),
+        ));
         for (k, v) in draws.0 {
             inputs.push((format!("{n}/{k}"), v));
         }
@@ -191,7 +229,11 @@ fn second_order_gradients_flow_through_the_pipeline() {
     let _rng = common::rng_lock();
     tch::manual_seed(5);
     let x = Tensor::randn([2, 3, 8, 8], OPTS);
-    let draws = ada::sample(Pipeline::Bgc, 2, 3, Device::Cpu);
+    let bgc = AdaConfig {
+        cutout: 1.0,
+        ..Default::default()
+    };
+    let draws = ada::sample(&bgc, 2, 3, Device::Cpu);
     let draws = ada::Draws(
         draws
             .0
@@ -202,7 +244,7 @@ fn second_order_gradients_flow_through_the_pipeline() {
     let w = Tensor::randn([4, 3, 3, 3], OPTS);
     let r1 = |w: &Tensor| -> Tensor {
         let xin = x.shallow_clone().set_requires_grad(true);
-        let y = ada::apply(&xin, &draws, Pipeline::Bgc, 0.9);
+        let y = ada::apply(&xin, &draws, &bgc, 0.9);
         let score = y
             .conv2d(w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
             .tanh()
@@ -260,7 +302,11 @@ fn the_identity_resampling_changes_almost_nothing() {
     let _rng = common::rng_lock();
     tch::manual_seed(2);
     let x = Tensor::rand([2, 3, 16, 16], OPTS);
-    let draws = ada::sample(Pipeline::Bg, 2, 3, Device::Cpu);
+    let bg = AdaConfig {
+        pipeline: Pipeline::Bg,
+        ..Default::default()
+    };
+    let draws = ada::sample(&bg, 2, 3, Device::Cpu);
     let draws = ada::Draws(
         draws
             .0
@@ -268,7 +314,39 @@ fn the_identity_resampling_changes_almost_nothing() {
             .map(|(k, v)| (k, v.to_kind(Kind::Double)))
             .collect(),
     );
-    let y = ada::apply(&x, &draws, Pipeline::Bg, 0.0);
+    let y = ada::apply(&x, &draws, &bg, 0.0);
     let diff = (&y - &x).abs().max().double_value(&[]);
     assert!(diff < 1e-10, "{diff}");
+}
+
+/// `mode = "schedule"`: p follows the training schedule's progress (R3GAN's 0 -> 0.55 ramp), and
+/// the signs are still measured (logged) without moving it.
+#[test]
+fn the_scheduled_p_follows_the_schedule() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = AdaConfig {
+        enabled: true,
+        mode: Mode::Schedule,
+        p: 0.0,
+        p_final: 0.55,
+        interval: 1,
+        ..Default::default()
+    };
+    let mut plugin = Ada::new(&vs.root(), &cfg, 3).unwrap();
+    let comm = Comm::single();
+    for progress in [0.0, 0.5, 1.0] {
+        plugin.begin_step(progress);
+        let ctx = Ctx {
+            phase: Phase::D,
+            branch: Branch::Real,
+            step: 0,
+            record: true,
+        };
+        plugin.observe(&Tensor::ones([8], (Kind::Float, Device::Cpu)), &ctx);
+        plugin.end_phase(Phase::D, &comm).unwrap();
+        assert!((plugin.probability() - 0.55 * progress).abs() < 1e-7);
+    }
+    let mut stats = gantry::stats::Stats::default();
+    plugin.stats(&mut stats);
+    assert_eq!(stats.get("ada/signs"), Some(1.0));
 }

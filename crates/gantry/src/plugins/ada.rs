@@ -14,7 +14,11 @@
 //!   rotation, saturation (`color`; hue and saturation only for RGB, grey images use the mean of
 //!   the matrix's colour rows, as the reference does).
 //!
-//! `p` is fixed (`mode = "fixed"`) or adapted (`mode = "adaptive"`): every `interval` D steps,
+//! Probability multipliers per group as the reference's settings: `color_multiplier` (R3GAN 0.5)
+//! and `cutout` (a zeroed square of half the side, the reference's `cutout`; R3GAN 1).
+//!
+//! `p` is fixed (`mode = "fixed"`), follows `train.lr_schedule` from `p` to `p_final` (`schedule`,
+//! R3GAN's augmentation ramp) or is adapted (`mode = "adaptive"`): every `interval` D steps,
 //! `p += sign(E[sign(D(real))] - target) * images / (kimg * 1000)`, clamped at 0, where `images`
 //! are the reals D scored since the last adjustment (all ranks together). `p` and the signs
 //! gathered since the last adjustment live in the plug-in store, so a checkpoint keeps them and a
@@ -26,8 +30,8 @@
 //! around the same gap with its `grid_sample_gradfix`). The whole pipeline runs in fp32 whatever
 //! `train.precision` says, as the reference does (its matrices are fp32).
 //!
-//! Departures: the pipelines are `blit`, `geom`, `color`, `bg`, `bgc` (the reference's image-space
-//! filtering, noise and cutout, `bgcf*`, are not built). When `p` is 0 the batch passes unchanged;
+//! Departures: the pipelines are `blit`, `geom`, `color`, `bg`, `bgc`, each with optional cutout
+//! (the reference's image-space filtering and noise, `bgcf*`, are not built). When `p` is 0 the batch passes unchanged;
 //! the reference then still resamples it through the identity transform, which returns the batch up
 //! to rounding (the wavelet's up-down pair is orthogonal; 2e-12 in float64, tested). The signs are counted
 //! once per real batch D scores; the reference also counts its lazy-R1 passes.
@@ -77,6 +81,8 @@ pub enum Mode {
     Adaptive,
     /// `ada.p` throughout.
     Fixed,
+    /// From `ada.p` to `ada.p_final` on `train.lr_schedule`'s shape (R3GAN: 0 -> 0.55, cosine).
+    Schedule,
 }
 
 /// `ada.*`
@@ -87,10 +93,18 @@ pub struct AdaConfig {
     pub enabled: bool,
     /// Transforms: `blit`, `geom`, `color`, `bg`, `bgc`.
     pub pipeline: Pipeline,
-    /// `adaptive` or `fixed`.
+    /// `adaptive`, `fixed` or `schedule`.
     pub mode: Mode,
     /// The augmentation probability at the start (and throughout, when fixed).
     pub p: f64,
+    /// `schedule`: the probability at the end of the schedule.
+    pub p_final: f64,
+    /// Probability multiplier of the colour transforms (the reference's `brightness`,
+    /// `contrast`, `lumaflip`, `hue`, `saturation` settings; R3GAN uses 0.5).
+    pub color_multiplier: f64,
+    /// Probability multiplier of cutout, a zeroed square of half the side after the other
+    /// transforms (0 = off; R3GAN uses 1).
+    pub cutout: f64,
     /// The value of E[sign(D(real))] the heuristic steers to (the paper's r_t).
     pub target: f64,
     /// Thousands of real images over which `p` can move by 1.
@@ -106,6 +120,9 @@ impl Default for AdaConfig {
             pipeline: Pipeline::Bgc,
             mode: Mode::Adaptive,
             p: 0.0,
+            p_final: 0.0,
+            color_multiplier: 1.0,
+            cutout: 0.0,
             target: 0.6,
             kimg: 500.0,
             interval: 4,
@@ -122,11 +139,21 @@ impl AdaConfig {
                 "ADA augments images; the data are 2-D points",
             ));
         }
-        if !(self.p.is_finite() && (0.0..=1.0).contains(&self.p)) {
-            return Err(Error::config(
-                "ada.p",
-                format!("must be in [0, 1], got {}", self.p),
-            ));
+        for (key, v) in [("ada.p", self.p), ("ada.p_final", self.p_final)] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err(Error::config(key, format!("must be in [0, 1], got {v}")));
+            }
+        }
+        for (key, v) in [
+            ("ada.color_multiplier", self.color_multiplier),
+            ("ada.cutout", self.cutout),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::config(
+                    key,
+                    format!("must be a probability multiplier >= 0, got {v}"),
+                ));
+            }
         }
         if !(self.target.is_finite() && (-1.0..=1.0).contains(&self.target)) {
             return Err(Error::config(
@@ -157,6 +184,7 @@ const BRIGHTNESS_STD: f64 = 0.2;
 const CONTRAST_STD: f64 = 0.5;
 const HUE_MAX: f64 = 1.0;
 const SATURATION_STD: f64 = 1.0;
+const CUTOUT_SIZE: f64 = 0.5;
 
 /// Symlet-6 low-pass taps (the reference's `wavelets['sym6']`).
 const SYM6: [f64; 12] = [
@@ -189,9 +217,10 @@ impl Draws {
     }
 }
 
-/// Draws what `pipeline` needs for a batch of `b` images with `channels` channels, the way the
-/// reference does (same calls, same order, float32).
-pub fn sample(pipeline: Pipeline, b: i64, channels: i64, device: Device) -> Draws {
+/// Draws what `cfg`'s transforms need for a batch of `b` images with `channels` channels, the
+/// way the reference does (same calls, same order, float32).
+pub fn sample(cfg: &AdaConfig, b: i64, channels: i64, device: Device) -> Draws {
+    let pipeline = cfg.pipeline;
     let opts = (Kind::Float, device);
     let mut pairs: Vec<(&str, Vec<i64>, bool, Vec<i64>)> = Vec::new();
     // (op, value shape, value is normal, gate shape)
@@ -225,6 +254,11 @@ pub fn sample(pipeline: Pipeline, b: i64, channels: i64, device: Device) -> Draw
         };
         out.push((format!("{op}.value"), v));
         out.push((format!("{op}.gate"), Tensor::rand(&gate, opts)));
+    }
+    if cfg.cutout > 0.0 {
+        // The reference draws cutout's gate before its centre.
+        out.push(("cutout.gate".into(), Tensor::rand([b, 1, 1, 1, 1], opts)));
+        out.push(("cutout.value".into(), Tensor::rand([b, 2, 1, 1, 1], opts)));
     }
     Draws(out)
 }
@@ -390,7 +424,9 @@ pub fn grid_sample_bilinear(x: &Tensor, grid: &Tensor) -> Tensor {
 
 /// The augmented batch for given draws and probability `p` (the reference's `forward`). `x` is
 /// `[B, C, H, W]` with C = 1 or 3; the transforms are computed in x's dtype.
-pub fn apply(x: &Tensor, draws: &Draws, pipeline: Pipeline, p: f64) -> Tensor {
+pub fn apply(x: &Tensor, draws: &Draws, cfg: &AdaConfig, p: f64) -> Tensor {
+    let pipeline = cfg.pipeline;
+    let pc = cfg.color_multiplier * p;
     let (b, c, h, w) = x.size4().expect("ADA wants [N, C, H, W]");
     let opts = (x.kind(), x.device());
     let m = Mats { b, opts };
@@ -441,10 +477,10 @@ pub fn apply(x: &Tensor, draws: &Draws, pipeline: Pipeline, p: f64) -> Tensor {
     if pipeline.color() {
         let mut cm = batch_of(&eye(4), 4, b, opts);
         let bright = value("brightness") * BRIGHTNESS_STD;
-        let bright = bright.where_self(&gate("brightness", p), &bright.zeros_like());
+        let bright = bright.where_self(&gate("brightness", pc), &bright.zeros_like());
         cm = m.translate3d(&bright).matmul(&cm);
         let con = (value("contrast") * CONTRAST_STD).exp2();
-        let con = con.where_self(&gate("contrast", p), &con.ones_like());
+        let con = con.where_self(&gate("contrast", pc), &con.ones_like());
         cm = m.scale3d(&con).matmul(&cm);
         let r3 = 1.0 / 3f64.sqrt();
         let v = Tensor::from_slice(&[r3, r3, r3, 0.0])
@@ -453,15 +489,15 @@ pub fn apply(x: &Tensor, draws: &Draws, pipeline: Pipeline, p: f64) -> Tensor {
         let vv = v.outer(&v);
         let eye4 = Tensor::eye(4, opts);
         let i = (value("lumaflip") * 2.0).floor();
-        let i = i.where_self(&gate("lumaflip", p), &i.zeros_like());
+        let i = i.where_self(&gate("lumaflip", pc), &i.zeros_like());
         // Householder reflection through the plane orthogonal to the luma axis.
         cm = (&eye4 - (&vv * 2.0).unsqueeze(0) * &i).matmul(&cm);
         if c > 1 {
             let theta = (value("hue") * 2.0 - 1.0) * (PI * HUE_MAX);
-            let theta = theta.where_self(&gate("hue", p), &theta.zeros_like());
+            let theta = theta.where_self(&gate("hue", pc), &theta.zeros_like());
             cm = m.rotate3d([r3, r3, r3], &theta).matmul(&cm);
             let s = (value("saturation") * SATURATION_STD).exp2();
-            let s = s.where_self(&gate("saturation", p), &s.ones_like());
+            let s = s.where_self(&gate("saturation", pc), &s.ones_like());
             cm = (vv.unsqueeze(0) + (&eye4 - &vv).unsqueeze(0) * s).matmul(&cm);
         }
         let flat = x.reshape([b, c, h * w]);
@@ -473,6 +509,22 @@ pub fn apply(x: &Tensor, draws: &Draws, pipeline: Pipeline, p: f64) -> Tensor {
                 + mean.narrow(2, 3, 1)
         };
         x = y.reshape([b, c, h, w]);
+    }
+
+    if cfg.cutout > 0.0 {
+        let size = Tensor::full([b, 2, 1, 1, 1], CUTOUT_SIZE, opts);
+        let size = size.where_self(&gate("cutout", cfg.cutout * p), &size.zeros_like());
+        let center = value("cutout");
+        let coord =
+            |n: i64, shape: [i64; 4]| (Tensor::arange(n, opts).reshape(shape) + 0.5) / n as f64;
+        let outside = |axis: i64, coords: Tensor| {
+            (coords - center.select(1, axis))
+                .abs()
+                .ge_tensor(&(size.select(1, axis) / 2.0))
+        };
+        let mask =
+            outside(0, coord(w, [1, 1, 1, w])).logical_or(&outside(1, coord(h, [1, 1, h, 1])));
+        x = x * mask.to_kind(opts.0);
     }
     x
 }
@@ -587,15 +639,24 @@ impl Plugin for Ada {
         }
         let (b, c) = (x.size()[0], x.size()[1]);
         crate::precision::fp32(x.device(), || {
-            let draws = sample(self.cfg.pipeline, b, c, x.device());
+            let draws = sample(&self.cfg, b, c, x.device());
             let kind = x.kind();
             let work = if kind == Kind::Double {
                 kind
             } else {
                 Kind::Float
             };
-            apply(&x.to_kind(work), &draws, self.cfg.pipeline, p).to_kind(kind)
+            apply(&x.to_kind(work), &draws, &self.cfg, p).to_kind(kind)
         })
+    }
+
+    fn begin_step(&mut self, progress: f64) {
+        if self.cfg.mode == Mode::Schedule {
+            let p = self.cfg.p + (self.cfg.p_final - self.cfg.p) * progress;
+            tch::no_grad(|| {
+                let _ = self.p.fill_(p);
+            });
+        }
     }
 
     fn observe(&mut self, logits: &Tensor, ctx: &Ctx) {
@@ -626,9 +687,7 @@ impl Plugin for Ada {
         tch::no_grad(|| {
             let _ = self.window.g_add_(&add);
         });
-        if self.cfg.mode == Mode::Fixed
-            || (self.window.double_value(&[2]) as u64) < self.cfg.interval
-        {
+        if (self.window.double_value(&[2]) as u64) < self.cfg.interval {
             return Ok(());
         }
         let (sum, count) = (
@@ -636,13 +695,16 @@ impl Plugin for Ada {
             self.window.double_value(&[1]),
         );
         if count > 0.0 {
+            // r_t is logged in every mode (an overfitting signal); only `adaptive` acts on it.
             let mean = sum / count;
-            let adjust = sign(mean - self.cfg.target) * count / (self.cfg.kimg * 1000.0);
-            let next = (self.probability() + adjust).max(0.0);
-            tch::no_grad(|| {
-                let _ = self.p.fill_(next);
-            });
             self.last_signs = Some(mean);
+            if self.cfg.mode == Mode::Adaptive {
+                let adjust = sign(mean - self.cfg.target) * count / (self.cfg.kimg * 1000.0);
+                let next = (self.probability() + adjust).max(0.0);
+                tch::no_grad(|| {
+                    let _ = self.p.fill_(next);
+                });
+            }
         }
         tch::no_grad(|| {
             let _ = self.window.zero_();

@@ -118,6 +118,9 @@ pub trait Plugin: Send {
     }
     /// Sees D's final logits for every batch the critic scores.
     fn observe(&mut self, _logits: &Tensor, _ctx: &Ctx) {}
+    /// Called before each training step with how far `train.lr_schedule` has moved (0 to 1),
+    /// for plug-ins with scheduled values (ADA's scheduled p).
+    fn begin_step(&mut self, _progress: f64) {}
     /// Sees the feature map at `layer` during `embed`; returns what continues through D.
     fn on_tap(&mut self, _layer: &str, h: Tensor, _ctx: &Ctx, _pass: Pass) -> Tensor {
         h
@@ -232,6 +235,12 @@ impl Critic {
     /// The plain critic `head(embed(x))` without plug-ins (gradient penalty, evaluation).
     pub fn plain(&self, x: &Tensor, labels: Option<&Tensor>) -> Tensor {
         self.d.forward(x, labels, true)
+    }
+
+    pub fn begin_step(&mut self, progress: f64) {
+        for p in self.plugins.iter_mut() {
+            p.begin_step(progress);
+        }
     }
 
     pub fn end_phase(&mut self, phase: Phase, comm: &Comm) -> Result<()> {

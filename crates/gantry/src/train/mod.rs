@@ -218,6 +218,16 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.ema.decay) {
             return bad("ema.decay", "must be in [0, 1)");
         }
+        if self
+            .ema
+            .half_life_kimg
+            .is_some_and(|h| !(h.is_finite() && h > 0.0))
+        {
+            return bad("ema.half_life_kimg", "must be a finite number > 0");
+        }
+        if !(0.0..=1.0).contains(&self.ema.half_life_start) {
+            return bad("ema.half_life_start", "must be a fraction in [0, 1]");
+        }
         if self.grid == 0 {
             return bad("grid", "must be at least 1");
         }
@@ -760,6 +770,11 @@ impl Trainer {
             self.opt_d.set_betas(at(t.d_betas));
         }
         let gamma = 1.0 + (t.gamma_final - 1.0) * progress;
+        self.critic.begin_step(progress);
+        if t.ema.enabled && t.ema.half_life_kimg.is_some() {
+            let beta = t.ema.beta(self.step, t.batch_size, progress);
+            parts.push(("schedule/ema_beta".into(), Tensor::from(beta)));
+        }
         if t.lr_schedule != LrSchedule::Constant {
             parts.push(("schedule/lr".into(), Tensor::from(lr)));
             parts.push(("schedule/gamma".into(), Tensor::from(gamma)));
@@ -864,7 +879,7 @@ impl Trainer {
         parts.push(("grad/g".into(), grad));
         self.step += 1;
         if let Some(e) = self.ema.as_mut() {
-            e.update(self.step);
+            e.update(self.step, t.batch_size, progress);
         }
         Ok(parts)
     }

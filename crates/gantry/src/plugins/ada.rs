@@ -524,7 +524,8 @@ pub fn apply(x: &Tensor, draws: &Draws, cfg: &AdaConfig, p: f64) -> Tensor {
         };
         let mask =
             outside(0, coord(w, [1, 1, 1, w])).logical_or(&outside(1, coord(h, [1, 1, h, 1])));
-        x = x * mask.to_kind(opts.0);
+        // Not `*=`: that would multiply in place, and x may still be the caller's batch.
+        x = mask.to_kind(opts.0) * x;
     }
     x
 }

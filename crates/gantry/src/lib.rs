@@ -6,7 +6,8 @@
 //! seam; each architecture owns its settings), [`plugins`] (wrap any D), [`loss`] (what a phase
 //! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classify`] (classification,
 //! attacks, OOD detection; also the feature network of classifier-feature FID),
-//! [`eval`], [`train`] (when each phase runs), [`report`], [`config`] (one `RunConfig` composed of
+//! [`eval`], [`train`] (when each phase runs), [`translate`] (unpaired image translation:
+//! U-GAT-IT with the plug-ins), [`report`], [`config`] (one `RunConfig` composed of
 //! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
 
 // No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
@@ -31,6 +32,7 @@ pub mod run;
 pub mod rundir;
 pub mod stats;
 pub mod train;
+pub mod translate;
 pub mod util;
 
 pub use config::RunConfig;

@@ -22,6 +22,7 @@ const LAYERS: &[&str] = &[
     "classify",
     "eval",
     "train",
+    "translate",
     "report",
     "config",
     "run",

@@ -15,13 +15,13 @@ pub struct PhaseLoss {
 }
 
 impl PhaseLoss {
-    fn new(name: &str, adv: Tensor) -> Self {
+    pub fn new(name: &str, adv: Tensor) -> Self {
         PhaseLoss {
             parts: vec![(name.to_string(), adv.detach())],
             total: adv,
         }
     }
-    fn add(&mut self, name: &str, term: Tensor) {
+    pub fn add(&mut self, name: &str, term: Tensor) {
         self.parts.push((name.to_string(), term.detach()));
         self.total = &self.total + term;
     }

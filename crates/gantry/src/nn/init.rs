@@ -21,6 +21,8 @@ pub enum WeightInit {
     Orthogonal,
     /// `N(0, std^2)`.
     Normal { std: f64 },
+    /// PyTorch's default for Conv2d/Linear (`kaiming_uniform_(a=sqrt(5))`): `U(+-1/sqrt(fan_in))`.
+    TorchDefault,
 }
 
 /// How a bias vector is drawn.
@@ -92,6 +94,10 @@ pub fn weight(init: WeightInit, dims: &[i64], device: Device) -> Tensor {
             Tensor::empty(dims, opts).uniform_(-bound, bound)
         }
         WeightInit::Normal { std } => Tensor::randn(dims, opts) * std,
+        WeightInit::TorchDefault => {
+            let bound = 1.0 / (fans(dims).0 as f64).sqrt();
+            Tensor::empty(dims, opts).uniform_(-bound, bound)
+        }
         WeightInit::Orthogonal => {
             // torch.nn.init.orthogonal_: QR of a Gaussian matrix (transposed when wide), with the
             // signs of R's diagonal folded into Q so that the result is uniformly distributed.

@@ -56,27 +56,43 @@ impl Weighted {
     }
 }
 
-/// A stride-1 2-D convolution with "same" padding (odd kernels).
+/// A 2-D convolution: stride 1 with "same" padding (odd kernels) from [`Conv2d::new`], or any
+/// stride and zero padding from [`Conv2d::strided`].
 #[derive(Debug)]
 pub struct Conv2d {
     w: Weighted,
     padding: i64,
+    stride: i64,
 }
 
 impl Conv2d {
     pub fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, opts: LayerOpts) -> Self {
+        Self::strided(p, c_in, c_out, kernel, 1, kernel / 2, opts)
+    }
+
+    /// `stride` and `padding` as torch's `Conv2d` takes them (square).
+    pub fn strided(
+        p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        opts: LayerOpts,
+    ) -> Self {
         Conv2d {
             w: Weighted::new(&p, &[c_out, c_in, kernel, kernel], opts),
-            padding: kernel / 2,
+            padding,
+            stride,
         }
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let p = self.padding;
+        let (p, s) = (self.padding, self.stride);
         x.conv2d(
             &self.w.weight(train),
             self.w.bias.as_ref(),
-            [1, 1],
+            [s, s],
             [p, p],
             [1, 1],
             1,
@@ -99,6 +115,11 @@ impl Linear {
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         x.linear(&self.w.weight(train), self.w.bias.as_ref())
+    }
+
+    /// The weight parameter itself, before spectral normalisation (torch's `weight_orig`).
+    pub fn raw_weight(&self) -> &Tensor {
+        &self.w.weight
     }
 }
 

@@ -62,7 +62,9 @@ pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: [i64; 4], gain
 /// `upfirdn2d` with a separable filter: `f` is 1-D (`setup_filter` keeps filters of 8 or more
 /// taps separable), applied along W then along H, each pass with `gain^(1/2)`. `flip_filter =
 /// true` correlates instead of convolving (the two differ for asymmetric filters such as ADA's
-/// wavelet).
+/// wavelet). The same values as the reference's zero insertion, padding, filtering and
+/// subsampling, computed axis by axis without multiplying the inserted zeros (a transposed
+/// convolution) or the dropped outputs (a strided convolution).
 pub fn upfirdn2d_separable(
     x: &Tensor,
     f: &Tensor,
@@ -72,20 +74,76 @@ pub fn upfirdn2d_separable(
     flip_filter: bool,
     gain: f64,
 ) -> Tensor {
-    let c = x.size()[1];
-    let x = upsample_and_pad(x, up, pad);
-    let n = f.size()[0];
-    let f = if flip_filter {
+    // The correlation kernel the reference ends up applying.
+    let g = if flip_filter {
         f.shallow_clone()
     } else {
         f.flip([0])
     };
-    let f = (f * gain.sqrt()).to_kind(x.kind());
-    let along_w = f.reshape([1, 1, 1, n]).repeat([c, 1, 1, 1]);
-    let along_h = f.reshape([1, 1, n, 1]).repeat([c, 1, 1, 1]);
-    let x = x.conv2d(&along_w, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
-    let x = x.conv2d(&along_h, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
-    keep_every(x, down)
+    let g = (g * gain.sqrt()).to_kind(x.kind());
+    let [px0, px1, py0, py1] = pad;
+    let x = upfirdn_axis(x, &g, 3, up, down, (px0, px1));
+    upfirdn_axis(&x, &g, 2, up, down, (py0, py1))
+}
+
+/// One axis (`dim` 3 = W, 2 = H) of [`upfirdn2d_separable`] with correlation kernel `g`.
+fn upfirdn_axis(x: &Tensor, g: &Tensor, dim: i64, up: i64, down: i64, pad: (i64, i64)) -> Tensor {
+    let c = x.size()[1];
+    let len = x.size()[dim as usize];
+    let k = g.size()[0];
+    let (p0, p1) = pad;
+    let kernel = |t: &Tensor| {
+        let shape = if dim == 3 { [1, 1, 1, k] } else { [1, 1, k, 1] };
+        t.reshape(shape).repeat([c, 1, 1, 1])
+    };
+    let stride = |s: i64| if dim == 3 { [1, s] } else { [s, 1] };
+    let out_len = len * up + p0 + p1 - k + 1;
+    if up > 1 && p0 < k && p1 <= k - up && out_len > 0 {
+        // y[n] = sum_i x[i] g[up i + p0 - n] = t[n + k - 1 - p0] with t the transposed
+        // convolution of x with flip(g) at stride `up`.
+        let t = x.conv_transpose2d(
+            &kernel(&g.flip([0])),
+            None::<Tensor>,
+            stride(up),
+            [0, 0],
+            [0, 0],
+            c,
+            [1, 1],
+        );
+        let y = t.narrow(dim, k - 1 - p0, out_len);
+        return if down > 1 {
+            y.slice(dim, 0, None, down)
+        } else {
+            y
+        };
+    }
+    let mut y = x.shallow_clone();
+    if up > 1 {
+        let s = y.size();
+        y = if dim == 3 {
+            y.unsqueeze(-1)
+                .constant_pad_nd([0, up - 1])
+                .reshape([s[0], s[1], s[2], s[3] * up])
+        } else {
+            y.unsqueeze(3)
+                .constant_pad_nd([0, 0, 0, up - 1])
+                .reshape([s[0], s[1], s[2] * up, s[3]])
+        };
+    }
+    if p0 > 0 || p1 > 0 {
+        let (a, b) = (p0.max(0), p1.max(0));
+        y = if dim == 3 {
+            y.constant_pad_nd([a, b])
+        } else {
+            y.constant_pad_nd([0, 0, a, b])
+        };
+    }
+    if p0 < 0 || p1 < 0 {
+        let n = y.size()[dim as usize];
+        let (a, b) = ((-p0).max(0), (-p1).max(0));
+        y = y.narrow(dim, a, n - a - b);
+    }
+    y.conv2d(&kernel(g), None::<Tensor>, stride(down), [0, 0], [1, 1], c)
 }
 
 /// The first two steps of `upfirdn2d`: zeros inserted after each pixel, then pad or crop.
@@ -470,5 +528,36 @@ mod tests {
         assert_eq!(y.double_value(&[0, 2, 0, 0]), y.double_value(&[2, 2, 1, 1]));
         // A batch of 6 falls back to groups of 3.
         assert_eq!(minibatch_std(&x.narrow(0, 0, 6), 4, 1).size(), [6, 3, 2, 2]);
+    }
+
+    /// The separable form equals the 2-D reference form with the outer-product filter, on the
+    /// fast paths (transposed and strided convolutions) and the general one (crops, odd pads).
+    #[test]
+    fn separable_upfirdn_equals_the_two_dimensional_one() {
+        let opts = (Kind::Double, Device::Cpu);
+        let x = Tensor::randn([2, 3, 7, 9], opts);
+        let taps = Tensor::from_slice(&[0.1, -0.3, 0.8, 0.5, 0.2, -0.05]).to_kind(Kind::Double);
+        let f2 = taps.outer(&taps);
+        for (up, down, pad) in [
+            (2, 1, [3, 2, 3, 2]),
+            (2, 1, [5, 4, 1, 4]),
+            (2, 1, [-1, 2, 0, 0]),
+            (1, 2, [2, 2, -1, 3]),
+            (2, 2, [2, 1, 2, 1]),
+            (3, 1, [1, 5, 2, 2]),
+        ] {
+            for flip in [false, true] {
+                let two_d = if flip {
+                    f2.flip([0, 1])
+                } else {
+                    f2.shallow_clone()
+                };
+                let want = upfirdn2d(&x, &two_d, up, down, pad, 2.0);
+                let got = upfirdn2d_separable(&x, &taps, up, down, pad, flip, 2.0);
+                assert_eq!(got.size(), want.size(), "{up} {down} {pad:?}");
+                let err = (&got - &want).abs().max().double_value(&[]);
+                assert!(err < 1e-12, "{up} {down} {pad:?} {flip}: {err}");
+            }
+        }
     }
 }

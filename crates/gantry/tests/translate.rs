@@ -1,0 +1,309 @@
+//! U-GAT-IT against a float64 transcription of the official PyTorch code
+//! (`tests/pyref/ugatit_ref.py`, loaded strictly with gantry's weights, so the parameter names are
+//! the reference's): the generator (full and light: AdaLIN, ILN, CAM) and both discriminator
+//! kinds (spectral norm, CAM on raw weights), forward and backward; the D and G losses of one
+//! iteration and their gradients for every parameter of the two generators and four critics.
+//! Then FQ on the global critic's feature maps, and the rho clip.
+
+mod common;
+
+use gantry::models::Discriminator;
+use gantry::plugins::Critic;
+use gantry::translate::nets::{clip_rho, UgatitConfig, UgatitDiscriminator, UgatitGenerator};
+use gantry::translate::objective::{self, Critics, Weights};
+use std::collections::HashMap;
+use tch::{nn, Device, Kind, Tensor};
+
+const OPTS: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+fn close(want: &HashMap<String, Tensor>, key: &str, got: &Tensor, tol: f64) {
+    let w = want
+        .get(key)
+        .unwrap_or_else(|| panic!("the reference wrote no {key}"));
+    let e = common::rel_err(got, w);
+    assert!(e < tol, "{key}: relative error {e}");
+}
+
+fn store_inputs(vs: &nn::VarStore, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+    for (k, v) in vs.variables() {
+        out.push((format!("{prefix}{k}"), v.detach().copy()));
+    }
+}
+
+/// Trainable variables by name.
+fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn check(light: bool) {
+    let rng = common::rng_lock();
+    tch::manual_seed(if light { 11 } else { 12 });
+    let cfg = UgatitConfig {
+        ch: 4,
+        n_res: 2,
+        light,
+        global_layers: 5,
+        local_layers: 4,
+    };
+    let size = 32;
+    let gen_vs = nn::VarStore::new(Device::Cpu);
+    let mut gen_vs = gen_vs;
+    let g = UgatitGenerator::new(&gen_vs.root(), &cfg, 3, size);
+    gen_vs.set_kind(Kind::Double);
+    let mut dvs: Vec<nn::VarStore> = Vec::new();
+    let mut ds: Vec<UgatitDiscriminator> = Vec::new();
+    for layers in [cfg.global_layers, cfg.local_layers] {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        ds.push(UgatitDiscriminator::new(
+            &vs.root(),
+            cfg.ch,
+            layers,
+            3,
+            size,
+        ));
+        vs.set_kind(Kind::Double);
+        dvs.push(vs);
+    }
+    // The iteration: two generators, four critics.
+    let mut it_vs: Vec<(String, nn::VarStore)> = Vec::new();
+    let mut gens = Vec::new();
+    for name in ["g_ab", "g_ba"] {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        gens.push(UgatitGenerator::new(&vs.root(), &cfg, 3, size));
+        vs.set_kind(Kind::Double);
+        it_vs.push((name.into(), vs));
+    }
+    let mut crit = Vec::new();
+    for (name, layers) in [
+        ("ga", cfg.global_layers),
+        ("gb", cfg.global_layers),
+        ("la", cfg.local_layers),
+        ("lb", cfg.local_layers),
+    ] {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let d = UgatitDiscriminator::new(&vs.root(), cfg.ch, layers, 3, size);
+        vs.set_kind(Kind::Double);
+        crit.push(Critic::new(Box::new(d), vec![]).unwrap());
+        it_vs.push((name.into(), vs));
+    }
+    let x = Tensor::randn([2, 3, size, size], OPTS).tanh();
+    let (gi, gc, gh) = (
+        Tensor::randn([2, 3, size, size], OPTS),
+        Tensor::randn([2, 2], OPTS),
+        Tensor::randn([2, 1, 8, 8], OPTS),
+    );
+    let (real_a, real_b) = (
+        Tensor::rand([2, 3, size, size], OPTS) * 2.0 - 1.0,
+        Tensor::rand([2, 3, size, size], OPTS) * 2.0 - 1.0,
+    );
+    let d_side = |layers| UgatitDiscriminator::patch_side(layers, size).unwrap();
+    let mut dgrads = Vec::new();
+    for (i, kind) in ["dg", "dl"].iter().enumerate() {
+        let layers = [cfg.global_layers, cfg.local_layers][i];
+        let fm = size >> (layers - 2);
+        dgrads.push((
+            *kind,
+            Tensor::randn([2, 1, d_side(layers), d_side(layers)], OPTS),
+            Tensor::randn([2, 2], OPTS),
+            Tensor::randn([2, 1, fm - 1, fm - 1], OPTS),
+        ));
+    }
+    drop(rng);
+
+    let mut inputs: Vec<(String, Tensor)> = Vec::new();
+    inputs.push((
+        "cfg".into(),
+        Tensor::from_slice(&[
+            cfg.ch as f64,
+            cfg.n_res as f64,
+            size as f64,
+            f64::from(u8::from(light)),
+            cfg.global_layers as f64,
+            cfg.local_layers as f64,
+        ]),
+    ));
+    store_inputs(&gen_vs, "gen/", &mut inputs);
+    for (k, v) in [("_x", &x), ("_gi", &gi), ("_gc", &gc), ("_gh", &gh)] {
+        inputs.push((format!("gen/{k}"), v.shallow_clone()));
+    }
+    for (i, (kind, go, gcd, ghd)) in dgrads.iter().enumerate() {
+        store_inputs(&dvs[i], &format!("{kind}/"), &mut inputs);
+        for (k, v) in [("_x", &x), ("_go", go), ("_gc", gcd), ("_gh", ghd)] {
+            inputs.push((format!("{kind}/{k}"), v.shallow_clone()));
+        }
+    }
+    for (name, vs) in &it_vs {
+        store_inputs(vs, &format!("iter/{name}/"), &mut inputs);
+    }
+    inputs.push(("iter/_a".into(), real_a.shallow_clone()));
+    inputs.push(("iter/_b".into(), real_b.shallow_clone()));
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.shallow_clone()))
+        .collect();
+    let want = common::pyref("ugatit_ref.py", &named);
+    let tol = 1e-9;
+
+    // Generator.
+    let xin = x.detach().set_requires_grad(true);
+    let out = g.forward(&xin);
+    close(&want, "gen/image", &out.image, tol);
+    close(&want, "gen/cam", &out.cam_logits, tol);
+    close(&want, "gen/heatmap", &out.heatmap, tol);
+    let s = (&out.image * &gi).sum(Kind::Double)
+        + (&out.cam_logits * &gc).sum(Kind::Double)
+        + (&out.heatmap * &gh).sum(Kind::Double);
+    let ps = params(&gen_vs);
+    let mut wrt: Vec<Tensor> = vec![xin.shallow_clone()];
+    wrt.extend(ps.iter().map(|(_, t)| t.shallow_clone()));
+    let grads = Tensor::run_backward(&[s], &wrt, false, false);
+    close(&want, "gen/grad_x", &grads[0], tol);
+    for ((name, _), gr) in ps.iter().zip(&grads[1..]) {
+        close(&want, &format!("gen/grad/{name}"), gr, tol);
+    }
+
+    // Discriminators.
+    for (i, (kind, go, gcd, ghd)) in dgrads.iter().enumerate() {
+        let d = &ds[i];
+        let xin = x.detach().set_requires_grad(true);
+        let (lo, cl, hm) = d.head_parts(&d.embed(&xin, true), true);
+        close(&want, &format!("{kind}/logits"), &lo, tol);
+        close(&want, &format!("{kind}/cam"), &cl, tol);
+        close(&want, &format!("{kind}/heatmap"), &hm, tol);
+        let s = (&lo * go).sum(Kind::Double)
+            + (&cl * gcd).sum(Kind::Double)
+            + (&hm * ghd).sum(Kind::Double);
+        let ps = params(&dvs[i]);
+        let mut wrt: Vec<Tensor> = vec![xin.shallow_clone()];
+        wrt.extend(ps.iter().map(|(_, t)| t.shallow_clone()));
+        let grads = Tensor::run_backward(&[s], &wrt, false, false);
+        close(&want, &format!("{kind}/grad_x"), &grads[0], tol);
+        for ((name, _), gr) in ps.iter().zip(&grads[1..]) {
+            close(&want, &format!("{kind}/grad/{name}"), gr, tol);
+        }
+        // The power iteration ran once, as torch's does in training mode.
+        let u = dvs[i].variables()["model.1.weight_u"].shallow_clone();
+        close(&want, &format!("{kind}/u_after"), &u, tol);
+        // The plug-in seam: one row of scores, patch logits then CAM logits.
+        let row = d.forward(&x, None, true);
+        assert_eq!(row.size(), [2, lo.size()[2] * lo.size()[3] + 2]);
+    }
+
+    // One iteration.
+    let mut it = crit.into_iter();
+    let mut critics = Critics {
+        global_a: it.next().unwrap(),
+        global_b: it.next().unwrap(),
+        local_a: it.next().unwrap(),
+        local_b: it.next().unwrap(),
+    };
+    let w = Weights::default();
+    let (a2b, b2a) = objective::translate(&gens[0], &gens[1], &real_a, &real_b);
+    let d_loss = objective::d_phase(
+        &mut critics,
+        &real_a,
+        &real_b,
+        &a2b.image,
+        &b2a.image,
+        &w,
+        0,
+    );
+    close(&want, "iter/d_loss", &d_loss.total.reshape([1]), tol);
+    let d_params: Vec<(String, Tensor)> = it_vs[2..]
+        .iter()
+        .flat_map(|(n, vs)| {
+            params(vs)
+                .into_iter()
+                .map(move |(k, t)| (format!("{n}/{k}"), t))
+        })
+        .collect();
+    let grads = Tensor::run_backward(
+        &[&d_loss.total],
+        &d_params
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect::<Vec<_>>(),
+        false,
+        false,
+    );
+    for ((name, _), gr) in d_params.iter().zip(&grads) {
+        close(&want, &format!("iter/d_grad/{name}"), gr, tol);
+    }
+    let g_loss = objective::g_phase(
+        &mut critics,
+        &gens[0],
+        &gens[1],
+        &real_a,
+        &real_b,
+        &a2b,
+        &b2a,
+        &w,
+        0,
+    );
+    close(&want, "iter/g_loss", &g_loss.total.reshape([1]), tol);
+    let g_params: Vec<(String, Tensor)> = it_vs[..2]
+        .iter()
+        .flat_map(|(n, vs)| {
+            params(vs)
+                .into_iter()
+                .map(move |(k, t)| (format!("{n}/{k}"), t))
+        })
+        .collect();
+    let grads = Tensor::run_backward(
+        &[&g_loss.total],
+        &g_params
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect::<Vec<_>>(),
+        false,
+        false,
+    );
+    for ((name, _), gr) in g_params.iter().zip(&grads) {
+        close(&want, &format!("iter/g_grad/{name}"), gr, tol);
+    }
+}
+
+#[test]
+fn generator_discriminators_and_one_iteration_match_the_reference() {
+    check(false);
+}
+
+#[test]
+fn the_light_generator_matches_the_reference() {
+    check(true);
+}
+
+#[test]
+fn rho_is_clipped_to_the_unit_interval() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _g = UgatitGenerator::new(
+        &vs.root(),
+        &UgatitConfig {
+            ch: 2,
+            n_res: 1,
+            ..Default::default()
+        },
+        3,
+        16,
+    );
+    let rhos: Vec<Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".rho"))
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(rhos.len(), 4, "2 AdaLIN + 2 ILN");
+    tch::no_grad(|| {
+        let _ = rhos[0].shallow_clone().fill_(1.7);
+        let _ = rhos[1].shallow_clone().fill_(-0.3);
+    });
+    clip_rho(&vs);
+    assert_eq!(rhos[0].max().double_value(&[]), 1.0);
+    assert_eq!(rhos[1].min().double_value(&[]), 0.0);
+}

@@ -8,6 +8,7 @@
 mod classify;
 mod launch;
 mod progress;
+mod translate;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
@@ -55,7 +56,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a GAN (with no arguments: a DCGAN on the built-in shapes data set).
+    /// Train a GAN (with no arguments: a DCGAN on the built-in shapes data set), or an image
+    /// translation model (a translation preset such as `ugatit-light-64`, or a file with
+    /// `task = "translate"`).
     Train {
         /// Preset name (see `gantry presets`) or TOML file.
         #[arg(long)]
@@ -215,6 +218,31 @@ enum Command {
     Report { run_dir: PathBuf },
     /// List the built-in presets.
     Presets,
+    /// Translate a folder of images with a trained translation run (U-GAT-IT): each image is
+    /// written to --out as PNG under its own name.
+    Translate {
+        /// Run directory (its best checkpoint, else its latest) or checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder of PNG/JPEG images (sub-folders included).
+        #[arg(long = "in", value_name = "DIR")]
+        input: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// a2b (the run's domain A to B) or b2a.
+        #[arg(long, default_value = "a2b", value_parser = ["a2b", "b2a"])]
+        direction: String,
+        /// Write input | translation | cycle reconstruction | CAM heat-map side by side.
+        #[arg(long)]
+        details: bool,
+        /// Overwrite files already in --out.
+        #[arg(long)]
+        force: bool,
+        /// cpu, cuda or cuda:N (default: the run's own).
+        #[arg(long, value_parser = device)]
+        device: Option<DeviceSpec>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +415,15 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
         } => {
             if let Some(d) = device {
                 sets.push(format!("train.device={d}"));
+            }
+            if translate::wanted(config.as_deref(), resume.as_deref()) {
+                if nproc != 1 {
+                    return Err(gantry::Error::config(
+                        "--nproc",
+                        "translation runs train in one process",
+                    ));
+                }
+                return translate::train(config, sets, out, resume, dry_run);
             }
             let opts = TrainOptions {
                 config,
@@ -622,6 +659,23 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             eprintln!("gantry: report {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Translate {
+            checkpoint,
+            input,
+            out,
+            direction,
+            details,
+            force,
+            device,
+        } => translate::folder(
+            &checkpoint,
+            &input,
+            &out,
+            direction == "a2b",
+            device,
+            details,
+            force,
+        ),
         Command::Report { run_dir } => {
             let index = gantry::report::write(&run_dir)?;
             eprintln!("gantry: wrote {}", index.display());
@@ -630,6 +684,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
         Command::Presets => {
             let text: String = gantry::config::PRESETS
                 .iter()
+                .chain(gantry::translate::PRESETS)
                 .map(|(name, about, _)| format!("{name:20} {about}\n"))
                 .collect();
             print_out(&text);

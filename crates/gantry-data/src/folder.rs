@@ -121,6 +121,21 @@ impl Folder {
     }
 }
 
+/// The images under `root` in the order an unlabelled folder data set indexes them (sorted,
+/// sub-folders walked), for tools that write one output per input file.
+pub fn image_files(root: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let meta = crate::error::existing(root)?;
+    if !meta.is_dir() {
+        return Err(DataError::config(
+            "--in",
+            format!("{} is not a directory", root.display()),
+        ));
+    }
+    let mut files = Vec::new();
+    walk(root, 0, &mut files)?;
+    Ok(files)
+}
+
 /// Entries of `dir`, sorted, without hidden ones (dot files such as macOS `._x.jpg` are not images).
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();

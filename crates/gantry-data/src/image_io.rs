@@ -93,6 +93,20 @@ pub fn save_grid(
     write_png(path, &buf, gw, gh, c)
 }
 
+/// Writes one image `[C, H, W]` (values in [-1, 1]) to `path` as PNG.
+pub fn save_image(image: &[f32], shape: [usize; 3], path: &Path) -> Result<(), DataError> {
+    let [c, h, w] = shape;
+    check(image, [1, c, h, w], path)?;
+    let plane = h * w;
+    let mut buf = vec![0u8; plane * c];
+    for (o, px) in buf.chunks_exact_mut(c).enumerate() {
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = to_u8(image[ch * plane + o]);
+        }
+    }
+    write_png(path, &buf, w, h, c)
+}
+
 /// Writes each image of the batch to `dir/<prefix><index, 6 digits>.png`, creating `dir`.
 /// Returns the paths in batch order.
 pub fn save_images(

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub use cifar::{parse_records, Cifar, Records, Variant as CifarVariant};
 pub use config::{DataConfig, DataKind, Split};
 pub use error::DataError;
-pub use folder::Folder;
+pub use folder::{image_files, Folder};
 pub use gmm::{GmmData, GmmQuality, Mixture};
 pub use idx::{parse_idx, read_idx, IdxArray, Mnist};
 pub use loader::{epoch_order, Batch, Loader, Position, Shard};

@@ -95,6 +95,7 @@ pub enum Purpose {
     Eval = 7,
     Classify = 8,
     Attack = 9,
+    Translate = 10,
 }
 
 /// SplitMix64-style mixing of (seed, step, purpose, sub) into one 63-bit seed.

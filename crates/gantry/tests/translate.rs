@@ -307,3 +307,203 @@ fn rho_is_clipped_to_the_unit_interval() {
     assert_eq!(rhos[0].max().double_value(&[]), 1.0);
     assert_eq!(rhos[1].min().double_value(&[]), 0.0);
 }
+
+/// Four folders of 16x16 images in the official layout (A dark, B light), `n` each.
+fn layout(dir: &std::path::Path, n: usize) {
+    for (part, shade) in [
+        ("trainA", -0.6f32),
+        ("trainB", 0.6),
+        ("testA", -0.5),
+        ("testB", 0.5),
+    ] {
+        let imgs: Vec<f32> = (0..n * 3 * 16 * 16)
+            .map(|i| shade + 0.3 * ((i % 37) as f32 / 37.0 - 0.5))
+            .collect();
+        gantry::data::image_io::save_images(&imgs, [n, 3, 16, 16], &dir.join(part), "img").unwrap();
+    }
+}
+
+fn tiny(dir: &std::path::Path, extra: &[&str]) -> gantry::translate::TranslateConfig {
+    let mut sets: Vec<String> = [
+        format!("data.path={}", dir.display()),
+        "data.resolution=16".into(),
+        "data.workers=1".into(),
+        "model.ch=2".into(),
+        "model.n_res=1".into(),
+        "model.light=true".into(),
+        "model.global_layers=4".into(),
+        "model.local_layers=3".into(),
+        "train.batch_size=2".into(),
+        "train.steps=4".into(),
+        "train.log_every=1".into(),
+        "train.sample_every=2".into(),
+        "train.checkpoint_every=0".into(),
+        "train.threads=1".into(),
+    ]
+    .to_vec();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    gantry::translate::TranslateConfig::resolve(None, &sets).unwrap()
+}
+
+/// 2 iterations, interrupted, resumed for 2 more = 4 straight, bit for bit: both generators,
+/// the four critics with their SN vectors, FQ's dictionaries in the global critics, ADA's p,
+/// both Adams (with weight decay), the learning-rate decay, both loaders and the crops.
+#[test]
+fn resume_continues_bit_for_bit_with_fq_and_ada() {
+    use gantry::translate::train::{self as tt, Start};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _rng = common::rng_lock();
+    let data = tempfile::tempdir().unwrap();
+    layout(data.path(), 6);
+    let plugins = [
+        "fq.enabled=true",
+        "fq.k=8",
+        "ada.enabled=true",
+        "ada.mode=fixed",
+        "ada.p=0.5",
+    ];
+    let cfg = tiny(data.path(), &plugins);
+    assert_eq!(cfg.default_fq_layers(), ["b8"]);
+    let straight = tempfile::tempdir().unwrap();
+    let s = tt::train(
+        &cfg,
+        straight.path(),
+        Start::Fresh,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(s.steps, 4);
+    let rows = common::log_rows(straight.path());
+    assert!(
+        rows.iter().any(|r| r.get("fq/b8/perplexity").is_some()),
+        "{rows:?}"
+    );
+    assert!(rows
+        .iter()
+        .all(|r| r["loss/g"].as_f64().unwrap().is_finite()));
+    // The learning rate decays over the second half: full, full, 1/2 ... 0.
+    let lrs: Vec<f64> = rows.iter().map(|r| r["lr"].as_f64().unwrap()).collect();
+    assert_eq!(lrs, [1e-4, 1e-4, 5e-5, 0.0]);
+    assert!(straight.path().join("samples/0000002.png").exists());
+
+    let part = tempfile::tempdir().unwrap();
+    let stop = AtomicBool::new(false);
+    let first = tt::train(&cfg, part.path(), Start::Fresh, &stop, &mut |p| {
+        if p.step == 2 {
+            stop.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert!(first.stopped && first.steps == 2);
+    let second = tt::train(
+        &cfg,
+        part.path(),
+        Start::Resume { sets: vec![] },
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(second.steps, 4);
+    let (a, b) = (
+        tt::load(straight.path(), None).unwrap().snapshot(),
+        tt::load(part.path(), None).unwrap().snapshot(),
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter()
+            .any(|(k, _)| k.contains("ga.fq") || k.contains("ga/")),
+        "{:?}",
+        a.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka} differs after resume");
+    }
+    // Only run-time keys may change on resume.
+    let e = tt::train(
+        &cfg,
+        part.path(),
+        Start::Resume {
+            sets: vec!["loss.cam=1".into()],
+        },
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.starts_with("--set: on resume only train.steps"), "{e}");
+}
+
+/// Bad data: a missing part, an empty domain, domains with different channel counts.
+#[test]
+fn bad_domains_are_named() {
+    use gantry::translate::train::{self as tt, Start};
+    use std::sync::atomic::AtomicBool;
+    let data = tempfile::tempdir().unwrap();
+    layout(data.path(), 2);
+    let run = |cfg: &gantry::translate::TranslateConfig| {
+        let out = tempfile::tempdir().unwrap();
+        tt::train(
+            cfg,
+            out.path(),
+            Start::Fresh,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap()
+        .to_string()
+    };
+    std::fs::remove_dir_all(data.path().join("testB")).unwrap();
+    let e = run(&tiny(data.path(), &[]));
+    assert!(e.contains("testB") && e.contains("does not exist"), "{e}");
+    std::fs::create_dir(data.path().join("testB")).unwrap();
+    let e = run(&tiny(data.path(), &[]));
+    assert!(
+        e.contains("testB") && e.contains("no PNG/JPEG images"),
+        "{e}"
+    );
+    // Grey MNIST digits as domain B against RGB images as domain A.
+    let mnist = common::repo_root().join("../shared/data/mnist");
+    let mut cfg = tiny(data.path(), &[]);
+    cfg.data.path = None;
+    cfg.data.a = format!("folder:{}", data.path().join("trainA").display());
+    cfg.data.b = format!("mnist:{}#1", mnist.display());
+    cfg.data.test_a = Some(cfg.data.a.clone());
+    cfg.data.test_b = Some(cfg.data.b.clone());
+    let e = run(&cfg);
+    assert!(
+        e.contains("domain B (training) has 1-channel images") && e.contains("same channels"),
+        "{e}"
+    );
+    // Configuration errors name their key.
+    let e = gantry::translate::TranslateConfig::resolve(
+        None,
+        &[
+            "data.a=shapes#0".into(),
+            "data.resolution=64".into(),
+            "model.global_layers=7".into(),
+        ],
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.starts_with("data.b: required"), "{e}");
+    let e = gantry::translate::TranslateConfig::resolve(
+        None,
+        &[
+            "data.a=shapes#0".into(),
+            "data.b=shapes#1".into(),
+            "data.resolution=64".into(),
+        ],
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.starts_with("model.global_layers: 7 layers leave no patch"),
+        "{e}"
+    );
+}

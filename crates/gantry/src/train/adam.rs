@@ -1,5 +1,6 @@
-//! Adam (Kingma & Ba), PyTorch's update exactly (no weight decay, no amsgrad), owned by gantry
-//! because tch's optimizers cannot save their state and exact resume needs it.
+//! Adam (Kingma & Ba), PyTorch's update exactly (no amsgrad; weight decay as torch.optim.Adam's
+//! L2 term added to the gradient), owned by gantry because tch's optimizers cannot save their
+//! state and exact resume needs it.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ pub struct Adam {
     lr: f64,
     betas: (f64, f64),
     eps: f64,
+    weight_decay: f64,
     step: i64,
     params: Vec<(String, Tensor)>,
     m: Vec<Tensor>,
@@ -25,11 +27,18 @@ impl Adam {
             lr,
             betas: (betas[0], betas[1]),
             eps,
+            weight_decay: 0.0,
             step: 0,
             params,
             m,
             v,
         }
+    }
+
+    /// torch.optim.Adam's `weight_decay`: `wd * param` is added to every gradient.
+    pub fn with_weight_decay(mut self, wd: f64) -> Self {
+        self.weight_decay = wd;
+        self
     }
 
     /// The optimised tensors, in the order [`step`](Self::step) expects their gradients.
@@ -86,6 +95,13 @@ impl Adam {
                 if !g.defined() {
                     continue;
                 }
+                let decayed;
+                let g = if self.weight_decay != 0.0 {
+                    decayed = g + p * self.weight_decay;
+                    &decayed
+                } else {
+                    g
+                };
                 // PyTorch's single-tensor Adam, with the scalings folded into in-place ops so
                 // the only temporaries are g*g and the denominator.
                 let _ = m.lerp_(g, 1.0 - b1);
@@ -173,5 +189,26 @@ mod tests {
             assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
         assert_eq!(opt.steps_taken(), 5);
+    }
+
+    /// torch.optim.Adam(lr=0.01, betas=(0.5, 0.9), eps=1e-8, weight_decay=0.1), same problem.
+    #[test]
+    fn weight_decay_matches_pytorch() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let x = vs
+            .root()
+            .var_copy("x", &Tensor::from_slice(&[1.0f32, -2.0, 0.3]));
+        let mut opt = Adam::new(&vs, 0.01, [0.5, 0.9], 1e-8).with_weight_decay(0.1);
+        for i in 0..5 {
+            let grads = opt.gradients(
+                &(x.pow_tensor_scalar(3) + (&x * (i + 1) as f64).sin()).sum(Kind::Float),
+            );
+            opt.step(&grads);
+        }
+        let got: Vec<f32> = Vec::try_from(&x).unwrap();
+        let want = [0.964_308_8f32, -2.049_348_8, 0.248_683_21];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
     }
 }

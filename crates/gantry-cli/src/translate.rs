@@ -1,0 +1,115 @@
+//! Translation runs from the command line: `gantry train` with a translation preset or file
+//! (`task = "translate"`, e.g. `--config ugatit-light-64`), and `gantry translate`, which puts a
+//! folder of images through a trained run.
+
+use crate::{print_out, stop_flag};
+use gantry::rundir::checkpoint;
+use gantry::translate::{self, train as tt, TranslateConfig};
+use gantry::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Whether `gantry train` was asked for a translation run: a translation preset, a TOML file
+/// with `task = "translate"`, or `--resume` of a translation run.
+pub fn wanted(config: Option<&str>, resume: Option<&Path>) -> bool {
+    if let Some(c) = config {
+        if translate::preset(c).is_some() {
+            return true;
+        }
+        if let Ok(text) = std::fs::read_to_string(c) {
+            return translate::is_translate_toml(&text);
+        }
+    }
+    if let Some(run) = resume {
+        if let Some(meta) = checkpoint::latest(run).and_then(|c| checkpoint::read_meta(&c).ok()) {
+            return meta.arch == "translate/ugatit";
+        }
+    }
+    false
+}
+
+/// `gantry train` for a translation run.
+pub fn train(
+    config: Option<String>,
+    sets: Vec<String>,
+    out: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    dry_run: bool,
+) -> Result<ExitCode> {
+    let (cfg, run_dir, start) = match resume {
+        Some(run) => {
+            if config.is_some() {
+                return Err(Error::config(
+                    "--config",
+                    "a resumed run keeps its own configuration (change run-time keys with --set)",
+                ));
+            }
+            let ckpt = checkpoint::resolve(&run)?;
+            let meta = checkpoint::read_meta(&ckpt)?;
+            let cfg = TranslateConfig::from_toml(&meta.config, &ckpt.display().to_string())?
+                .with_sets(&sets)?;
+            (cfg, run, tt::Start::Resume { sets })
+        }
+        None => {
+            let cfg = TranslateConfig::resolve(config.as_deref(), &sets)?;
+            let name = if cfg.preset.is_empty() {
+                "translate".to_string()
+            } else {
+                cfg.preset.clone()
+            };
+            let dir = out.unwrap_or_else(|| gantry::run::next_run_dir(Path::new("runs"), &name));
+            (cfg, dir, tt::Start::Fresh)
+        }
+    };
+    if dry_run {
+        print_out(&cfg.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stop = stop_flag();
+    eprintln!("gantry: run directory {}", run_dir.display());
+    let summary = tt::train(&cfg, &run_dir, start, &stop, &mut |p| {
+        let rate = p.step as f64 / p.seconds.max(1e-9);
+        let eta = (p.total - p.step) as f64 / rate.max(1e-9);
+        eprintln!(
+            "step {}/{}  {:.2} it/s  ETA {:.0}s  D {:.3}  G {:.3}",
+            p.step, p.total, rate, eta, p.d_loss, p.g_loss
+        );
+    })?;
+    if let Some((ab, ba)) = summary.kid {
+        eprintln!("gantry: KID x 100: A->B {ab:.3}, B->A {ba:.3}");
+    }
+    if summary.stopped {
+        eprintln!(
+            "gantry: interrupted at step {}; checkpoint saved. Resume with: gantry train --resume {}",
+            summary.steps,
+            run_dir.display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    eprintln!(
+        "gantry: trained {} steps; run directory {}",
+        summary.steps,
+        run_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gantry translate`.
+pub fn folder(
+    run: &Path,
+    input: &Path,
+    out: &Path,
+    a2b: bool,
+    device: Option<gantry::device::DeviceSpec>,
+    details: bool,
+    force: bool,
+) -> Result<ExitCode> {
+    let device = device.map(|d| d.open()).transpose()?;
+    let n = tt::translate_folder(run, input, out, a2b, device, details, force)?;
+    eprintln!(
+        "gantry: translated {n} image(s) {} into {}",
+        if a2b { "A->B" } else { "B->A" },
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -529,8 +529,13 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 ]);
                 return Ok(launch::run(nproc, args));
             }
-            let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
-            let timing = gantry::bench::train_steps(cfg, &what, warmup, steps)?;
+            let timing = if translate::wanted(config.as_deref(), None) {
+                let cfg = gantry::translate::TranslateConfig::resolve(config.as_deref(), &sets)?;
+                gantry::bench::translate_steps(cfg, &what, warmup, steps)?
+            } else {
+                let cfg = gantry::RunConfig::resolve(config.as_deref(), &sets)?;
+                gantry::bench::train_steps(cfg, &what, warmup, steps)?
+            };
             print_out(&format!(
                 "{}\n",
                 serde_json::to_string(&timing).expect("serialises")

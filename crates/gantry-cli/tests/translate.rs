@@ -49,6 +49,74 @@ fn trains_from_a_file_and_translates_a_folder() {
     assert!(err.contains("trained 2 steps"), "{err}");
     assert!(run.join("samples/0000002.png").exists());
 
+    // With KID on a classifier's features (trained on the two test folders as two classes):
+    // evaluated at the end, logged, and the best checkpoint kept.
+    let labelled = dir.path().join("labelled");
+    std::fs::create_dir(&labelled).unwrap();
+    for part in ["testA", "testB", "trainA", "trainB"] {
+        let to = labelled.join(&part[part.len() - 1..]);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(dir.path().join(part)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(
+                &f,
+                to.join(format!(
+                    "{part}-{}",
+                    f.file_name().unwrap().to_string_lossy()
+                )),
+            )
+            .unwrap();
+        }
+    }
+    let clf = dir.path().join("clf");
+    let o = gantry(&[
+        "classifier",
+        "train",
+        "--data",
+        &format!("folder:{}", labelled.display()),
+        "--resolution",
+        "16",
+        "--epochs",
+        "1",
+        "--out",
+        clf.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run_eval = dir.path().join("run-eval");
+    let out = gantry(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_eval.to_str().unwrap(),
+        "--set",
+        &format!("eval.features=classifier:{}", clf.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("KID x 100: A->B"),
+        "{err}"
+    );
+    let log = std::fs::read_to_string(run_eval.join("metrics.jsonl")).unwrap();
+    assert!(
+        log.contains("eval/kid_a2b") && log.contains("eval/kid_b2a"),
+        "{log}"
+    );
+    assert!(run_eval.join("checkpoints/best/meta.json").exists());
+    // A missing classifier is refused before training starts.
+    assert_user_error(
+        &gantry(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.path().join("run-x").to_str().unwrap(),
+            "--set",
+            "eval.features=classifier:/no/such/run",
+        ]),
+        "classifier not found",
+    );
+
     let dest = dir.path().join("out");
     let test_a = dir.path().join("testA");
     let t = |extra: &[&str]| {

@@ -101,3 +101,57 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
             / (1u64 << 20) as f64,
     })
 }
+
+/// Times `steps` U-GAT-IT iterations (after `warmup`) of a translation configuration on fixed
+/// random batches of both domains (compute only, as [`train_steps`]).
+pub fn translate_steps(
+    cfg: crate::translate::TranslateConfig,
+    what: &str,
+    warmup: usize,
+    steps: usize,
+) -> Result<StepTiming> {
+    if steps == 0 {
+        return Err(Error::config("--steps", "must be at least 1 timed step"));
+    }
+    cfg.validate()?;
+    crate::device::set_threads(cfg.train.threads);
+    let device = cfg.train.device.open()?;
+    let mut tr = crate::translate::train::Translator::new(&cfg, 3, device)?;
+    let r = i64::from(cfg.data.resolution);
+    let b = cfg.train.batch_size as i64;
+    let opts = (tch::Kind::Float, device);
+    let (a, bb) = (
+        tch::Tensor::rand([b, 3, r, r], opts) * 2.0 - 1.0,
+        tch::Tensor::rand([b, 3, r, r], opts) * 2.0 - 1.0,
+    );
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for i in 0..warmup {
+        tr.step(i as u64, &a, &bb)?;
+    }
+    sync();
+    let mut ms = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let t0 = Instant::now();
+        tr.step((warmup + i) as u64, &a, &bb)?;
+        sync();
+        ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut sorted = ms.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    Ok(StepTiming {
+        what: what.to_string(),
+        threads: tch::get_num_threads(),
+        device: cfg.train.device.to_string(),
+        steps,
+        median_ms: sorted[sorted.len() / 2],
+        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+        min_ms: sorted[0],
+        peak_rss_mib: peak_rss_mib(),
+        world: 1,
+        mib_reduced_per_step: 0.0,
+    })
+}

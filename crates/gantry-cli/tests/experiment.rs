@@ -301,10 +301,70 @@ fn every_shipped_experiment_file_passes_the_configuration_gate() {
                         cfg.classify_config(arm, seed)
                             .unwrap_or_else(|e| panic!("{what}: {e}"));
                     }
+                    Task::Translate => {
+                        cfg.translate_config(arm, seed)
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    }
                 }
             }
         }
         checked += 1;
     }
-    assert!(checked >= 6, "{checked} files");
+    assert!(checked >= 7, "{checked} files");
+}
+
+/// `task = "translate"`: U-GAT-IT arms (baseline and FQ) run, report, and a rerun skips them.
+#[test]
+fn translation_experiments_run_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    for (part, shade) in [
+        ("trainA", -0.6f32),
+        ("trainB", 0.6),
+        ("testA", -0.5),
+        ("testB", 0.5),
+    ] {
+        let imgs: Vec<f32> = (0..4 * 3 * 16 * 16)
+            .map(|i| shade + 0.3 * ((i % 23) as f32 / 23.0 - 0.5))
+            .collect();
+        gantry::data::image_io::save_images(&imgs, [4, 3, 16, 16], &dir.path().join(part), "x")
+            .unwrap();
+    }
+    let cfg = dir.path().join("exp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name = \"t\"\ntask = \"translate\"\nbase = \"ugatit-light-64\"\nseeds = [0]\n\
+             set = [\"data.a=\", \"data.b=\", \"data.path={}\", \"data.resolution=16\", \"data.workers=1\", \
+             \"model.ch=2\", \"model.n_res=1\", \"model.global_layers=4\", \"model.local_layers=3\", \
+             \"train.steps=2\", \"train.batch_size=2\", \"train.log_every=1\"]\n\
+             [[arm]]\nname = \"ugatit\"\n[[arm]]\nname = \"fq\"\nset = [\"fq.enabled=true\", \"fq.k=8\"]\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["experiment", "--config", cfg.to_str().unwrap(), "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(
+        out.join("ugatit/seed-0/checkpoints").exists()
+            && out.join("fq/seed-0/checkpoints").exists()
+    );
+    assert!(
+        out.join("report/report.md").exists() || out.join("report.md").exists(),
+        "{err}"
+    );
+    let fq_log = std::fs::read_to_string(out.join("fq/seed-0/metrics.jsonl")).unwrap();
+    assert!(fq_log.contains("fq/b8/perplexity"), "{fq_log}");
+    let again = run();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{err}");
+    assert_eq!(err.matches(": done").count(), 2, "{err}");
 }

@@ -31,6 +31,7 @@ use crate::eval::Metric;
 use crate::report::{self, Series};
 use crate::rundir::{checkpoint, log};
 use crate::train::Trainer;
+use crate::translate::TranslateConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -69,7 +70,7 @@ pub struct ExperimentConfig {
     pub nproc: usize,
     #[serde(rename = "arm")]
     pub arms: Vec<Arm>,
-    /// `gan` (default) or `classify`.
+    /// `gan` (default), `classify` or `translate`.
     #[serde(default)]
     pub task: Task,
     /// What each classification run is measured on after training.
@@ -84,6 +85,8 @@ pub enum Task {
     #[default]
     Gan,
     Classify,
+    /// Image translation (U-GAT-IT); `base` is a translation preset or file.
+    Translate,
 }
 
 fn one() -> usize {
@@ -170,6 +173,9 @@ impl ExperimentConfig {
         if self.task == Task::Classify {
             return self.validate_classify();
         }
+        if self.task == Task::Translate {
+            return self.validate_translate();
+        }
         if self.evaluate.is_some() {
             return Err(Error::config(
                 "evaluate",
@@ -235,6 +241,41 @@ impl ExperimentConfig {
     pub fn classify_config(&self, arm: &Arm, seed: u64) -> Result<ClassifyConfig> {
         let base = (!self.base.is_empty()).then(|| Path::new(&self.base));
         ClassifyConfig::resolve(base, &self.sets(arm, seed))
+    }
+
+    /// A translation run's configuration.
+    pub fn translate_config(&self, arm: &Arm, seed: u64) -> Result<TranslateConfig> {
+        let base = (!self.base.is_empty()).then_some(self.base.as_str());
+        TranslateConfig::resolve(base, &self.sets(arm, seed))
+    }
+
+    /// Every arm and seed through the translation gate, evaluation files checked (the data each
+    /// run checks itself before its first step).
+    fn validate_translate(&self) -> Result<()> {
+        if self.nproc != 1 || self.evaluate.is_some() {
+            return Err(Error::config(
+                "nproc",
+                "translation runs use one process and evaluate through eval.* (nproc = 1, no [evaluate])",
+            ));
+        }
+        for arm in &self.arms {
+            for &seed in &self.seeds {
+                let c = self
+                    .translate_config(arm, seed)
+                    .map_err(|e| self.in_arm(arm, e))?;
+                if let Ok(f) = c.features() {
+                    if !c.eval.features.is_empty() {
+                        crate::eval::EvalConfig {
+                            features: f,
+                            weights: c.eval.weights.clone(),
+                            ..Default::default()
+                        }
+                        .check_files(false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn eval_spec(&self) -> EvalSpec {
@@ -405,6 +446,71 @@ fn run_classify(
     write_report(cfg, out)
 }
 
+/// Trains (or resumes) every translation run, then writes the report.
+fn run_translate(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    stop: &AtomicBool,
+    launcher: Option<Launcher>,
+    say: &mut impl FnMut(String),
+) -> Result<PathBuf> {
+    use crate::translate::train::{self as tt, Start};
+    let mut todo = Vec::new();
+    for &seed in &cfg.seeds {
+        for arm in &cfg.arms {
+            let tc = cfg.translate_config(arm, seed)?;
+            let dir = run_dir(out, arm, seed);
+            if finished(&dir, tc.train.steps) {
+                say(format!("{}/seed-{seed}: done", arm.name));
+            } else {
+                todo.push((arm.clone(), seed, tc, dir));
+            }
+        }
+    }
+    let interrupted = || Error::Interrupted {
+        step: 0,
+        run_dir: out.to_path_buf(),
+    };
+    match launcher.filter(|_| cfg.parallel > 1) {
+        None => {
+            for (arm, seed, tc, dir) in &todo {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(interrupted());
+                }
+                say(format!("{}/seed-{seed}: training", arm.name));
+                let start = if checkpoint::latest(dir).is_some() {
+                    Start::Resume { sets: Vec::new() }
+                } else {
+                    Start::Fresh
+                };
+                if tt::train(tc, dir, start, stop, &mut |_| {})?.stopped {
+                    return Err(interrupted());
+                }
+            }
+        }
+        Some(launcher) => {
+            let jobs = todo
+                .iter()
+                .map(|(arm, seed, _, dir)| {
+                    let mut args = vec!["train".to_string()];
+                    if checkpoint::latest(dir).is_some() {
+                        args.extend(["--resume".into(), dir.display().to_string()]);
+                    } else {
+                        args.extend(["--config".into(), cfg.base.clone()]);
+                        args.extend(["--out".into(), dir.display().to_string()]);
+                        for s in cfg.sets(arm, *seed) {
+                            args.extend(["--set".into(), s]);
+                        }
+                    }
+                    (format!("{}/seed-{seed}", arm.name), dir.clone(), args)
+                })
+                .collect();
+            run_children(cfg, jobs, stop, launcher, say)?;
+        }
+    }
+    write_report(cfg, out)
+}
+
 fn run_dir(out: &Path, arm: &Arm, seed: u64) -> PathBuf {
     out.join(&arm.name).join(format!("seed-{seed}"))
 }
@@ -443,6 +549,9 @@ pub fn run(
     )?;
     if cfg.task == Task::Classify {
         return run_classify(cfg, out, stop, launcher, &mut say);
+    }
+    if cfg.task == Task::Translate {
+        return run_translate(cfg, out, stop, launcher, &mut say);
     }
     let mut todo = Vec::new();
     for &seed in &cfg.seeds {
@@ -605,6 +714,7 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
     for arm in &cfg.arms {
         let steps = match cfg.task {
             Task::Gan => cfg.run_config(arm, cfg.seeds[0])?.train.steps,
+            Task::Translate => cfg.translate_config(arm, cfg.seeds[0])?.train.steps,
             Task::Classify => 0,
         };
         for &seed in &cfg.seeds {
@@ -612,7 +722,7 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
             let rows = log::read(&dir.join("metrics.jsonl")).unwrap_or_default();
             let last_step = rows.iter().filter_map(|r| r["step"].as_u64()).max();
             let done = match cfg.task {
-                Task::Gan => matches!(last_step, Some(s) if s >= steps),
+                Task::Gan | Task::Translate => matches!(last_step, Some(s) if s >= steps),
                 Task::Classify => measured(&dir),
             };
             if !done {
@@ -629,7 +739,8 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 .filter_map(|(k, pts)| {
                     let higher = Metric::of_key(k)
                         .map(|m| m.higher_is_better())
-                        .or_else(|| classify::higher_is_better(k))?;
+                        .or_else(|| classify::higher_is_better(k))
+                        .or_else(|| crate::translate::higher_is_better(k))?;
                     Some((k, pts, higher))
                 })
             {

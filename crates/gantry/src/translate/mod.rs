@@ -217,6 +217,13 @@ impl Default for TranslateConfig {
     }
 }
 
+/// Direction of a translation run's evaluation keys (KID: lower is better), for reports.
+pub fn higher_is_better(key: &str) -> Option<bool> {
+    key.strip_prefix("eval/")
+        .filter(|k| k.starts_with("kid"))
+        .map(|_| false)
+}
+
 /// Whether a TOML text describes a translation run (`task = "translate"` at the top).
 pub fn is_translate_toml(text: &str) -> bool {
     text.parse::<toml::Table>()

@@ -62,6 +62,12 @@ pub trait Dataset: Send + Sync {
         out: &mut [f32],
         rng: &mut rand_chacha::ChaCha8Rng,
     ) -> Result<i64, DataError>;
+
+    /// The label of sample `index` without decoding the sample, when the data set can tell
+    /// cheaply (`None`: load it to find out). Class filters read every label this way.
+    fn label(&self, _index: usize) -> Option<i64> {
+        None
+    }
 }
 
 /// Some samples of another data set, in a given order (a held-out validation part).

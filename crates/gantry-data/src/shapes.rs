@@ -174,12 +174,34 @@ impl Dataset for Shapes {
             .apply(DynamicImage::ImageRgb8(img), out, rng)?;
         Ok(class as i64)
     }
+
+    /// The class is the first draw of the image's own generator (see `render`).
+    fn label(&self, index: usize) -> Option<i64> {
+        (index < self.len).then(|| {
+            let mut rng = keyed(0, domain::SHAPES, self.split_key, index as u64);
+            rng.gen_range(0..CLASSES.len()) as i64
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn label_without_rendering_is_the_rendered_label() {
+        let ds = shapes(8, 3);
+        let mut out = vec![0f32; 3 * 8 * 8];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for i in 0..ds.len() {
+            assert_eq!(
+                ds.label(i),
+                Some(ds.load_into(i, &mut out, &mut rng).unwrap())
+            );
+        }
+        assert_eq!(ds.label(ds.len()), None);
+    }
 
     fn shapes(res: u32, channels: usize) -> Shapes {
         Shapes::new(

@@ -200,7 +200,10 @@ pub fn open(
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let mut indices = Vec::new();
     for i in 0..ds.len() {
-        let label = ds.load_into(i, &mut buf, &mut rng)?;
+        let label = match ds.label(i) {
+            Some(l) => l,
+            None => ds.load_into(i, &mut buf, &mut rng)?,
+        };
         if map.get(label as usize).is_some_and(|m| *m >= 0) {
             indices.push(i);
         }

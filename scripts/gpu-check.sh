@@ -7,7 +7,8 @@
 #   3. times the DCGAN, +AdaptiveMix, +FQ and StyleGAN2 steps against their PyTorch twins on CUDA
 #      in the same run (scripts/bench.sh), and both in fp32 / bf16 / fp16 / channels-last
 #      (scripts/bench_precision.sh), the R3GAN step (scripts/bench_r3gan.sh) and the ResNet-18
-#      classifier steps and PGD (scripts/bench_classify.sh);
+#      classifier steps and PGD (scripts/bench_classify.sh), ADA's cost (scripts/bench_ada.sh) and
+#      a U-GAT-IT iteration (scripts/bench_ugatit.sh);
 # and prints one markdown report; exits non-zero if any check failed.
 #
 # Usage: scripts/gpu-check.sh [--dry]
@@ -110,6 +111,10 @@ if ! bash "$here/bench_r3gan.sh" "$(nproc)" "${r3[@]}" "$device"; then failed=1;
 echo
 if [ "$dry" = 0 ]; then
   if ! bash "$here/bench_classify.sh" "$(nproc)" "$bench_steps" 1 "$device"; then failed=1; echo "bench_classify.sh FAILED"; fi
+  echo
+  if ! bash "$here/bench_ada.sh" "$(nproc)" "$bench_steps" 1 0.5 "$device"; then failed=1; echo "bench_ada.sh FAILED"; fi
+  echo
+  if ! bash "$here/bench_ugatit.sh" "$(nproc)" "$bench_steps" 1 "$device"; then failed=1; echo "bench_ugatit.sh FAILED"; fi
   echo
 fi
 [ "$failed" = 0 ] && echo "gpu-check: all checks passed" || echo "gpu-check: some checks FAILED"

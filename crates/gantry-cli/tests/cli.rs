@@ -276,6 +276,10 @@ fn issue_13_the_validation_gate_refuses_bad_settings_before_work() {
         (&["ada.enabled=true", "ada.interval=0"], "ada.interval: must be at least 1"),
         (&["ada.enabled=true", "ada.kimg=0"], "ada.kimg: must be positive"),
         (&["ada.enabled=true", "ada.cutout=-1"], "ada.cutout: must be a probability multiplier"),
+        (
+            &["ada.enabled=true", "loss.kind=least-squares"],
+            "ada.mode: adaptive steers p by the sign of D's scores",
+        ),
         (&["ada.enabled=true", "ada.p_final=2"], "ada.p_final: must be in [0, 1], got 2"),
         (&["train.ema.half_life_start=2"], "train.ema.half_life_start: must be a fraction"),
         (&["train.ema.half_life_kimg=0"], "train.ema.half_life_kimg: must be a finite number > 0"),

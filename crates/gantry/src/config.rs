@@ -312,6 +312,7 @@ impl RunConfig {
             &arch.taps(resolution),
             &arch.default_fq_layers(resolution),
             points,
+            self.loss.kind.scores_centred(),
         )?;
         if self.eval.every > 0 {
             self.eval.validate(points)?;

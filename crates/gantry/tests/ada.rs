@@ -350,3 +350,39 @@ fn the_scheduled_p_follows_the_schedule() {
     plugin.stats(&mut stats);
     assert_eq!(stats.get("ada/signs"), Some(1.0));
 }
+
+/// A critic that scores an image with a row of logits (U-GAT-IT's patches and CAM) counts one
+/// sign per image, of the row's mean: p moves by images, as `kimg` says.
+#[test]
+fn rows_of_scores_count_as_one_image_each() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = AdaConfig {
+        enabled: true,
+        kimg: 0.001,
+        interval: 1,
+        target: 0.0,
+        ..Default::default()
+    };
+    let mut plugin = Ada::new(&vs.root(), &cfg, 3).unwrap();
+    // 4 images x 6 scores: rows 0-2 positive on average, row 3 negative.
+    let rows = Tensor::from_slice(&[
+        1.0f32, 1.0, -0.5, 1.0, 1.0, 1.0, //
+        0.2, 0.2, 0.2, -0.1, 0.2, 0.2, //
+        2.0, -1.0, 2.0, -1.0, 2.0, -1.0, //
+        -3.0, 1.0, 1.0, -3.0, 1.0, 1.0,
+    ])
+    .view([4, 6]);
+    let ctx = Ctx {
+        phase: Phase::D,
+        branch: Branch::Real,
+        step: 0,
+        record: true,
+    };
+    plugin.observe(&rows, &ctx);
+    plugin.end_phase(Phase::D, &Comm::single()).unwrap();
+    let mut stats = gantry::stats::Stats::default();
+    plugin.stats(&mut stats);
+    assert_eq!(stats.get("ada/signs"), Some(0.5), "(3 - 1) / 4 images");
+    // sign(0.5 - 0) * 4 images / (0.001 * 1000) = +4, from 0.
+    assert_eq!(plugin.probability(), 4.0);
+}

@@ -376,7 +376,9 @@ fn resume_continues_bit_for_bit_with_fq_and_ada() {
     assert_eq!(s.steps, 4);
     let rows = common::log_rows(straight.path());
     assert!(
-        rows.iter().any(|r| r.get("fq/b8/perplexity").is_some()),
+        rows.iter()
+            .any(|r| r.get("ga/fq/b8/perplexity").is_some()
+                && r.get("gb/fq/b8/perplexity").is_some()),
         "{rows:?}"
     );
     assert!(rows
@@ -506,4 +508,15 @@ fn bad_domains_are_named() {
         e.starts_with("model.global_layers: 7 layers leave no patch"),
         "{e}"
     );
+    // ADA's sign heuristic does not fit least-squares critics; its schedule has nothing to follow.
+    for (mode, needle) in [("adaptive", "centred on 0"), ("schedule", "no schedule")] {
+        let e = gantry::translate::TranslateConfig::resolve(
+            Some("ugatit-light-64"),
+            &["ada.enabled=true".into(), format!("ada.mode={mode}")],
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.starts_with("ada.mode:") && e.contains(needle), "{e}");
+    }
 }

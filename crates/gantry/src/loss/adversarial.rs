@@ -22,6 +22,12 @@ pub enum Adversarial {
 }
 
 impl Adversarial {
+    /// Whether D's scores straddle 0 between reals and fakes (what ADA's sign heuristic
+    /// assumes): not for least squares (targets 0 and 1) or Wasserstein (any offset).
+    pub fn scores_centred(self) -> bool {
+        !matches!(self, Adversarial::LeastSquares | Adversarial::Wasserstein)
+    }
+
     /// What D minimises, given its logits on a real and a fake batch.
     pub fn d_loss(self, real: &Tensor, fake: &Tensor) -> Tensor {
         match self {

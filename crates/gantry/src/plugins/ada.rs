@@ -133,6 +133,18 @@ impl Default for AdaConfig {
 impl AdaConfig {
     /// `points` is true when the data are 2-D points (nothing to augment).
     pub fn validate(&self, points: bool) -> Result<()> {
+        self.validate_with(points, true)
+    }
+
+    /// [`validate`](Self::validate) knowing whether D's scores are centred on 0 (non-saturating,
+    /// hinge, relativistic losses), which the adaptive heuristic's sign test assumes.
+    pub fn validate_with(&self, points: bool, centred_scores: bool) -> Result<()> {
+        if self.mode == Mode::Adaptive && !centred_scores {
+            return Err(Error::config(
+                "ada.mode",
+                "adaptive steers p by the sign of D's scores on reals, which assumes scores centred on 0 (non-saturating, hinge or relativistic loss); with this loss use mode = \"fixed\" or \"schedule\"",
+            ));
+        }
         if points {
             return Err(Error::config(
                 "ada.enabled",
@@ -409,8 +421,10 @@ pub fn grid_sample_bilinear(x: &Tensor, grid: &Tensor) -> Tensor {
             .logical_and(&yc.ge(0.0))
             .logical_and(&yc.le((h - 1) as f64));
         let weight = (wx * wy * inside.to_kind(kind)).reshape([n, 1, ho * wo]);
-        let idx = (yc.clamp(0.0, (h - 1) as f64) * w as f64 + xc.clamp(0.0, (w - 1) as f64))
-            .to_kind(Kind::Int64)
+        // Integers before the product: a float index loses pixels past 2^24 of them.
+        let yi = yc.clamp(0.0, (h - 1) as f64).to_kind(Kind::Int64);
+        let xi = xc.clamp(0.0, (w - 1) as f64).to_kind(Kind::Int64);
+        let idx = (yi * w + xi)
             .reshape([n, 1, ho * wo])
             .expand([n, c, ho * wo], false);
         let term = flat.gather(2, &idx, false) * weight;
@@ -664,8 +678,16 @@ impl Plugin for Ada {
         if !(ctx.record && ctx.phase == Phase::D && ctx.branch == Branch::Real) {
             return;
         }
-        let signs = logits.detach().to_kind(Kind::Float).sign().sum(Kind::Float);
-        let n = logits.numel() as f64;
+        // One sign per image: of its score, or of its row's mean for critics that score an image
+        // with several logits (U-GAT-IT's patches), so that p moves by images as `kimg` says.
+        let l = logits.detach().to_kind(Kind::Float);
+        let per_image = if l.dim() > 1 {
+            l.flatten(1, -1).mean_dim(1, false, None::<Kind>)
+        } else {
+            l
+        };
+        let signs = per_image.sign().sum(Kind::Float);
+        let n = per_image.size()[0] as f64;
         self.pending = Some(match self.pending.take() {
             None => (signs, n),
             Some((s, k)) => (s + signs, k + n),

@@ -35,19 +35,20 @@ pub struct PluginsConfig {
 
 impl PluginsConfig {
     /// Checks the settings of the enabled plug-ins against D's `taps` (and the layers FQ takes
-    /// when it is given none) and the kind of data (`points`: 2-D points, not images), before
-    /// anything is built.
+    /// when it is given none), the kind of data (`points`: 2-D points, not images) and the loss
+    /// (`centred_scores`: D's scores on reals and fakes straddle 0), before anything is built.
     pub fn validate(
         &self,
         taps: &[String],
         default_fq_layers: &[String],
         points: bool,
+        centred_scores: bool,
     ) -> Result<()> {
         if self.diffaugment.enabled {
             self.diffaugment.validate()?;
         }
         if self.ada.enabled {
-            self.ada.validate(points)?;
+            self.ada.validate_with(points, centred_scores)?;
         }
         if self.fq.enabled {
             self.fq.validate(taps, default_fq_layers)?;

@@ -450,8 +450,15 @@ impl TranslateConfig {
                 return Err(Error::config("eval.kid_subset_size", "must be at least 2"));
             }
         }
+        if self.ada.enabled && self.ada.mode == crate::plugins::ada::Mode::Schedule {
+            return Err(Error::config(
+                "ada.mode",
+                "translation runs have no schedule for p to follow; use mode = \"fixed\"",
+            ));
+        }
+        // U-GAT-IT's least-squares critics aim reals at 1 and fakes at 0: not centred.
         self.plugins()
-            .validate(&self.global_taps(), &self.default_fq_layers(), false)
+            .validate(&self.global_taps(), &self.default_fq_layers(), false, false)
     }
 
     /// `eval.features` parsed.

@@ -220,8 +220,13 @@ impl Translator {
             stats.set_tensor(k.clone(), v);
         }
         stats.set("lr", lr);
-        for c in self.critics_mut() {
-            c.stats(&mut stats);
+        // Per critic (the global ones of both domains carry their own plug-in state).
+        for (name, c) in ["ga", "gb", "la", "lb"].into_iter().zip(self.critics_mut()) {
+            let mut own = Stats::default();
+            c.stats(&mut own);
+            for (k, v) in own.iter() {
+                stats.set(format!("{name}/{k}"), *v);
+            }
         }
         Ok(stats)
     }

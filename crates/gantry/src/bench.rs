@@ -66,40 +66,72 @@ pub fn train_steps(cfg: RunConfig, what: &str, warmup: usize, steps: usize) -> R
             })
             .collect::<Vec<_>>()
     };
-    let sync = |t: &Trainer| {
-        if let tch::Device::Cuda(i) = t.device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
+    let device = trainer.device;
     for _ in 0..warmup {
         trainer.train_step_on(batches())?;
     }
-    sync(&trainer);
+    sync(device);
     let reduced_before = trainer.bytes_reduced();
+    let ms = time_each(steps, device, |_| {
+        trainer.train_step_on(batches()).map(drop)
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let reduced = (trainer.bytes_reduced() - reduced_before) as f64 / steps as f64;
+    Ok(StepTiming::of(
+        what,
+        &cfg.train.device,
+        &ms,
+        world,
+        reduced / (1u64 << 20) as f64,
+    ))
+}
+
+fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Runs `step(i)` for `i` in `0..steps`, each timed to the end of its device work, in ms.
+fn time_each(
+    steps: usize,
+    device: tch::Device,
+    mut step: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<f64>> {
     let mut ms = Vec::with_capacity(steps);
-    for _ in 0..steps {
+    for i in 0..steps {
         let t0 = Instant::now();
-        trainer.train_step_on(batches())?;
-        sync(&trainer);
+        step(i)?;
+        sync(device);
         ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut sorted = ms.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(StepTiming {
-        what: what.to_string(),
-        threads: tch::get_num_threads(),
-        device: cfg.train.device.to_string(),
-        steps,
-        median_ms: sorted[sorted.len() / 2],
-        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
-        min_ms: sorted[0],
-        peak_rss_mib: peak_rss_mib(),
-        world,
-        mib_reduced_per_step: (trainer.bytes_reduced() - reduced_before) as f64
-            / steps as f64
-            / (1u64 << 20) as f64,
-    })
+    Ok(ms)
+}
+
+impl StepTiming {
+    /// The summary of per-step times `ms` (at least one).
+    fn of(
+        what: &str,
+        device: &crate::device::DeviceSpec,
+        ms: &[f64],
+        world: usize,
+        mib_reduced_per_step: f64,
+    ) -> Self {
+        let mut sorted = ms.to_vec();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        StepTiming {
+            what: what.to_string(),
+            threads: tch::get_num_threads(),
+            device: device.to_string(),
+            steps: ms.len(),
+            median_ms: sorted[sorted.len() / 2],
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            min_ms: sorted[0],
+            peak_rss_mib: peak_rss_mib(),
+            world,
+            mib_reduced_per_step,
+        }
+    }
 }
 
 /// Times `steps` U-GAT-IT iterations (after `warmup`) of a translation configuration on fixed
@@ -124,34 +156,12 @@ pub fn translate_steps(
         tch::Tensor::rand([b, 3, r, r], opts) * 2.0 - 1.0,
         tch::Tensor::rand([b, 3, r, r], opts) * 2.0 - 1.0,
     );
-    let sync = || {
-        if let tch::Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
     for i in 0..warmup {
         tr.step(i as u64, &a, &bb)?;
     }
-    sync();
-    let mut ms = Vec::with_capacity(steps);
-    for i in 0..steps {
-        let t0 = Instant::now();
-        tr.step((warmup + i) as u64, &a, &bb)?;
-        sync();
-        ms.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let mut sorted = ms.clone();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    Ok(StepTiming {
-        what: what.to_string(),
-        threads: tch::get_num_threads(),
-        device: cfg.train.device.to_string(),
-        steps,
-        median_ms: sorted[sorted.len() / 2],
-        mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
-        min_ms: sorted[0],
-        peak_rss_mib: peak_rss_mib(),
-        world: 1,
-        mib_reduced_per_step: 0.0,
-    })
+    sync(device);
+    let ms = time_each(steps, device, |i| {
+        tr.step((warmup + i) as u64, &a, &bb).map(drop)
+    })?;
+    Ok(StepTiming::of(what, &cfg.train.device, &ms, 1, 0.0))
 }

@@ -99,7 +99,7 @@ fn trains_from_a_file_and_translates_a_folder() {
     );
     let log = std::fs::read_to_string(run_eval.join("metrics.jsonl")).unwrap();
     assert!(
-        log.contains("eval/kid_a2b") && log.contains("eval/kid_b2a"),
+        log.contains("eval/kid_a2b") && log.contains("eval/kid_b2a") && log.contains("\"wall_s\""),
         "{log}"
     );
     assert!(run_eval.join("checkpoints/best/meta.json").exists());

@@ -361,32 +361,7 @@ impl RunConfig {
 
     /// The keys where two configurations differ (dotted paths), for resume checks.
     pub fn diff(&self, other: &RunConfig) -> Vec<String> {
-        fn walk(prefix: &str, a: &toml::Value, b: Option<&toml::Value>, out: &mut Vec<String>) {
-            match (a, b) {
-                (toml::Value::Table(ta), Some(toml::Value::Table(tb))) => {
-                    let keys: std::collections::BTreeSet<&String> =
-                        ta.keys().chain(tb.keys()).collect();
-                    for k in keys {
-                        let p = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        match ta.get(k) {
-                            Some(va) => walk(&p, va, tb.get(k), out),
-                            None => out.push(p),
-                        }
-                    }
-                }
-                (a, Some(b)) if a == b => {}
-                _ => out.push(prefix.to_string()),
-            }
-        }
-        let a = toml::Value::try_from(self).expect("serialises");
-        let b = toml::Value::try_from(other).expect("serialises");
-        let mut out = Vec::new();
-        walk("", &a, Some(&b), &mut out);
-        out
+        crate::util::changed_keys(self, other)
     }
 }
 

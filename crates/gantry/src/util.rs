@@ -89,3 +89,73 @@ pub fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
     merge(root, over);
     Ok(())
 }
+
+/// The dotted keys where two serialisable configurations differ (resume checks).
+pub fn changed_keys<T: serde::Serialize>(a: &T, b: &T) -> Vec<String> {
+    fn walk(prefix: &str, a: &toml::Value, b: Option<&toml::Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (toml::Value::Table(ta), Some(toml::Value::Table(tb))) => {
+                let keys: std::collections::BTreeSet<&String> =
+                    ta.keys().chain(tb.keys()).collect();
+                for k in keys {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    match ta.get(k) {
+                        Some(va) => walk(&p, va, tb.get(k), out),
+                        None => out.push(p),
+                    }
+                }
+            }
+            (a, Some(b)) if a == b => {}
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let a = toml::Value::try_from(a).expect("configurations serialise");
+    let b = toml::Value::try_from(b).expect("configurations serialise");
+    let mut out = Vec::new();
+    walk("", &a, Some(&b), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_keys;
+
+    #[derive(serde::Serialize)]
+    struct Inner {
+        steps: u64,
+        lr: f64,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Outer {
+        name: String,
+        train: Inner,
+        extra: Option<u32>,
+    }
+
+    #[test]
+    fn changed_keys_names_each_differing_leaf() {
+        let a = Outer {
+            name: "x".into(),
+            train: Inner { steps: 1, lr: 0.1 },
+            extra: None,
+        };
+        let same = Outer {
+            name: "x".into(),
+            train: Inner { steps: 1, lr: 0.1 },
+            extra: None,
+        };
+        assert!(changed_keys(&a, &same).is_empty());
+        let b = Outer {
+            name: "y".into(),
+            train: Inner { steps: 2, lr: 0.1 },
+            extra: Some(3),
+        };
+        // A key present on one side only counts too (None is absent in TOML).
+        assert_eq!(changed_keys(&a, &b), vec!["extra", "name", "train.steps"]);
+    }
+}

@@ -10,6 +10,8 @@
 use super::{nets::Net, objective, ClassifyConfig, Schedule};
 use crate::device::{seed_torch, Purpose};
 use crate::error::{Error, Result};
+pub use crate::rundir::start::Start;
+use crate::rundir::start::{best_at_start, enter, Task};
 use crate::rundir::{checkpoint, log::MetricsLog};
 use crate::stats::Stats;
 use gantry_data::{Loader, Position};
@@ -157,15 +159,6 @@ fn validate(net: &Net, ds: &dyn gantry_data::Dataset, device: tch::Device) -> Re
 }
 
 /// Where training starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// A new run in an empty (or absent) directory.
-    Fresh,
-    /// Continue the run's latest checkpoint with its saved configuration; `sets` may change only
-    /// [`RESUME_SAFE`] keys (more epochs stretch the schedule to the new length).
-    Resume { sets: Vec<String> },
-}
-
 /// The keys `--set` may change on resume: where and how fast it runs, and how long.
 pub const RESUME_SAFE: &[&str] = &[
     "train.epochs",
@@ -184,52 +177,14 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    if run_dir.join("meta.json").exists() {
-        return Err(Error::config(
-            "--resume",
-            format!(
-                "{} is a checkpoint; give its run directory (training continues from the latest checkpoint)",
-                run_dir.display()
-            ),
-        ));
-    }
-    let (cfg, start) = if let Start::Resume { sets } = start {
-        let ckpt = checkpoint::resolve(run_dir)?;
-        let meta = checkpoint::read_meta(&ckpt)?;
-        if !meta.arch.starts_with("classify/") {
-            return Err(Error::checkpoint(&ckpt, "is not a classifier run"));
-        }
-        let saved = ClassifyConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
-        let cfg = saved.with_sets(&sets)?;
-        let mut probe = cfg.clone();
-        let t = &mut probe.train;
-        t.epochs = saved.train.epochs;
-        t.threads = saved.train.threads;
-        t.device = saved.train.device;
-        t.log_every = saved.train.log_every;
-        t.keep_checkpoints = saved.train.keep_checkpoints;
-        if probe != saved {
-            return Err(Error::config(
-                "--set",
-                format!(
-                    "on resume only {} may change (the rest is the run's own configuration)",
-                    RESUME_SAFE.join(", ")
-                ),
-            ));
-        }
-        (cfg, Some((ckpt, meta)))
-    } else {
-        if !checkpoint::list(run_dir).is_empty() {
-            return Err(Error::config(
-                "--out",
-                format!(
-                    "{} already holds a run (continue it with --resume, or choose another --out)",
-                    run_dir.display()
-                ),
-            ));
-        }
-        (cfg.clone(), None)
+    let task = Task {
+        arch_prefix: "classify/",
+        what: "a classifier run",
+        resume_safe: RESUME_SAFE,
+        parse: ClassifyConfig::from_toml,
+        with_sets: ClassifyConfig::with_sets,
     };
+    let (cfg, start) = enter(&task, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = &cfg.train;
     let d = &cfg.data;
@@ -300,18 +255,14 @@ pub fn train(
         ("meta.classes", classes),
     ];
     let save = |step: u64, loader: &Loader, wall: f64, sgd: &Sgd| -> Result<PathBuf> {
-        let meta = checkpoint::Meta {
-            format_version: checkpoint::FORMAT_VERSION,
-            gantry_version: env!("CARGO_PKG_VERSION").into(),
+        let meta = checkpoint::Meta::one_process(
             step,
-            images_seen: step * batch_size as u64,
-            loader: loader.position(),
-            wall_seconds: wall,
-            seed_offset: 0,
-            world_size: 1,
-            arch: format!("classify/{}", cfg.model.name()),
-            config: cfg.to_toml(),
-        };
+            batch_size,
+            loader.position(),
+            wall,
+            format!("classify/{}", cfg.model.name()),
+            cfg.to_toml(),
+        );
         let mut model = checkpoint::store_of(&vs);
         model.extend(
             meta_tensors
@@ -322,13 +273,7 @@ pub fn train(
     };
 
     let t0 = Instant::now();
-    // A fresh run starts without a best (a stale `checkpoints/best` of an abandoned run goes).
-    let mut best = if start.is_some() {
-        checkpoint::best_value(run_dir, "val/acc")
-    } else {
-        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(run_dir).join("best"));
-        None
-    };
+    let mut best = best_at_start(run_dir, "val/acc", start.is_some());
     let mut stopped = false;
     while step < total {
         if stop.load(Ordering::Relaxed) {

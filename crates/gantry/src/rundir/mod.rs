@@ -1,8 +1,10 @@
 //! A run directory on disk: `config.toml`, `metrics.jsonl` ([`log`]), sample pictures
-//! ([`samples`]) and `checkpoints/` ([`checkpoint`]). Below the training loop, so that everything
-//! that reads runs (sampling, evaluation, reports, experiments, the classifier's weights) shares
-//! one reader without depending on training.
+//! ([`samples`]) and `checkpoints/` ([`checkpoint`]); how a one-process task run enters one
+//! ([`start`]). Below the training loop, so that everything that reads runs (sampling,
+//! evaluation, reports, experiments, the classifier's weights) shares one reader without
+//! depending on training.
 
 pub mod checkpoint;
 pub mod log;
 pub mod samples;
+pub mod start;

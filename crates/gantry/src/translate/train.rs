@@ -15,6 +15,8 @@ use crate::device::{seed_torch, Purpose};
 use crate::error::{Error, Result};
 use crate::models::DataShape;
 use crate::plugins::{self, Critic, Phase};
+pub use crate::rundir::start::Start;
+use crate::rundir::start::{best_at_start, enter, Task};
 use crate::rundir::{checkpoint, log::MetricsLog};
 use crate::stats::Stats;
 use crate::train::adam::Adam;
@@ -24,17 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
-
-/// Where a run starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Start {
-    Fresh,
-    /// The run's latest checkpoint with its own configuration; `sets` may change only
-    /// [`RESUME_SAFE`] keys.
-    Resume {
-        sets: Vec<String>,
-    },
-}
 
 /// What `--set` may change on resume.
 pub const RESUME_SAFE: &[&str] = &[
@@ -417,48 +408,14 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary> {
-    let (cfg, resume) = match start {
-        Start::Resume { sets } => {
-            let ckpt = checkpoint::resolve(run_dir)?;
-            let meta = checkpoint::read_meta(&ckpt)?;
-            if meta.arch != "translate/ugatit" {
-                return Err(Error::checkpoint(&ckpt, "is not a translation run"));
-            }
-            let saved = TranslateConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
-            let cfg = saved.with_sets(&sets)?;
-            let mut probe = cfg.clone();
-            let (t, s) = (&mut probe.train, &saved.train);
-            t.steps = s.steps;
-            t.threads = s.threads;
-            t.device = s.device;
-            t.log_every = s.log_every;
-            t.sample_every = s.sample_every;
-            t.checkpoint_every = s.checkpoint_every;
-            t.keep_checkpoints = s.keep_checkpoints;
-            if probe != saved {
-                return Err(Error::config(
-                    "--set",
-                    format!(
-                        "on resume only {} may change (the rest is the run's own configuration)",
-                        RESUME_SAFE.join(", ")
-                    ),
-                ));
-            }
-            (cfg, Some((ckpt, meta)))
-        }
-        Start::Fresh => {
-            if !checkpoint::list(run_dir).is_empty() {
-                return Err(Error::config(
-                    "--out",
-                    format!(
-                        "{} already holds a run (continue it with --resume, or choose another --out)",
-                        run_dir.display()
-                    ),
-                ));
-            }
-            (cfg.clone(), None)
-        }
+    let task = Task {
+        arch_prefix: "translate/",
+        what: "a translation run",
+        resume_safe: RESUME_SAFE,
+        parse: TranslateConfig::from_toml,
+        with_sets: TranslateConfig::with_sets,
     };
+    let (cfg, resume) = enter(&task, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = cfg.train.clone();
     let d = &cfg.data;
@@ -567,26 +524,17 @@ pub fn train(
     std::fs::create_dir_all(run_dir.join("samples")).map_err(|e| Error::io(run_dir, e))?;
     crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
     let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step)?;
-    let mut best = if resume.is_some() {
-        checkpoint::best_value(run_dir, "eval/kid")
-    } else {
-        let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(run_dir).join("best"));
-        None
-    };
+    let mut best = best_at_start(run_dir, "eval/kid", resume.is_some());
     let t0 = Instant::now();
     let save = |tr: &Translator, step: u64, a: &Loader, b: &Loader, wall: f64| -> Result<PathBuf> {
-        let meta = checkpoint::Meta {
-            format_version: checkpoint::FORMAT_VERSION,
-            gantry_version: env!("CARGO_PKG_VERSION").into(),
+        let meta = checkpoint::Meta::one_process(
             step,
-            images_seen: step * batch as u64,
-            loader: a.position(),
-            wall_seconds: wall,
-            seed_offset: 0,
-            world_size: 1,
-            arch: "translate/ugatit".into(),
-            config: tr.cfg.to_toml(),
-        };
+            batch,
+            a.position(),
+            wall,
+            "translate/ugatit".into(),
+            tr.cfg.to_toml(),
+        );
         let mut stores = tr.stores();
         let pb = b.position();
         for (name, s) in stores.iter_mut() {
@@ -615,10 +563,12 @@ pub fn train(
             resize_crop(&a, d.crop_margin),
             resize_crop(&b, d.crop_margin),
         );
-        let stats = tr.step(step, &a, &b)?;
+        let mut stats = tr.step(step, &a, &b)?;
         step += 1;
         let last = step == t.steps;
         if step % t.log_every == 0 || last {
+            // Training time so far (the experiment report's wall-time column).
+            stats.set("wall_s", wall_before + t0.elapsed().as_secs_f64());
             log.write(step, &stats)?;
             progress(&Progress {
                 step,

@@ -435,7 +435,24 @@ fn resume_continues_bit_for_bit_with_fq_and_ada() {
     .err()
     .unwrap()
     .to_string();
-    assert!(e.starts_with("--set: on resume only train.steps"), "{e}");
+    assert!(
+        e.starts_with("--set: on resume only train.steps") && e.contains("changed: loss.cam"),
+        "{e}"
+    );
+    // A checkpoint directory is not a run directory, fresh or resumed.
+    let ckpt = std::fs::read_dir(part.path().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("meta.json").exists())
+        .unwrap();
+    for start in [Start::Fresh, Start::Resume { sets: vec![] }] {
+        let e = tt::train(&cfg, &ckpt, start, &AtomicBool::new(false), &mut |_| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("is a checkpoint; give its run directory"), "{e}");
+    }
 }
 
 /// Bad data: a missing part, an empty domain, domains with different channel counts.

@@ -29,6 +29,7 @@ use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::eval::Metric;
 use crate::report::{self, Series};
+use crate::rundir::start::Start;
 use crate::rundir::{checkpoint, log};
 use crate::train::Trainer;
 use crate::translate::TranslateConfig;
@@ -380,14 +381,6 @@ fn run_classify(
         step: 0,
         run_dir: out.to_path_buf(),
     };
-    // A run whose training finished has a checkpoint at its last step and no Ctrl-C marker.
-    let start = |dir: &Path| {
-        if checkpoint::latest(dir).is_some() {
-            classify::Start::Resume { sets: Vec::new() }
-        } else {
-            classify::Start::Fresh
-        }
-    };
     match launcher.filter(|_| cfg.parallel > 1) {
         None => {
             for (arm, seed, dir) in &todo {
@@ -396,7 +389,7 @@ fn run_classify(
                 }
                 say(format!("{}/seed-{seed}: training", arm.name));
                 let c = cfg.classify_config(arm, *seed)?;
-                let summary = classify::train(&c, dir, start(dir), stop, &mut |_| {})?;
+                let summary = classify::train(&c, dir, Start::for_dir(dir), stop, &mut |_| {})?;
                 if summary.stopped {
                     return Err(interrupted());
                 }
@@ -406,21 +399,8 @@ fn run_classify(
             let jobs = todo
                 .iter()
                 .map(|(arm, seed, dir)| {
-                    let mut args = vec!["classify".to_string(), "train".into()];
-                    match start(dir) {
-                        classify::Start::Resume { .. } => {
-                            args.extend(["--resume".into(), dir.display().to_string()]);
-                        }
-                        classify::Start::Fresh => {
-                            if !cfg.base.is_empty() {
-                                args.extend(["--config".into(), cfg.base.clone()]);
-                            }
-                            args.extend(["--out".into(), dir.display().to_string()]);
-                            for s in cfg.sets(arm, *seed) {
-                                args.extend(["--set".into(), s]);
-                            }
-                        }
-                    }
+                    let command = vec!["classify".to_string(), "train".into()];
+                    let args = child_args(cfg, command, arm, *seed, dir);
                     (format!("{}/seed-{seed}", arm.name), dir.clone(), args)
                 })
                 .collect();
@@ -454,7 +434,7 @@ fn run_translate(
     launcher: Option<Launcher>,
     say: &mut impl FnMut(String),
 ) -> Result<PathBuf> {
-    use crate::translate::train::{self as tt, Start};
+    use crate::translate::train as tt;
     let mut todo = Vec::new();
     for &seed in &cfg.seeds {
         for arm in &cfg.arms {
@@ -478,12 +458,7 @@ fn run_translate(
                     return Err(interrupted());
                 }
                 say(format!("{}/seed-{seed}: training", arm.name));
-                let start = if checkpoint::latest(dir).is_some() {
-                    Start::Resume { sets: Vec::new() }
-                } else {
-                    Start::Fresh
-                };
-                if tt::train(tc, dir, start, stop, &mut |_| {})?.stopped {
+                if tt::train(tc, dir, Start::for_dir(dir), stop, &mut |_| {})?.stopped {
                     return Err(interrupted());
                 }
             }
@@ -492,16 +467,7 @@ fn run_translate(
             let jobs = todo
                 .iter()
                 .map(|(arm, seed, _, dir)| {
-                    let mut args = vec!["train".to_string()];
-                    if checkpoint::latest(dir).is_some() {
-                        args.extend(["--resume".into(), dir.display().to_string()]);
-                    } else {
-                        args.extend(["--config".into(), cfg.base.clone()]);
-                        args.extend(["--out".into(), dir.display().to_string()]);
-                        for s in cfg.sets(arm, *seed) {
-                            args.extend(["--set".into(), s]);
-                        }
-                    }
+                    let args = child_args(cfg, vec!["train".into()], arm, *seed, dir);
                     (format!("{}/seed-{seed}", arm.name), dir.clone(), args)
                 })
                 .collect();
@@ -509,6 +475,31 @@ fn run_translate(
         }
     }
     write_report(cfg, out)
+}
+
+/// `gantry` arguments of one run in a child process: `command`, then `--resume DIR` where the run
+/// has a checkpoint (an interrupted run continues), else the base configuration, `--out DIR` and
+/// the arm's and seed's `--set`s.
+fn child_args(
+    cfg: &ExperimentConfig,
+    mut command: Vec<String>,
+    arm: &Arm,
+    seed: u64,
+    dir: &Path,
+) -> Vec<String> {
+    match Start::for_dir(dir) {
+        Start::Resume { .. } => command.extend(["--resume".into(), dir.display().to_string()]),
+        Start::Fresh => {
+            if !cfg.base.is_empty() {
+                command.extend(["--config".into(), cfg.base.clone()]);
+            }
+            command.extend(["--out".into(), dir.display().to_string()]);
+            for s in cfg.sets(arm, seed) {
+                command.extend(["--set".into(), s]);
+            }
+        }
+    }
+    command
 }
 
 fn run_dir(out: &Path, arm: &Arm, seed: u64) -> PathBuf {
@@ -590,19 +581,11 @@ pub fn run(
         let jobs = todo
             .into_iter()
             .map(|(arm, seed, _, dir)| {
-                let mut args = vec!["train".to_string()];
+                let mut command = vec!["train".to_string()];
                 if cfg.nproc > 1 {
-                    args.extend(["--nproc".into(), cfg.nproc.to_string()]);
+                    command.extend(["--nproc".into(), cfg.nproc.to_string()]);
                 }
-                if checkpoint::latest(&dir).is_some() {
-                    args.extend(["--resume".into(), dir.display().to_string()]);
-                } else {
-                    args.extend(["--config".into(), cfg.base.clone(), "--out".into()]);
-                    args.push(dir.display().to_string());
-                    for s in cfg.sets(&arm, seed) {
-                        args.extend(["--set".into(), s]);
-                    }
-                }
+                let args = child_args(cfg, command, &arm, seed, &dir);
                 (format!("{}/seed-{seed}", arm.name), dir, args)
             })
             .collect();

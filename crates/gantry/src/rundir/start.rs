@@ -18,6 +18,18 @@ pub enum Start {
     Resume { sets: Vec<String> },
 }
 
+impl Start {
+    /// What a runner does with a run directory: continue its latest checkpoint (an interrupted
+    /// run), or start afresh.
+    pub fn for_dir(dir: &Path) -> Start {
+        if checkpoint::latest(dir).is_some() {
+            Start::Resume { sets: Vec::new() }
+        } else {
+            Start::Fresh
+        }
+    }
+}
+
 /// What a task's run directory holds, for [`enter`].
 pub struct Task<C> {
     /// The checkpoint's `arch` of this task starts with this (`"classify/"`, `"translate/"`).

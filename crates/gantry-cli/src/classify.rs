@@ -5,6 +5,7 @@ use crate::{choice, device, print_out, stop_flag};
 use clap::Subcommand;
 use gantry::classify::{self, attack, objective::Mode, ClassifyConfig};
 use gantry::device::DeviceSpec;
+use gantry::util::TaskConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -5,6 +5,7 @@
 use crate::{print_out, stop_flag};
 use gantry::rundir::checkpoint;
 use gantry::translate::{self, train as tt, TranslateConfig};
+use gantry::util::TaskConfig;
 use gantry::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -90,6 +90,60 @@ pub fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// A task's configuration (classification, translation): TOML layers (defaults, a file or preset,
+/// `--set`) read into one checked struct, and back to TOML for run directories. The GAN
+/// configuration (`RunConfig`) reads the same layers with its own error wording.
+pub trait TaskConfig: serde::Serialize + serde::de::DeserializeOwned + Default {
+    /// Everything checkable without opening data.
+    fn validate(&self) -> Result<()>;
+
+    /// The defaults with `layers` merged on top in order, then `sets`; validated.
+    fn layered(layers: Vec<toml::Value>, sets: &[String]) -> Result<Self> {
+        let mut root = to_value(&Self::default())?;
+        for layer in layers {
+            merge(&mut root, layer);
+        }
+        Self::apply(root, sets)
+    }
+
+    /// This configuration with `--set` assignments on top, validated.
+    fn with_sets(&self, sets: &[String]) -> Result<Self> {
+        Self::apply(to_value(self)?, sets)
+    }
+
+    /// `sets` on `root`, read and validated.
+    fn apply(mut root: toml::Value, sets: &[String]) -> Result<Self> {
+        for s in sets {
+            set_value(&mut root, s)?;
+        }
+        let cfg = Self::from_value(root)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML value, naming the key of the first bad value.
+    fn from_value(root: toml::Value) -> Result<Self> {
+        serde_path_to_error::deserialize(root).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            Error::config(path, inner.lines().next().unwrap_or_default().trim())
+        })
+    }
+
+    /// Reads a resolved configuration as saved in a checkpoint (`origin` names it in errors).
+    fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        Self::from_value(parse_toml(text, origin)?)
+    }
+
+    fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn to_value<T: serde::Serialize>(cfg: &T) -> Result<toml::Value> {
+    toml::Value::try_from(cfg).map_err(|e| Error::config("config", e.to_string()))
+}
+
 /// The dotted keys where two serialisable configurations differ (resume checks).
 pub fn changed_keys<T: serde::Serialize>(a: &T, b: &T) -> Vec<String> {
     fn walk(prefix: &str, a: &toml::Value, b: Option<&toml::Value>, out: &mut Vec<String>) {

@@ -19,7 +19,7 @@ pub use train::{time_steps, train, Progress, Start, TrainSummary, RESUME_SAFE};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::rundir::checkpoint;
-use crate::util::{parse_toml, set_value};
+use crate::util::{parse_toml, TaskConfig};
 use data::DataSection;
 use gantry_data::{Dataset, Split};
 use nets::{Net, NetConfig};
@@ -97,49 +97,21 @@ pub struct ClassifyConfig {
     pub train: OptimConfig,
 }
 
+impl TaskConfig for ClassifyConfig {
+    fn validate(&self) -> Result<()> {
+        ClassifyConfig::validate(self)
+    }
+}
+
 impl ClassifyConfig {
-    /// Defaults, then a TOML file, then `--set key=value` assignments.
+    /// Defaults, then a TOML file, then `--set key=value` assignments; validated.
     pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<ClassifyConfig> {
-        let mut root = toml::Value::try_from(ClassifyConfig::default())
-            .map_err(|e| Error::config("classify", e.to_string()))?;
+        let mut layers = Vec::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
-            crate::util::merge(&mut root, parse_toml(&text, &path.display().to_string())?);
+            layers.push(parse_toml(&text, &path.display().to_string())?);
         }
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
-        let cfg = Self::from_value(root)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// This configuration with `--set` assignments on top, validated.
-    pub fn with_sets(&self, sets: &[String]) -> Result<ClassifyConfig> {
-        let mut root =
-            toml::Value::try_from(self).map_err(|e| Error::config("classify", e.to_string()))?;
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
-        let cfg = Self::from_value(root)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    fn from_value(root: toml::Value) -> Result<ClassifyConfig> {
-        serde_path_to_error::deserialize(root).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            Error::config(path, inner.lines().next().unwrap_or_default().trim())
-        })
-    }
-
-    pub fn from_toml(text: &str, origin: &str) -> Result<ClassifyConfig> {
-        Self::from_value(parse_toml(text, origin)?)
-    }
-
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        Self::layered(layers, sets)
     }
 
     /// Everything that can be checked without opening data.

@@ -14,6 +14,7 @@ pub use crate::rundir::start::Start;
 use crate::rundir::start::{best_at_start, enter, Task};
 use crate::rundir::{checkpoint, log::MetricsLog};
 use crate::stats::Stats;
+use crate::util::TaskConfig;
 use gantry_data::{Loader, Position};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -181,8 +182,6 @@ pub fn train(
         arch_prefix: "classify/",
         what: "a classifier run",
         resume_safe: RESUME_SAFE,
-        parse: ClassifyConfig::from_toml,
-        with_sets: ClassifyConfig::with_sets,
     };
     let (cfg, start) = enter(&task, cfg, run_dir, start)?;
     cfg.validate()?;

@@ -5,7 +5,7 @@
 
 use super::checkpoint::{self, Meta};
 use crate::error::{Error, Result};
-use serde::Serialize;
+use crate::util::TaskConfig;
 use std::path::{Path, PathBuf};
 
 /// Where a run starts.
@@ -31,22 +31,18 @@ impl Start {
 }
 
 /// What a task's run directory holds, for [`enter`].
-pub struct Task<C> {
+pub struct Task {
     /// The checkpoint's `arch` of this task starts with this (`"classify/"`, `"translate/"`).
     pub arch_prefix: &'static str,
     /// For the refusal of another task's checkpoint: "a classifier run".
     pub what: &'static str,
     /// The keys `--set` may change on resume.
     pub resume_safe: &'static [&'static str],
-    /// Parses a configuration saved in a checkpoint (text, origin).
-    pub parse: fn(&str, &str) -> Result<C>,
-    /// A configuration with `--set` assignments on top, validated.
-    pub with_sets: fn(&C, &[String]) -> Result<C>,
 }
 
 /// The configuration a run goes on with, and the checkpoint it continues (`None`: a fresh run).
-pub fn enter<C: Serialize + Clone>(
-    task: &Task<C>,
+pub fn enter<C: TaskConfig + Clone>(
+    task: &Task,
     cfg: &C,
     run_dir: &Path,
     start: Start,
@@ -82,8 +78,8 @@ pub fn enter<C: Serialize + Clone>(
     if !meta.arch.starts_with(task.arch_prefix) {
         return Err(Error::checkpoint(&ckpt, format!("is not {}", task.what)));
     }
-    let saved = (task.parse)(&meta.config, &ckpt.display().to_string())?;
-    let cfg = (task.with_sets)(&saved, &sets)?;
+    let saved = C::from_toml(&meta.config, &ckpt.display().to_string())?;
+    let cfg = saved.with_sets(&sets)?;
     let changed: Vec<String> = crate::util::changed_keys(&saved, &cfg)
         .into_iter()
         .filter(|k| !task.resume_safe.contains(&k.as_str()))

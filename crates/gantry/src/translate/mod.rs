@@ -17,7 +17,7 @@ use crate::plugins::adaptivemix::AdaptiveMixConfig;
 use crate::plugins::diffaugment::DiffAugmentConfig;
 use crate::plugins::fq::FqConfig;
 use crate::plugins::PluginsConfig;
-use crate::util::{parse_toml, set_value};
+use crate::util::{parse_toml, set_value, TaskConfig};
 use nets::{UgatitConfig, UgatitDiscriminator};
 use objective::Weights;
 use serde::{Deserialize, Serialize};
@@ -240,11 +240,16 @@ pub fn preset(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|(n, _, _)| *n == name).map(|p| p.2)
 }
 
+impl TaskConfig for TranslateConfig {
+    fn validate(&self) -> Result<()> {
+        TranslateConfig::validate(self)
+    }
+}
+
 impl TranslateConfig {
     /// Defaults, then a preset or TOML file, then `--set key=value` assignments; validated.
     pub fn resolve(config: Option<&str>, sets: &[String]) -> Result<TranslateConfig> {
-        let mut root = toml::Value::try_from(TranslateConfig::default())
-            .map_err(|e| Error::config("translate", e.to_string()))?;
+        let mut layers = Vec::new();
         if let Some(c) = config {
             let (text, origin) = match preset(c) {
                 Some(t) => (t.to_string(), format!("preset {c}")),
@@ -256,45 +261,13 @@ impl TranslateConfig {
                     )
                 }
             };
-            crate::util::merge(&mut root, parse_toml(&text, &origin)?);
+            let mut layer = parse_toml(&text, &origin)?;
             if preset(c).is_some() {
-                set_value(&mut root, &format!("preset={c}"))?;
+                set_value(&mut layer, &format!("preset={c}"))?;
             }
+            layers.push(layer);
         }
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
-        let cfg = Self::from_value(root)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// This configuration with `--set` assignments on top, validated.
-    pub fn with_sets(&self, sets: &[String]) -> Result<TranslateConfig> {
-        let mut root =
-            toml::Value::try_from(self).map_err(|e| Error::config("translate", e.to_string()))?;
-        for s in sets {
-            set_value(&mut root, s)?;
-        }
-        let cfg = Self::from_value(root)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    fn from_value(root: toml::Value) -> Result<TranslateConfig> {
-        serde_path_to_error::deserialize(root).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            Error::config(path, inner.lines().next().unwrap_or_default().trim())
-        })
-    }
-
-    pub fn from_toml(text: &str, origin: &str) -> Result<TranslateConfig> {
-        Self::from_value(parse_toml(text, origin)?)
-    }
-
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+        Self::layered(layers, sets)
     }
 
     /// The plug-ins' settings together.

@@ -20,6 +20,7 @@ use crate::rundir::start::{best_at_start, enter, Task};
 use crate::rundir::{checkpoint, log::MetricsLog};
 use crate::stats::Stats;
 use crate::train::adam::Adam;
+use crate::util::TaskConfig;
 use gantry_data::{Dataset, Loader, Position, Split};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -412,8 +413,6 @@ pub fn train(
         arch_prefix: "translate/",
         what: "a translation run",
         resume_safe: RESUME_SAFE,
-        parse: TranslateConfig::from_toml,
-        with_sets: TranslateConfig::with_sets,
     };
     let (cfg, resume) = enter(&task, cfg, run_dir, start)?;
     cfg.validate()?;

@@ -159,7 +159,6 @@ fn validate(net: &Net, ds: &dyn gantry_data::Dataset, device: tch::Device) -> Re
     Ok((right / n as f64, loss / n as f64))
 }
 
-/// Where training starts.
 /// The keys `--set` may change on resume: where and how fast it runs, and how long.
 pub const RESUME_SAFE: &[&str] = &[
     "train.epochs",
@@ -168,6 +167,13 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.log_every",
     "train.keep_checkpoints",
 ];
+
+/// What a classifier's run directory holds.
+const TASK: Task = Task {
+    arch_prefix: "classify/",
+    what: "a classifier run",
+    resume_safe: RESUME_SAFE,
+};
 
 /// Trains a classifier into `run_dir` (with `Start::Resume`, `cfg` is ignored in favour of the
 /// configuration saved with the run).
@@ -178,12 +184,7 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    let task = Task {
-        arch_prefix: "classify/",
-        what: "a classifier run",
-        resume_safe: RESUME_SAFE,
-    };
-    let (cfg, start) = enter(&task, cfg, run_dir, start)?;
+    let (cfg, start) = enter(&TASK, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = &cfg.train;
     let d = &cfg.data;

@@ -39,6 +39,13 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.keep_checkpoints",
 ];
 
+/// What a translation run's directory holds.
+const TASK: Task = Task {
+    arch_prefix: "translate/",
+    what: "a translation run",
+    resume_safe: RESUME_SAFE,
+};
+
 /// Reported after every logged step.
 pub struct Progress {
     pub step: u64,
@@ -409,12 +416,7 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary> {
-    let task = Task {
-        arch_prefix: "translate/",
-        what: "a translation run",
-        resume_safe: RESUME_SAFE,
-    };
-    let (cfg, resume) = enter(&task, cfg, run_dir, start)?;
+    let (cfg, resume) = enter(&TASK, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = cfg.train.clone();
     let d = &cfg.data;

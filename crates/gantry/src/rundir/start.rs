@@ -107,28 +107,3 @@ pub fn best_at_start(run_dir: &Path, key: &str, resumed: bool) -> Option<f64> {
         None
     }
 }
-
-impl Meta {
-    /// The metadata of a one-process task run's checkpoint after `step` steps of `batch` images.
-    pub fn one_process(
-        step: u64,
-        batch: usize,
-        loader: gantry_data::Position,
-        wall_seconds: f64,
-        arch: String,
-        config: String,
-    ) -> Meta {
-        Meta {
-            format_version: checkpoint::FORMAT_VERSION,
-            gantry_version: env!("CARGO_PKG_VERSION").into(),
-            step,
-            images_seen: step * batch as u64,
-            loader,
-            wall_seconds,
-            seed_offset: 0,
-            world_size: 1,
-            arch,
-            config,
-        }
-    }
-}

@@ -313,6 +313,9 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 attack::Norm::L2 => 0.5,
             });
             let step = step.unwrap_or(eps / 4.0);
+            if batch == 0 {
+                return Err(gantry::Error::config("--batch", "must be at least 1"));
+            }
             let attacks = attack::parse_list(&attacks, norm, eps, step, "--attacks")?;
             if attacks.is_empty() {
                 return Err(gantry::Error::config(

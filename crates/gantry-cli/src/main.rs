@@ -289,11 +289,45 @@ fn launcher() -> std::process::Command {
     cmd
 }
 
-/// `gantry train --nproc N`: every check the job's processes would make first, then the job.
-fn launch_local(opts: TrainOptions, nproc: usize) -> gantry::Result<ExitCode> {
+/// Processes `--nproc` may start per CPU core (a CPU job of more ranks than cores is a test of
+/// the job, not a way to train faster).
+const RANKS_PER_CORE: usize = 4;
+
+/// `--nproc N` for this device: at least 1; on CUDA at most one per visible GPU, on the CPU at
+/// most [`RANKS_PER_CORE`] per core.
+fn check_nproc(nproc: usize, device: DeviceSpec) -> gantry::Result<()> {
     if nproc == 0 {
         return Err(gantry::Error::config("--nproc", "must be at least 1"));
     }
+    if nproc == 1 {
+        return Ok(());
+    }
+    // The device first: "no CUDA GPU is visible" says more than a job that cannot start.
+    device.open()?;
+    let (limit, why) = match device {
+        DeviceSpec::Cuda(_) => (
+            tch::Cuda::device_count().max(0) as usize,
+            "one process per visible CUDA GPU".to_string(),
+        ),
+        DeviceSpec::Cpu => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (
+                cores * RANKS_PER_CORE,
+                format!("{RANKS_PER_CORE} processes per CPU core, {cores} cores"),
+            )
+        }
+    };
+    if nproc > limit {
+        return Err(gantry::Error::config(
+            "--nproc",
+            format!("{nproc} is more than this machine takes: at most {limit} ({why})"),
+        ));
+    }
+    Ok(())
+}
+
+/// `gantry train --nproc N`: every check the job's processes would make first, then the job.
+fn launch_local(opts: TrainOptions, nproc: usize) -> gantry::Result<ExitCode> {
     if std::env::var_os("WORLD_SIZE").is_some() {
         return Err(gantry::Error::config(
             "--nproc",
@@ -301,6 +335,7 @@ fn launch_local(opts: TrainOptions, nproc: usize) -> gantry::Result<ExitCode> {
         ));
     }
     let cfg = run::resolve_config(&opts)?;
+    check_nproc(nproc, cfg.train.device)?;
     if cfg.train.batch_size % nproc != 0 {
         return Err(gantry::Error::config(
             "train.batch_size",
@@ -370,8 +405,17 @@ fn parse_args() -> Result<Cli, ExitCode> {
             return ExitCode::SUCCESS;
         }
         let text = e.to_string();
-        let first = text.lines().next().unwrap_or_default();
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
         let mut line = first.trim_start_matches("error: ").to_string();
+        // "the following required arguments were not provided:" lists them on the lines below.
+        if line.ends_with(':') {
+            let listed: Vec<&str> = lines
+                .take_while(|l| l.starts_with(' '))
+                .map(str::trim)
+                .collect();
+            line = format!("{} {}", line, listed.join(", "));
+        }
         if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
             if !line.contains("valid:") {
                 line.push_str(&format!(" (valid: {})", valid.join(", ")));
@@ -432,7 +476,9 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 resume,
             };
             if dry_run {
-                print_out(&run::resolve_config(&opts)?.to_toml());
+                let cfg = run::resolve_config(&opts)?;
+                check_nproc(nproc, cfg.train.device)?;
+                print_out(&cfg.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
             if nproc != 1 {
@@ -451,7 +497,8 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let (outcome, run_dir) = result?;
             if !rank0 {
                 return Ok(match outcome {
-                    gantry::train::Outcome::Finished { .. } => ExitCode::SUCCESS,
+                    gantry::train::Outcome::Finished { .. }
+                    | gantry::train::Outcome::AlreadyDone { .. } => ExitCode::SUCCESS,
                     gantry::train::Outcome::Interrupted { .. } => ExitCode::from(130),
                 });
             }
@@ -469,6 +516,13 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                         run_dir.display()
                     );
                     Ok(ExitCode::from(130))
+                }
+                gantry::train::Outcome::AlreadyDone { step } => {
+                    eprintln!(
+                        "gantry: {} has already trained {step} steps (train.steps); nothing to do (raise it with --set train.steps=N to train on)",
+                        run_dir.display()
+                    );
+                    Ok(ExitCode::SUCCESS)
                 }
             }
         }
@@ -492,6 +546,9 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 no_ema,
                 force,
             })?;
+            for w in &report.warnings {
+                eprintln!("gantry: warning: {w}");
+            }
             if report.path.is_dir() {
                 eprintln!(
                     "gantry: wrote {} images to {}",

@@ -44,6 +44,9 @@ fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == ".gantry.lock") {
+                // A run's lock file names its latest holder: not work.
+                continue;
             } else if let Ok(bytes) = std::fs::read(&p) {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -55,19 +58,48 @@ fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
     out
 }
 
-/// One case: `args`, the expected exit code and a piece of the one error line.
+/// One case: `args` (and environment variables), the expected exit code and a piece of the
+/// one error line.
 struct Case {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     code: i32,
     needle: String,
 }
 
 fn case(args: &[&str], code: i32, needle: &str) -> Case {
+    case_env(&[], args, code, needle)
+}
+
+fn case_env(env: &[(&str, &str)], args: &[&str], code: i32, needle: &str) -> Case {
     Case {
         args: args.iter().map(|s| s.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         code,
         needle: needle.to_string(),
     }
+}
+
+/// A run directory whose one checkpoint says it belongs to another task (`arch`).
+fn foreign_run(dir: &Path, arch: &str) -> String {
+    let ck = dir.join("checkpoints/ckpt-0000001");
+    std::fs::create_dir_all(&ck).unwrap();
+    let meta = serde_json::json!({
+        "format_version": 2, "gantry_version": "0.1.0", "step": 1, "images_seen": 8,
+        "loader": {"epoch": 0, "index": 8}, "wall_seconds": 1.0, "seed_offset": 0,
+        "world_size": 1, "arch": arch, "config": "[data]\nclasses = \"0-4\"\n",
+    });
+    std::fs::write(ck.join("meta.json"), meta.to_string()).unwrap();
+    dir.to_string_lossy().to_string()
+}
+
+/// A TCP port nobody listens on (bound, then let go).
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port().to_string()
 }
 
 fn check(c: &Case, out: &Output) -> Result<(), String> {
@@ -178,6 +210,63 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
     );
     let ckpt2 = format!("{run}/checkpoints/ckpt-0000002");
     let nope = p("no-such-thing");
+    let classifier_run = foreign_run(&d.join("classifier-run"), "classify/small");
+    let translation_run = foreign_run(&d.join("translation-run"), "translate/ugatit");
+    // A JPEG cut to a third among whole ones; a link to nothing among images.
+    let cut = d.join("cut-jpeg");
+    std::fs::create_dir(&cut).unwrap();
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(128, 128, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x * y) % 251) as u8])
+    })
+    .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+    .unwrap();
+    let jpeg = jpeg.into_inner();
+    for i in 0..8 {
+        std::fs::write(cut.join(format!("{i}.jpg")), &jpeg).unwrap();
+    }
+    std::fs::write(cut.join("0.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    let cut = cut.to_string_lossy().to_string();
+    let linked = d.join("dangling");
+    std::fs::create_dir(&linked).unwrap();
+    for i in 0..8 {
+        std::fs::write(linked.join(format!("{i}.jpg")), &jpeg).unwrap();
+    }
+    std::os::unix::fs::symlink(d.join("gone.jpg"), linked.join("9.jpg")).unwrap();
+    let linked = linked.to_string_lossy().to_string();
+    let garbage_run = d.join("garbage-run");
+    std::fs::create_dir(&garbage_run).unwrap();
+    std::fs::write(garbage_run.join("config.toml"), b"").unwrap();
+    std::fs::write(
+        garbage_run.join("metrics.jsonl"),
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let garbage_run = garbage_run.to_string_lossy().to_string();
+    let port = closed_port();
+    let folder_case = |out: &str, path: &str, needle: &str| {
+        case(
+            &[
+                "train",
+                "--out",
+                &p(out),
+                "--set",
+                "data.kind=folder",
+                "--set",
+                &format!("data.path={path}"),
+                "--set",
+                "data.resolution=8",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "train.steps=2",
+            ],
+            2,
+            needle,
+        )
+    };
 
     let cases = vec![
         // train: configuration (the gate runs before any work, --dry-run included)
@@ -839,14 +928,124 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
         case(&["bench", "--config", "nope"], 2, "unknown preset"),
         case(&["frobnicate"], 2, "unrecognized subcommand"),
         case(&["train", "--no-such-flag"], 2, "--no-such-flag"),
+        // Sizes no machine holds: refused by the gate, or one line when an allocation fails.
+        case(
+            &["train", "--dry-run", "--set", "data.resolution=65536"],
+            2,
+            "data.resolution: 65536x65536 makes one batch of 64 images",
+        ),
+        case(
+            &[
+                "train",
+                "--out",
+                &p("fq-huge"),
+                "--set",
+                "fq.enabled=true",
+                "--set",
+                "fq.k=[2000000000]",
+            ],
+            1,
+            "out of memory while building the plug-ins (fq.chunk = 8192, fq.k = [2000000000]",
+        ),
+        case_env(
+            &[("GANTRY_MEMORY_LIMIT", "20000000")],
+            &["train", "--out", &p("wide"), "--set", "model.ngf=256"],
+            2,
+            "model: the networks and plug-ins hold",
+        ),
+        // c10d's own logging stays off the terminal: one line when rank 0 is not there.
+        case_env(
+            &[
+                ("RANK", "1"),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", &port),
+            ],
+            &[
+                "train",
+                "--out",
+                &p("lonely"),
+                "--set",
+                "train.collective_timeout_s=2",
+            ],
+            1,
+            "rank 1",
+        ),
+        // Messages that name what is wrong.
+        case(
+            &["sample", "--n", "4"],
+            2,
+            "--checkpoint <CHECKPOINT>, --out <OUT>",
+        ),
+        case(&["classify", "ood", "--run", &run], 2, "--ood <OOD>"),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &classifier_run,
+                "--out",
+                &p("c.png"),
+            ],
+            2,
+            "is a classifier run, not a GAN (gantry classify",
+        ),
+        case(
+            &["train", "--resume", &classifier_run],
+            2,
+            "is a classifier run, not a GAN",
+        ),
+        case(
+            &["eval", "--checkpoint", &translation_run],
+            2,
+            "is a translation run, not a GAN (gantry translate",
+        ),
+        case(
+            &["train", "--device", "cuda", "--nproc", "2"],
+            2,
+            "no CUDA GPU is visible",
+        ),
+        // A resume asking for fewer steps than were done changes nothing.
+        case(
+            &["train", "--resume", &run, "--set", "train.steps=2"],
+            2,
+            "train.steps: 2 is below the 4 steps",
+        ),
+        // Bad input that used to pass without a word.
+        case(
+            &["train", "--nproc", "0", "--dry-run"],
+            2,
+            "--nproc: must be at least 1",
+        ),
+        case(
+            &["train", "--nproc", "100000", "--dry-run"],
+            2,
+            "--nproc: 100000 is more than this machine takes",
+        ),
+        case_env(
+            &[("WORLD_SIZE", "0"), ("RANK", "0")],
+            &["train", "--out", &p("world0"), "--set", "train.steps=1"],
+            2,
+            "WORLD_SIZE: 0 is not a number of processes",
+        ),
+        case(
+            &["classify", "attack", "--run", &run, "--batch", "0"],
+            2,
+            "--batch: must be at least 1",
+        ),
+        folder_case("cut", &cut, "0.jpg: cannot decode image: truncated JPEG"),
+        folder_case("dangling", &linked, "9.jpg is a broken symbolic link"),
+        case(&["report", &garbage_run], 2, "line 1 is not a JSON object"),
     ];
     assert!(cases.len() >= 60, "{} cases", cases.len());
 
     let before = fingerprint(d);
     let mut failures = Vec::new();
     for c in &cases {
-        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        let out = gantry(&args);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(&c.args)
+            .envs(c.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run gantry");
         if let Err(why) = check(c, &out) {
             failures.push(format!("gantry {}: {why}", c.args.join(" ")));
         }
@@ -868,4 +1067,192 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+/// A finished tiny run of `steps` steps in `dir`.
+fn tiny_run(dir: &Path, steps: u32) {
+    let out = dir.to_string_lossy().to_string();
+    let steps = format!("train.steps={steps}");
+    let mut args = vec!["train", "--out", &out, "--set", &steps];
+    args.extend_from_slice(TINY);
+    let o = gantry(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn two_trainings_into_one_directory_never_both_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for attempt in 0..20 {
+        let run = dir.path().join(format!("run-{attempt}"));
+        let out = run.to_string_lossy().to_string();
+        let start = || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"));
+            cmd.args(["train", "--out", &out, "--set", "train.steps=100000"])
+                .args(TINY)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        };
+        let (a, b) = (start(), start());
+        // The refused one ends by itself; the other trains until told to stop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut children = [Some(a), Some(b)];
+        let refused = loop {
+            let done = children
+                .iter_mut()
+                .position(|c| c.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some()));
+            if let Some(i) = done {
+                break children[i].take().unwrap().wait_with_output().unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {attempt}: neither ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "attempt {attempt}: {err}");
+        assert!(
+            err.contains("is in use by another gantry process (pid "),
+            "attempt {attempt}: {err}"
+        );
+        let running = children.iter_mut().find_map(Option::take).unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(running.id() as i32, libc::SIGINT) };
+        let o = running.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "attempt {attempt}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // One run's files, consistent: its configuration is its checkpoints'.
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+            .collect();
+        assert!(!ckpts.is_empty(), "attempt {attempt}");
+        for c in ckpts {
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(c.path().join("meta.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                meta["config"].as_str().unwrap(),
+                config,
+                "attempt {attempt}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_one_image_folder_with_batch_one_trains_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("one");
+    std::fs::create_dir(&images).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([200, 30, 30]))
+        .save(images.join("a.png"))
+        .unwrap();
+    let run = dir.path().join("run");
+    let data = format!("data.path={}", images.display());
+    let mut args = vec![
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--set",
+        "data.kind=folder",
+        "--set",
+        &data,
+        "--set",
+        "train.steps=5",
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&[
+        "--set",
+        "train.batch_size=1",
+        "--set",
+        "train.checkpoint_every=2",
+    ]);
+    let o = gantry(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        run.join("checkpoints/ckpt-0000005/meta.json").exists(),
+        "{err}"
+    );
+}
+
+#[test]
+fn resumes_that_do_nothing_or_die_leave_the_run_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    tiny_run(&run, 4);
+    let before = fingerprint(&run);
+    // Nothing to do: said, and nothing written.
+    let o = gantry(&["train", "--resume", run.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("has already trained 4 steps"), "{err}");
+    assert_eq!(fingerprint(&run), before);
+    // A resume killed by a file-size limit at its first write (as on a full disk) leaves the
+    // run's configuration and checkpoints as they were.
+    let o = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -f 1; exec \"$0\" train --resume \"$1\" --set train.steps=8",
+        ])
+        .arg(env!("CARGO_BIN_EXE_gantry"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let after = fingerprint(&run);
+    for (path, print) in &before {
+        assert_eq!(after.get(path), Some(print), "{} changed", path.display());
+    }
+}
+
+#[test]
+fn half_deleted_checkpoints_are_skipped_with_a_word_and_cleaned_by_the_next_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    tiny_run(&run, 4);
+    let ckpts = run.join("checkpoints");
+    // What a kill during an old prune, and during a save, could leave.
+    for name in ["ckpt-0000001", "ckpt-0000009"] {
+        std::fs::create_dir(ckpts.join(name)).unwrap();
+        std::fs::write(ckpts.join(name).join("g.safetensors"), b"half").unwrap();
+    }
+    std::fs::create_dir(ckpts.join(".trash-ckpt-0000000")).unwrap();
+    let grid = dir.path().join("grid.png");
+    let o = gantry(&[
+        "sample",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--n",
+        "4",
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("ckpt-0000009 has no meta.json (a save or deletion was cut short) and was skipped; using")
+            && err.contains("ckpt-0000004"),
+        "{err}"
+    );
+    let o = gantry(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--set",
+        "train.steps=6",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["ckpt-0000001", "ckpt-0000009", ".trash-ckpt-0000000"] {
+        assert!(!ckpts.join(name).exists(), "{name} is still there");
+    }
+    assert!(ckpts.join("ckpt-0000006/meta.json").exists());
 }

@@ -168,6 +168,18 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataErro
         ));
     }
     for p in list_dir(dir)? {
+        // A link to nothing would hide its images (or a whole sub-folder) without a word.
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink())
+            && fs::metadata(&p).is_err()
+        {
+            return Err(DataError::config(
+                "data.path",
+                format!(
+                    "{} is a broken symbolic link (its target is missing); remove or fix it",
+                    p.display()
+                ),
+            ));
+        }
         if p.is_dir() {
             walk(&p, depth + 1, out)?;
         } else if is_image(&p) {
@@ -175,6 +187,16 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataErro
         }
     }
     Ok(())
+}
+
+/// Whether a JPEG's last scan is followed by the end-of-image marker. Entropy-coded data never
+/// holds `FF DA` (start of scan) or `FF D9` (end of image): the encoder stuffs every `FF` there.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let Some(last_scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        // No scan at all: the decoder says what is wrong.
+        return true;
+    };
+    bytes[last_scan + 2..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 impl Dataset for Folder {
@@ -211,12 +233,18 @@ impl Dataset for Folder {
     ) -> Result<i64, DataError> {
         check_index(index, self.len(), "the folder dataset")?;
         let path = &self.files[index];
-        let img = ImageReader::open(path)
-            .map_err(|e| DataError::io(path, e))?
+        let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let reader = ImageReader::new(std::io::Cursor::new(&bytes))
             .with_guessed_format()
-            .map_err(|e| DataError::io(path, e))?
-            .decode()
-            .map_err(|e| DataError::decode(path, e))?;
+            .map_err(|e| DataError::io(path, e))?;
+        // The JPEG decoder fills a cut-off file with grey without a word (a cut PNG fails).
+        if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
+            return Err(DataError::decode(
+                path,
+                "truncated JPEG (no end-of-image marker after its last scan)",
+            ));
+        }
+        let img = reader.decode().map_err(|e| DataError::decode(path, e))?;
         self.transform.apply(img, out, rng)?;
         Ok(i64::from(self.labels[index]))
     }
@@ -291,6 +319,41 @@ pub(crate) mod tests {
         let grey = Folder::open(dir.path(), false, Some(1), t(4, 1)).unwrap();
         assert_eq!((grey.len(), grey.sample_shape()), (1, [1, 4, 4]));
         assert!(grey.describe().contains("first 1 of 3"));
+    }
+
+    #[test]
+    fn a_cut_jpeg_and_a_broken_link_are_named() {
+        let dir = TempDir::new("folder-cut");
+        let mut buf = Cursor::new(Vec::new());
+        RgbImage::from_fn(128, 128, |x, y| {
+            Rgb([(x * 2) as u8, (y * 2) as u8, ((x * y) % 251) as u8])
+        })
+        .write_to(&mut buf, ImageFormat::Jpeg)
+        .unwrap();
+        let jpeg = buf.into_inner();
+        let cut = &jpeg[..jpeg.len() / 3];
+        // What the check is for: the decoder itself takes the cut file.
+        assert!(image::load_from_memory(cut).is_ok());
+        dir.write("whole.jpg", &jpeg);
+        dir.write("cut.jpg", cut);
+        let ds = Folder::open(dir.path(), false, None, t(8, 3)).unwrap();
+        let e = load(&ds, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("cut.jpg: cannot decode image: truncated JPEG"),
+            "{e}"
+        );
+        load(&ds, 1).unwrap();
+        assert!(jpeg_complete(&jpeg));
+        std::os::unix::fs::symlink(dir.path().join("gone.png"), dir.path().join("link.png"))
+            .unwrap();
+        let e = Folder::open(dir.path(), false, None, t(8, 3))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.path: ") && e.contains("link.png is a broken symbolic link"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 // every call says how to get multi-process training. NCCL is built when the wheel's CUDA and NCCL
 // headers are found (GANTRY_NCCL).
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
@@ -78,6 +79,13 @@ struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
 }  // namespace
 
 extern "C" {
+
+// Sets libtorch's own log threshold (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL). c10d logs every
+// failed connection attempt with a C++ stack trace; gantry reports the failure itself, in one line.
+void gantry_set_torch_log_level(int level) {
+  FLAGS_caffe2_log_level = level;
+  c10::UpdateLoggingLevelsFromFlags();
+}
 
 // Whether this build has the gloo (CPU) and NCCL (CUDA) process groups: bit 0 gloo, bit 1 NCCL.
 int gantry_dist_backends() {

@@ -307,6 +307,9 @@ impl RunConfig {
             i64::from(self.data.resolution)
         };
         arch.validate(resolution)?;
+        if !points {
+            self.check_batch_memory()?;
+        }
         self.loss.validate(arch)?;
         self.plugins().validate(
             &arch.taps(resolution),
@@ -318,6 +321,33 @@ impl RunConfig {
             self.eval.validate(points)?;
         }
         Ok(())
+    }
+
+    /// Refuses image sizes whose batches alone could not be held: the loader keeps
+    /// `data.prefetch` batches ready, and a step holds a real and a fake batch besides.
+    fn check_batch_memory(&self) -> Result<()> {
+        let res = u64::from(self.data.resolution);
+        let channels = u64::from(self.data.channels.unwrap_or(3));
+        let batch = (self.train.batch_size as u64)
+            .saturating_mul(channels)
+            .saturating_mul(res)
+            .saturating_mul(res)
+            .saturating_mul(4);
+        let need = batch.saturating_mul(self.data.prefetch as u64 + 2);
+        match crate::util::available_memory() {
+            Some(free) if need > free => Err(Error::config(
+                "data.resolution",
+                format!(
+                    "{res}x{res} makes one batch of {} images {}; with the {} batches the loader keeps ready and a step's real and fake batches that is {}, and {} of memory is available (lower data.resolution or train.batch_size)",
+                    self.train.batch_size,
+                    crate::util::human_bytes(batch),
+                    self.data.prefetch,
+                    crate::util::human_bytes(need),
+                    crate::util::human_bytes(free)
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The plug-ins' settings together.

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 extern "C" {
+    fn gantry_set_torch_log_level(level: i32);
     fn gantry_dist_backends() -> i32;
     #[allow(clippy::too_many_arguments)]
     fn gantry_dist_new(
@@ -105,7 +106,13 @@ impl JobEnv {
         let Some(world) = number("WORLD_SIZE")? else {
             return Ok(None);
         };
-        if world <= 1 {
+        if world == 0 {
+            return Err(Error::config(
+                "WORLD_SIZE",
+                "0 is not a number of processes (unset it, or give at least 1)",
+            ));
+        }
+        if world == 1 {
             return Ok(None);
         }
         let rank = number("RANK")?
@@ -188,6 +195,12 @@ impl Comm {
     /// Joins the job `env` describes, with gloo (CPU) or NCCL (`device` CUDA).
     pub fn join(env: &JobEnv, device: DeviceSpec, timeout_s: f64) -> Result<Comm> {
         let nccl = matches!(device, DeviceSpec::Cuda(_));
+        // c10d logs each failed attempt with a C++ stack trace; the error below says it in one
+        // line. `TORCH_CPP_LOG_LEVEL` (INFO, WARNING, ERROR), where set, keeps its say.
+        if std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {
+            // SAFETY: sets an integer flag of libc10.
+            unsafe { gantry_set_torch_log_level(3) };
+        }
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::config("MASTER_ADDR", "contains NUL"));
         let host = cstr(&env.master_addr)?;

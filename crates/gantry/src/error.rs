@@ -38,9 +38,13 @@ pub enum Error {
     /// A metric could not be computed (missing weights, too few samples, ...).
     #[error("{0}")]
     Metrics(String),
-    /// libtorch reported an error (shape mismatch, out of memory, ...).
+    /// libtorch reported an error (shape mismatch, ...).
     #[error("torch: {0}")]
     Torch(String),
+    /// An allocation failed while working: `what` names the work and the settings that sized
+    /// it, `detail` the size asked for.
+    #[error("out of memory {what}: {detail}")]
+    OutOfMemory { what: String, detail: String },
 }
 
 impl From<tch::TchError> for Error {
@@ -91,3 +95,109 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a libtorch allocation failure says about its size ("512.0 GB"), if `text` is one: the
+/// CPU allocator's "can't allocate memory: you tried to allocate N bytes" or CUDA's "out of
+/// memory. Tried to allocate 2.00 GiB".
+pub fn allocation_failure(text: &str) -> Option<String> {
+    if let Some(i) = text.find("you tried to allocate ") {
+        let rest = &text[i + "you tried to allocate ".len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(bytes) = digits.parse::<u64>() {
+            return Some(format!(
+                "libtorch could not allocate {} for one tensor",
+                crate::util::human_bytes(bytes)
+            ));
+        }
+        return Some("libtorch could not allocate a tensor".into());
+    }
+    if let Some(i) = text.find("Tried to allocate ") {
+        let rest = &text[i + "Tried to allocate ".len()..];
+        let size: String = rest.split([' ', '(']).take(2).collect::<Vec<_>>().join(" ");
+        return Some(format!(
+            "the GPU could not allocate {} for one tensor",
+            size.trim()
+        ));
+    }
+    (text.contains("can't allocate memory") || text.contains("out of memory"))
+        .then(|| "libtorch could not allocate a tensor".into())
+}
+
+thread_local! {
+    /// Depth of [`catch_alloc`] calls on this thread: their allocation panics print nothing.
+    static GUARDED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+/// Runs `f`, turning a libtorch allocation failure, which tch reports by panicking (its
+/// infallible functions unwrap), into [`Error::OutOfMemory`] naming `what` ("building the
+/// plug-ins (fq.k = [2000000000])"). Other panics go on as panics.
+pub fn catch_alloc<T>(what: impl FnOnce() -> String, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = GUARDED.with(|g| g.get() > 0)
+                && allocation_failure(&panic_text(info.payload())).is_some();
+            if !quiet {
+                previous(info)
+            }
+        }));
+    });
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    match result {
+        Ok(r) => r,
+        Err(payload) => match allocation_failure(&panic_text(payload.as_ref())) {
+            Some(detail) => Err(Error::OutOfMemory {
+                what: what(),
+                detail,
+            }),
+            None => std::panic::resume_unwind(payload),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_failures_become_one_line_and_other_panics_stay_panics() {
+        let e = catch_alloc(
+            || "while building the plug-ins (fq.k = [2000000000])".into(),
+            || -> Result<()> {
+                // Far beyond any machine: libtorch refuses it at once.
+                let _t = tch::Tensor::zeros([1 << 50], (tch::Kind::Float, tch::Device::Cpu));
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("out of memory while building the plug-ins (fq.k = [2000000000]): libtorch could not allocate 4.5 PB"),
+            "{text}"
+        );
+        assert!(!e.is_user_error());
+        assert!(!text.contains('\n'));
+        let other = std::panic::catch_unwind(|| {
+            let _ = catch_alloc(String::new, || -> Result<()> { panic!("a bug") });
+        });
+        assert!(other.is_err());
+        assert_eq!(
+            allocation_failure(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)"
+            )
+            .as_deref(),
+            Some("the GPU could not allocate 2.00 GiB for one tensor")
+        );
+    }
+}

@@ -533,7 +533,8 @@ pub fn run(
             ))
         }
     };
-    std::fs::create_dir_all(out).map_err(|e| Error::input(out, e))?;
+    // One experiment per directory at a time (its runs take their own locks as they start).
+    let _lock = crate::rundir::lock::RunLock::acquire(out)?;
     crate::util::write_atomic(
         &out.join("experiment.toml"),
         toml::to_string_pretty(cfg).expect("serialises").as_bytes(),

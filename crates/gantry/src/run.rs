@@ -44,6 +44,19 @@ pub fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
 /// The resolved configuration a checkpoint was written with.
 fn saved_config(ckpt: &Path) -> Result<RunConfig> {
     let meta = checkpoint::read_meta(ckpt)?;
+    // Another task's run: say which, and what takes it.
+    if meta.arch.starts_with("classify/") {
+        return Err(Error::checkpoint(
+            ckpt,
+            "is a classifier run, not a GAN (gantry classify eval | attack | ood --run takes it)",
+        ));
+    }
+    if meta.arch.starts_with("translate/") {
+        return Err(Error::checkpoint(
+            ckpt,
+            "is a translation run, not a GAN (gantry translate --checkpoint takes it; gantry train --resume continues it)",
+        ));
+    }
     RunConfig::from_value_str(&meta.config, ckpt)
 }
 
@@ -76,6 +89,11 @@ pub fn resume_in(path: &Path, cfg: Option<RunConfig>, comm: Comm) -> Result<Trai
     let resumed = (|| {
         let prepared = prepare_resume(path, cfg);
         let (run_dir, ckpt, cfg) = comm.agree(prepared)?;
+        // Rank 0 holds the run from here on (the trainer shares the lock).
+        let lock = comm
+            .is_main()
+            .then(|| crate::rundir::lock::RunLock::acquire(&run_dir));
+        let _lock = comm.agree(lock.transpose())?;
         let aside = if named && comm.is_main() {
             set_aside_later(&run_dir, &ckpt)?
         } else {
@@ -213,17 +231,36 @@ pub fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, PathBuf)> {
     let mut cfg = resolve_config(opts)?;
+    if let Some(run) = &opts.resume {
+        // A finished run resumed with the same length has nothing to do, and a shorter one
+        // cannot be had: both are told before anything is built or written.
+        let (_, ckpt, _) = prepare_resume(run, Some(cfg.clone()))?;
+        let done = checkpoint::read_meta(&ckpt)?.step;
+        if cfg.train.steps < done {
+            return Err(Error::config(
+                "train.steps",
+                format!(
+                    "{} is below the {done} steps {} has trained (a run cannot be shortened; to go on from an earlier point, resume one of its checkpoint directories)",
+                    cfg.train.steps,
+                    ckpt.display()
+                ),
+            ));
+        }
+        if cfg.train.steps == done {
+            return Ok((Outcome::AlreadyDone { step: done }, run_dir_of(run)));
+        }
+    }
     let comm = join_job(&mut cfg)?;
     let mut trainer = match &opts.resume {
         Some(run) => resume_in(run, Some(cfg), comm)?,
         None => {
-            // Rank 0 picks and checks the run directory; the others take its choice.
+            // Rank 0 picks, locks and checks the run directory; the others take its choice.
             let chosen = if comm.is_main() {
-                new_run_dir(opts, &cfg)
+                new_run_dir(opts, &cfg).map(|(dir, lock)| (dir, Some(lock)))
             } else {
-                Ok(PathBuf::new())
+                Ok((PathBuf::new(), None))
             };
-            let dir = comm.agree(chosen)?;
+            let (dir, _lock) = comm.agree(chosen)?;
             let dir = PathBuf::from(comm.broadcast_text(&dir.to_string_lossy())?);
             let mut setup = cfg.setup();
             setup.comm = comm;
@@ -234,12 +271,25 @@ pub fn train(
     Ok((outcome, trainer.run_dir.clone()))
 }
 
-/// `--out`, or `runs/NNNNN-<preset>`: must not hold a run yet; created.
-fn new_run_dir(opts: &TrainOptions, cfg: &RunConfig) -> Result<PathBuf> {
+/// `--out`, or `runs/NNNNN-<preset>`: created and locked; must not hold a run yet.
+fn new_run_dir(
+    opts: &TrainOptions,
+    cfg: &RunConfig,
+) -> Result<(PathBuf, crate::rundir::lock::RunLock)> {
     let dir = opts
         .out
         .clone()
         .unwrap_or_else(|| next_run_dir(Path::new("runs"), &cfg.preset));
+    if dir.join("meta.json").exists() {
+        return Err(Error::config(
+            "--out",
+            format!(
+                "{} is a checkpoint; give a new directory (or --resume it)",
+                dir.display()
+            ),
+        ));
+    }
+    let lock = crate::rundir::lock::RunLock::acquire(&dir)?;
     if checkpoint::latest(&dir).is_some() {
         return Err(Error::config(
             "--out",
@@ -250,9 +300,7 @@ fn new_run_dir(opts: &TrainOptions, cfg: &RunConfig) -> Result<PathBuf> {
             ),
         ));
     }
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::input(&dir, format!("cannot create the run directory: {e}")))?;
-    Ok(dir)
+    Ok((dir, lock))
 }
 
 #[derive(Clone, Debug)]
@@ -280,6 +328,28 @@ pub struct SampleReport {
     /// The grid file, or the directory of sample files.
     pub path: PathBuf,
     pub images: usize,
+    /// What the user should know (a newer checkpoint that could not be used).
+    pub warnings: Vec<String>,
+}
+
+/// A warning for each `ckpt-*` newer than the one a run directory resolves to that is missing
+/// its `meta.json` (a save or deletion cut short), which readers skip.
+fn skipped_checkpoints(path: &Path) -> Vec<String> {
+    if path.join("meta.json").exists() {
+        return Vec::new();
+    }
+    let used = checkpoint::latest(path);
+    checkpoint::incomplete_after_latest(path)
+        .into_iter()
+        .map(|c| {
+            format!(
+                "{} has no meta.json (a save or deletion was cut short) and was skipped; using {}",
+                c.display(),
+                used.as_ref()
+                    .map_or("none".into(), |u| u.display().to_string())
+            )
+        })
+        .collect()
 }
 
 /// A checkpoint's generator, ready for inference, with what it was trained on.
@@ -404,6 +474,7 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
         return Ok(SampleReport {
             path: opts.out.clone(),
             images: opts.n,
+            warnings: skipped_checkpoints(&opts.checkpoint),
         });
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::input(&opts.out, e))?;
@@ -427,6 +498,7 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
     Ok(SampleReport {
         path: opts.out.clone(),
         images: opts.n,
+        warnings: skipped_checkpoints(&opts.checkpoint),
     })
 }
 

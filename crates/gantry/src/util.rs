@@ -35,6 +35,93 @@ pub fn available_bytes(path: &Path) -> Option<u64> {
     }
 }
 
+/// `1.5 GB`, `512.0 MB`, `12 bytes` (decimal units, as `df -H` and disk makers count).
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    for (unit, size) in [
+        ("PB", 1e15),
+        ("TB", 1e12),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("kB", 1e3),
+    ] {
+        if b >= size {
+            return format!("{:.1} {unit}", b / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// Memory this process may still use, in bytes: `GANTRY_MEMORY_LIMIT` (bytes) where set,
+/// otherwise the kernel's estimate of available memory, capped by a cgroup (container) limit;
+/// `None` where it cannot be told.
+pub fn available_memory() -> Option<u64> {
+    if let Some(v) = std::env::var("GANTRY_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Some(v);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
+        * 1024;
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .map(|max| max.saturating_sub(read("/sys/fs/cgroup/memory.current").unwrap_or(0)));
+    Some(cgroup.map_or(available, |c| c.min(available)))
+}
+
+/// The size settings of `sections` of a resolved TOML configuration, for a message about
+/// memory: every integer (or list of integers) key, `model.ngf = 64, fq.k = [1024]`, at most
+/// about 200 characters.
+pub fn size_settings(resolved: &str, sections: &[&str]) -> String {
+    let Ok(root) = resolved.parse::<toml::Table>() else {
+        return sections.join(", ");
+    };
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    walk(&format!("{prefix}.{k}"), v, out);
+                }
+            }
+            toml::Value::Integer(_) => out.push(format!("{prefix} = {v}")),
+            toml::Value::Array(a)
+                if !a.is_empty() && a.iter().all(|x| matches!(x, toml::Value::Integer(_))) =>
+            {
+                out.push(format!("{prefix} = {v}"))
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let root = toml::Value::Table(root);
+    for s in sections {
+        if let Some(v) = s.split('.').try_fold(&root, |v, part| v.get(part)) {
+            walk(s, v, &mut out);
+        }
+    }
+    let mut text = String::new();
+    for item in out {
+        if text.len() + item.len() > 200 {
+            text.push_str(", ...");
+            break;
+        }
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(&item);
+    }
+    text
+}
+
 /// Deep-merges `over` into `base` (tables merge, everything else replaces).
 pub fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {

@@ -338,9 +338,11 @@ pub fn attack_accuracy(
     for a in attacks {
         a.validate()?;
     }
+    if batch == 0 {
+        return Err(Error::config("--batch", "must be at least 1"));
+    }
     let ds = open_for(t, spec, Split::Test)?;
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
-    let batch = batch.max(1);
     let mut right = vec![0i64; attacks.len() + 1];
     for (bi, start) in (0..n).step_by(batch).enumerate() {
         let (x, y) = batch_of(ds.as_ref(), start, (start + batch).min(n))?;

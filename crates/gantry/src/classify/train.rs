@@ -184,7 +184,7 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<TrainSummary> {
-    let (cfg, start) = enter(&TASK, cfg, run_dir, start)?;
+    let (cfg, start, _lock) = enter(&TASK, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = &cfg.train;
     let d = &cfg.data;

@@ -204,24 +204,64 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     list(run_dir).pop()
 }
 
-/// Deletes all but the newest `keep` checkpoints, and leftovers of saves that were killed.
+/// Deletes all but the newest `keep` checkpoints. Each goes by a rename into a hidden
+/// `.trash-*` name first (atomic), so a kill during the deletion never leaves a half-deleted
+/// `ckpt-*` that looks like a checkpoint; [`clean_leftovers`] finishes such deletions.
 pub fn prune(run_dir: &Path, keep: usize) {
+    clean_leftovers(run_dir);
+    let root = checkpoints_dir(run_dir);
+    let all = list(run_dir);
+    if all.len() > keep {
+        for old in &all[..all.len() - keep] {
+            let name = old.file_name().expect("ckpt-N").to_string_lossy();
+            let trash = root.join(format!(".trash-{name}"));
+            let _ = fs::remove_dir_all(&trash);
+            if fs::rename(old, &trash).is_ok() {
+                let _ = fs::remove_dir_all(&trash);
+            }
+        }
+    }
+}
+
+/// Removes what interrupted saves and deletions left behind: hidden `.ckpt-*.tmp`, `.*.old`
+/// and `.trash-*` directories, and `ckpt-*` directories without `meta.json` (a deletion that
+/// an older gantry was killed in). Only the run's writer calls it (it holds the run's lock).
+pub fn clean_leftovers(run_dir: &Path) {
     for e in fs::read_dir(checkpoints_dir(run_dir))
         .into_iter()
         .flatten()
         .flatten()
     {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".old")) {
+        let leftover = (name.starts_with('.')
+            && (name.ends_with(".tmp") || name.ends_with(".old") || name.starts_with(".trash-")))
+            || (name.starts_with("ckpt-") && !e.path().join("meta.json").exists());
+        if leftover && e.path().is_dir() {
             let _ = fs::remove_dir_all(e.path());
         }
     }
-    let all = list(run_dir);
-    if all.len() > keep {
-        for old in &all[..all.len() - keep] {
-            let _ = fs::remove_dir_all(old);
-        }
-    }
+}
+
+/// `ckpt-*` directories newer than the run's latest complete checkpoint that lack `meta.json`
+/// (a save or deletion cut short): readers skip them and say so.
+pub fn incomplete_after_latest(run_dir: &Path) -> Vec<PathBuf> {
+    let latest = latest(run_dir);
+    let mut out: Vec<PathBuf> = fs::read_dir(checkpoints_dir(run_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ckpt-"))
+                && !p.join("meta.json").exists()
+                && latest.as_ref().is_none_or(|l| p > l)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 pub fn read_meta(ckpt: &Path) -> Result<Meta> {

@@ -91,12 +91,49 @@ impl MetricsLog {
     }
 }
 
-/// Reads every object of a metrics.jsonl (for reports and tests).
+/// Reads every object of a metrics.jsonl (for reports and tests). A last line cut short (a
+/// process killed while writing it) is left out; any other line that is not a JSON object means
+/// the file is not a gantry log, and is an error naming it.
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(BufReader::new(file)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let torn_tail = !bytes.is_empty() && !bytes.ends_with(b"\n");
+    let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(v) if v.is_object() => out.push(v),
+            _ if torn_tail && i == lines.len() - 1 => {}
+            _ => {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "line {} is not a JSON object: not a gantry metrics log, or a damaged one",
+                        i + 1
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_left_out_and_garbage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        std::fs::write(&path, "{\"step\": 1}\n{\"step\": 2}\n{\"st").unwrap();
+        assert_eq!(read(&path).unwrap().len(), 2);
+        std::fs::write(&path, b"\x8f\x01zz\n{\"step\": 2}\n").unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.ends_with("metrics.jsonl: line 1 is not a JSON object: not a gantry metrics log, or a damaged one"), "{e}");
+        std::fs::write(&path, "{\"step\": 1}\n[1, 2]\n").unwrap();
+        assert!(read(&path).is_err());
+    }
 }

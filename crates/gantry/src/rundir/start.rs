@@ -4,6 +4,7 @@
 //! entry (`run::resume`: named checkpoints, data-parallel agreement).
 
 use super::checkpoint::{self, Meta};
+use super::lock::RunLock;
 use crate::error::{Error, Result};
 use crate::util::TaskConfig;
 use std::path::{Path, PathBuf};
@@ -40,13 +41,17 @@ pub struct Task {
     pub resume_safe: &'static [&'static str],
 }
 
-/// The configuration a run goes on with, and the checkpoint it continues (`None`: a fresh run).
+/// What [`enter`] gives a run: the configuration it goes on with, the checkpoint it continues
+/// (`None`: a fresh run) and its hold on the directory (kept for as long as it trains).
+pub type Entered<C> = (C, Option<(PathBuf, Meta)>, RunLock);
+
+/// Takes the run directory's lock, then decides how the run starts.
 pub fn enter<C: TaskConfig + Clone>(
     task: &Task,
     cfg: &C,
     run_dir: &Path,
     start: Start,
-) -> Result<(C, Option<(PathBuf, Meta)>)> {
+) -> Result<Entered<C>> {
     if run_dir.join("meta.json").exists() {
         let flag = if matches!(start, Start::Fresh) {
             "--out"
@@ -61,6 +66,11 @@ pub fn enter<C: TaskConfig + Clone>(
             ),
         ));
     }
+    if matches!(start, Start::Resume { .. }) && !run_dir.exists() {
+        return Err(Error::checkpoint(run_dir, "does not exist"));
+    }
+    let lock = RunLock::acquire(run_dir)?;
+    checkpoint::clean_leftovers(run_dir);
     let Start::Resume { sets } = start else {
         if !checkpoint::list(run_dir).is_empty() {
             return Err(Error::config(
@@ -71,7 +81,7 @@ pub fn enter<C: TaskConfig + Clone>(
                 ),
             ));
         }
-        return Ok((cfg.clone(), None));
+        return Ok((cfg.clone(), None, lock));
     };
     let ckpt = checkpoint::resolve(run_dir)?;
     let meta = checkpoint::read_meta(&ckpt)?;
@@ -94,7 +104,7 @@ pub fn enter<C: TaskConfig + Clone>(
             ),
         ));
     }
-    Ok((cfg, Some((ckpt, meta))))
+    Ok((cfg, Some((ckpt, meta)), lock))
 }
 
 /// The best value of `key` a run starts with: the resumed run's, or none for a fresh run (whose

@@ -9,13 +9,14 @@ pub mod scaler;
 
 use crate::device::{derive_seed, seed_torch, set_threads, DeviceSpec, Purpose};
 use crate::dist::Comm;
-use crate::error::{Error, Result};
+use crate::error::{catch_alloc, Error, Result};
 use crate::eval::{EvalConfig, Evaluator};
 use crate::loss::objective::{self, PhaseLoss};
 use crate::loss::LossConfig;
 use crate::models::{self, DataShape, Generator, ModelConfig};
 use crate::plugins::{self, Critic, Phase, PluginsConfig};
 use crate::precision::{self, Autocast, Precision};
+use crate::rundir::lock::RunLock;
 use crate::rundir::{checkpoint, log, samples};
 use crate::stats::Stats;
 use adam::Adam;
@@ -297,8 +298,16 @@ pub enum Event<'a> {
 /// How a `run` call ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Finished { step: u64 },
-    Interrupted { step: u64 },
+    Finished {
+        step: u64,
+    },
+    Interrupted {
+        step: u64,
+    },
+    /// A resumed run had already trained `train.steps`: nothing was done or written.
+    AlreadyDone {
+        step: u64,
+    },
 }
 
 pub struct Trainer {
@@ -342,6 +351,42 @@ pub struct Trainer {
     scalers: Option<(GradScaler, GradScaler)>,
     /// fp16 steps skipped for overflowing gradients since the last log line.
     skipped: u64,
+    /// Rank 0's hold on the run directory.
+    _lock: Option<RunLock>,
+    /// Whether this process has written `config.toml` (with its first checkpoint).
+    config_written: bool,
+}
+
+/// Refuses to train networks whose parameters, with the gradients and Adam's two moments still
+/// to be allocated for `trained`, would not fit in the memory left (activations come on top; an
+/// allocation that fails later is reported by `catch_alloc`).
+fn check_training_memory(
+    trained: &[&nn::VarStore],
+    kept: &[&nn::VarStore],
+    sizes: &dyn Fn(&[&str]) -> String,
+) -> Result<()> {
+    let bytes = |vs: &&nn::VarStore| -> u64 {
+        vs.variables()
+            .values()
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+            .sum()
+    };
+    let trained_bytes: u64 = trained.iter().map(bytes).sum();
+    let all: u64 = trained_bytes + kept.iter().map(bytes).sum::<u64>();
+    let more = trained_bytes.saturating_mul(3);
+    match crate::util::available_memory() {
+        Some(free) if more > free => Err(Error::config(
+            "model",
+            format!(
+                "the networks and plug-ins hold {} of weights, and training them needs {} more for gradients and Adam; {} of memory is available ({})",
+                crate::util::human_bytes(all),
+                crate::util::human_bytes(more),
+                crate::util::human_bytes(free),
+                sizes(&["model", "fq"])
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The shape the models are built for, from the data set.
@@ -390,6 +435,24 @@ impl Trainer {
 
     fn build_local(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
         let comm = setup.comm.clone();
+        // One writer per run directory: rank 0 holds its lock for the life of the trainer.
+        let lock = if comm.is_main() {
+            let lock = RunLock::acquire(run_dir)?;
+            if ckpt.is_none() && checkpoint::latest(run_dir).is_some() {
+                return Err(Error::config(
+                    "--out",
+                    format!(
+                        "{} already holds a run; use --resume {} or another --out",
+                        run_dir.display(),
+                        run_dir.display()
+                    ),
+                ));
+            }
+            checkpoint::clean_leftovers(run_dir);
+            Some(lock)
+        } else {
+            None
+        };
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
         crate::nn::norm::set_sync(setup.train.sync_bn.then(|| comm.clone()));
@@ -425,17 +488,37 @@ impl Trainer {
         let d_vs = nn::VarStore::new(device);
         let mut ema_vs = nn::VarStore::new(device);
         let plugins_vs = nn::VarStore::new(device);
-        let g = models::build_generator(g_vs.root(), &setup.model, &shape)?;
-        let d = models::build_discriminator(d_vs.root(), &setup.model, &shape)?;
-        let g_ema = models::build_generator(ema_vs.root(), &setup.model, &shape)?;
-        ema_vs.freeze();
-        let stack = plugins::build_stack(
-            &plugins_vs.root(),
-            &setup.plugins,
-            d.as_ref(),
-            &shape,
-            &arch.default_fq_layers(shape.resolution),
+        let sizes = |sections: &[&str]| crate::util::size_settings(&setup.resolved, sections);
+        let (g, d, g_ema) = catch_alloc(
+            || format!("while building the networks ({})", sizes(&["model"])),
+            || {
+                let g = models::build_generator(g_vs.root(), &setup.model, &shape)?;
+                let d = models::build_discriminator(d_vs.root(), &setup.model, &shape)?;
+                let g_ema = models::build_generator(ema_vs.root(), &setup.model, &shape)?;
+                Ok((g, d, g_ema))
+            },
         )?;
+        ema_vs.freeze();
+        let stack = catch_alloc(
+            || {
+                format!(
+                    "while building the plug-ins ({})",
+                    sizes(&["fq", "adaptivemix"])
+                )
+            },
+            || {
+                plugins::build_stack(
+                    &plugins_vs.root(),
+                    &setup.plugins,
+                    d.as_ref(),
+                    &shape,
+                    &arch.default_fq_layers(shape.resolution),
+                )
+            },
+        )?;
+        if device == Device::Cpu {
+            check_training_memory(&[&g_vs, &d_vs], &[&ema_vs, &plugins_vs], &sizes)?;
+        }
         let critic = Critic::new(d, stack)?;
         if setup.train.channels_last {
             for vs in [&g_vs, &d_vs, &ema_vs] {
@@ -515,10 +598,9 @@ impl Trainer {
                 world: comm.world,
             },
         )?;
-        // Rank 0 alone writes the run directory.
+        // Rank 0 alone writes the run directory (`config.toml` with the first checkpoint it
+        // saves, so a resume that fails or does nothing leaves the run's own in place).
         let log = if comm.is_main() {
-            std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
-            crate::util::write_atomic(&run_dir.join("config.toml"), setup.resolved.as_bytes())?;
             log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?
         } else {
             log::MetricsLog::disabled()
@@ -582,6 +664,8 @@ impl Trainer {
             notes: note.into_iter().collect(),
             scalers,
             skipped: 0,
+            _lock: lock,
+            config_written: false,
         })
     }
 
@@ -893,8 +977,8 @@ impl Trainer {
         }
     }
 
-    /// Spread of the first `grid` data samples (read straight from the data set, so the loader's
-    /// position, and with it exact resume, is untouched).
+    /// Spread of the first `grid` data samples (at least 2; read straight from the data set, so
+    /// the loader's position, and with it exact resume, is untouched).
     fn real_diversity(&self) -> Result<f64> {
         let n = self.setup.train.grid.clamp(2, self.dataset.len());
         let [c, h, w] = self.dataset.sample_shape();
@@ -948,6 +1032,13 @@ impl Trainer {
             ("adam", adam),
         ];
         let path = checkpoint::save(&self.run_dir, &meta, &stores)?;
+        if !self.config_written {
+            crate::util::write_atomic(
+                &self.run_dir.join("config.toml"),
+                self.setup.resolved.as_bytes(),
+            )?;
+            self.config_written = true;
+        }
         let mut timing = Stats::default();
         timing.set("checkpoint/save_s", t0.elapsed().as_secs_f64());
         self.log.write(self.step, &timing)?;
@@ -999,7 +1090,20 @@ impl Trainer {
                 }
                 return Ok(Outcome::Interrupted { step: self.step });
             }
-            let parts = match self.train_step() {
+            let parts = match catch_alloc(String::new, || self.train_step()) {
+                Err(Error::OutOfMemory { detail, .. }) => {
+                    return Err(Error::OutOfMemory {
+                        what: format!(
+                            "in a training step at step {} ({}; the last checkpoint is kept)",
+                            self.step,
+                            crate::util::size_settings(
+                                &self.setup.resolved,
+                                &["train.batch_size", "data.resolution", "model"]
+                            )
+                        ),
+                        detail,
+                    })
+                }
                 Ok(p) => p,
                 Err(Error::NonFinite { step, what }) => {
                     self.log.event(step, "non-finite", &what)?;
@@ -1048,9 +1152,20 @@ impl Trainer {
                     stats: &stats,
                 });
             }
+            // The checkpoint first: nothing after it (samples, evaluation) can lose the steps.
+            let mut saved = None;
+            if every(self.setup.train.checkpoint_every, step) || step == total {
+                self.check_ranks_agree()?;
+                if main {
+                    let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
+                    on_event(Event::Saved { step, path: &path });
+                    saved = Some(path);
+                }
+            }
             if main && (every(self.setup.train.sample_every, step) || step == total) {
                 let (path, spread) = self.write_samples()?;
-                if self.guard.real_diversity.is_none() {
+                // One image has no spread to compare with.
+                if self.guard.real_diversity.is_none() && self.dataset.len() >= 2 {
                     self.guard.real_diversity = Some(self.real_diversity()?);
                 }
                 let mut s = Stats::default();
@@ -1061,15 +1176,6 @@ impl Trainer {
                     on_event(Event::Warning(w));
                 }
                 on_event(Event::Sampled { step, path: &path });
-            }
-            let mut saved = None;
-            if every(self.setup.train.checkpoint_every, step) || step == total {
-                self.check_ranks_agree()?;
-                if main {
-                    let path = self.save_checkpoint(started.elapsed().as_secs_f64())?;
-                    on_event(Event::Saved { step, path: &path });
-                    saved = Some(path);
-                }
             }
             if self.evaluator.is_some() && (every(self.setup.eval.every, step) || step == total) {
                 self.evaluate(step, saved, started.elapsed().as_secs_f64(), on_event)?;

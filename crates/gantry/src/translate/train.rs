@@ -416,7 +416,7 @@ pub fn train(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary> {
-    let (cfg, resume) = enter(&TASK, cfg, run_dir, start)?;
+    let (cfg, resume, _lock) = enter(&TASK, cfg, run_dir, start)?;
     cfg.validate()?;
     let t = cfg.train.clone();
     let d = &cfg.data;

@@ -109,6 +109,10 @@ enum Command {
         /// Overwrite samples (or a grid file) already at --out.
         #[arg(long)]
         force: bool,
+        /// Class-conditional generators: every sample of class K (default: a grid shows one
+        /// class per row, cycling; a directory gets random classes).
+        #[arg(long, value_name = "K")]
+        class: Option<i64>,
     },
     /// Time training steps on a fixed batch and print JSON (see scripts/bench.sh for the
     /// side-by-side comparison with PyTorch).
@@ -535,6 +539,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             device,
             no_ema,
             force,
+            class,
         } => {
             let report = run::sample(&SampleOptions {
                 checkpoint,
@@ -545,6 +550,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 device,
                 no_ema,
                 force,
+                class,
             })?;
             for w in &report.warnings {
                 eprintln!("gantry: warning: {w}");

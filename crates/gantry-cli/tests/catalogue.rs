@@ -971,6 +971,19 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
             1,
             "rank 1",
         ),
+        case(
+            &[
+                "sample",
+                "--checkpoint",
+                &run,
+                "--class",
+                "1",
+                "--out",
+                &p("k.png"),
+            ],
+            2,
+            "--class: this generator is not class-conditional",
+        ),
         // Messages that name what is wrong.
         case(
             &["sample", "--n", "4"],

@@ -204,6 +204,10 @@ impl Dataset for Cifar {
         Some(self.variant.classes())
     }
 
+    fn label(&self, index: usize) -> Option<i64> {
+        self.records.labels.get(index).map(|&l| i64::from(l))
+    }
+
     fn describe(&self) -> String {
         let [c, h, w] = self.sample_shape();
         let mut s = format!(

@@ -212,6 +212,10 @@ impl Dataset for Folder {
         self.classes.as_ref().map(Vec::len)
     }
 
+    fn label(&self, index: usize) -> Option<i64> {
+        self.labels.get(index).map(|&l| i64::from(l))
+    }
+
     fn describe(&self) -> String {
         let [c, h, w] = self.sample_shape();
         let mut s = format!("folder ({} images, {c}x{h}x{w}", self.len());

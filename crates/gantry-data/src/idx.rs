@@ -307,6 +307,10 @@ impl Dataset for Mnist {
         self.labels.as_ref().map(|_| 10)
     }
 
+    fn label(&self, index: usize) -> Option<i64> {
+        Some(i64::from(*self.labels.as_ref()?.get(index)?))
+    }
+
     fn describe(&self) -> String {
         let [c, h, w] = self.sample_shape();
         let mut s = format!(

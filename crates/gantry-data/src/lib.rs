@@ -101,6 +101,9 @@ impl Dataset for Subset {
     fn describe(&self) -> String {
         format!("{} of {}", self.what, self.inner.describe())
     }
+    fn label(&self, index: usize) -> Option<i64> {
+        self.inner.label(*self.indices.get(index)?)
+    }
     fn load_into(
         &self,
         index: usize,

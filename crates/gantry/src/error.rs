@@ -96,6 +96,23 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Sizes in messages: `1.5 GB`, `512.0 MB`, `12 bytes` (decimal units, as `df -H` and disk makers count).
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    for (unit, size) in [
+        ("PB", 1e15),
+        ("TB", 1e12),
+        ("GB", 1e9),
+        ("MB", 1e6),
+        ("kB", 1e3),
+    ] {
+        if b >= size {
+            return format!("{:.1} {unit}", b / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// What a libtorch allocation failure says about its size ("512.0 GB"), if `text` is one: the
 /// CPU allocator's "can't allocate memory: you tried to allocate N bytes" or CUDA's "out of
 /// memory. Tried to allocate 2.00 GiB".
@@ -106,7 +123,7 @@ pub fn allocation_failure(text: &str) -> Option<String> {
         if let Ok(bytes) = digits.parse::<u64>() {
             return Some(format!(
                 "libtorch could not allocate {} for one tensor",
-                crate::util::human_bytes(bytes)
+                human_bytes(bytes)
             ));
         }
         return Some("libtorch could not allocate a tensor".into());

@@ -317,6 +317,9 @@ pub struct SampleOptions {
     pub no_ema: bool,
     /// Overwrite samples already in `out`.
     pub force: bool,
+    /// Conditional generators: every sample of this class (default: a grid cycles through the
+    /// classes row by row, a directory gets random classes).
+    pub class: Option<i64>,
 }
 
 /// Images one grid may hold.
@@ -372,7 +375,15 @@ fn load_generator(path: &Path, device: Option<DeviceSpec>, ema: bool) -> Result<
     let dataset = gantry_data::open(&cfg.data)?;
     let shape = train::data_shape(dataset.as_ref());
     let vs = nn::VarStore::new(device);
-    let g = models::build_generator(vs.root(), &cfg.model, &shape)?;
+    let g = crate::error::catch_alloc(
+        || {
+            format!(
+                "while building the generator ({})",
+                crate::util::size_settings(&cfg.to_toml(), &["model"])
+            )
+        },
+        || models::build_generator(vs.root(), &cfg.model, &shape),
+    )?;
     let store = if cfg.train.ema.enabled && ema {
         "g_ema"
     } else {
@@ -457,12 +468,29 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
             }
         }
     }
+    match (opts.class, shape.num_classes) {
+        (Some(_), None) => {
+            return Err(Error::config(
+                "--class",
+                "this generator is not class-conditional",
+            ))
+        }
+        (Some(k), Some(n)) if !(0..n).contains(&k) => {
+            return Err(Error::config(
+                "--class",
+                format!("{k} is not a class of this generator (0 to {})", n - 1),
+            ))
+        }
+        _ => {}
+    }
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let batch = |b: i64| {
         let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
-        let labels = shape
-            .num_classes
-            .map(|n| Tensor::randint(n, [b], (Kind::Int64, device)));
+        let labels = shape.num_classes.map(|n| match opts.class {
+            Some(k) => Tensor::full([b], k, (Kind::Int64, device)),
+            None if grid => samples::grid_classes(b, n, device),
+            None => Tensor::randint(n, [b], (Kind::Int64, device)),
+        });
         tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu)
     };
     if grid {

@@ -35,22 +35,7 @@ pub fn available_bytes(path: &Path) -> Option<u64> {
     }
 }
 
-/// `1.5 GB`, `512.0 MB`, `12 bytes` (decimal units, as `df -H` and disk makers count).
-pub fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    for (unit, size) in [
-        ("PB", 1e15),
-        ("TB", 1e12),
-        ("GB", 1e9),
-        ("MB", 1e6),
-        ("kB", 1e3),
-    ] {
-        if b >= size {
-            return format!("{:.1} {unit}", b / size);
-        }
-    }
-    format!("{bytes} bytes")
-}
+pub use crate::error::human_bytes;
 
 /// Memory this process may still use, in bytes: `GANTRY_MEMORY_LIMIT` (bytes) where set,
 /// otherwise the kernel's estimate of available memory, capped by a cgroup (container) limit;

@@ -200,6 +200,22 @@ fn presets_train_with_every_plugin() {
     // The paper's CIFAR-10 configuration resolves and passes the gate.
     let c = RunConfig::resolve(Some("r3gan-cifar"), &["data.path=/x".to_string()]).unwrap();
     c.validate().unwrap();
+    // ADA's adaptive sign test means nothing under a loss blind to an offset in D: refused.
+    let e = RunConfig::resolve(
+        Some("r3gan-small"),
+        &[
+            "ada.enabled=true".to_string(),
+            "ada.mode=adaptive".to_string(),
+        ],
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("ada.mode: ") && e.contains("relativistic loss is blind to an offset"),
+        "{e}"
+    );
 }
 
 /// The r3gan-cifar schedules at a tiny size: augmentation probability (ADA, scheduled, colour at
@@ -266,4 +282,73 @@ fn r3gan_schedules_of_augmentation_and_ema_resume_exactly() {
         assert_eq!(ka, kb);
         assert!(ta.equal(tb), "{ka} differs after resume");
     }
+}
+
+/// R3GAN's Trainer makes each fake with its paired real's label and scores both under it:
+/// gantry's D step on a conditional R3GAN equals a transcription of that step (the same z,
+/// G(z, c_real), softplus(D(fake, c_real) - D(real, c_real))) on the step's own real batch.
+#[test]
+fn conditional_relativistic_pairs_each_fake_with_its_reals_class() {
+    let _rng = common::rng_lock();
+    let sets = [
+        "model.widths=[8]",
+        "model.cardinality=[2]",
+        "model.conditional=true",
+        "data.resolution=16",
+        "loss.r1.gamma=0",
+        "loss.r2.gamma=0",
+        "train.steps=2",
+    ];
+    let cfg = RunConfig::resolve(Some("r3gan-small"), &common::tiny_run_sets(&sets)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = gantry::train::Trainer::new(cfg.setup(), dir.path()).unwrap();
+    let before: std::collections::HashMap<String, Tensor> = t
+        .snapshot()
+        .into_iter()
+        .map(|(k, v)| (k, v.copy()))
+        .collect();
+    let (real, labels) = t.real_batch().unwrap();
+    let labels = labels.expect("shapes are labelled");
+    let parts = t
+        .train_step_on(vec![(real.copy(), Some(labels.copy()))])
+        .unwrap();
+    let got = parts
+        .iter()
+        .find(|(k, _)| k == "loss/d/adv")
+        .expect("logged")
+        .1
+        .double_value(&[]);
+
+    let shape = DataShape::image(3, 16, Some(3));
+    let model = match &cfg.model {
+        gantry::models::ModelConfig::R3gan(c) => c.clone(),
+        _ => unreachable!("an r3gan preset"),
+    };
+    let (gv, dv) = (
+        nn::VarStore::new(Device::Cpu),
+        nn::VarStore::new(Device::Cpu),
+    );
+    let g = R3ganGenerator::new(gv.root(), &model, &shape);
+    let d = R3ganDiscriminator::new(dv.root(), &model, &shape);
+    for (prefix, vs) in [("g", &gv), ("d", &dv)] {
+        for (name, var) in vs.variables() {
+            tch::no_grad(|| {
+                var.shallow_clone()
+                    .copy_(&before[&format!("{prefix}/{name}")])
+            });
+        }
+    }
+    gantry::device::seed_torch(cfg.train.seed, 0, gantry::device::Purpose::DStep, 0);
+    let z = Tensor::randn([8, model.z_dim], (Kind::Float, Device::Cpu));
+    let fake = tch::no_grad(|| g.forward(&z, Some(&labels), true));
+    let want = tch::no_grad(|| {
+        (d.forward(&fake, Some(&labels), true) - d.forward(&real, Some(&labels), true))
+            .softplus()
+            .mean(Kind::Double)
+            .double_value(&[])
+    });
+    assert!(
+        (got - want).abs() < 1e-5 * want.abs().max(1.0),
+        "gantry's D loss {got}, the reference step's {want}"
+    );
 }

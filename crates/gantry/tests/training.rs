@@ -87,6 +87,39 @@ fn resume_continues_a_learning_rate_schedule_bit_for_bit() {
     }
 }
 
+/// With `train.schedule_kimg`, the schedules end at a fixed number of images (R3GAN: 20M) and
+/// hold their final values; the run's length no longer stretches them.
+#[test]
+fn schedules_end_at_their_horizon_whatever_the_runs_length() {
+    let _rng = common::rng_lock();
+    let lr = |steps: &str| -> Vec<f64> {
+        let sets = [
+            "train.lr_schedule=cosine",
+            "train.lr_final=0.1",
+            "train.schedule_kimg=0.04", // 40 images: 5 steps of 8
+            steps,
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        common::train(config(&sets), dir.path());
+        common::log_rows(dir.path())
+            .iter()
+            .filter_map(|r| r.get("schedule/lr").and_then(|v| v.as_f64()))
+            .collect()
+    };
+    let (long, short) = (lr("train.steps=8"), lr("train.steps=6"));
+    assert_eq!(long.len(), 8, "{long:?}");
+    assert_eq!(
+        &long[..6],
+        &short[..],
+        "the first steps do not depend on train.steps"
+    );
+    assert!(long[..5].windows(2).all(|w| w[1] < w[0]), "{long:?}");
+    assert!(
+        long[5..].iter().all(|&v| (v - 0.1).abs() < 1e-12),
+        "{long:?}"
+    );
+}
+
 #[test]
 fn learning_rate_schedules_follow_their_formulas() {
     use gantry::train::LrSchedule;

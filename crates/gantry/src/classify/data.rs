@@ -136,6 +136,10 @@ impl Dataset for ClassFilter {
     fn describe(&self) -> String {
         format!("classes {:?} of {}", self.classes, self.inner.describe())
     }
+    fn label(&self, index: usize) -> Option<i64> {
+        let l = self.inner.label(*self.indices.get(index)?)?;
+        self.map.get(usize::try_from(l).ok()?).copied()
+    }
     fn load_into(
         &self,
         index: usize,

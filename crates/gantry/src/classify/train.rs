@@ -224,7 +224,15 @@ pub fn train(
 
     seed_torch(t.seed, 0, Purpose::Init, 0);
     let vs = nn::VarStore::new(device);
-    let net = Net::new(&vs.root(), &cfg.model, c as i64, classes as i64);
+    let net = crate::error::catch_alloc(
+        || {
+            format!(
+                "while building the network ({})",
+                crate::util::size_settings(&cfg.to_toml(), &["model"])
+            )
+        },
+        || Ok(Net::new(&vs.root(), &cfg.model, c as i64, classes as i64)),
+    )?;
     let mut sgd = Sgd::new(&vs);
     let (mut step, mut position, mut wall_before) = (0u64, Position::default(), 0.0);
     if let Some((ckpt, meta)) = &start {

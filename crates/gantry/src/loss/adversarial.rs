@@ -23,9 +23,14 @@ pub enum Adversarial {
 
 impl Adversarial {
     /// Whether D's scores straddle 0 between reals and fakes (what ADA's sign heuristic
-    /// assumes): not for least squares (targets 0 and 1) or Wasserstein (any offset).
+    /// assumes): not for least squares (targets 0 and 1), Wasserstein (any offset), nor the
+    /// relativistic loss, which (with R1 and R2) is unchanged by a constant added to D, so the
+    /// sign of D(real) says nothing about overfitting.
     pub fn scores_centred(self) -> bool {
-        !matches!(self, Adversarial::LeastSquares | Adversarial::Wasserstein)
+        !matches!(
+            self,
+            Adversarial::LeastSquares | Adversarial::Wasserstein | Adversarial::Relativistic
+        )
     }
 
     /// What D minimises, given its logits on a real and a fake batch.

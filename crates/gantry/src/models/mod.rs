@@ -84,6 +84,12 @@ pub trait Architecture {
     fn has_path_length(&self) -> bool {
         false
     }
+    /// Whether a conditional G's fakes take the classes of random training images (the data's
+    /// class frequencies, as stylegan2-ada draws them) rather than uniform classes
+    /// (BigGAN-PyTorch). A relativistic loss overrides both: it pairs each fake with a real.
+    fn fake_classes_from_data(&self) -> bool {
+        false
+    }
     /// Whether D normalises with batch statistics (which a per-sample gradient penalty forbids).
     fn d_batch_norm(&self) -> bool {
         false

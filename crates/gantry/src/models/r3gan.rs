@@ -16,9 +16,12 @@
 //! Departures: G's image has the data's channel count (the reference fixes 3); no bf16 stages
 //! (use `train.precision`); the [1,2,1] resampling is [`super::stylegan2::ops`]'s upfirdn2d with
 //! the equivalent [1,3,3,1] kernel, as the reference's CUDA path computes it. R3GAN's loss is
-//! `loss.kind = "relativistic"` with `loss.r1` and `loss.r2`, its lr / beta2 / gamma schedules
-//! `train.lr_schedule` with `lr_final`, `beta2_final`, `gamma_final`; its EMA-horizon and
-//! augmentation schedules are not reproduced (the presets say what they use instead).
+//! `loss.kind = "relativistic"` with `loss.r1` and `loss.r2` (a conditional run pairs each fake
+//! with its real's class, as the reference's Trainer does); its lr / beta2 / gamma schedules
+//! `train.lr_schedule` with `lr_final`, `beta2_final`, `gamma_final`, its EMA half-life schedule
+//! `train.ema.half_life_kimg` with `half_life_start`, its augmentation schedule `ada.mode =
+//! "schedule"`; all of them end at `train.schedule_kimg` (the reference: 20M images) and hold
+//! their final values after it.
 
 use super::stylegan2::ops;
 use super::{Architecture, DataShape, Discriminator, Generator, TapFn};

@@ -136,13 +136,13 @@ impl AdaConfig {
         self.validate_with(points, true)
     }
 
-    /// [`validate`](Self::validate) knowing whether D's scores are centred on 0 (non-saturating,
-    /// hinge, relativistic losses), which the adaptive heuristic's sign test assumes.
+    /// [`validate`](Self::validate) knowing whether D's scores are centred on 0 (non-saturating
+    /// and hinge losses), which the adaptive heuristic's sign test assumes.
     pub fn validate_with(&self, points: bool, centred_scores: bool) -> Result<()> {
         if self.mode == Mode::Adaptive && !centred_scores {
             return Err(Error::config(
                 "ada.mode",
-                "adaptive steers p by the sign of D's scores on reals, which assumes scores centred on 0 (non-saturating, hinge or relativistic loss); with this loss use mode = \"fixed\" or \"schedule\"",
+                "adaptive steers p by the sign of D's scores on reals, which assumes scores centred on 0 (loss.kind non-saturating or hinge; the relativistic loss is blind to an offset in D); with this loss.kind use ada.mode = \"fixed\" or \"schedule\"",
             ));
         }
         if points {

@@ -29,9 +29,20 @@ pub fn save(
         };
         return scatter(&values, &modes, path);
     }
-    let nrow = (shape[0] as f64).sqrt().ceil() as usize;
-    gantry_data::image_io::save_grid(&values, shape, nrow, path)?;
+    gantry_data::image_io::save_grid(&values, shape, grid_columns(shape[0]), path)?;
     Ok(())
+}
+
+/// Images per row of a grid of `n` (what [`save`] lays out).
+pub fn grid_columns(n: usize) -> usize {
+    (n as f64).sqrt().ceil().max(1.0) as usize
+}
+
+/// Classes for a grid of `n` samples of a conditional generator: one class per row, cycling
+/// through `classes`, so a grid shows every class it has room for.
+pub fn grid_classes(n: i64, classes: i64, device: Device) -> Tensor {
+    let cols = grid_columns(n as usize) as i64;
+    (Tensor::arange(n, (Kind::Int64, device)).divide_scalar_mode(cols, "floor")).remainder(classes)
 }
 
 /// 2-D points on a 512x512 canvas over [-6, 6]^2, with faint axes and the true modes in red.
@@ -75,4 +86,20 @@ fn scatter(xy: &[f32], modes: &[[f64; 2]], path: &Path) -> Result<()> {
     )
     .map_err(|e| Error::io(path, e))?;
     crate::util::write_atomic(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conditional_grid_shows_one_class_per_row() {
+        let c = grid_classes(9, 2, Device::Cpu);
+        assert_eq!(
+            Vec::<i64>::try_from(c).unwrap(),
+            [0, 0, 0, 1, 1, 1, 0, 0, 0]
+        );
+        let c = grid_classes(5, 10, Device::Cpu); // 3 columns
+        assert_eq!(Vec::<i64>::try_from(c).unwrap(), [0, 0, 0, 1, 1]);
+    }
 }

@@ -56,6 +56,11 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     /// Where the schedule ends, as a fraction of `g_lr` / `d_lr`.
     pub lr_final: f64,
+    /// Where every schedule (learning rate, beta2, gamma, EMA half-life, augmentation
+    /// probability) ends, in thousands of images (G steps x batch, R3GAN's `cur_nimg`); after it
+    /// they hold their final values. Unset: at `steps`, so a changed `steps` stretches them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_kimg: Option<f64>,
     /// Adam's beta2 (both networks) moves on the same schedule from the configured betas to
     /// this value (R3GAN: 0.9 -> 0.99); unset = fixed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,6 +161,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             lr_schedule: LrSchedule::Constant,
             lr_final: 0.0,
+            schedule_kimg: None,
             beta2_final: None,
             gamma_final: 1.0,
             ema: EmaConfig::default(),
@@ -180,6 +186,14 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The G step at which the schedules end (`schedule_kimg`, else `steps`).
+    pub fn schedule_steps(&self) -> u64 {
+        match self.schedule_kimg {
+            Some(k) => ((k * 1000.0) / self.batch_size as f64).round().max(1.0) as u64,
+            None => self.steps,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: &str| Err(Error::config(format!("train.{k}"), m));
         if self.steps == 0 {
@@ -205,6 +219,15 @@ impl TrainConfig {
             return bad(
                 "lr_final",
                 "must be a fraction of the learning rate in [0, 1]",
+            );
+        }
+        if self
+            .schedule_kimg
+            .is_some_and(|k| !(k.is_finite() && k * 1000.0 >= self.batch_size as f64))
+        {
+            return bad(
+                "schedule_kimg",
+                "must be a finite number of thousands of images, at least one batch",
             );
         }
         if self.beta2_final.is_some_and(|b| !(0.0..1.0).contains(&b)) {
@@ -351,6 +374,8 @@ pub struct Trainer {
     scalers: Option<(GradScaler, GradScaler)>,
     /// fp16 steps skipped for overflowing gradients since the last log line.
     skipped: u64,
+    /// Where a conditional G's fake classes come from.
+    fake_classes: FakeClasses,
     /// Rank 0's hold on the run directory.
     _lock: Option<RunLock>,
     /// Whether this process has written `config.toml` (with its first checkpoint).
@@ -386,6 +411,46 @@ fn check_training_memory(
             ),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Where a conditional generator's fake classes come from.
+enum FakeClasses {
+    /// Uniform over the classes (BigGAN-PyTorch).
+    Uniform,
+    /// The labels of random training images (stylegan2-ada): every label of the data set, on the
+    /// device, indexed by uniform draws.
+    Data(Tensor),
+    /// Each fake takes its paired real's class (R3GAN's relativistic pairing).
+    PairedReals,
+}
+
+impl FakeClasses {
+    fn choose(setup: &Setup, dataset: &dyn Dataset, device: Device) -> Result<FakeClasses> {
+        if dataset.num_classes().is_none() {
+            return Ok(FakeClasses::Uniform);
+        }
+        if setup.loss.kind == crate::loss::Adversarial::Relativistic {
+            return Ok(FakeClasses::PairedReals);
+        }
+        if !setup.model.arch().fake_classes_from_data() {
+            return Ok(FakeClasses::Uniform);
+        }
+        let [c, h, w] = dataset.sample_shape();
+        let mut scratch = Vec::new();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let labels = (0..dataset.len())
+            .map(|i| match dataset.label(i) {
+                Some(l) => Ok(l),
+                None => {
+                    scratch.resize(c * h * w, 0f32);
+                    dataset.load_into(i, &mut scratch, &mut rng)
+                }
+            })
+            .collect::<std::result::Result<Vec<i64>, _>>()?;
+        Ok(FakeClasses::Data(
+            Tensor::from_slice(&labels).to_device(device),
+        ))
     }
 }
 
@@ -586,6 +651,7 @@ impl Trainer {
             wall_before = meta.wall_seconds;
             seed_offset = meta.seed_offset;
         }
+        let fake_classes = FakeClasses::choose(&setup, dataset.as_ref(), device)?;
         let loader = Loader::sharded(
             dataset.clone(),
             t.batch_size,
@@ -664,6 +730,7 @@ impl Trainer {
             notes: note.into_iter().collect(),
             scalers,
             skipped: 0,
+            fake_classes,
             _lock: lock,
             config_written: false,
         })
@@ -725,11 +792,18 @@ impl Trainer {
         let at = b * self.comm.rank as i64;
         let z =
             Tensor::randn([global, self.g.z_dim()], (Kind::Float, self.device)).narrow(0, at, b);
-        // Fakes get fresh random classes (BigGAN-PyTorch), not the real batch's.
-        let labels = self
-            .shape
-            .num_classes
-            .map(|n| Tensor::randint(n, [global], (Kind::Int64, self.device)).narrow(0, at, b));
+        // Fresh classes, uniform (BigGAN-PyTorch) or the data's (stylegan2-ada); the phases
+        // replace them with the reals' under the relativistic pairing.
+        let labels = self.shape.num_classes.map(|n| {
+            match &self.fake_classes {
+                FakeClasses::Data(table) => table.index_select(
+                    0,
+                    &Tensor::randint(table.size()[0], [global], (Kind::Int64, self.device)),
+                ),
+                _ => Tensor::randint(n, [global], (Kind::Int64, self.device)),
+            }
+            .narrow(0, at, b)
+        });
         if self.comm.distributed() {
             let sub = ((self.comm.rank as u64) << 32) | ((purpose as u64) << 16) | sub;
             tch::manual_seed(derive_seed(seed, self.step, Purpose::Plugin, sub));
@@ -844,7 +918,7 @@ impl Trainer {
         let r2 = self.setup.loss.r2.clone();
         let mut parts = Vec::new();
         // Scheduled values: a function of the step, so resume continues them.
-        let progress = t.lr_schedule.progress(self.step, t.steps);
+        let progress = t.lr_schedule.progress(self.step, t.schedule_steps());
         let lr = 1.0 + (t.lr_final - 1.0) * progress;
         self.opt_g.set_lr(t.g_lr * lr);
         self.opt_d.set_lr(t.d_lr * lr);
@@ -874,7 +948,10 @@ impl Trainer {
             self.comm.broadcast_all(&self.buffers)?;
         }
         for (k, (real, labels)) in (0..t.n_dis).zip(batches) {
-            let (z, fake_labels) = self.latents(seed, Purpose::DStep, k);
+            let (z, mut fake_labels) = self.latents(seed, Purpose::DStep, k);
+            if let FakeClasses::PairedReals = self.fake_classes {
+                fake_labels = labels.as_ref().map(Tensor::shallow_clone);
+            }
             let d_index = self.step * t.n_dis + k;
             let scale = |p: &crate::loss::R1Config| {
                 if p.gamma > 0.0 && d_index.is_multiple_of(p.every.max(1)) {
@@ -917,7 +994,12 @@ impl Trainer {
                 last_real = Some((real, labels));
             }
         }
-        let (z, labels) = self.latents(seed, Purpose::GStep, 0);
+        let (z, mut labels) = self.latents(seed, Purpose::GStep, 0);
+        if let FakeClasses::PairedReals = self.fake_classes {
+            labels = last_real
+                .as_ref()
+                .and_then(|(_, l)| l.as_ref().map(Tensor::shallow_clone));
+        }
         let mut loss = {
             let _autocast = Autocast::new(self.device, t.precision);
             let fake = self.g.forward(&z, labels.as_ref(), true);
@@ -994,7 +1076,14 @@ impl Trainer {
 
     /// Writes the fixed-latent sample grid; returns its path and the samples' diversity.
     pub fn write_samples(&self) -> Result<(PathBuf, f64)> {
-        let x = tch::no_grad(|| self.sampler().forward(&self.fixed_z, None, false));
+        let labels = self
+            .shape
+            .num_classes
+            .map(|c| samples::grid_classes(self.fixed_z.size()[0], c, self.device));
+        let x = tch::no_grad(|| {
+            self.sampler()
+                .forward(&self.fixed_z, labels.as_ref(), false)
+        });
         let spread = guard::diversity(&x);
         let dir = self.run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -1347,5 +1436,58 @@ impl Trainer {
             out.push((format!("adam/{k}"), t));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// stylegan2-ada draws a fake's class as the label of a random training image: on a folder
+    /// of 9 images of one class and 1 of another, about a tenth of the fakes take the rare one
+    /// (uniform classes would give half).
+    #[test]
+    fn conditional_stylegan2_fakes_follow_the_datas_class_frequencies() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("common", 9), ("rare", 1)] {
+            let d = dir.path().join("data").join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(8, 8, image::Rgb([i * 20, 0, 0]))
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let data = format!("data.path={}", dir.path().join("data").display());
+        let sets: Vec<String> = [
+            "data.kind=folder",
+            data.as_str(),
+            "data.labels=true",
+            "data.resolution=8",
+            "data.workers=1",
+            "model.conditional=true",
+            "model.channel_base=64",
+            "model.channel_max=8",
+            "model.z_dim=8",
+            "model.w_dim=8",
+            "train.batch_size=8",
+            "train.threads=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cfg = crate::RunConfig::resolve(Some("stylegan2-32-small"), &sets).unwrap();
+        let t = Trainer::new(cfg.setup(), &dir.path().join("run")).unwrap();
+        let drawn: Vec<i64> = (0..200)
+            .flat_map(|k| {
+                let (_, labels) = t.latents(0, Purpose::DStep, k);
+                Vec::<i64>::try_from(labels.unwrap()).unwrap()
+            })
+            .collect();
+        let rare = drawn.iter().filter(|&&l| l == 1).count() as f64 / drawn.len() as f64;
+        assert!(
+            (0.07..0.13).contains(&rare),
+            "share of the rare class: {rare}"
+        );
     }
 }

@@ -476,7 +476,15 @@ pub fn train(
     }
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
-    let mut tr = Translator::new(&cfg, channels as i64, device)?;
+    let mut tr = crate::error::catch_alloc(
+        || {
+            format!(
+                "while building the networks ({})",
+                crate::util::size_settings(&cfg.to_toml(), &["model", "fq"])
+            )
+        },
+        || Translator::new(&cfg, channels as i64, device),
+    )?;
     let (mut step, mut pos_a, mut pos_b, mut wall_before) =
         (0u64, Position::default(), Position::default(), 0.0);
     if let Some((ckpt, meta)) = &resume {

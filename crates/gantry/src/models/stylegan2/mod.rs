@@ -167,6 +167,9 @@ impl Architecture for StyleGan2Config {
     fn discriminator(&self, p: nn::Path, shape: &DataShape) -> Box<dyn Discriminator> {
         Box::new(StyleGan2Discriminator::new(p, self, shape))
     }
+    fn fake_classes_from_data(&self) -> bool {
+        true
+    }
     fn has_path_length(&self) -> bool {
         true
     }

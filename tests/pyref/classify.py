@@ -111,7 +111,8 @@ else:
     feats, labels, test = t["feats"].numpy(), t["labels"].numpy(), t["test"].numpy()
     norm = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     f, q = norm(feats), norm(test)
-    dirs = np.stack([np.linalg.svd(f[labels == c], full_matrices=False)[2][0]
+    # Fitted on the features as given (the UoS reference's raw features), scored by angle.
+    dirs = np.stack([np.linalg.svd(feats[labels == c], full_matrices=False)[2][0]
                      for c in range(int(labels.max()) + 1)])
     cos = np.clip(np.abs(q @ dirs.T), 0, 1)
     out["principal"] = -np.arccos(cos).min(1)

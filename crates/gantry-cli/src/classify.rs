@@ -415,7 +415,9 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
         } => {
             let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
             let rows = classify::ood_table(&t, &ood, n)?;
-            let mut text = String::from("| OOD set | score | AUROC | FPR95 | detection error | AUPR-in | AUPR-out |\n|---|---|---|---|---|---|---|\n");
+            // FPR95 as ODIN and most of the OOD literature count it: in-distribution positive
+            // (the UoS code the AdaptiveMix paper cites counts OOD as positive).
+            let mut text = String::from("| OOD set | score | AUROC | FPR95 (FPR on OOD at 95% TPR on in-distribution) | detection error | AUPR-in | AUPR-out |\n|---|---|---|---|---|---|---|\n");
             for r in rows {
                 let m = r.metrics;
                 text.push_str(&format!(

@@ -91,6 +91,8 @@ fn trains_from_a_file_and_translates_a_folder() {
         run_eval.to_str().unwrap(),
         "--set",
         &format!("eval.features=classifier:{}", clf.display()),
+        "--set",
+        "eval.holdout=0.4",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -102,7 +104,29 @@ fn trains_from_a_file_and_translates_a_folder() {
         log.contains("eval/kid_a2b") && log.contains("eval/kid_b2a") && log.contains("\"wall_s\""),
         "{log}"
     );
-    assert!(run_eval.join("checkpoints/best/meta.json").exists());
+    // The best checkpoint is chosen on images held out of trainA/trainB; the test split gives
+    // the final numbers only.
+    let rows = gantry::rundir::log::read(&run_eval.join("metrics.jsonl")).unwrap();
+    let last = |k: &str| rows.iter().rev().find_map(|r| r.get(k)?.as_f64()).unwrap();
+    let best: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(run_eval.join("checkpoints/best/best.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(best["value"].as_f64().unwrap(), last("eval/kid"), "{log}");
+    assert_ne!(last("eval/kid"), last("eval/test_kid"), "{log}");
+    // Too few images to hold out for KID: refused before training.
+    assert_user_error(
+        &gantry(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            dir.path().join("run-few").to_str().unwrap(),
+            "--set",
+            &format!("eval.features=classifier:{}", clf.display()),
+        ]),
+        "eval.holdout: holds out 1 image(s) of domain A (training)",
+    );
     // A missing classifier is refused before training starts.
     assert_user_error(
         &gantry(&[

@@ -188,9 +188,15 @@ pub trait TaskConfig: serde::Serialize + serde::de::DeserializeOwned + Default {
         for s in sets {
             set_value(&mut root, s)?;
         }
-        let cfg = Self::from_value(root)?;
+        let cfg = Self::from_value(root)?.resolved();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Settings whose default depends on others, made concrete (so a saved configuration says
+    /// what ran); none by default.
+    fn resolved(self) -> Self {
+        self
     }
 
     /// Reads a TOML value, naming the key of the first bad value.

@@ -226,3 +226,28 @@ fn ood_metrics_and_the_principal_score_match_sklearn_and_numpy() {
     let e = (&principal - &r["principal"]).abs().max().double_value(&[]);
     assert!(e < 1e-10, "principal score: {e}");
 }
+
+/// The reference AdaptiveMix classifier always uses the frozen orthogonal head on L2-normalised
+/// features: `--mode adaptivemix` gets it unless a head is named; the other modes keep a linear
+/// head; the resolved configuration says which ran.
+#[test]
+fn adaptivemix_defaults_to_the_reference_head() {
+    use gantry::classify::ClassifyConfig;
+    let head = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        ClassifyConfig::resolve(None, &sets).unwrap().model.head
+    };
+    assert_eq!(head(&["objective.mode=adaptivemix"]), Head::Orthogonal);
+    assert_eq!(
+        head(&["objective.mode=adaptivemix", "model.head=linear"]),
+        Head::Linear
+    );
+    assert_eq!(head(&["objective.mode=ce"]), Head::Linear);
+    assert_eq!(head(&["objective.mode=mixup"]), Head::Linear);
+    let cfg = ClassifyConfig::resolve(None, &["objective.mode=adaptivemix".to_string()]).unwrap();
+    assert!(
+        gantry::util::TaskConfig::to_toml(&cfg).contains("head = \"orthogonal\""),
+        "{}",
+        gantry::util::TaskConfig::to_toml(&cfg)
+    );
+}

@@ -101,6 +101,18 @@ impl TaskConfig for ClassifyConfig {
     fn validate(&self) -> Result<()> {
         ClassifyConfig::validate(self)
     }
+
+    /// `model.head = "auto"`: the reference's orthogonal head for AdaptiveMix, linear otherwise.
+    fn resolved(mut self) -> Self {
+        if self.model.head == nets::Head::Auto {
+            self.model.head = if self.objective.mode == objective::Mode::Adaptivemix {
+                nets::Head::Orthogonal
+            } else {
+                nets::Head::Linear
+            };
+        }
+        self
+    }
 }
 
 impl ClassifyConfig {

@@ -30,6 +30,10 @@ impl Backbone {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Head {
+    /// `orthogonal` for `objective.mode = "adaptivemix"` (the reference always uses it: its
+    /// L_am is on L2-normalised features, where a linear head's MSE term could fall by shrinking
+    /// the features), `linear` otherwise; a resolved configuration holds the concrete head.
+    Auto,
     Linear,
     Orthogonal,
 }
@@ -40,7 +44,8 @@ pub enum Head {
 pub struct NetConfig {
     /// `small`, `resnet18` or `wrn`.
     pub backbone: Backbone,
-    /// `linear`, or `orthogonal` (frozen `|W e|` on L2-normalised features, the reference's).
+    /// `auto`, `linear`, or `orthogonal` (frozen `|W e|` on L2-normalised features, the
+    /// reference's).
     pub head: Head,
     /// WRN depth (6n + 4: 16, 22, 28, ...).
     pub depth: i64,
@@ -56,7 +61,7 @@ impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
             backbone: Backbone::Wrn,
-            head: Head::Linear,
+            head: Head::Auto,
             depth: 16,
             widen: 4,
             mean: vec![0.5],
@@ -341,7 +346,8 @@ impl Net {
     pub fn new(p: &nn::Path, cfg: &NetConfig, channels: i64, classes: i64) -> Net {
         let (trunk, f) = Trunk::new(&(p / "trunk"), cfg, channels);
         let head = match cfg.head {
-            Head::Linear => {
+            // `auto` is resolved with the configuration; a linear head where it was not.
+            Head::Linear | Head::Auto => {
                 HeadLayer::Linear(nn::linear(p / "head", f, classes, Default::default()))
             }
             Head::Orthogonal => {

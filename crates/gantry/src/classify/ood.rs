@@ -1,7 +1,9 @@
 //! OOD scores of a classifier; higher = more in-distribution. `principal` is docs/adaptivemix.md's:
-//! the negated smallest angle between a sample's L2-normalised feature and each class's principal
-//! direction (the first right singular vector of that class's normalised training features; a
-//! direction's sign is arbitrary, so the angle uses |cos|). `msp` is the maximum softmax
+//! the negated smallest angle between a sample's feature and each class's principal direction
+//! (the first right singular vector of that class's training features as the network gives
+//! them, uncentred, as the UoS code the AdaptiveMix paper cites fits it: raw pooled features
+//! with a linear head, the L2-normalised ones the orthogonal head sees; a direction's sign is
+//! arbitrary, so the angle uses |cos|). `msp` is the maximum softmax
 //! probability (Hendrycks & Gimpel 2017), `energy` the negated free energy `logsumexp(logits)`
 //! (Liu et al. 2020, T = 1).
 
@@ -32,7 +34,7 @@ impl Score {
 /// The principal direction of every class, `[classes, F]` (f64), from training features and
 /// labels.
 pub fn principal_directions(features: &Tensor, labels: &Tensor, classes: i64) -> Result<Tensor> {
-    let f = l2_normalise(&features.to_kind(Kind::Double));
+    let f = features.to_kind(Kind::Double);
     let mut rows = Vec::new();
     for c in 0..classes {
         let idx = labels.eq(c).nonzero().squeeze_dim(1);

@@ -148,8 +148,9 @@ impl Default for TranslateTrain {
     }
 }
 
-/// `[eval]` of a translation run: KID x 100 between translated test images and the other
-/// domain's test images.
+/// `[eval]` of a translation run: KID x 100 between translated images and the other domain's.
+/// During training on images held out of the training domains (`eval/kid*`, which chooses the
+/// best checkpoint); at the end also on the test split (`eval/test_kid*`, the numbers to quote).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TranslateEval {
@@ -162,8 +163,11 @@ pub struct TranslateEval {
     /// FID Inception weights file (default: $GANTRY_FID_WEIGHTS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<std::path::PathBuf>,
-    /// Test images per direction (0 = all).
+    /// Images per direction (0 = all).
     pub n: usize,
+    /// Fraction of each training domain held out (never trained on) to choose the best
+    /// checkpoint on, when evaluating; 0 = no held-out part and no best checkpoint.
+    pub holdout: f64,
     /// KID subset size (torch-fidelity: 1000; smaller test sets use their size).
     pub kid_subset_size: usize,
 }
@@ -175,6 +179,7 @@ impl Default for TranslateEval {
             features: String::new(),
             weights: None,
             n: 0,
+            holdout: 0.1,
             kid_subset_size: 1000,
         }
     }
@@ -220,7 +225,7 @@ impl Default for TranslateConfig {
 /// Direction of a translation run's evaluation keys (KID: lower is better), for reports.
 pub fn higher_is_better(key: &str) -> Option<bool> {
     key.strip_prefix("eval/")
-        .filter(|k| k.starts_with("kid"))
+        .filter(|k| k.starts_with("kid") || k.starts_with("test_kid"))
         .map(|_| false)
 }
 
@@ -421,6 +426,12 @@ impl TranslateConfig {
             self.features()?;
             if self.eval.kid_subset_size < 2 {
                 return Err(Error::config("eval.kid_subset_size", "must be at least 2"));
+            }
+            if !(self.eval.holdout.is_finite() && (0.0..0.5).contains(&self.eval.holdout)) {
+                return Err(Error::config(
+                    "eval.holdout",
+                    "must be a fraction in [0, 0.5) of each training domain",
+                ));
             }
         }
         if self.ada.enabled && self.ada.mode == crate::plugins::ada::Mode::Schedule {

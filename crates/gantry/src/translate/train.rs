@@ -474,6 +474,37 @@ pub fn train(
         }
         .check_files(false)?;
     }
+    // Held out of each training domain (un-flipped, never trained on): what chooses the best
+    // checkpoint, so that the test split only gives the final numbers.
+    let mut held: Vec<Arc<dyn Dataset>> = Vec::new();
+    if features.is_some() && cfg.eval.holdout > 0.0 {
+        for (i, (spec, split)) in specs.iter().take(2).enumerate() {
+            let plain = open_domain(spec, *split, d.resolution, false, d.workers)?;
+            let named = |e: Error| match e {
+                Error::Config { msg, .. } => {
+                    Error::config("eval.holdout", format!("{}: {msg}", names[i]))
+                }
+                other => other,
+            };
+            let (train, _) =
+                crate::classify::data::train_val(parts[i].clone(), cfg.eval.holdout, t.seed)
+                    .map_err(named)?;
+            let (_, val) =
+                crate::classify::data::train_val(plain, cfg.eval.holdout, t.seed).map_err(named)?;
+            if val.len() < 2 {
+                return Err(Error::config(
+                    "eval.holdout",
+                    format!(
+                        "holds out {} image(s) of {}; KID needs at least 2 (raise it, or 0 for no held-out part and no best checkpoint)",
+                        val.len(),
+                        names[i]
+                    ),
+                ));
+            }
+            parts[i] = train;
+            held.push(val);
+        }
+    }
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
     let mut tr = crate::error::catch_alloc(
@@ -603,28 +634,39 @@ pub fn train(
             last_ckpt = Some(path);
         }
         if let (true, Some(ex)) = (evaluate, &extractor) {
-            let n = eval_n.min(parts[2].len()).min(parts[3].len());
-            let (ta, tb) = (
-                first_images(parts[2].as_ref(), n, device)?,
-                first_images(parts[3].as_ref(), n, device)?,
-            );
-            let a2b = tr.translate(&ta, true).image;
-            let b2a = tr.translate(&tb, false).image;
-            let k_ab = kid100(ex.as_ref(), &a2b, &tb, cfg.eval.kid_subset_size)?;
-            let k_ba = kid100(ex.as_ref(), &b2a, &ta, cfg.eval.kid_subset_size)?;
+            let kids = |a: &dyn Dataset, b: &dyn Dataset| -> Result<(f64, f64)> {
+                let n = eval_n.min(a.len()).min(b.len());
+                let (ta, tb) = (first_images(a, n, device)?, first_images(b, n, device)?);
+                let a2b = tr.translate(&ta, true).image;
+                let b2a = tr.translate(&tb, false).image;
+                Ok((
+                    kid100(ex.as_ref(), &a2b, &tb, cfg.eval.kid_subset_size)?,
+                    kid100(ex.as_ref(), &b2a, &ta, cfg.eval.kid_subset_size)?,
+                ))
+            };
             let mut s = Stats::default();
-            s.set("eval/kid_a2b", k_ab);
-            s.set("eval/kid_b2a", k_ba);
-            s.set("eval/kid", (k_ab + k_ba) / 2.0);
-            log.write(step, &s)?;
-            kid = Some((k_ab, k_ba));
-            let mean = (k_ab + k_ba) / 2.0;
-            if best.is_none_or(|b| mean < b) {
-                best = Some(mean);
-                if let Some(ckpt) = &last_ckpt {
-                    checkpoint::mark_best(run_dir, ckpt, "eval/kid", mean, step)?;
+            if let [ha, hb] = held.as_slice() {
+                let (k_ab, k_ba) = kids(ha.as_ref(), hb.as_ref())?;
+                s.set("eval/kid_a2b", k_ab);
+                s.set("eval/kid_b2a", k_ba);
+                s.set("eval/kid", (k_ab + k_ba) / 2.0);
+                let mean = (k_ab + k_ba) / 2.0;
+                if best.is_none_or(|b| mean < b) {
+                    best = Some(mean);
+                    if let Some(ckpt) = &last_ckpt {
+                        checkpoint::mark_best(run_dir, ckpt, "eval/kid", mean, step)?;
+                    }
                 }
             }
+            // The test split: at the end only, never for choosing.
+            if last {
+                let (k_ab, k_ba) = kids(parts[2].as_ref(), parts[3].as_ref())?;
+                s.set("eval/test_kid_a2b", k_ab);
+                s.set("eval/test_kid_b2a", k_ba);
+                s.set("eval/test_kid", (k_ab + k_ba) / 2.0);
+                kid = Some((k_ab, k_ba));
+            }
+            log.write(step, &s)?;
         }
     }
     if stopped {

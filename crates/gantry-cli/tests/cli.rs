@@ -449,8 +449,20 @@ fn kill_during_training_and_saving_never_corrupts_a_checkpoint() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let out = gantry(&["train", "--resume", &r, "--set", "train.steps=1"]);
-    // steps=1 is below the resumed step: nothing to do, but it must load cleanly.
+    // The latest checkpoint loads and trains on: one step more than it holds.
+    let done = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            (e.path().join("meta.json").exists())
+                .then(|| name.strip_prefix("ckpt-")?.parse::<u64>().ok())
+                .flatten()
+        })
+        .max()
+        .unwrap();
+    let steps = format!("train.steps={}", done + 1);
+    let out = gantry(&["train", "--resume", &r, "--set", &steps]);
     assert!(
         out.status.success(),
         "{}",

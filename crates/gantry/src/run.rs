@@ -468,7 +468,8 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
             }
         }
     }
-    match (opts.class, shape.num_classes) {
+    let classes = shape.num_classes.filter(|_| cfg.model.arch().conditional());
+    match (opts.class, classes) {
         (Some(_), None) => {
             return Err(Error::config(
                 "--class",
@@ -486,7 +487,7 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let batch = |b: i64| {
         let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
-        let labels = shape.num_classes.map(|n| match opts.class {
+        let labels = classes.map(|n| match opts.class {
             Some(k) => Tensor::full([b], k, (Kind::Int64, device)),
             None if grid => samples::grid_classes(b, n, device),
             None => Tensor::randint(n, [b], (Kind::Int64, device)),

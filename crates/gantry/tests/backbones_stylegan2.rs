@@ -521,3 +521,51 @@ fn parameter_counts_match_the_paper_and_the_presets() {
         );
     }
 }
+
+/// stylegan2-ada draws a fake's class as the label of a random training image: on a folder
+/// of 9 images of one class and 1 of another, about a tenth of the fakes take the rare one
+/// (uniform classes would give half).
+#[test]
+fn conditional_stylegan2_fakes_follow_the_datas_class_frequencies() {
+    let dir = tempfile::tempdir().unwrap();
+    for (class, n) in [("common", 9), ("rare", 1)] {
+        let d = dir.path().join("data").join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        for i in 0..n {
+            image::RgbImage::from_pixel(8, 8, image::Rgb([i * 20, 0, 0]))
+                .save(d.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = format!("data.path={}", dir.path().join("data").display());
+    let sets: Vec<String> = [
+        "data.kind=folder",
+        data.as_str(),
+        "data.labels=true",
+        "data.resolution=8",
+        "data.workers=1",
+        "model.conditional=true",
+        "model.channel_base=64",
+        "model.channel_max=8",
+        "model.z_dim=8",
+        "model.w_dim=8",
+        "train.batch_size=8",
+        "train.threads=1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = RunConfig::resolve(Some("stylegan2-32-small"), &sets).unwrap();
+    let t = gantry::train::Trainer::new(cfg.setup(), &dir.path().join("run")).unwrap();
+    let drawn: Vec<i64> = (0..200)
+        .flat_map(|k| {
+            let (_, labels) = t.latents(0, gantry::device::Purpose::DStep, k);
+            Vec::<i64>::try_from(labels.unwrap()).unwrap()
+        })
+        .collect();
+    let rare = drawn.iter().filter(|&&l| l == 1).count() as f64 / drawn.len() as f64;
+    assert!(
+        (0.07..0.13).contains(&rare),
+        "share of the rare class: {rare}"
+    );
+}

@@ -105,6 +105,9 @@ fn attention_choices(resolution: i64) -> Vec<i64> {
 }
 
 impl Architecture for BigGanConfig {
+    fn conditional(&self) -> bool {
+        true
+    }
     fn validate(&self, resolution: i64) -> Result<()> {
         resnet::validate_body(
             "biggan",

@@ -84,6 +84,10 @@ pub trait Architecture {
     fn has_path_length(&self) -> bool {
         false
     }
+    /// Whether G and D take class labels.
+    fn conditional(&self) -> bool {
+        false
+    }
     /// Whether a conditional G's fakes take the classes of random training images (the data's
     /// class frequencies, as stylegan2-ada draws them) rather than uniform classes
     /// (BigGAN-PyTorch). A relativistic loss overrides both: it pairs each fake with a real.

@@ -94,6 +94,9 @@ fn stage_count(resolution: i64) -> usize {
 }
 
 impl Architecture for R3ganConfig {
+    fn conditional(&self) -> bool {
+        self.conditional
+    }
     fn validate(&self, r: i64) -> Result<()> {
         if !(8..=1024).contains(&r) || r & (r - 1) != 0 {
             return Err(Error::config(

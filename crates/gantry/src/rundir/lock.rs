@@ -21,6 +21,28 @@ pub struct RunLock(Arc<Held>);
 struct Held {
     _file: File,
     dir: PathBuf,
+    /// This process made the directory: if nothing but the lock is in it when the lock goes (a
+    /// start that failed its checks), it goes too.
+    created: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let only_lock = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .all(|e| e.file_name().to_str() == Some(FILE))
+        });
+        if only_lock {
+            // Still locked while it is unlinked: a waiter that opened it sees a stale inode and
+            // tries again (`acquire`).
+            let _ = std::fs::remove_file(self.dir.join(FILE));
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// The locks this process holds, by canonical directory.
@@ -30,6 +52,7 @@ impl RunLock {
     /// Creates `dir` if needed and takes its lock (or shares the one this process holds), or
     /// says who holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::input(dir, format!("cannot create the directory: {e}")))?;
         let key = dir.canonicalize().map_err(|e| Error::input(dir, e))?;
@@ -43,14 +66,38 @@ impl RunLock {
             return Ok(RunLock(h));
         }
         let path = dir.join(FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let open = || {
+            std::fs::create_dir_all(dir)?;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        let mut file = open()
             .map_err(|e| Error::input(&path, format!("cannot open the run's lock file: {e}")))?;
-        match file.try_lock() {
+        // A lock file removed by a holder that let go of an empty directory (see `Drop`): the
+        // lock taken on it guards nothing; open the path again.
+        let same = |f: &File| {
+            use std::os::unix::fs::MetadataExt;
+            match (f.metadata(), std::fs::metadata(&path)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            }
+        };
+        let mut tries = 0;
+        let locked = loop {
+            let r = file.try_lock();
+            if r.is_err() || same(&file) || tries == 3 {
+                break r;
+            }
+            tries += 1;
+            file = open().map_err(|e| {
+                Error::input(&path, format!("cannot open the run's lock file: {e}"))
+            })?;
+        };
+        match locked {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
@@ -81,6 +128,7 @@ impl RunLock {
         let h = Arc::new(Held {
             _file: file,
             dir: dir.to_path_buf(),
+            created,
         });
         held.push((key, Arc::downgrade(&h)));
         Ok(RunLock(h))
@@ -110,6 +158,7 @@ mod tests {
     fn other_processes_are_kept_out_until_the_last_holder_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
         let first = RunLock::acquire(&run).unwrap();
         assert_eq!(first.dir(), run);
         assert!(!free_for_others(&run));
@@ -127,5 +176,20 @@ mod tests {
         assert!(free_for_others(&run));
         let _third = RunLock::acquire(&run).unwrap();
         assert!(!free_for_others(&run));
+    }
+
+    #[test]
+    fn a_directory_made_for_a_start_that_wrote_nothing_goes_with_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        drop(RunLock::acquire(&run).unwrap());
+        assert!(!run.exists());
+        let lock = RunLock::acquire(&run).unwrap();
+        std::fs::write(run.join("config.toml"), "").unwrap();
+        drop(lock);
+        assert!(run.join("config.toml").exists());
+        // A directory that was there before stays, lock file and all.
+        drop(RunLock::acquire(&run).unwrap());
+        assert!(run.join(FILE).exists());
     }
 }

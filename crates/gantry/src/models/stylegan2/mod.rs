@@ -98,6 +98,9 @@ pub fn channels(cfg: &StyleGan2Config, res: i64) -> i64 {
 }
 
 impl Architecture for StyleGan2Config {
+    fn conditional(&self) -> bool {
+        self.conditional
+    }
     fn validate(&self, r: i64) -> Result<()> {
         if !(8..=1024).contains(&r) || r & (r - 1) != 0 {
             return Err(Error::config(

@@ -83,7 +83,7 @@ pub struct Records {
 /// Parses the bytes of one CIFAR binary file; `path` is only used in error messages.
 pub fn parse_records(variant: Variant, path: &Path, bytes: &[u8]) -> Result<Records, DataError> {
     let rec = variant.record_len();
-    if bytes.is_empty() || bytes.len() % rec != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
         return Err(DataError::format(
             path,
             format!(
@@ -258,7 +258,7 @@ mod tests {
             Variant::Cifar100 => vec![coarse, fine],
         };
         for c in 0..3u8 {
-            r.extend(std::iter::repeat(v + c).take(1024));
+            r.extend(std::iter::repeat_n(v + c, 1024));
         }
         let lb = variant.label_bytes();
         r[lb] = 255;

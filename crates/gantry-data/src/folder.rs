@@ -69,7 +69,7 @@ impl Folder {
                         ));
                     }
                     let label = classes.len() as u32;
-                    file_labels.extend(std::iter::repeat(label).take(class_files.len()));
+                    file_labels.extend(std::iter::repeat_n(label, class_files.len()));
                     files.extend(class_files);
                     classes.push(name);
                 } else if is_image(&entry) {

@@ -360,7 +360,7 @@ pub(crate) mod tests {
             b.extend_from_slice(&(d as u32).to_be_bytes());
         }
         for i in 0..n {
-            b.extend(std::iter::repeat((i * 10) as u8).take(h * w));
+            b.extend(std::iter::repeat_n((i * 10) as u8, h * w));
         }
         b
     }

@@ -140,7 +140,8 @@ impl Loader {
         if batch_size == 0 {
             return Err(DataError::config("batch_size", "must be at least 1"));
         }
-        if shard.world == 0 || shard.rank >= shard.world || batch_size % shard.world != 0 {
+        if shard.world == 0 || shard.rank >= shard.world || !batch_size.is_multiple_of(shard.world)
+        {
             return Err(DataError::config(
                 "batch_size",
                 format!(

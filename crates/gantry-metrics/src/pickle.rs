@@ -317,7 +317,7 @@ impl Machine<'_> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("pickle: SETITEMS with an odd number of items".into());
         }
         let depth = items.iter().map(|v| v.depth(MAX_DEPTH)).max().unwrap_or(0);
@@ -724,7 +724,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused() {
         let mut b = vec![b')'];
-        b.extend(std::iter::repeat(0x85).take(100_000));
+        b.extend(std::iter::repeat_n(0x85, 100_000));
         b.push(b'.');
         let e = load_all(&b).unwrap_err();
         assert!(e.contains("deeper"), "{e}");

@@ -373,7 +373,7 @@ fn materialise(
         let (flat, numel) = match &t.storage.view {
             None => (flat.shallow_clone(), *numel),
             Some((_, off, len)) => {
-                if off.checked_add(*len).map_or(true, |e| e > *numel) {
+                if off.checked_add(*len).is_none_or(|e| e > *numel) {
                     return Err(MetricsError::format(
                         path,
                         format!("{name}: storage view [{off}, +{len}) is outside {numel} elements"),

@@ -40,9 +40,10 @@ pub enum ClassifyCommand {
     /// Train a classifier (cross-entropy, mixup or AdaptiveMix); the best checkpoint on a
     /// validation part held out of the training data becomes RUN/checkpoints/best.
     Train {
+        /// A classification preset (`adaptivemix-wrn-cifar`; `gantry presets` lists them) or a
         /// TOML file of settings (see docs/classification.md).
         #[arg(long)]
-        config: Option<PathBuf>,
+        config: Option<String>,
         /// Output run directory.
         #[arg(long, default_value = "runs/classify")]
         out: PathBuf,
@@ -57,7 +58,8 @@ pub enum ClassifyCommand {
         /// Keep only these classes (`data.classes`), e.g. `0-4`.
         #[arg(long)]
         classes: Option<String>,
-        /// `small`, `resnet18` or `wrn-DEPTH-WIDEN` (e.g. wrn-16-4, wrn-28-10).
+        /// `small`, `resnet18`, `wrn-DEPTH-WIDEN` (the AdaptiveMix reference's WRN, e.g.
+        /// wrn-16-4, wrn-28-10) or `wrn-zk-DEPTH-WIDEN` (the WRN paper's layout).
         #[arg(long)]
         model: Option<String>,
         #[arg(long, value_parser = choice::<Mode>(Mode::NAMES))]
@@ -157,17 +159,24 @@ fn model_sets(model: &str) -> gantry::Result<Vec<String>> {
     let bad = || {
         gantry::Error::config(
             "--model",
-            format!("'{model}': expected small, resnet18 or wrn-DEPTH-WIDEN (e.g. wrn-16-4)"),
+            format!(
+                "'{model}': expected small, resnet18, wrn-DEPTH-WIDEN (e.g. wrn-16-4, the \
+                 AdaptiveMix reference's) or wrn-zk-DEPTH-WIDEN (the WRN paper's)"
+            ),
         )
     };
     Ok(match model {
         "small" | "resnet18" => vec![format!("model.backbone={model}")],
         _ => {
             let rest = model.strip_prefix("wrn-").ok_or_else(bad)?;
+            let (backbone, rest) = match rest.strip_prefix("zk-") {
+                Some(r) => ("wrn-zk", r),
+                None => ("wrn", rest),
+            };
             let (d, k) = rest.split_once('-').ok_or_else(bad)?;
             let (d, k): (i64, i64) = (d.parse().map_err(|_| bad())?, k.parse().map_err(|_| bad())?);
             vec![
-                "model.backbone=wrn".into(),
+                format!("model.backbone={backbone}"),
                 format!("model.depth={d}"),
                 format!("model.widen={k}"),
             ]

@@ -753,6 +753,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             let text: String = gantry::config::PRESETS
                 .iter()
                 .chain(gantry::translate::PRESETS)
+                .chain(gantry::classify::PRESETS)
                 .map(|(name, about, _)| format!("{name:20} {about}\n"))
                 .collect();
             print_out(&text);

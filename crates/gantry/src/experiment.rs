@@ -19,7 +19,7 @@
 //! set = ["adaptivemix.enabled=true"]
 //! ```
 //!
-//! `task = "classify"` runs `gantry classify` arms instead (`base`: a classification TOML file,
+//! `task = "classify"` runs `gantry classify` arms instead (`base`: a classification preset or TOML file,
 //! or "" for the defaults): each run trains, then an `[evaluate]` section (attacks, OOD sets)
 //! measures it, and the report tabulates clean and attacked accuracy and each OOD score's AUROC
 //! and FPR95 over seeds, with the same significance marks.
@@ -240,7 +240,7 @@ impl ExperimentConfig {
 
     /// A classification run's configuration (`base` = "" means the defaults).
     pub fn classify_config(&self, arm: &Arm, seed: u64) -> Result<ClassifyConfig> {
-        let base = (!self.base.is_empty()).then(|| Path::new(&self.base));
+        let base = (!self.base.is_empty()).then_some(self.base.as_str());
         ClassifyConfig::resolve(base, &self.sets(arm, seed))
     }
 

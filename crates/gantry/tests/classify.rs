@@ -251,3 +251,140 @@ fn adaptivemix_defaults_to_the_reference_head() {
         gantry::util::TaskConfig::to_toml(&cfg)
     );
 }
+
+/// `[trunk.]X -> X`, `head.weight -> linear.weight`: gantry's `wrn` variables under the names of
+/// the reference's state dict.
+fn reference_names(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| {
+            let name = match k.as_str() {
+                "head.weight" => "linear.weight".to_string(),
+                _ => k.strip_prefix("trunk.").expect("under trunk.").to_string(),
+            };
+            (name, t.detach().copy())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// gantry's `wrn` is the AdaptiveMix reference's WRN: its variables load into a transcription of
+/// the reference's models.py with `load_state_dict(strict=True)` (every name and shape), and in
+/// eval mode the embedding and the orthogonal logits agree in float64. WRN-16-2 covers a
+/// projection shortcut at stride 1 and 2 and identity shortcuts.
+#[test]
+fn wrn_is_the_reference_wide_resnet() {
+    let _rng = common::rng_lock();
+    tch::manual_seed(5);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let cfg = NetConfig {
+        backbone: Backbone::Wrn,
+        head: Head::Orthogonal,
+        depth: 16,
+        widen: 2,
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let net = Net::new(&vs.root(), &cfg, 3, 5);
+    vs.double();
+    // Every BN away from its initial identity, so that a wrongly placed BN shows.
+    for (k, v) in vs.variables() {
+        let r = Tensor::rand(v.size(), (Kind::Double, Device::Cpu));
+        let new = if k.ends_with("running_var")
+            || k.ends_with("bn1.weight")
+            || k.ends_with("bn2.weight")
+        {
+            r + 0.5
+        } else if k.ends_with("running_mean") || k.ends_with("bn1.bias") || k.ends_with("bn2.bias")
+        {
+            (r - 0.5) * 0.2
+        } else {
+            continue;
+        };
+        tch::no_grad(|| v.shallow_clone().copy_(&new));
+    }
+    let x = Tensor::rand([4, 3, 32, 32], (Kind::Double, Device::Cpu));
+    let mut named = reference_names(&vs);
+    named.push(("x".into(), x.shallow_clone()));
+    let named: Vec<(&str, Tensor)> = named
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.shallow_clone()))
+        .collect();
+    let r = pyref("wrn_ref.py", &named);
+    let e = net.embed(&x, false);
+    assert!(
+        rel_err(&e, &r["embedding"]) < 1e-10,
+        "embedding {}",
+        rel_err(&e, &r["embedding"])
+    );
+    let l = net.forward(&x, false);
+    assert!(
+        rel_err(&l, &r["ortho_logits"]) < 1e-10,
+        "logits {}",
+        rel_err(&l, &r["ortho_logits"])
+    );
+    // No BN-ReLU after the last group: the features are signed.
+    assert!(r["features"].min().double_value(&[]) < 0.0);
+}
+
+/// The reference's init: conv weights N(0, sqrt(2 / (k * k * C_out))), conv biases within
+/// PyTorch's default +-1/sqrt(fan_in), BN weight 1 and bias 0; the head and the reference's
+/// unused top-level `bn1` are not trained.
+#[test]
+fn wrn_draws_the_reference_init() {
+    let _rng = common::rng_lock();
+    tch::manual_seed(1);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = NetConfig {
+        backbone: Backbone::Wrn,
+        head: Head::Orthogonal,
+        depth: 10,
+        widen: 4,
+        ..NetConfig::default()
+    };
+    let _net = Net::new(&vs.root(), &cfg, 3, 10);
+    let vars = vs.variables();
+    let w = &vars["trunk.layer3.0.conv2.weight"];
+    assert_eq!(w.size(), [256, 256, 3, 3]);
+    let want = (2.0f64 / (9.0 * 256.0)).sqrt();
+    let std = w.std(true).double_value(&[]);
+    assert!((std / want - 1.0).abs() < 0.01, "std {std}, want {want}");
+    assert!(w.mean(None).double_value(&[]).abs() < 3e-4);
+    let s = &vars["trunk.layer2.0.shortcut.0.weight"];
+    let want = (2.0f64 / 128.0).sqrt();
+    let std = s.std(true).double_value(&[]);
+    assert!(
+        (std / want - 1.0).abs() < 0.05,
+        "shortcut std {std}, want {want}"
+    );
+    let b = &vars["trunk.layer3.0.conv2.bias"];
+    let bound = 1.0 / (256.0f64 * 9.0).sqrt();
+    assert!(b.abs().max().double_value(&[]) <= bound);
+    assert!(b.abs().max().double_value(&[]) > bound * 0.8);
+    let bn_w = &vars["trunk.layer2.0.bn2.weight"];
+    assert_eq!(bn_w.sum(None).double_value(&[]), bn_w.numel() as f64);
+    assert_eq!(
+        vars["trunk.layer2.0.bn2.bias"]
+            .abs()
+            .sum(None)
+            .double_value(&[]),
+        0.0
+    );
+    let trainable: Vec<String> = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| {
+            vars.iter()
+                .find(|(_, v)| v.data_ptr() == t.data_ptr())
+                .map(|(k, _)| k.clone())
+                .unwrap()
+        })
+        .collect();
+    assert!(trainable
+        .iter()
+        .all(|k| k != "head.weight" && !k.starts_with("trunk.bn1.")));
+    // conv1 (w, b) + 3 blocks x (bn1, conv1, bn2, conv2: 8) + 3 projections x 2.
+    assert_eq!(trainable.len(), 2 + 3 * 8 + 3 * 2, "{trainable:?}");
+}

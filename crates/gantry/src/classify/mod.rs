@@ -115,13 +115,57 @@ impl TaskConfig for ClassifyConfig {
     }
 }
 
+/// Built-in classification presets: `(name, description, TOML)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[(
+    "adaptivemix-wrn-cifar",
+    "classifier: the AdaptiveMix reference's WRN-28-10 on CIFAR-10, 200 epochs (set data.spec; GPU)",
+    include_str!("../../presets/adaptivemix-wrn-cifar.toml"),
+)];
+
+/// The TOML of classification preset `name`.
+pub fn preset(name: &str) -> Option<&'static str> {
+    PRESETS.iter().find(|(n, _, _)| *n == name).map(|p| p.2)
+}
+
 impl ClassifyConfig {
-    /// Defaults, then a TOML file, then `--set key=value` assignments; validated.
-    pub fn resolve(file: Option<&Path>, sets: &[String]) -> Result<ClassifyConfig> {
+    /// Defaults, then a preset name or TOML file (which may start from a preset with
+    /// `preset = "NAME"`), then `--set key=value` assignments; validated.
+    pub fn resolve(config: Option<&str>, sets: &[String]) -> Result<ClassifyConfig> {
         let mut layers = Vec::new();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
-            layers.push(parse_toml(&text, &path.display().to_string())?);
+        if let Some(c) = config {
+            let (base, file) = match preset(c) {
+                Some(_) => (Some(c.to_string()), None),
+                None => {
+                    let path = Path::new(c);
+                    let text = std::fs::read_to_string(path).map_err(|e| Error::input(path, e))?;
+                    let mut layer = parse_toml(&text, c)?;
+                    let base = match layer.as_table_mut().and_then(|t| t.remove("preset")) {
+                        Some(toml::Value::String(name)) => Some(name),
+                        Some(other) => {
+                            return Err(Error::config(
+                                "preset",
+                                format!("must be a preset name, got {other}"),
+                            ))
+                        }
+                        None => None,
+                    };
+                    (base, Some(layer))
+                }
+            };
+            if let Some(name) = base {
+                let text = preset(&name).ok_or_else(|| {
+                    let names: Vec<&str> = PRESETS.iter().map(|p| p.0).collect();
+                    Error::config(
+                        "preset",
+                        format!(
+                            "unknown classification preset {name:?} (valid: {})",
+                            names.join(", ")
+                        ),
+                    )
+                })?;
+                layers.push(parse_toml(text, &name).expect("built-in presets parse"));
+            }
+            layers.extend(file);
         }
         Self::layered(layers, sets)
     }
@@ -261,10 +305,17 @@ pub fn load(path: &Path, device: Option<Device>) -> Result<Trained> {
     );
     let vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), &cfg.model, c, classes);
-    let weights = saved
+    let weights: std::collections::HashMap<String, Tensor> = saved
         .into_iter()
         .filter(|(k, _)| !k.starts_with("meta."))
         .collect();
+    if cfg.model.backbone == nets::Backbone::Wrn && weights.contains_key("trunk.stem.weight") {
+        return Err(Error::checkpoint(
+            &ckpt,
+            "holds the WRN paper's layout, called `wrn-zk` since gantry's `wrn` became the \
+             AdaptiveMix reference's: set model.backbone = \"wrn-zk\" in its meta.json's config",
+        ));
+    }
     checkpoint::restore_into(&vs.variables(), &weights, &ckpt.join("model.safetensors"))?;
     Ok(Trained {
         cfg,

@@ -4,10 +4,20 @@
 //!
 //! Backbones (one variant each): `small` (three conv-BN-ReLU-maxpool blocks and a 128-d feature
 //! layer: fast on CPU, the feature network of classifier-feature FID), `resnet18` (the CIFAR
-//! variant: 3x3 stem, no max-pool; He et al. 2016 as in kuangliu/pytorch-cifar) and `wrn`
-//! (pre-activation wide ResNet WRN-depth-widen, Zagoruyko & Komodakis 2016, no dropout).
+//! variant: 3x3 stem, no max-pool; He et al. 2016 as in kuangliu/pytorch-cifar), `wrn` (the wide
+//! ResNet of the AdaptiveMix classification reference, `Wide_ResNet_orthognal`, with its
+//! state-dict names under `trunk.`) and `wrn-zk` (the WRN paper's own layout, Zagoruyko &
+//! Komodakis 2016, as most mixup and robustness papers train it; no dropout).
 //! Heads: `linear` (with bias, on the raw feature) and `orthogonal` (the AdaptiveMix reference's
-//! frozen, orthogonally initialised, bias-free `|W e|` on the L2-normalised feature).
+//! frozen, orthogonally initialised, bias-free `|W e|` on the L2-normalised feature, stored as
+//! `head.weight` = the reference's `linear.weight`).
+//!
+//! `wrn` against the reference (tested by loading its state dict strictly, tests/pyref/wrn_ref.py):
+//! same blocks (stride on conv2, shortcut from the raw block input, conv biases, no BN-ReLU after
+//! the last group, so features are signed), same init. Departures: the input's channel count is
+//! the data's (the reference hard-codes 3); the features are a global average, which is the
+//! reference's `avg_pool2d(8)` at 32x32 and lets other resolutions work; no dropout (the
+//! reference's default rate is 0).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};
@@ -19,11 +29,20 @@ use tch::{Kind, Tensor};
 pub enum Backbone {
     Small,
     Resnet18,
+    /// The AdaptiveMix reference's WRN.
     Wrn,
+    /// The WRN paper's layout: pre-activated input to the projection, stride on conv1, bias-free
+    /// convs, a final BN-ReLU (non-negative features).
+    #[serde(rename = "wrn-zk")]
+    WrnZk,
 }
 
 impl Backbone {
-    pub const NAMES: &'static [&'static str] = &["small", "resnet18", "wrn"];
+    pub const NAMES: &'static [&'static str] = &["small", "resnet18", "wrn", "wrn-zk"];
+
+    fn is_wrn(self) -> bool {
+        matches!(self, Backbone::Wrn | Backbone::WrnZk)
+    }
 }
 
 /// `model.head`
@@ -42,7 +61,7 @@ pub enum Head {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetConfig {
-    /// `small`, `resnet18` or `wrn`.
+    /// `small`, `resnet18`, `wrn` (the AdaptiveMix reference's) or `wrn-zk` (the WRN paper's).
     pub backbone: Backbone,
     /// `auto`, `linear`, or `orthogonal` (frozen `|W e|` on L2-normalised features, the
     /// reference's).
@@ -74,7 +93,7 @@ impl NetConfig {
     /// The architecture, and with `channels` known, the normalisation's length.
     pub fn validate(&self, channels: Option<usize>) -> crate::error::Result<()> {
         use crate::error::Error;
-        if self.backbone == Backbone::Wrn
+        if self.backbone.is_wrn()
             && (self.depth < 10 || (self.depth - 4) % 6 != 0 || self.widen < 1)
         {
             return Err(Error::config(
@@ -104,10 +123,11 @@ impl NetConfig {
         Ok(())
     }
 
-    /// A short name: `wrn-16-4`, `resnet18`, `small`.
+    /// A short name: `wrn-16-4`, `wrn-zk-16-4`, `resnet18`, `small`.
     pub fn name(&self) -> String {
         match self.backbone {
             Backbone::Wrn => format!("wrn-{}-{}", self.depth, self.widen),
+            Backbone::WrnZk => format!("wrn-zk-{}-{}", self.depth, self.widen),
             Backbone::Resnet18 => "resnet18".into(),
             Backbone::Small => "small".into(),
         }
@@ -129,8 +149,9 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
     )
 }
 
+/// PyTorch's BatchNorm2d init (weight 1), as every reference here; tch's default draws U(0, 1).
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+    crate::nn::norm::batch_norm(p, c)
 }
 
 /// ResNet basic block (post-activation).
@@ -168,7 +189,65 @@ impl Basic {
     }
 }
 
-/// WRN pre-activation block.
+/// The AdaptiveMix reference's wide block: `conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x)`,
+/// the stride on conv2, the shortcut (a 1x1 conv when the shape changes) on the raw input, every
+/// conv with a bias and N(0, sqrt(2 / (k * k * C_out))) weights.
+struct WideRef {
+    b1: nn::BatchNorm,
+    c1: nn::Conv2D,
+    b2: nn::BatchNorm,
+    c2: nn::Conv2D,
+    short: Option<nn::Conv2D>,
+}
+
+/// A conv of the reference WRN: biased, padding k / 2, N(0, sqrt(2 / (k * k * C_out))) weights
+/// and PyTorch's default bias init.
+fn conv_ref(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64) -> nn::Conv2D {
+    let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding: k / 2,
+            bias: true,
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / (k * k * c_out) as f64).sqrt(),
+            },
+            bs_init: nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+            ..Default::default()
+        },
+    )
+}
+
+impl WideRef {
+    fn new(p: &nn::Path, c_in: i64, c_out: i64, stride: i64) -> Self {
+        WideRef {
+            b1: bn(p / "bn1", c_in),
+            c1: conv_ref(p / "conv1", c_in, c_out, 3, 1),
+            b2: bn(p / "bn2", c_out),
+            c2: conv_ref(p / "conv2", c_out, c_out, 3, stride),
+            short: (stride != 1 || c_in != c_out)
+                .then(|| conv_ref(p / "shortcut" / 0, c_in, c_out, 1, stride)),
+        }
+    }
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.c1.forward(&self.b1.forward_t(x, train).relu());
+        let h = self.c2.forward(&self.b2.forward_t(&h, train).relu());
+        match &self.short {
+            Some(c) => h + c.forward(x),
+            None => h + x,
+        }
+    }
+}
+
+/// The WRN paper's pre-activation block.
 struct Wide {
     b1: nn::BatchNorm,
     c1: nn::Conv2D,
@@ -210,6 +289,10 @@ enum Trunk {
         blocks: Vec<Basic>,
     },
     Wrn {
+        stem: nn::Conv2D,
+        blocks: Vec<WideRef>,
+    },
+    WrnZk {
         stem: nn::Conv2D,
         blocks: Vec<Wide>,
         out_bn: nn::BatchNorm,
@@ -262,6 +345,34 @@ impl Trunk {
             Backbone::Wrn => {
                 let n = (cfg.depth - 4) / 6;
                 let k = cfg.widen;
+                let stem = conv_ref(p / "conv1", channels, 16, 3, 1);
+                let mut blocks = Vec::new();
+                let mut c_in = 16;
+                for (g, (c, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let lp = p / format!("layer{}", g + 1);
+                    for j in 0..n {
+                        let s = if j == 0 { stride } else { 1 };
+                        blocks.push(WideRef::new(&(&lp / j), c_in, c, s));
+                        c_in = c;
+                    }
+                }
+                // The reference defines a BatchNorm2d `bn1` after layer3 that its forward never
+                // calls; kept (frozen, unused) so state dicts match key for key both ways.
+                let unused = p / "bn1";
+                for name in ["weight", "running_var"] {
+                    let _ = unused.ones_no_train(name, &[c_in]);
+                }
+                for name in ["bias", "running_mean"] {
+                    let _ = unused.zeros_no_train(name, &[c_in]);
+                }
+                (Trunk::Wrn { stem, blocks }, c_in)
+            }
+            Backbone::WrnZk => {
+                let n = (cfg.depth - 4) / 6;
+                let k = cfg.widen;
                 let mut blocks = Vec::new();
                 let mut c_in = 16;
                 for (g, (c, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)]
@@ -277,7 +388,7 @@ impl Trunk {
                 let stem = conv(p / "stem", channels, 16, 3, 1);
                 let out_bn = bn(p / "out_bn", c_in);
                 (
-                    Trunk::Wrn {
+                    Trunk::WrnZk {
                         stem,
                         blocks,
                         out_bn,
@@ -309,7 +420,14 @@ impl Trunk {
                 }
                 pool(h)
             }
-            Trunk::Wrn {
+            Trunk::Wrn { stem, blocks } => {
+                let mut h = stem.forward(x);
+                for b in blocks {
+                    h = b.forward(&h, train);
+                }
+                pool(h)
+            }
+            Trunk::WrnZk {
                 stem,
                 blocks,
                 out_bn,

@@ -5,9 +5,8 @@
 //! - `adaptivemix`: docs/adaptivemix.md "Classifier use": the GAN plug-in's mixing call
 //!   ([`crate::plugins::adaptivemix::mix`], two `embed` passes where the reference runs three;
 //!   equal results, tested there) gives `logit = h(z) + h(e(x_mix))` and `L_am`; the loss is
-//!   `lam * CE(logit, y) + (1 - lam) * CE(logit, y[perm]) + w * L_am`, MSE distance by default.
-//!   Departure from the reference: one lambda and one permutation per batch over the whole batch
-//!   (the reference mixes within per-GPU chunks).
+//!   `lam * CE(logit, y) + (1 - lam) * CE(logit, y[perm]) + w * L_am`, MSE distance by default;
+//!   one lambda and one permutation of the whole batch per step, as the reference.
 
 use super::nets::Net;
 use crate::error::{Error, Result};

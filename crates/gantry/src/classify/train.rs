@@ -399,3 +399,35 @@ pub fn time_steps(
     }
     Ok(ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::ClassifyConfig;
+    use super::lr_at;
+
+    /// The `adaptivemix-wrn-cifar` preset's rate is the reference's `learning_rate(0.1, epoch)`
+    /// (config.py: x0.2 once the 1-based epoch passes 60, 120, 160) at every epoch's first and
+    /// last step, whatever the number of steps per epoch.
+    #[test]
+    fn the_reference_preset_steps_the_rate_at_the_references_epochs() {
+        let cfg = ClassifyConfig::resolve(Some("adaptivemix-wrn-cifar"), &[]).unwrap();
+        let t = &cfg.train;
+        assert_eq!((t.epochs, t.batch_size), (200, 128));
+        assert_eq!((t.momentum, t.weight_decay, t.nesterov), (0.9, 5e-4, false));
+        assert_eq!(cfg.model.name(), "wrn-28-10");
+        for per_epoch in [351u64, 352, 390, 391] {
+            let total = per_epoch * 200;
+            for epoch in 1..=200u64 {
+                let passed = [60, 120, 160].iter().filter(|&&e| epoch > e).count();
+                let want = 0.1 * 0.2f64.powi(passed as i32);
+                for step in [(epoch - 1) * per_epoch, epoch * per_epoch - 1] {
+                    let got = lr_at(t, step, total);
+                    assert!(
+                        (got - want).abs() < 1e-15,
+                        "epoch {epoch}, step {step} of {total}: {got} != {want}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -482,8 +482,10 @@ fn features_of(
     let mut done = 0;
     while done < n {
         let b = 100.min(n - done) as i64;
-        let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
-        let labels = num_classes.map(|k| Tensor::randint(k, [b], (Kind::Int64, device)));
+        // Drawn on the CPU: the same fakes for a seed on every device.
+        let z = Tensor::randn([b, g.z_dim()], (Kind::Float, Device::Cpu)).to(device);
+        let labels =
+            num_classes.map(|k| Tensor::randint(k, [b], (Kind::Int64, Device::Cpu)).to(device));
         let x = tch::no_grad(|| g.forward(&z, labels.as_ref(), false));
         set.push(
             &ex.extract(&gantry_metrics::quantize(&x).to_device(Device::Cpu))
@@ -822,7 +824,7 @@ pub fn gmm_metrics(
         crate::device::Purpose::Eval,
         1,
     ));
-    let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, device));
+    let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, Device::Cpu)).to(device);
     let x = tch::no_grad(|| g.forward(&z, None, false))
         .to_device(Device::Cpu)
         .to_kind(Kind::Double)

@@ -486,11 +486,12 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
     }
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
     let batch = |b: i64| {
-        let z = Tensor::randn([b, g.z_dim()], (Kind::Float, device));
+        // Drawn on the CPU: the same samples for a seed on every device.
+        let z = Tensor::randn([b, g.z_dim()], (Kind::Float, tch::Device::Cpu)).to(device);
         let labels = classes.map(|n| match opts.class {
             Some(k) => Tensor::full([b], k, (Kind::Int64, device)),
             None if grid => samples::grid_classes(b, n, device),
-            None => Tensor::randint(n, [b], (Kind::Int64, device)),
+            None => Tensor::randint(n, [b], (Kind::Int64, tch::Device::Cpu)).to(device),
         });
         tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu)
     };

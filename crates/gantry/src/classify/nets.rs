@@ -17,7 +17,8 @@
 //! the last group, so features are signed), same init. Departures: the input's channel count is
 //! the data's (the reference hard-codes 3); the features are a global average, which is the
 //! reference's `avg_pool2d(8)` at 32x32 and lets other resolutions work; no dropout (the
-//! reference's default rate is 0).
+//! reference's default rate is 0). Without a final BN its raw features are unbounded: it is
+//! meant for the orthogonal head (a linear head at lr 0.1 diverges, in PyTorch too).
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT};

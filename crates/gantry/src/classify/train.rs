@@ -223,16 +223,18 @@ pub fn train(
     let batch_size = t.batch_size.min(train_ds.len());
 
     seed_torch(t.seed, 0, Purpose::Init, 0);
-    let vs = nn::VarStore::new(device);
-    let net = crate::error::catch_alloc(
-        || {
-            format!(
-                "while building the network ({})",
-                crate::util::size_settings(&cfg.to_toml(), &["model"])
-            )
-        },
-        || Ok(Net::new(&vs.root(), &cfg.model, c as i64, classes as i64)),
-    )?;
+    // Drawn on the CPU: a seed gives the same initial weights on every device.
+    let ([vs], net) = crate::nn::build_with_cpu_draws(device, |[vs]| {
+        crate::error::catch_alloc(
+            || {
+                format!(
+                    "while building the network ({})",
+                    crate::util::size_settings(&cfg.to_toml(), &["model"])
+                )
+            },
+            || Ok(Net::new(&vs.root(), &cfg.model, c as i64, classes as i64)),
+        )
+    })?;
     let mut sgd = Sgd::new(&vs);
     let (mut step, mut position, mut wall_before) = (0u64, Position::default(), 0.0);
     if let Some((ckpt, meta)) = &start {

@@ -86,3 +86,38 @@ mod tests {
         assert!(g[0].equal(&want[0]));
     }
 }
+
+/// Builds `N` variable stores on `device` with `build`, their initial values drawn from the CPU
+/// generator whatever the device: on a GPU, `build` runs once into CPU stores (the draws) and
+/// once into the device's (the modules returned), and the CPU values are copied over by name.
+/// A seed then gives the same initial weights on every device (tch's initialisers would draw from
+/// the device's own generator, which differs from the CPU's for the same seed). Every random
+/// constant of a module must be a variable (`p.add`, `p.var`) for this to hold.
+pub fn build_with_cpu_draws<const N: usize, T>(
+    device: tch::Device,
+    build: impl Fn(&[tch::nn::VarStore; N]) -> crate::error::Result<T>,
+) -> crate::error::Result<([tch::nn::VarStore; N], T)> {
+    if device == tch::Device::Cpu {
+        let vs = std::array::from_fn(|_| tch::nn::VarStore::new(device));
+        let built = build(&vs)?;
+        return Ok((vs, built));
+    }
+    build_and_copy_cpu_draws(device, build)
+}
+
+/// The GPU branch of [`build_with_cpu_draws`] on any device (on the CPU, for its test: every
+/// variable of every architecture and plug-in comes over).
+pub fn build_and_copy_cpu_draws<const N: usize, T>(
+    device: tch::Device,
+    build: impl Fn(&[tch::nn::VarStore; N]) -> crate::error::Result<T>,
+) -> crate::error::Result<([tch::nn::VarStore; N], T)> {
+    let stores = |d| std::array::from_fn(|_| tch::nn::VarStore::new(d));
+    let drawn = stores(tch::Device::Cpu);
+    drop(build(&drawn)?);
+    let mut vs = stores(device);
+    let built = build(&vs)?;
+    for (to, from) in vs.iter_mut().zip(&drawn) {
+        to.copy(from)?;
+    }
+    Ok((vs, built))
+}

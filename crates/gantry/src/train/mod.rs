@@ -549,38 +549,39 @@ impl Trainer {
         }
 
         seed_torch(setup.train.seed, 0, Purpose::Init, 0);
-        let g_vs = nn::VarStore::new(device);
-        let d_vs = nn::VarStore::new(device);
-        let mut ema_vs = nn::VarStore::new(device);
-        let plugins_vs = nn::VarStore::new(device);
         let sizes = |sections: &[&str]| crate::util::size_settings(&setup.resolved, sections);
-        let (g, d, g_ema) = catch_alloc(
-            || format!("while building the networks ({})", sizes(&["model"])),
-            || {
-                let g = models::build_generator(g_vs.root(), &setup.model, &shape)?;
-                let d = models::build_discriminator(d_vs.root(), &setup.model, &shape)?;
-                let g_ema = models::build_generator(ema_vs.root(), &setup.model, &shape)?;
-                Ok((g, d, g_ema))
-            },
-        )?;
+        // Drawn on the CPU on every device: a seed gives the same initial weights on a GPU.
+        let ([g_vs, d_vs, mut ema_vs, plugins_vs], (g, d, g_ema, stack)) =
+            crate::nn::build_with_cpu_draws(device, |[g_vs, d_vs, ema_vs, plugins_vs]| {
+                let (g, d, g_ema) = catch_alloc(
+                    || format!("while building the networks ({})", sizes(&["model"])),
+                    || {
+                        let g = models::build_generator(g_vs.root(), &setup.model, &shape)?;
+                        let d = models::build_discriminator(d_vs.root(), &setup.model, &shape)?;
+                        let g_ema = models::build_generator(ema_vs.root(), &setup.model, &shape)?;
+                        Ok((g, d, g_ema))
+                    },
+                )?;
+                let stack = catch_alloc(
+                    || {
+                        format!(
+                            "while building the plug-ins ({})",
+                            sizes(&["fq", "adaptivemix"])
+                        )
+                    },
+                    || {
+                        plugins::build_stack(
+                            &plugins_vs.root(),
+                            &setup.plugins,
+                            d.as_ref(),
+                            &shape,
+                            &arch.default_fq_layers(shape.resolution),
+                        )
+                    },
+                )?;
+                Ok((g, d, g_ema, stack))
+            })?;
         ema_vs.freeze();
-        let stack = catch_alloc(
-            || {
-                format!(
-                    "while building the plug-ins ({})",
-                    sizes(&["fq", "adaptivemix"])
-                )
-            },
-            || {
-                plugins::build_stack(
-                    &plugins_vs.root(),
-                    &setup.plugins,
-                    d.as_ref(),
-                    &shape,
-                    &arch.default_fq_layers(shape.resolution),
-                )
-            },
-        )?;
         if device == Device::Cpu {
             check_training_memory(&[&g_vs, &d_vs], &[&ema_vs, &plugins_vs], &sizes)?;
         }
@@ -605,7 +606,7 @@ impl Trainer {
         } else {
             t.grid
         } as i64;
-        let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, device));
+        let fixed_z = Tensor::randn([n_grid, g.z_dim()], (Kind::Float, Device::Cpu)).to(device);
 
         let mut trainer_step = 0;
         let mut images_seen = 0;
@@ -790,19 +791,25 @@ impl Trainer {
         let global = self.setup.train.batch_size as i64;
         let b = global / self.comm.world as i64;
         let at = b * self.comm.rank as i64;
-        let z =
-            Tensor::randn([global, self.g.z_dim()], (Kind::Float, self.device)).narrow(0, at, b);
+        // Drawn on the CPU (the same draws on every device, as the initial weights), this
+        // rank's rows moved.
+        let mine = |t: Tensor| t.narrow(0, at, b).to(self.device);
+        let z = mine(Tensor::randn(
+            [global, self.g.z_dim()],
+            (Kind::Float, Device::Cpu),
+        ));
         // Fresh classes, uniform (BigGAN-PyTorch) or the data's (stylegan2-ada); the phases
         // replace them with the reals' under the relativistic pairing.
-        let labels = self.shape.num_classes.map(|n| {
-            match &self.fake_classes {
-                FakeClasses::Data(table) => table.index_select(
-                    0,
-                    &Tensor::randint(table.size()[0], [global], (Kind::Int64, self.device)),
-                ),
-                _ => Tensor::randint(n, [global], (Kind::Int64, self.device)),
-            }
-            .narrow(0, at, b)
+        let labels = self.shape.num_classes.map(|n| match &self.fake_classes {
+            FakeClasses::Data(table) => table.index_select(
+                0,
+                &mine(Tensor::randint(
+                    table.size()[0],
+                    [global],
+                    (Kind::Int64, Device::Cpu),
+                )),
+            ),
+            _ => mine(Tensor::randint(n, [global], (Kind::Int64, Device::Cpu))),
         });
         if self.comm.distributed() {
             let sub = ((self.comm.rank as u64) << 32) | ((purpose as u64) << 16) | sub;

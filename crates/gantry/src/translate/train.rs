@@ -106,12 +106,36 @@ pub struct Translator {
 impl Translator {
     /// Builds everything from the configuration (seeded: the same seed gives the same weights).
     pub fn new(cfg: &TranslateConfig, channels: i64, device: Device) -> Result<Self> {
+        seed_torch(cfg.train.seed, 0, Purpose::Init, 0);
+        // Drawn on the CPU: a seed gives the same initial weights on every device.
+        let ([g_vs, d_vs, plugins_vs], (g_ab, g_ba, critics)) =
+            crate::nn::build_with_cpu_draws(device, |vs| Self::build(cfg, channels, vs))?;
+        let t = &cfg.train;
+        let opt_g = Adam::new(&g_vs, t.lr, t.betas, 1e-8).with_weight_decay(t.weight_decay);
+        let opt_d = Adam::new(&d_vs, t.lr, t.betas, 1e-8).with_weight_decay(t.weight_decay);
+        Ok(Translator {
+            cfg: cfg.clone(),
+            device,
+            channels,
+            g_vs,
+            d_vs,
+            plugins_vs,
+            g_ab,
+            g_ba,
+            critics,
+            opt_g,
+            opt_d,
+        })
+    }
+
+    /// The two generators and four critics in stores (G, D, plug-ins).
+    fn build(
+        cfg: &TranslateConfig,
+        channels: i64,
+        [g_vs, d_vs, plugins_vs]: &[nn::VarStore; 3],
+    ) -> Result<(UgatitGenerator, UgatitGenerator, Critics)> {
         let size = i64::from(cfg.data.resolution);
         let m = &cfg.model;
-        seed_torch(cfg.train.seed, 0, Purpose::Init, 0);
-        let g_vs = nn::VarStore::new(device);
-        let d_vs = nn::VarStore::new(device);
-        let plugins_vs = nn::VarStore::new(device);
         let g_ab = UgatitGenerator::new(&(g_vs.root() / "g_ab"), m, channels, size);
         let g_ba = UgatitGenerator::new(&(g_vs.root() / "g_ba"), m, channels, size);
         let shape = DataShape::image(channels, size, None);
@@ -142,22 +166,7 @@ impl Translator {
             local_a: critic("la", m.local_layers, false)?,
             local_b: critic("lb", m.local_layers, false)?,
         };
-        let t = &cfg.train;
-        let opt_g = Adam::new(&g_vs, t.lr, t.betas, 1e-8).with_weight_decay(t.weight_decay);
-        let opt_d = Adam::new(&d_vs, t.lr, t.betas, 1e-8).with_weight_decay(t.weight_decay);
-        Ok(Translator {
-            cfg: cfg.clone(),
-            device,
-            channels,
-            g_vs,
-            d_vs,
-            plugins_vs,
-            g_ab,
-            g_ba,
-            critics,
-            opt_g,
-            opt_d,
-        })
+        Ok((g_ab, g_ba, critics))
     }
 
     /// The learning rate of (0-based) iteration `step`: constant, then with `decay` falling

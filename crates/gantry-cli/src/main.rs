@@ -441,6 +441,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // One numerics setting for every command (libtorch's own defaults differ between cuBLAS and
+    // cuDNN): TF32 off, the autotuner off, as the benchmarks' PyTorch twins set them; training
+    // runs then apply their `train.tf32`, `train.cudnn_benchmark` and `train.deterministic`.
+    gantry::device::set_numerics(false, false, false);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

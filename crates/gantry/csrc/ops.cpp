@@ -51,11 +51,19 @@ void gantry_autocast_restore(int cuda, int entered, int prev_enabled, int prev_d
   at::autocast::set_autocast_enabled(dev, prev_enabled != 0);
 }
 
-// TF32 in CUDA matmuls and cuDNN convolutions, and cuDNN's autotuner.
-void gantry_cuda_flags(int tf32, int cudnn_benchmark) {
+// TF32 in CUDA matmuls and cuDNN convolutions, cuDNN's autotuner, and deterministic algorithms
+// (torch.use_deterministic_algorithms + cudnn.deterministic). cuBLAS is deterministic only with a
+// fixed workspace, read from CUBLAS_WORKSPACE_CONFIG when its first handle is made: set here
+// (unless the user set it) before any CUDA work.
+void gantry_cuda_flags(int tf32, int cudnn_benchmark, int deterministic) {
   at::globalContext().setAllowTF32CuBLAS(tf32 != 0);
   at::globalContext().setAllowTF32CuDNN(tf32 != 0);
   at::globalContext().setBenchmarkCuDNN(cudnn_benchmark != 0);
+  at::globalContext().setDeterministicCuDNN(deterministic != 0);
+  at::globalContext().setDeterministicAlgorithms(deterministic != 0, false);
+  if (deterministic) {
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", 0);
+  }
 }
 
 // `*out` = `x` in channels-last memory format (a copy unless it already is).

@@ -138,6 +138,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "train.channels_last",
     "train.tf32",
     "train.cudnn_benchmark",
+    "train.deterministic",
     "data.workers",
     "data.prefetch",
     "data.path",

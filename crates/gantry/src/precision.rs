@@ -14,7 +14,6 @@ use tch::{Device, Kind, Tensor};
 extern "C" {
     fn gantry_autocast_set(cuda: i32, dtype: i32, prev_enabled: *mut i32, prev_dtype: *mut i32);
     fn gantry_autocast_restore(cuda: i32, entered: i32, prev_enabled: i32, prev_dtype: i32);
-    fn gantry_cuda_flags(tf32: i32, cudnn_benchmark: i32);
     fn gantry_channels_last(
         x: *const torch_sys::C_tensor,
         out: *mut *mut torch_sys::C_tensor,
@@ -127,12 +126,6 @@ impl Drop for Autocast {
 pub fn fp32<T>(device: Device, f: impl FnOnce() -> T) -> T {
     let _off = Autocast::set(device, None);
     f()
-}
-
-/// TF32 in CUDA matmuls and convolutions, and cuDNN's autotuner (no effect on CPU).
-pub fn set_cuda_flags(tf32: bool, cudnn_benchmark: bool) {
-    // SAFETY: global flags of libtorch's context.
-    unsafe { gantry_cuda_flags(i32::from(tf32), i32::from(cudnn_benchmark)) }
 }
 
 fn check(err: *mut std::ffi::c_char) -> Result<()> {

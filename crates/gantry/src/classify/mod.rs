@@ -60,6 +60,9 @@ pub struct OptimConfig {
     /// CPU threads (0 = libtorch's default).
     pub threads: usize,
     pub device: DeviceSpec,
+    /// Deterministic algorithms (as `gantry train`'s `train.deterministic`): a CUDA run repeats
+    /// bit for bit; slower.
+    pub deterministic: bool,
     /// Steps between lines of metrics.jsonl.
     pub log_every: u64,
     /// Checkpoints kept besides `best` (one per epoch is written).
@@ -81,6 +84,7 @@ impl Default for OptimConfig {
             seed: 0,
             threads: 0,
             device: DeviceSpec::Cpu,
+            deterministic: false,
             log_every: 20,
             keep_checkpoints: 2,
         }

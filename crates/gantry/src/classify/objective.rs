@@ -142,7 +142,13 @@ pub fn loss_with(
 /// Mean cross-entropy in the logits' own precision (tch's `cross_entropy_for_logits` computes in
 /// f32, which would make the f64 reference tests meaningless).
 pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Tensor {
-    logits.log_softmax(-1, logits.kind()).nll_loss(y)
+    let logp = logits.log_softmax(-1, logits.kind());
+    if crate::device::deterministic() {
+        // CUDA's nll_loss raises under deterministic algorithms; the same mean of the picked
+        // log-probabilities through gather (deterministic there).
+        return -logp.gather(1, &y.unsqueeze(1), false).mean(None::<Kind>);
+    }
+    logp.nll_loss(y)
 }
 
 /// Share of rows whose arg-max is the label.

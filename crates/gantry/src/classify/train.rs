@@ -164,6 +164,7 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.epochs",
     "train.threads",
     "train.device",
+    "train.deterministic",
     "train.log_every",
     "train.keep_checkpoints",
 ];
@@ -190,6 +191,7 @@ pub fn train(
     let d = &cfg.data;
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
+    crate::device::set_numerics(false, false, t.deterministic);
 
     let (train_ds, val_ds_plain) = d.parts(t.seed, d.flips())?;
     let classes = train_ds.num_classes().ok_or_else(|| {

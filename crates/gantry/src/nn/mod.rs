@@ -121,3 +121,28 @@ pub fn build_and_copy_cpu_draws<const N: usize, T>(
     }
     Ok((vs, built))
 }
+
+/// `F.pad(x, [left, right, top, bottom], mode='reflect')`. Under deterministic algorithms CUDA's
+/// `reflection_pad2d` backward raises (it accumulates with atomics), so it is then built from
+/// flipped slices, whose backward is plain copies; the values are the same either way (tested).
+pub fn reflection_pad2d(x: &Tensor, [left, right, top, bottom]: [i64; 4]) -> Tensor {
+    if !crate::device::deterministic() {
+        return x.reflection_pad2d([left, right, top, bottom]);
+    }
+    let reflect = |x: Tensor, dim: i64, before: i64, after: i64| {
+        if before == 0 && after == 0 {
+            return x;
+        }
+        let n = x.size()[dim as usize];
+        let mut parts = Vec::with_capacity(3);
+        if before > 0 {
+            parts.push(x.narrow(dim, 1, before).flip([dim]));
+        }
+        parts.push(x.shallow_clone());
+        if after > 0 {
+            parts.push(x.narrow(dim, n - 1 - after, after).flip([dim]));
+        }
+        Tensor::cat(&parts, dim)
+    };
+    reflect(reflect(x.shallow_clone(), 3, left, right), 2, top, bottom)
+}

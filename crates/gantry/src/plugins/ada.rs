@@ -576,7 +576,7 @@ fn resample(x: &Tensor, g: Tensor, m: &Mats) -> Tensor {
         .collect();
     let (mx0, my0, mx1, my1) = (mg[0], mg[1], mg[2], mg[3]);
 
-    let x = x.reflection_pad2d([mx0, mx1, my0, my1]);
+    let x = crate::nn::reflection_pad2d(x, [mx0, mx1, my0, my1]);
     let c2 = |v: f64| Tensor::full([b], v, opts);
     let t = |tx: f64, ty: f64| m.translate2d(&c2(tx), &c2(ty));
     let s = |sx: f64, sy: f64| m.scale2d(&c2(sx), &c2(sy));

@@ -107,6 +107,9 @@ pub struct TrainConfig {
     pub tf32: bool,
     /// CUDA: cuDNN's autotuner (fastest kernels for fixed shapes; not bit-reproducible).
     pub cudnn_benchmark: bool,
+    /// Deterministic algorithms (torch.use_deterministic_algorithms, cudnn.deterministic): a
+    /// CUDA run repeats bit for bit and resumes exactly; slower (docs/training.md).
+    pub deterministic: bool,
 }
 
 /// `train.lr_schedule`
@@ -181,6 +184,7 @@ impl Default for TrainConfig {
             channels_last: false,
             tf32: false,
             cudnn_benchmark: false,
+            deterministic: false,
         }
     }
 }
@@ -198,6 +202,12 @@ impl TrainConfig {
         let bad = |k: &str, m: &str| Err(Error::config(format!("train.{k}"), m));
         if self.steps == 0 {
             return bad("steps", "must be at least 1");
+        }
+        if self.deterministic && self.cudnn_benchmark {
+            return bad(
+                "cudnn_benchmark",
+                "cannot be on with train.deterministic (the autotuner's choice varies by run)",
+            );
         }
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1");
@@ -521,9 +531,11 @@ impl Trainer {
         let device = setup.train.device.open()?;
         set_threads(setup.train.threads);
         crate::nn::norm::set_sync(setup.train.sync_bn.then(|| comm.clone()));
-        if let Device::Cuda(_) = device {
-            precision::set_cuda_flags(setup.train.tf32, setup.train.cudnn_benchmark);
-        }
+        crate::device::set_numerics(
+            setup.train.tf32,
+            setup.train.cudnn_benchmark,
+            setup.train.deterministic,
+        );
         if !setup.train.batch_size.is_multiple_of(comm.world) {
             return Err(Error::config(
                 "train.batch_size",

@@ -116,6 +116,9 @@ pub struct TranslateTrain {
     pub seed: u64,
     pub threads: usize,
     pub device: DeviceSpec,
+    /// Deterministic algorithms (as `gantry train`'s `train.deterministic`): a CUDA run repeats
+    /// bit for bit; slower.
+    pub deterministic: bool,
     pub log_every: u64,
     /// Steps between sample grids (0 = only at the end).
     pub sample_every: u64,
@@ -139,6 +142,7 @@ impl Default for TranslateTrain {
             seed: 0,
             threads: 0,
             device: DeviceSpec::Cpu,
+            deterministic: false,
             log_every: 100,
             sample_every: 1000,
             grid: 4,

@@ -134,7 +134,7 @@ impl PadConv {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let p = self.pad;
         let x = if p > 0 {
-            x.reflection_pad2d([p, p, p, p])
+            crate::nn::reflection_pad2d(x, [p, p, p, p])
         } else {
             x.shallow_clone()
         };
@@ -316,7 +316,7 @@ impl UgatitGenerator {
         let heatmap = h.sum_dim_intlist(1, true, None::<Kind>);
         let b = h.size()[0];
         let mut v = if self.light {
-            h.adaptive_avg_pool2d([1, 1]).view([b, -1])
+            h.mean_dim(&[2i64, 3][..], false, None::<Kind>)
         } else {
             h.view([b, -1])
         };
@@ -354,7 +354,8 @@ impl UgatitGenerator {
 /// The weights that re-weight the channels are the classifiers' raw (pre-SN) weights.
 fn cam(x: &Tensor, gap_fc: &Linear, gmp_fc: &Linear, train: bool) -> (Tensor, Tensor) {
     let b = x.size()[0];
-    let gap = x.adaptive_avg_pool2d([1, 1]).view([b, -1]);
+    // A mean, not adaptive_avg_pool2d: the same values, and a deterministic backward on CUDA.
+    let gap = x.mean_dim(&[2i64, 3][..], false, None::<Kind>);
     let gap_logit = gap_fc.forward_t(&gap, train);
     let gmp = x.amax(&[2i64, 3][..], true).view([b, -1]);
     let gmp_logit = gmp_fc.forward_t(&gmp, train);

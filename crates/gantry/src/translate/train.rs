@@ -33,6 +33,7 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.steps",
     "train.threads",
     "train.device",
+    "train.deterministic",
     "train.log_every",
     "train.sample_every",
     "train.checkpoint_every",
@@ -516,6 +517,7 @@ pub fn train(
     }
     crate::device::set_threads(t.threads);
     let device = t.device.open()?;
+    crate::device::set_numerics(false, false, t.deterministic);
     let mut tr = crate::error::catch_alloc(
         || {
             format!(

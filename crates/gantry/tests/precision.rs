@@ -133,3 +133,26 @@ fn channels_last_trains_like_the_default_layout() {
         assert!(err < 1e-3, "{ka}: {err}");
     }
 }
+
+/// FQ's nearest-codeword search runs in fp32 whatever the autocast: under bf16 autocast a plain
+/// matmul would round the distances of near codewords together (the first assertion shows the
+/// autocast is live for a matmul), and the assignments must equal fp32's exactly.
+#[test]
+fn fq_assigns_codewords_in_fp32_under_autocast() {
+    use gantry::plugins::fq::{FqConfig, FqLayer};
+    use gantry::precision::{Autocast, Precision};
+    use tch::{nn, Device, Kind, Tensor};
+    let _rng = common::rng_lock();
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let layer = FqLayer::new(vs.root(), "x", 256, 64, &FqConfig::default());
+    let x = Tensor::randn([2048, 64], (Kind::Float, Device::Cpu)) * 3.0;
+    let want = layer.assign(&x);
+    let (probe, got) = {
+        let _bf16 = Autocast::new(Device::Cpu, Precision::Bf16);
+        (x.mm(&layer.state()[0].tr()).kind(), layer.assign(&x))
+    };
+    assert_eq!(probe, Kind::BFloat16, "autocast is not live for matmuls");
+    let differ = got.ne_tensor(&want).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(differ, 0, "{differ} of 2048 assignments differ from fp32's");
+}

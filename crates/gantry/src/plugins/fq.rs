@@ -175,8 +175,14 @@ impl FqLayer {
     }
 
     /// Index of the nearest codeword for each row of `x` (`argmin ||x - e||^2`, computed as
-    /// `argmin ||e||^2 - 2 x.e` in chunks of rows so memory stays at chunk x K).
+    /// `argmin ||e||^2 - 2 x.e` in chunks of rows so memory stays at chunk x K). Always in fp32,
+    /// autocast off: in bf16/fp16 the distances of near codewords round together (wrong
+    /// assignments) and fp16 products of large features overflow.
     pub fn assign(&self, x: &Tensor) -> Tensor {
+        crate::precision::fp32(x.device(), || self.assign_fp32(x))
+    }
+
+    fn assign_fp32(&self, x: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let x = x.to_kind(Kind::Float);
             let e2 = self

@@ -1,8 +1,9 @@
-"""Shared by the PyTorch twins of `gantry bench`: the EMA update gantry does, and the timing loop
-that prints the same JSON line as `gantry bench`."""
+"""Shared by the PyTorch twins of `gantry bench`: the options, TF32, the EMA update gantry does,
+and the timing loop that prints the same JSON line as `gantry bench`."""
 import argparse
 import contextlib
 import json
+import os
 import resource
 import statistics
 import time
@@ -10,8 +11,20 @@ import time
 import torch
 
 
+# `--tf32`: TF32 in CUDA matmuls (cuBLAS) and cuDNN convolutions, as (matmul, cudnn).
+#   off: both off, as `gantry bench` sets them (`train.tf32 = false`, its default);
+#   on: both on (`train.tf32 = true`);
+#   libtorch: libtorch's own defaults (matmul off, cuDNN on), what the gantry commands that set
+#     no TF32 flags run with (`gantry classify bench`, `gantry bench` of a translation preset).
+TF32 = {"off": (False, False), "on": (True, True), "libtorch": (False, True)}
+
+
 def parser(batch):
-    """The options every twin takes (those `scripts/bench*.sh` pass); each adds its own."""
+    """The options every twin takes (those `scripts/bench*.sh` pass); each adds its own. `--tf32`
+    defaults to $GANTRY_BENCH_TF32, else off."""
+    tf32 = os.environ.get("GANTRY_BENCH_TF32") or "off"
+    if tf32 not in TF32:
+        raise SystemExit(f"GANTRY_BENCH_TF32 must be one of {', '.join(TF32)}, not {tf32!r}")
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--steps", type=int, default=30)
@@ -21,7 +34,18 @@ def parser(batch):
     p.add_argument("--what", default="pytorch")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--tf32", choices=list(TF32), default=tf32,
+                   help="TF32 in CUDA matmuls and cuDNN convolutions (no effect on CPU); default off as gantry bench")
     return p
+
+
+def set_tf32(setting):
+    """Sets TF32 in CUDA matmuls and cuDNN convolutions explicitly (`TF32[setting]`), and cuDNN's
+    autotuner off as gantry's `train.cudnn_benchmark = false`; no effect on CPU."""
+    matmul, cudnn = TF32[setting]
+    torch.backends.cuda.matmul.allow_tf32 = matmul
+    torch.backends.cudnn.allow_tf32 = cudnn
+    torch.backends.cudnn.benchmark = False
 
 
 def autocast(args, dev):
@@ -59,7 +83,8 @@ def memory_format(args, *modules):
 
 
 def setup(args):
-    """Threads and seed as `gantry bench` sets them; returns the device."""
+    """Threads, seed and TF32 as `gantry bench` sets them; returns the device."""
+    set_tf32(args.tf32)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     return torch.device(args.device)
@@ -97,6 +122,7 @@ def time_and_report(step, args, extra=None, quiet=False):
         "what": args.what, "threads": torch.get_num_threads(), "device": args.device, "steps": args.steps,
         "median_ms": statistics.median(ms), "mean_ms": statistics.fmean(ms), "min_ms": min(ms),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "tf32": args.tf32,
     }
     out.update(extra or {})
     if not quiet:

@@ -5,7 +5,8 @@ it, and reports the exit code, the peak resident memory of that process (os.wait
 and its error line, next to two baselines (the binary doing nothing, and a small valid FID).
 A reader is bounded when its peak stays near the baseline whatever the file claims.
 
-Usage: python benches/hostile_memory.py GANTRY_BINARY
+Usage: python benches/hostile_memory.py [GANTRY_BINARY]
+  (default: $GANTRY_BIN, else target/release/gantry of this checkout)
 """
 
 import os
@@ -126,7 +127,10 @@ def write_npz_claiming(path, n):
 
 
 def main():
-    binary = os.path.abspath(sys.argv[1])
+    default = os.environ.get("GANTRY_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "gantry")
+    binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else default)
+    if not os.access(binary, os.X_OK):
+        sys.exit(f"hostile_memory.py: {binary} is missing (build it: scripts/build.sh)")
     tmp = tempfile.mkdtemp(prefix="gantry-hostile-")
     j = lambda *p: os.path.join(tmp, *p)
 

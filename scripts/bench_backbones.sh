@@ -12,29 +12,35 @@
 #   wall-clock times swing by 10x (libtorch's threads wait for each other at every op).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-# GANTRY_NO_BUILD=1: use the binary as it is (a machine without the toolchain, e.g. a GPU box
-# that received target/release/gantry); PYTHON: the python with torch for the twins.
-[ "${GANTRY_NO_BUILD:-0}" = 1 ] || bash "$here/build.sh" --quiet
+# GANTRY_BIN: the binary to time (default target/release/gantry, built first unless GANTRY_BIN is
+# set or GANTRY_NO_BUILD=1: a machine without the toolchain, e.g. a GPU box that received the
+# binary); PYTHON: the python with torch for the twins; GANTRY_BENCH_TF32 (off | on; default off,
+# as `gantry bench`): TF32 in CUDA matmuls and cuDNN convolutions, set the same on both sides.
+[ "${GANTRY_NO_BUILD:-0}" = 1 ] || [ -n "${GANTRY_BIN:-}" ] || bash "$here/build.sh" --quiet
 source "$here/env.sh"
+bin="${GANTRY_BIN:-$GANTRY_ROOT/target/release/gantry}"
+[[ "$bin" = /* ]] || bin="$PWD/$bin"
 cd "$GANTRY_ROOT"
+[ -x "$bin" ] || { echo "bench_backbones.sh: $bin is missing (build it: scripts/build.sh)" >&2; exit 2; }
+tf32="${GANTRY_BENCH_TF32:-off}"
+case "$tf32" in off) gtf32=false ;; on) gtf32=true ;; *) echo "bench_backbones.sh: GANTRY_BENCH_TF32 must be off or on, not $tf32" >&2; exit 2 ;; esac
 threads="${1:-$(nproc)}"
 steps="${2:-10}"
 batch="${3:-64}"
 device="${4:-cpu}"
 warmup="${5:-2}"
-bin=target/release/gantry
 py="${PYTHON:-$GANTRY_VENV/bin/python}"
 common=(--set data.kind=shapes --set data.size=256 --set "train.batch_size=$batch" --set "train.threads=$threads"
-        --set "train.device=$device" --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0)
-twin=("$py" benches/backbone_step.py --threads "$threads" --batch "$batch" --device "$device" --classes 3)
+        --set "train.device=$device" --set "train.tf32=$gtf32" --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0)
+twin=("$py" benches/backbone_step.py --threads "$threads" --batch "$batch" --device "$device" --classes 3 --tf32 "$tf32")
 cpu_s() { # command...: CPU seconds (user + sys) of the whole process
   /usr/bin/time -f "%U %S" "$@" 2>&1 >/dev/null | tail -n 1 | awk '{print $1 + $2}'
 }
 if [ "${BENCH_CPU_TIME:-0}" = 1 ]; then
-  echo "| step | batch | threads | gantry CPU ms/step | PyTorch CPU ms/step | ratio |"
+  echo "| step (TF32 $tf32) | batch | threads | gantry CPU ms/step | PyTorch CPU ms/step | ratio |"
   echo "|---|---|---|---|---|---|"
 else
-  echo "| step | batch | threads | gantry ms | PyTorch ms | ratio (fastest) | gantry MiB | PyTorch MiB | G params | D params |"
+  echo "| step (TF32 $tf32) | batch | threads | gantry ms | PyTorch ms | ratio (fastest) | gantry MiB | PyTorch MiB | G params | D params |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
 fi
 for pair in sngan-cifar:sngan wgangp-resnet-cifar:wgangp biggan-cifar:biggan; do

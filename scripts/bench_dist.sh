@@ -9,19 +9,27 @@
 # Usage: scripts/bench_dist.sh [STEPS] [ROUNDS]
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-bash "$here/build.sh" --quiet
+# GANTRY_BIN: the binary to time (default target/release/gantry, built first unless GANTRY_BIN is
+# set or GANTRY_NO_BUILD=1: a machine without the toolchain, e.g. a GPU box that received the
+# binary); PYTHON: the python with torch for the twins; GANTRY_BENCH_TF32 (off | on; default off,
+# as `gantry bench`): TF32 in CUDA matmuls and cuDNN convolutions, set the same on both sides.
+[ "${GANTRY_NO_BUILD:-0}" = 1 ] || [ -n "${GANTRY_BIN:-}" ] || bash "$here/build.sh" --quiet
 source "$here/env.sh"
+bin="${GANTRY_BIN:-$GANTRY_ROOT/target/release/gantry}"
+[[ "$bin" = /* ]] || bin="$PWD/$bin"
 cd "$GANTRY_ROOT"
+[ -x "$bin" ] || { echo "bench_dist.sh: $bin is missing (build it: scripts/build.sh)" >&2; exit 2; }
+tf32="${GANTRY_BENCH_TF32:-off}"
+case "$tf32" in off) gtf32=false ;; on) gtf32=true ;; *) echo "bench_dist.sh: GANTRY_BENCH_TF32 must be off or on, not $tf32" >&2; exit 2 ;; esac
 steps="${1:-20}"
 rounds="${2:-3}"
-bin=target/release/gantry
 py="$GANTRY_VENV/bin/python"
 torchrun="$GANTRY_VENV/bin/torchrun"
 common=(--set data.kind=shapes --set data.size=256 --set train.batch_size=64 --set model.ngf=64 --set model.ndf=64
         --set train.log_every=0 --set train.sample_every=0 --set train.checkpoint_every=0
-        --steps "$steps" --warmup 5)
+        --set "train.tf32=$gtf32" --steps "$steps" --warmup 5)
 median() { python3 -c "import json,statistics,sys; r=[json.loads(l) for l in sys.argv[1].split('\n') if l.strip()]; print(statistics.median(x['$2'] for x in r))" "$1"; }
-echo "| layout | gantry ms | PyTorch ms | ratio | gantry MiB all-reduced per step |"
+echo "| layout (TF32 $tf32) | gantry ms | PyTorch ms | ratio | gantry MiB all-reduced per step |"
 echo "|---|---|---|---|---|"
 for layout in "1x2" "2x1"; do
   nproc="${layout%x*}"; threads="${layout#*x}"
@@ -29,9 +37,9 @@ for layout in "1x2" "2x1"; do
   for _ in $(seq "$rounds"); do
     g+=$("$bin" bench --nproc "$nproc" "${common[@]}" --set "train.threads=$threads")$'\n'
     if [ "$nproc" = 1 ]; then
-      p+=$("$py" benches/gan_step.py --threads "$threads" --steps "$steps" --warmup 5)$'\n'
+      p+=$("$py" benches/gan_step.py --threads "$threads" --steps "$steps" --warmup 5 --tf32 "$tf32")$'\n'
     else
-      p+=$("$torchrun" --standalone --nproc-per-node "$nproc" benches/gan_step.py --ddp --threads "$threads" --steps "$steps" --warmup 5 2>/dev/null | tail -n 1)$'\n'
+      p+=$("$torchrun" --standalone --nproc-per-node "$nproc" benches/gan_step.py --ddp --threads "$threads" --steps "$steps" --warmup 5 --tf32 "$tf32" 2>/dev/null | tail -n 1)$'\n'
     fi
   done
   gm=$(median "$g" median_ms); pm=$(median "$p" median_ms); mib=$(median "$g" mib_reduced_per_step)

@@ -52,7 +52,7 @@ for arg in "$@"; do
 done
 bin="${GANTRY_BIN:-$root/target/release/gantry}"
 [[ "$bin" = /* ]] || bin="$PWD/$bin"
-cd "$root"
+cd "$root" || exit 2
 py="${PYTHON:-}"
 if [ -z "$py" ]; then
   if [ -x "$root/.venv/bin/python" ]; then py="$root/.venv/bin/python"; else py=python3; fi
@@ -97,7 +97,7 @@ need_glibcxx=$(needed GLIBCXX)
 sys_glibc="${GANTRY_CHECK_SYSTEM_GLIBC:-$(system_glibc)}"
 stdcxx_lib=$(system_libstdcxx)
 if [ -n "${GANTRY_CHECK_SYSTEM_GLIBCXX:-}" ]; then
-  sys_glibcxx="$GANTRY_CHECK_SYSTEM_GLIBCXX"; stdcxx_lib="(GANTRY_CHECK_SYSTEM_GLIBCXX)"
+  sys_glibcxx="$GANTRY_CHECK_SYSTEM_GLIBCXX"; stdcxx_lib="GANTRY_CHECK_SYSTEM_GLIBCXX"
 elif [ -n "$stdcxx_lib" ] && [ -r "$stdcxx_lib" ]; then
   sys_glibcxx=$(grep -aoE 'GLIBCXX_3\.4(\.[0-9]+)?' "$stdcxx_lib" | sed 's/^GLIBCXX_//' | sort -uV | tail -n 1)
 else

@@ -156,3 +156,43 @@ fn fq_assigns_codewords_in_fp32_under_autocast() {
     let differ = got.ne_tensor(&want).sum(Kind::Int64).int64_value(&[]);
     assert_eq!(differ, 0, "{differ} of 2048 assignments differ from fp32's");
 }
+
+/// R1 under fp16 autocast: D's backward runs in fp16, where small per-pixel input gradients fall
+/// into the subnormals (rounded coarsely, or to zero); taking them of the loss-scaled logits keeps
+/// them (torch.amp's gradient-penalty recipe), close to fp32's R1.
+#[test]
+fn r1_under_fp16_autocast_keeps_small_gradients_with_the_loss_scale() {
+    use gantry::loss::penalty;
+    use gantry::precision::{Autocast, Precision};
+    use tch::{Device, Kind, Tensor};
+    let _rng = common::rng_lock();
+    tch::manual_seed(0);
+    let opts = (Kind::Float, Device::Cpu);
+    // A linear critic whose input gradients are ~1e-8: fp16 holds its weights (~1e-4) and the
+    // upstream gradient (1e-4), not their products.
+    let w = Tensor::randn([1, 3, 3, 3], opts) * 1e-4;
+    let x = Tensor::randn([4, 3, 8, 8], opts).set_requires_grad(true);
+    let critic = |x: &Tensor| {
+        x.conv2d(&w, None::<Tensor>, [1], [0], [1], 1)
+            .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+            * 1e-4
+    };
+    let want = penalty::r1(&critic(&x), &x).double_value(&[]);
+    let (plain, scaled) = {
+        let _fp16 = Autocast::new(Device::Cpu, Precision::Fp16);
+        let logits = critic(&x);
+        (
+            penalty::r1(&logits, &x).double_value(&[]),
+            penalty::r1_scaled(&logits, &x, 65536.0).double_value(&[]),
+        )
+    };
+    assert!(want > 0.0);
+    assert!(
+        ((plain - want) / want).abs() > 0.2,
+        "unscaled fp16 R1 {plain} should be off (fp32 {want}): gradients in fp16's subnormals"
+    );
+    assert!(
+        ((scaled - want) / want).abs() < 0.02,
+        "scaled fp16 R1 {scaled} vs fp32 {want}"
+    );
+}

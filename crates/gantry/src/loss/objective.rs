@@ -31,6 +31,8 @@ impl PhaseLoss {
 /// class-conditional critics (the gradient penalty's interpolates use the real labels).
 /// `r1_scale` / `r2_scale` are the R1 / R2 weights for this step (gamma/2 times the lazy
 /// interval) or 0 when they do not run now; R2 is R1's penalty on the fake batch.
+/// `penalty_grad_scale`: fp16's loss scale for R1/R2's input gradients (1 otherwise; see
+/// [`penalty::r1_scaled`]).
 #[allow(clippy::too_many_arguments)]
 pub fn d_phase(
     critic: &mut Critic,
@@ -42,6 +44,7 @@ pub fn d_phase(
     step: u64,
     r1_scale: f64,
     r2_scale: f64,
+    penalty_grad_scale: f64,
 ) -> PhaseLoss {
     let ctx = |branch| Ctx {
         phase: Phase::D,
@@ -78,10 +81,10 @@ pub fn d_phase(
         loss.add("loss/d/gp", gp * cfg.gp.weight);
     }
     if r1_scale > 0.0 {
-        loss.add("loss/d/r1", penalty::r1(&real_logits, &real_in) * r1_scale);
+        loss.add("loss/d/r1", penalty::r1_scaled(&real_logits, &real_in, penalty_grad_scale) * r1_scale);
     }
     if r2_scale > 0.0 {
-        loss.add("loss/d/r2", penalty::r1(&fake_logits, &fake_in) * r2_scale);
+        loss.add("loss/d/r2", penalty::r1_scaled(&fake_logits, &fake_in, penalty_grad_scale) * r2_scale);
     }
     loss.parts
         .push(("d/real".into(), real_logits.detach().mean(None::<Kind>)));

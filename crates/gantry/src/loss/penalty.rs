@@ -43,7 +43,19 @@ pub fn gradient_penalty_at(
 /// R1: `E[||grad_x D(x)||^2]` for logits computed from `real` (which must require grad). The caller
 /// scales by gamma/2. With AdaptiveMix, `logits` are the mixed real logits, `real` the clean batch.
 pub fn r1(logits: &Tensor, real: &Tensor) -> Tensor {
-    let grad = input_gradient(logits, real);
+    r1_scaled(logits, real, 1.0)
+}
+
+/// [`r1`] with the input gradient taken of `inner_scale * logits` and divided back: under fp16
+/// autocast the backward through D runs in fp16, where per-pixel gradients underflow; scaling by
+/// the loss scale keeps them representable (torch.amp's gradient-penalty recipe). An overflow
+/// makes the penalty infinite, and the step is skipped like any fp16 overflow.
+pub fn r1_scaled(logits: &Tensor, real: &Tensor, inner_scale: f64) -> Tensor {
+    let grad = if inner_scale == 1.0 {
+        input_gradient(logits, real)
+    } else {
+        input_gradient(&(logits * inner_scale), real) / inner_scale
+    };
     grad.flatten(1, -1)
         .square()
         .sum_dim_intlist(1, false, None::<Kind>)

@@ -22,7 +22,7 @@ use crate::stats::Stats;
 use adam::Adam;
 use ema::{Ema, EmaConfig};
 use gantry_data::{DataConfig, Dataset, Loader, Position, Shard};
-use scaler::GradScaler;
+use scaler::{GradScaler, Verdict};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -846,9 +846,9 @@ impl Trainer {
     }
 
     /// The gradients of a phase's loss for G's or D's parameters, averaged over the ranks, and
-    /// their norm. fp16: taken of the scaled loss and unscaled; `None` when they overflowed
-    /// (the step is skipped and the scale backs off). A non-finite loss, or non-finite gradients
-    /// outside fp16, is a divergence.
+    /// their norm. fp16: taken of the scaled loss and unscaled; `None` when the loss or the
+    /// gradients overflowed (the step is skipped and the scale backs off; a spent scale is a
+    /// divergence). Outside fp16 a non-finite loss or gradient is a divergence.
     fn phase_gradients(
         &mut self,
         loss: &PhaseLoss,
@@ -875,30 +875,33 @@ impl Trainer {
             let grad = self.check_finite(&total, &grads, what)?;
             return Ok(Some((grads, grad)));
         };
-        if !total.double_value(&[]).is_finite() {
-            return Err(Error::NonFinite {
-                step: self.step,
-                what: format!("{what} loss"),
-            });
-        }
         tch::no_grad(|| {
             for g in grads.iter().filter(|g| g.defined()) {
                 let _ = g.shallow_clone().g_div_scalar_(s);
             }
         });
         let grad_sq = Adam::grad_sq_norm(&grads);
-        let finite = grad_sq.double_value(&[]).is_finite();
-        if let Some((g, d)) = self.scalers.as_mut() {
-            match net {
-                Phase::G => g.update(finite),
-                Phase::D => d.update(finite),
+        // One host read for loss and gradients. An overflow in the forward pass (infinite loss)
+        // is skipped like one in the gradients; only a scale spent on failing steps stops the run.
+        let outcome = (&total + &grad_sq).double_value(&[]);
+        let verdict = self.scalers.as_mut().map(|(g, d)| match net {
+            Phase::G => g.judge(outcome),
+            Phase::D => d.judge(outcome),
+        });
+        match verdict {
+            Some(Verdict::Step) => Ok(Some((grads, grad_sq.sqrt()))),
+            Some(Verdict::Skip) => {
+                self.skipped += 1;
+                Ok(None)
             }
-        }
-        if finite {
-            Ok(Some((grads, grad_sq.sqrt())))
-        } else {
-            self.skipped += 1;
-            Ok(None)
+            Some(Verdict::Diverged) | None => Err(Error::NonFinite {
+                step: self.step,
+                what: format!(
+                    "{what} loss or gradient in every fp16 step until the loss scale fell below \
+                     {} (diverged, or fp16 overflows in the forward pass: try train.precision = bf16)",
+                    scaler::MIN_SCALE
+                ),
+            }),
         }
     }
 
@@ -980,6 +983,7 @@ impl Trainer {
                 }
             };
             let (r1_scale, r2_scale) = (scale(&r1), scale(&r2));
+            let penalty_grad_scale = self.scalers.as_ref().map_or(1.0, |(_, d)| d.scale());
             // The forward passes under autocast; backward (and so the guard) outside it.
             let loss = {
                 let _autocast = Autocast::new(self.device, t.precision);
@@ -994,6 +998,7 @@ impl Trainer {
                     self.step,
                     r1_scale,
                     r2_scale,
+                    penalty_grad_scale,
                 )
             };
             let grad = match self.phase_gradients(&loss, Phase::D)? {

@@ -2,6 +2,9 @@
 //! multiplied by the scale before backward and the gradients divided by it after; when any
 //! gradient is not finite the step is skipped and the scale halves; after `GROWTH_INTERVAL`
 //! good steps in a row it doubles. Its state is saved with the optimiser's, so resume is exact.
+//! A non-finite loss (an fp16 overflow in the forward pass) is a skipped step too, as it is for
+//! torch.amp (whose scaler only sees the gradients it makes); a run whose steps keep failing until
+//! the scale falls below `MIN_SCALE` has diverged.
 
 use std::collections::HashMap;
 use tch::Tensor;
@@ -10,6 +13,16 @@ pub const INIT_SCALE: f64 = 65536.0;
 pub const GROWTH_INTERVAL: u64 = 2000;
 const GROWTH: f64 = 2.0;
 const BACKOFF: f64 = 0.5;
+/// Below this, scaling cannot be why steps fail (26 halvings from `INIT_SCALE`).
+pub const MIN_SCALE: f64 = 1.0 / 1024.0;
+
+/// What an fp16 phase does with its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Step,
+    Skip,
+    Diverged,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct GradScaler {
@@ -62,6 +75,20 @@ impl GradScaler {
         }
     }
 
+    /// Updates the scale from a phase's unscaled loss plus squared gradient norm (one host read
+    /// for both) and says whether to take the step.
+    pub fn judge(&mut self, loss_plus_grad_sq: f64) -> Verdict {
+        let finite = loss_plus_grad_sq.is_finite();
+        self.update(finite);
+        if finite {
+            Verdict::Step
+        } else if self.scale < MIN_SCALE {
+            Verdict::Diverged
+        } else {
+            Verdict::Skip
+        }
+    }
+
     pub fn state(&self, prefix: &str) -> Vec<(String, Tensor)> {
         vec![
             (format!("{prefix}.scale"), Tensor::from(self.scale)),
@@ -104,5 +131,24 @@ mod tests {
         let mut fresh = GradScaler::default();
         fresh.load_state(&HashMap::new(), "scaler.d");
         assert_eq!(fresh, GradScaler::default());
+    }
+
+    /// An infinite loss or gradient skips the step and halves the scale, until the scale is
+    /// below MIN_SCALE: then the run has diverged; a finite outcome is a step.
+    #[test]
+    fn non_finite_outcomes_skip_until_the_scale_is_spent() {
+        let mut s = GradScaler::default();
+        assert_eq!(s.judge(1.5), Verdict::Step);
+        let mut skips = 0;
+        loop {
+            match s.judge(f64::INFINITY) {
+                Verdict::Skip => skips += 1,
+                Verdict::Diverged => break,
+                Verdict::Step => panic!("a non-finite outcome taken as a step"),
+            }
+        }
+        assert_eq!(skips, 26, "2^16 halves 26 times before falling below 2^-10");
+        assert!(s.scale() < MIN_SCALE);
+        assert_eq!(s.judge(f64::NAN), Verdict::Diverged);
     }
 }

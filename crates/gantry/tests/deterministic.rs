@@ -36,7 +36,10 @@ fn the_deterministic_paths_compute_what_the_native_ops_do() {
         let (y1, g1) = pad_and_grad(&x, pads, &w);
         assert!(y0.equal(&y1), "reflection pad {pads:?}: values differ");
         let d = (&g0 - &g1).abs().max().double_value(&[]);
-        assert!(d < 1e-12, "reflection pad {pads:?}: gradients differ by {d}");
+        assert!(
+            d < 1e-12,
+            "reflection pad {pads:?}: gradients differ by {d}"
+        );
     }
     set_numerics(false, false, false);
     let (l0, g0) = ce_and_grad(&logits, &y);

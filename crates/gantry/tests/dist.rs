@@ -137,6 +137,32 @@ fn child() {
                 c.all_reduce_sum(&g).unwrap();
                 close(&g, &full, what);
             }
+            // fp16 activations with 2 x 65,536 values per channel: the count and the sums of
+            // squares pass fp16's 65,504, so the statistics must accumulate in fp32.
+            let big = Tensor::randn([2, 2, 256, 256], opts) * 0.5 + 3.0;
+            let (rm, rv) = (
+                Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)),
+                Tensor::ones([2], (Kind::Float, tch::Device::Cpu)),
+            );
+            gantry::nn::norm::set_sync(Some(c.clone()));
+            let y =
+                gantry::nn::norm::normalise(&big.to_kind(Kind::Half), None, None, &rm, &rv, true);
+            gantry::nn::norm::set_sync(None);
+            assert_eq!(y.kind(), Kind::Half);
+            let all = Tensor::cat(&[big.shallow_clone(), big.shallow_clone()], 0);
+            let want = (&big - all.mean_dim(&[0i64, 2, 3][..], true, Kind::Double))
+                / (all.var_dim(&[0i64, 2, 3][..], false, true) + 1e-5).sqrt();
+            let err = (y.to_kind(Kind::Double) - want)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(err < 0.02, "fp16 synchronised BatchNorm off by {err}");
+            let mean = all.mean_dim(&[0i64, 2, 3][..], false, Kind::Double);
+            let err = (rm.to_kind(Kind::Double) - mean * 0.1)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(err < 1e-3, "fp16 running mean off by {err}");
         }
         "hangs" => {
             let c = join(2.0);

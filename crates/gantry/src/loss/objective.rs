@@ -81,10 +81,16 @@ pub fn d_phase(
         loss.add("loss/d/gp", gp * cfg.gp.weight);
     }
     if r1_scale > 0.0 {
-        loss.add("loss/d/r1", penalty::r1_scaled(&real_logits, &real_in, penalty_grad_scale) * r1_scale);
+        loss.add(
+            "loss/d/r1",
+            penalty::r1_scaled(&real_logits, &real_in, penalty_grad_scale) * r1_scale,
+        );
     }
     if r2_scale > 0.0 {
-        loss.add("loss/d/r2", penalty::r1_scaled(&fake_logits, &fake_in, penalty_grad_scale) * r2_scale);
+        loss.add(
+            "loss/d/r2",
+            penalty::r1_scaled(&fake_logits, &fake_in, penalty_grad_scale) * r2_scale,
+        );
     }
     loss.parts
         .push(("d/real".into(), real_logits.detach().mean(None::<Kind>)));

@@ -23,7 +23,7 @@ use super::init::LayerInit;
 use super::layers::{Embedding, LayerOpts, Linear};
 use crate::dist::Comm;
 use std::cell::RefCell;
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 thread_local! {
     static SYNC: RefCell<Option<Comm>> = const { RefCell::new(None) };
@@ -100,16 +100,19 @@ fn synchronised(
     let mut shape = vec![1i64; x.dim()];
     shape[1] = c;
     let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
-    let shift = running_mean
-        .detach()
-        .to_kind(x.kind())
-        .view(shape.as_slice());
-    let d = x - &shift;
-    let count = Tensor::full([1], (x.numel() as i64 / c) as f64, (x.kind(), x.device()));
+    // Statistics accumulate in fp32 at least: in fp16 a count of 65,520 or a sum of squares past
+    // 65,504 is infinite (torch's SyncBatchNorm accumulates in fp32 too).
+    let acc = match x.kind() {
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        k => k,
+    };
+    let shift = running_mean.detach().to_kind(acc).view(shape.as_slice());
+    let d = x.to_kind(acc) - &shift;
+    let count = Tensor::full([1], (x.numel() as i64 / c) as f64, (acc, x.device()));
     let local = Tensor::cat(
         &[
-            d.sum_dim_intlist(dims.as_slice(), false, x.kind()),
-            d.square().sum_dim_intlist(dims.as_slice(), false, x.kind()),
+            d.sum_dim_intlist(dims.as_slice(), false, acc),
+            d.square().sum_dim_intlist(dims.as_slice(), false, acc),
             count,
         ],
         0,
@@ -119,17 +122,18 @@ fn synchronised(
     let mean_d = total.narrow(0, 0, c) / &n;
     let var = total.narrow(0, c, c) / &n - mean_d.square();
     let mean = &mean_d + shift.view([c]);
-    let mut y = (x - mean.view(shape.as_slice()))
+    let mut y = (d - mean_d.view(shape.as_slice()))
         * (var.shallow_clone() + EPS).rsqrt().view(shape.as_slice());
     if let Some(w) = weight {
-        y *= w.view(shape.as_slice());
+        y *= w.to_kind(acc).view(shape.as_slice());
     }
     if let Some(b) = bias {
-        y += b.view(shape.as_slice());
+        y += b.to_kind(acc).view(shape.as_slice());
     }
+    let y = y.to_kind(x.kind());
     tch::no_grad(|| {
-        let n = n.double_value(&[0]);
-        let unbiased = var.detach() * (n / (n - 1.0).max(1.0));
+        // On the device (no host read per layer): the unbiased variance n / (n - 1).
+        let unbiased = var.detach() * &n / (&n - 1.0).clamp_min(1.0);
         let _ = running_mean
             .shallow_clone()
             .g_mul_scalar_(1.0 - MOMENTUM)

@@ -81,6 +81,7 @@ fn main() {
             .define("GANTRY_NCCL", None);
         if with_nccl.try_compile("gantry_dist").is_ok() {
             println!("cargo:rustc-link-lib=dylib=torch_cuda");
+            println!("cargo:rustc-link-lib=dylib=c10_cuda");
             return;
         }
         println!("cargo:warning=the NCCL bridge did not compile: gantry builds without NCCL");

@@ -23,6 +23,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #endif
 #ifdef GANTRY_NCCL
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #include <chrono>
@@ -128,8 +129,11 @@ char *gantry_dist_new(const char *store_path, const char *host, int port, int is
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
       at::globalContext().lazyInitDevice(c10::DeviceType::CUDA);
+      // This rank's GPU becomes the current device before NCCL is set up, as
+      // torch.cuda.set_device(local_rank) does in a PyTorch job: NCCL's communicator, its streams
+      // and any allocation without an explicit device go there, not to GPU 0.
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(cuda_device));
       backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, world, opts);
-      (void)cuda_device;
 #else
       throw std::runtime_error(
           "this gantry was built without NCCL (the CUDA and NCCL headers of the torch wheel were "

@@ -142,6 +142,27 @@ impl JobEnv {
     }
 }
 
+/// The GPU index of a rank that sees `visible` GPUs: its `LOCAL_RANK`'s, as torchrun jobs
+/// do, or the only one when the scheduler shows each rank its own GPU (`CUDA_VISIBLE_DEVICES`
+/// per rank, e.g. Slurm's `--gpus-per-task=1`).
+pub fn rank_gpu(local_rank: usize, visible: usize) -> Result<usize> {
+    match visible {
+        0 => Err(Error::config(
+            "train.device",
+            "cuda: no CUDA GPU is visible to this rank (use cpu)",
+        )),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(Error::config(
+            "LOCAL_RANK",
+            format!(
+                "{local_rank}, but this rank sees only {n} GPUs: show each rank one GPU \
+                 (CUDA_VISIBLE_DEVICES) or all of the machine's"
+            ),
+        )),
+    }
+}
+
 /// One process group (freed when the last [`Comm`] clone goes).
 struct Group {
     ptr: *mut c_void,
@@ -192,9 +213,13 @@ impl Comm {
         }
     }
 
-    /// Joins the job `env` describes, with gloo (CPU) or NCCL (`device` CUDA).
+    /// Joins the job `env` describes, with gloo (CPU) or NCCL (`device` CUDA: this rank's GPU,
+    /// made the current device first; see [`rank_gpu`]).
     pub fn join(env: &JobEnv, device: DeviceSpec, timeout_s: f64) -> Result<Comm> {
-        let nccl = matches!(device, DeviceSpec::Cuda(_));
+        let (nccl, gpu) = match device {
+            DeviceSpec::Cuda(i) => (true, i),
+            DeviceSpec::Cpu => (false, 0),
+        };
         // c10d logs each failed attempt with a C++ stack trace; the error below says it in one
         // line. `TORCH_CPP_LOG_LEVEL` (INFO, WARNING, ERROR), where set, keeps its say.
         if std::env::var_os("TORCH_CPP_LOG_LEVEL").is_none() {
@@ -218,7 +243,7 @@ impl Comm {
                 env.world as i32,
                 timeout_s,
                 i32::from(nccl),
-                env.local_rank as i32,
+                gpu as i32,
                 iface.as_ptr(),
                 &mut out,
             )
@@ -241,7 +266,7 @@ impl Comm {
             world: env.world,
             local_rank: env.local_rank,
             device: if nccl {
-                Device::Cuda(env.local_rank)
+                Device::Cuda(gpu)
             } else {
                 Device::Cpu
             },
@@ -546,5 +571,18 @@ mod tests {
         assert_eq!(c.average(&[t.shallow_clone()]).unwrap(), 0);
         assert!(c.any(true).unwrap() && !c.any(false).unwrap());
         assert_eq!(c.all_gather(&t).unwrap().size(), [2]);
+    }
+
+    /// A rank's GPU: its LOCAL_RANK's among all of a machine's GPUs, the only one when it is
+    /// shown one (a scheduler's per-rank CUDA_VISIBLE_DEVICES), a clear refusal otherwise.
+    #[test]
+    fn a_rank_takes_its_local_gpu_or_the_only_one_it_sees() {
+        assert_eq!(rank_gpu(3, 8).unwrap(), 3);
+        assert_eq!(rank_gpu(0, 8).unwrap(), 0);
+        assert_eq!(rank_gpu(5, 1).unwrap(), 0);
+        let e = rank_gpu(4, 2).unwrap_err().to_string();
+        assert!(e.contains("LOCAL_RANK") && e.contains("only 2 GPUs"), "{e}");
+        let e = rank_gpu(0, 0).unwrap_err().to_string();
+        assert!(e.contains("no CUDA GPU"), "{e}");
     }
 }

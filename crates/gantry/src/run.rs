@@ -195,13 +195,14 @@ fn prepare_resume(path: &Path, cfg: Option<RunConfig>) -> Result<(PathBuf, PathB
 
 /// Joins the data-parallel job the environment describes (torchrun's variables, which
 /// `gantry train --nproc N` sets too), or stays one process. In a job on CUDA each rank takes
-/// the GPU of its `LOCAL_RANK`.
+/// the GPU of its `LOCAL_RANK`, or the only one it sees ([`crate::dist::rank_gpu`]).
 pub fn join_job(cfg: &mut RunConfig) -> Result<Comm> {
     let Some(env) = JobEnv::from_env()? else {
         return Ok(Comm::single());
     };
     if let DeviceSpec::Cuda(_) = cfg.train.device {
-        cfg.train.device = DeviceSpec::Cuda(env.local_rank);
+        let visible = tch::Cuda::device_count().max(0) as usize;
+        cfg.train.device = DeviceSpec::Cuda(crate::dist::rank_gpu(env.local_rank, visible)?);
     }
     Comm::join(&env, cfg.train.device, cfg.train.collective_timeout_s)
 }

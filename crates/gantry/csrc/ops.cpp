@@ -66,6 +66,17 @@ void gantry_cuda_flags(int tf32, int cudnn_benchmark, int deterministic) {
   }
 }
 
+// `*out` = `x` in page-locked (pinned) host memory: Tensor::pin_memory() without a device (tch's
+// binding passes one, which torch 2.11 deprecates with a warning on every call).
+char *gantry_pin_memory(const void *x, void **out) {
+  try {
+    *out = new at::Tensor(static_cast<const at::Tensor *>(x)->pin_memory());
+    return nullptr;
+  } catch (const std::exception &e) {
+    return strdup(e.what());
+  }
+}
+
 // `*out` = `x` in channels-last memory format (a copy unless it already is).
 char *gantry_channels_last(const void *x, void **out) {
   try {

@@ -19,6 +19,10 @@ extern "C" {
         out: *mut *mut torch_sys::C_tensor,
     ) -> *mut std::ffi::c_char;
     fn gantry_channels_last_(x: *const torch_sys::C_tensor) -> *mut std::ffi::c_char;
+    fn gantry_pin_memory(
+        x: *const torch_sys::C_tensor,
+        out: *mut *mut torch_sys::C_tensor,
+    ) -> *mut std::ffi::c_char;
     #[link_name = "free"]
     fn libc_free(p: *mut std::ffi::c_void);
 }
@@ -152,6 +156,21 @@ pub fn channels_last(x: &Tensor) -> Result<Tensor> {
         check(gantry_channels_last(x.as_ptr(), &mut out))?;
         Ok(Tensor::from_ptr(out))
     }
+}
+
+/// `host` on `device`: on CUDA copied from pinned memory without blocking (the copy overlaps the
+/// kernels already queued; pinned through the shim, see csrc/ops.cpp), elsewhere `host` itself.
+pub fn to_device_pinned(host: &Tensor, device: Device) -> Result<Tensor> {
+    if !matches!(device, Device::Cuda(_)) {
+        return Ok(host.shallow_clone());
+    }
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `host` is live; on success `out` is a new at::Tensor the returned Tensor owns.
+    let pinned = unsafe {
+        check(gantry_pin_memory(host.as_ptr(), &mut out))?;
+        Tensor::from_ptr(out)
+    };
+    Ok(pinned.to_device_(device, pinned.kind(), true, false))
 }
 
 /// Re-lays every 4-D tensor of `params` out as channels-last, in place.

@@ -776,21 +776,18 @@ impl Trainer {
         let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
         let host = Tensor::from_slice(&b.images).view(shape.as_slice());
         // On CUDA: from pinned memory, without blocking (the copy overlaps queued kernels).
-        let mut x = match self.device {
-            Device::Cuda(_) => {
-                host.pin_memory(self.device)
-                    .to_device_(self.device, Kind::Float, true, false)
-            }
-            _ => host,
-        };
+        let mut x = precision::to_device_pinned(&host, self.device)?;
         if self.setup.train.channels_last {
             x = precision::channels_last(&x)?;
         }
         self.images_seen += (shape[0] as u64) * self.comm.world as u64;
-        let labels = self
-            .shape
-            .num_classes
-            .map(|_| Tensor::from_slice(&b.labels).to_device(self.device));
+        let labels = match self.shape.num_classes {
+            Some(_) => Some(precision::to_device_pinned(
+                &Tensor::from_slice(&b.labels),
+                self.device,
+            )?),
+            None => None,
+        };
         Ok((x, labels))
     }
 

@@ -15,7 +15,7 @@ impl Stats {
     }
     /// Records a scalar tensor (one device sync per call: use on logging steps only).
     pub fn set_tensor(&mut self, key: impl Into<String>, value: &Tensor) {
-        self.set(key, value.double_value(&[]));
+        self.set(key, crate::util::read_f64(value));
     }
     pub fn get(&self, key: &str) -> Option<f64> {
         self.values.get(key).copied()

@@ -291,3 +291,42 @@ mod tests {
         assert_eq!(changed_keys(&a, &b), vec!["extra", "name", "train.steps"]);
     }
 }
+
+thread_local! {
+    static HOST_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Reads of tensor values to the host made on this thread through [`read_f64`], [`read_i64`]
+/// and [`read_vec`]: on a GPU each is a synchronisation that stalls the queue, so the training
+/// loops read only through these, and a test pins how many a step makes.
+pub fn host_reads() -> u64 {
+    HOST_READS.with(|c| c.get())
+}
+
+fn count_read() {
+    HOST_READS.with(|c| c.set(c.get() + 1));
+}
+
+/// The value of a one-element tensor (one counted host read).
+pub fn read_f64(t: &tch::Tensor) -> f64 {
+    count_read();
+    t.double_value(&[])
+}
+
+/// The value of a one-element integer tensor (one counted host read).
+pub fn read_i64(t: &tch::Tensor) -> i64 {
+    count_read();
+    t.int64_value(&[])
+}
+
+/// Every value of a tensor, flattened, as f64 (one counted host read).
+pub fn read_vec(t: &tch::Tensor) -> Vec<f64> {
+    count_read();
+    Vec::<f64>::try_from(
+        t.detach()
+            .to_kind(tch::Kind::Double)
+            .to_device(tch::Device::Cpu)
+            .reshape([-1]),
+    )
+    .unwrap_or_default()
+}

@@ -81,10 +81,29 @@ impl ObjectiveConfig {
     }
 }
 
-/// The loss of one step and what to log about it.
+/// The loss of one step and what to log about it (detached scalars, still on the device).
 pub struct StepLoss {
     pub loss: Tensor,
-    pub stats: Stats,
+    pub parts: Vec<(&'static str, Tensor)>,
+}
+
+impl StepLoss {
+    /// The logged parts, read to the host in one read (on logging steps only).
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        let values = Tensor::stack(
+            &self
+                .parts
+                .iter()
+                .map(|(_, v)| v.detach().to_kind(Kind::Double).reshape([]))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        for ((k, _), v) in self.parts.iter().zip(crate::util::read_vec(&values)) {
+            stats.set(*k, v);
+        }
+        stats
+    }
 }
 
 /// One step's loss with the random draws made here (libtorch's generator, seeded by the loop).
@@ -104,7 +123,8 @@ pub fn loss_with(
     draw: &Draw,
     noise: &dyn Fn(&[i64]) -> Tensor,
 ) -> StepLoss {
-    let mut stats = Stats::default();
+    let mut parts: Vec<(&'static str, Tensor)> = Vec::new();
+    let mut log = |k: &'static str, v: &Tensor| parts.push((k, v.detach()));
     let mixed_ce = |logits: &Tensor, lam: &Tensor| {
         let y_b = y.index_select(0, &draw.perm);
         let lam = lam.to_kind(logits.kind());
@@ -113,30 +133,30 @@ pub fn loss_with(
     let loss = match cfg.mode {
         Mode::Ce => {
             let logits = net.forward(x01, true);
-            stats.set_tensor("train/acc", &accuracy(&logits, y));
+            log("train/acc", &accuracy(&logits, y));
             cross_entropy(&logits, y)
         }
         Mode::Mixup => {
             let lam = draw.lam.to_kind(x01.kind());
             let x_mix = &lam * x01 + (1.0 - &lam) * x01.index_select(0, &draw.perm);
             let logits = net.forward(&x_mix, true);
-            stats.set_tensor("train/lambda", &draw.lam);
+            log("train/lambda", &draw.lam);
             mixed_ce(&logits, &draw.lam)
         }
         Mode::Adaptivemix => {
             let mut embed = |x: &Tensor, _: Pass| net.embed(x, true);
             let head = |f: &Tensor| net.head(f);
             let out = adaptivemix::mix(&mut embed, &head, x01, draw, noise, &cfg.adaptivemix());
-            stats.set_tensor("train/l_am", &out.l_am);
-            stats.set_tensor("train/am_cos", &out.cos);
-            stats.set_tensor("train/lambda", &draw.lam);
+            log("train/l_am", &out.l_am);
+            log("train/am_cos", &out.cos);
+            log("train/lambda", &draw.lam);
             let ce = mixed_ce(&out.logits, &draw.lam);
-            stats.set_tensor("train/ce", &ce);
+            log("train/ce", &ce);
             ce + out.l_am * cfg.weight
         }
     };
-    stats.set_tensor("train/loss", &loss);
-    StepLoss { loss, stats }
+    log("train/loss", &loss);
+    StepLoss { loss, parts }
 }
 
 /// Mean cross-entropy in the logits' own precision (tch's `cross_entropy_for_logits` computes in

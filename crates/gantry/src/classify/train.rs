@@ -302,10 +302,10 @@ pub fn train(
         let batch = loader.next_batch()?;
         let shape: Vec<i64> = batch.shape.iter().map(|&v| v as i64).collect();
         let x = (Tensor::from_slice(&batch.images).view(shape.as_slice()) + 1.0) / 2.0;
-        let x = random_crop(&x, d.crop_padding).to_device(device);
-        let y = Tensor::from_slice(&batch.labels).to_device(device);
+        let x = crate::precision::to_device_pinned(&random_crop(&x, d.crop_padding), device)?;
+        let y = crate::precision::to_device_pinned(&Tensor::from_slice(&batch.labels), device)?;
         let out = objective::loss(&net, &x, &y, &cfg.objective);
-        let value = out.loss.double_value(&[]);
+        let value = crate::util::read_f64(&out.loss);
         if !value.is_finite() {
             return Err(Error::NonFinite {
                 step,
@@ -319,7 +319,7 @@ pub fn train(
         step += 1;
         let epoch_end = step % per_epoch == 0;
         if step % t.log_every == 0 || epoch_end {
-            let mut stats = out.stats;
+            let mut stats = out.stats();
             stats.set("train/lr", lr);
             stats.set("wall_s", wall_before + t0.elapsed().as_secs_f64());
             let mut val_acc = None;

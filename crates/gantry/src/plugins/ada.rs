@@ -612,6 +612,10 @@ pub struct Ada {
     pending: Option<(Tensor, f64)>,
     /// Mean sign of the latest window.
     last_signs: Option<f64>,
+    /// Host copies of `p` and of the window's step count: read from the tensors once (after
+    /// building or a restore wrote them), then kept in step, so a step reads nothing from the
+    /// device (the window's sums are read once per `interval`, when p adjusts).
+    host: std::cell::Cell<Option<(f64, u64)>>,
 }
 
 impl Ada {
@@ -633,12 +637,24 @@ impl Ada {
             window,
             pending: None,
             last_signs: None,
+            host: std::cell::Cell::new(None),
         })
+    }
+
+    /// (p, D steps in the window), from the host copy.
+    fn mirror(&self) -> (f64, u64) {
+        if let Some(m) = self.host.get() {
+            return m;
+        }
+        let both = crate::util::read_vec(&Tensor::cat(&[&self.p, &self.window.narrow(0, 2, 1)], 0));
+        let m = (both[0], both[1] as u64);
+        self.host.set(Some(m));
+        m
     }
 
     /// The current augmentation probability.
     pub fn probability(&self) -> f64 {
-        self.p.double_value(&[0])
+        self.mirror().0
     }
 }
 
@@ -668,9 +684,11 @@ impl Plugin for Ada {
     fn begin_step(&mut self, progress: f64) {
         if self.cfg.mode == Mode::Schedule {
             let p = self.cfg.p + (self.cfg.p_final - self.cfg.p) * progress;
+            let steps = self.mirror().1;
             tch::no_grad(|| {
                 let _ = self.p.fill_(p);
             });
+            self.host.set(Some((p, steps)));
         }
     }
 
@@ -710,33 +728,38 @@ impl Plugin for Ada {
         tch::no_grad(|| {
             let _ = self.window.g_add_(&add);
         });
-        if (self.window.double_value(&[2]) as u64) < self.cfg.interval {
+        let (mut p, steps) = self.mirror();
+        if steps + 1 < self.cfg.interval {
+            self.host.set(Some((p, steps + 1)));
             return Ok(());
         }
-        let (sum, count) = (
-            self.window.double_value(&[0]),
-            self.window.double_value(&[1]),
-        );
+        let sums = crate::util::read_vec(&self.window.narrow(0, 0, 2));
+        let (sum, count) = (sums[0], sums[1]);
         if count > 0.0 {
             // r_t is logged in every mode (an overfitting signal); only `adaptive` acts on it.
             let mean = sum / count;
             self.last_signs = Some(mean);
             if self.cfg.mode == Mode::Adaptive {
                 let adjust = sign(mean - self.cfg.target) * count / (self.cfg.kimg * 1000.0);
-                let next = (self.probability() + adjust).max(0.0);
+                p = (p + adjust).max(0.0);
                 tch::no_grad(|| {
-                    let _ = self.p.fill_(next);
+                    let _ = self.p.fill_(p);
                 });
             }
         }
         tch::no_grad(|| {
             let _ = self.window.zero_();
         });
+        self.host.set(Some((p, 0)));
         Ok(())
     }
 
     fn discard_phase(&mut self) {
         self.pending = None;
+    }
+
+    fn state_restored(&mut self) {
+        self.host.set(None);
     }
 
     fn stats(&self, out: &mut Stats) {

@@ -156,6 +156,8 @@ pub trait Plugin: Send {
     fn discard_phase(&mut self) {}
     /// Diagnostics of the latest phase, under `name/...` keys.
     fn stats(&self, _out: &mut Stats) {}
+    /// The plug-in's variables were overwritten (a checkpoint restored): drop host copies.
+    fn state_restored(&mut self) {}
 }
 
 /// D and its plug-ins, in the order they apply.
@@ -254,6 +256,12 @@ impl Critic {
     pub fn discard_phase(&mut self) {
         for p in self.plugins.iter_mut() {
             p.discard_phase();
+        }
+    }
+
+    pub fn state_restored(&mut self) {
+        for p in self.plugins.iter_mut() {
+            p.state_restored();
         }
     }
 

@@ -597,7 +597,7 @@ impl Trainer {
         if device == Device::Cpu {
             check_training_memory(&[&g_vs, &d_vs], &[&ema_vs, &plugins_vs], &sizes)?;
         }
-        let critic = Critic::new(d, stack)?;
+        let mut critic = Critic::new(d, stack)?;
         if setup.train.channels_last {
             for vs in [&g_vs, &d_vs, &ema_vs] {
                 let all: Vec<Tensor> = vs.variables().into_values().collect();
@@ -650,6 +650,7 @@ impl Trainer {
             restore(&d_vs, "d")?;
             restore(&ema_vs, "g_ema")?;
             restore(&plugins_vs, "plugins")?;
+            critic.state_restored();
             let adam_file = ckpt.join("adam.safetensors");
             let adam_state = checkpoint::read_store(ckpt, "adam")?;
             opt_g.load_state(&adam_state, "g", &adam_file)?;
@@ -880,7 +881,7 @@ impl Trainer {
         let grad_sq = Adam::grad_sq_norm(&grads);
         // One host read for loss and gradients. An overflow in the forward pass (infinite loss)
         // is skipped like one in the gradients; only a scale spent on failing steps stops the run.
-        let outcome = (&total + &grad_sq).double_value(&[]);
+        let outcome = crate::util::read_f64(&(&total + &grad_sq));
         let verdict = self.scalers.as_mut().map(|(g, d)| match net {
             Phase::G => g.judge(outcome),
             Phase::D => d.judge(outcome),
@@ -905,7 +906,7 @@ impl Trainer {
     /// Checks the phase's loss and gradients (one device sync); returns the gradient norm.
     fn check_finite(&self, total: &Tensor, grads: &[Tensor], what: &str) -> Result<Tensor> {
         let grad_sq = Adam::grad_sq_norm(grads);
-        let v = (total + &grad_sq).double_value(&[]);
+        let v = crate::util::read_f64(&(total + &grad_sq));
         if v.is_finite() {
             Ok(grad_sq.sqrt())
         } else {
@@ -1304,21 +1305,17 @@ impl Trainer {
         elapsed: f64,
     ) -> Result<Stats> {
         let mut stats = Stats::default();
+        // Stacked where they are and read in one host read (logging steps only).
         let values = Tensor::stack(
             &parts
                 .iter()
-                .map(|(_, v)| {
-                    v.detach()
-                        .to_kind(Kind::Double)
-                        .to_device(Device::Cpu)
-                        .reshape([])
-                })
+                .map(|(_, v)| v.detach().to_kind(Kind::Double).reshape([]))
                 .collect::<Vec<_>>(),
             0,
         );
         self.comm.average(std::slice::from_ref(&values))?;
-        for (i, (k, _)) in parts.iter().enumerate() {
-            stats.set(k.clone(), values.double_value(&[i as i64]));
+        for ((k, _), v) in parts.iter().zip(crate::util::read_vec(&values)) {
+            stats.set(k.clone(), v);
         }
         self.critic.stats(&mut stats);
         let (t0, n0) = *window;

@@ -52,6 +52,13 @@ pub struct Critics {
 }
 
 impl Critics {
+    /// A checkpoint was restored into the plug-ins' variables.
+    pub fn state_restored(&mut self) {
+        for (_, c, _) in self.each() {
+            c.state_restored();
+        }
+    }
+
     /// `(name, critic, judges domain A)` in the reference's order.
     fn each(&mut self) -> [(&'static str, &mut Critic, bool); 4] {
         [

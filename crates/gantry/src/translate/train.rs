@@ -104,6 +104,12 @@ pub struct Translator {
     opt_d: Adam,
 }
 
+/// What one iteration leaves for logging: the loss parts (on the device) and the rate.
+pub struct StepParts {
+    pub parts: Vec<(String, Tensor)>,
+    pub lr: f64,
+}
+
 impl Translator {
     /// Builds everything from the configuration (seeded: the same seed gives the same weights).
     pub fn new(cfg: &TranslateConfig, channels: i64, device: Device) -> Result<Self> {
@@ -182,8 +188,9 @@ impl Translator {
         t.lr * (1.0 - (step + 1 - half) as f64 / half as f64).max(0.0)
     }
 
-    /// One iteration on batches `real_a`, `real_b`; returns the logged parts of both losses.
-    pub fn step(&mut self, step: u64, real_a: &Tensor, real_b: &Tensor) -> Result<Stats> {
+    /// One iteration on batches `real_a`, `real_b`; returns the logged parts of both losses,
+    /// still on the device ([`Translator::stats`] reads them, on logging steps only).
+    pub fn step(&mut self, step: u64, real_a: &Tensor, real_b: &Tensor) -> Result<StepParts> {
         let lr = self.lr_at(step);
         self.opt_g.set_lr(lr);
         self.opt_d.set_lr(lr);
@@ -222,13 +229,30 @@ impl Translator {
         for c in self.critics_mut() {
             c.end_phase(Phase::G, &crate::dist::Comm::single())?;
         }
+        let mut parts = vec![
+            ("loss/d".to_string(), d.total.detach()),
+            ("loss/g".to_string(), g.total.detach()),
+        ];
+        parts.extend(d.parts.into_iter().chain(g.parts));
+        Ok(StepParts { parts, lr })
+    }
+
+    /// A step's statistics: its parts read in one host read, the learning rate, and each
+    /// critic's plug-in statistics.
+    pub fn stats(&mut self, step: &StepParts) -> Stats {
         let mut stats = Stats::default();
-        stats.set_tensor("loss/d", &d.total.detach());
-        stats.set_tensor("loss/g", &g.total.detach());
-        for (k, v) in d.parts.iter().chain(&g.parts) {
-            stats.set_tensor(k.clone(), v);
+        let values = Tensor::stack(
+            &step
+                .parts
+                .iter()
+                .map(|(_, v)| v.to_kind(Kind::Double).reshape([]))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        for ((k, _), v) in step.parts.iter().zip(crate::util::read_vec(&values)) {
+            stats.set(k.clone(), v);
         }
-        stats.set("lr", lr);
+        stats.set("lr", step.lr);
         // Per critic (the global ones of both domains carry their own plug-in state).
         for (name, c) in ["ga", "gb", "la", "lb"].into_iter().zip(self.critics_mut()) {
             let mut own = Stats::default();
@@ -237,7 +261,7 @@ impl Translator {
                 stats.set(format!("{name}/{k}"), *v);
             }
         }
-        Ok(stats)
+        stats
     }
 
     fn critics_mut(&mut self) -> [&mut Critic; 4] {
@@ -286,6 +310,7 @@ impl Translator {
                 &ckpt.join(format!("{name}.safetensors")),
             )?;
         }
+        self.critics.state_restored();
         let file = ckpt.join("adam.safetensors");
         let adam = checkpoint::read_store(ckpt, "adam")?;
         self.opt_g.load_state(&adam, "g", &file)?;
@@ -306,7 +331,7 @@ impl Translator {
 }
 
 fn finite(loss: &Tensor, what: &str, step: u64) -> Result<()> {
-    let v = loss.double_value(&[]);
+    let v = crate::util::read_f64(loss);
     if v.is_finite() {
         return Ok(());
     }
@@ -338,9 +363,11 @@ fn resize_crop(x: &Tensor, margin: u32) -> Tensor {
 fn batch_tensor(loader: &mut Loader, device: Device) -> Result<Tensor> {
     let b = loader.next_batch()?;
     let shape: Vec<i64> = b.shape.iter().map(|&v| v as i64).collect();
-    Ok(Tensor::from_slice(&b.images)
-        .view(shape.as_slice())
-        .to_device(device))
+    // From pinned memory without blocking on CUDA, as GAN training's batches.
+    crate::precision::to_device_pinned(
+        &Tensor::from_slice(&b.images).view(shape.as_slice()),
+        device,
+    )
 }
 
 /// A batch of the first `n` images of `ds` on `device`, in [-1, 1].
@@ -614,10 +641,11 @@ pub fn train(
             resize_crop(&a, d.crop_margin),
             resize_crop(&b, d.crop_margin),
         );
-        let mut stats = tr.step(step, &a, &b)?;
+        let done = tr.step(step, &a, &b)?;
         step += 1;
         let last = step == t.steps;
         if step % t.log_every == 0 || last {
+            let mut stats = tr.stats(&done);
             // Training time so far (the experiment report's wall-time column).
             stats.set("wall_s", wall_before + t0.elapsed().as_secs_f64());
             log.write(step, &stats)?;

@@ -265,11 +265,7 @@ impl Comm {
             rank: env.rank,
             world: env.world,
             local_rank: env.local_rank,
-            device: if nccl {
-                Device::Cuda(gpu)
-            } else {
-                Device::Cpu
-            },
+            device: if nccl { Device::Cuda(gpu) } else { Device::Cpu },
         })
     }
 

@@ -566,9 +566,9 @@ fn resample(x: &Tensor, g: Tensor, m: &Mats) -> Tensor {
     let cp = g.matmul(&corners.tr()); // [B, xyz, corner]
     let margin = cp.narrow(1, 0, 2).permute([1, 0, 2]).flatten(1, 2); // [xy, B * 4]
     let margin = Tensor::cat(&[-&margin, margin.shallow_clone()], 0).amax([1], false);
-    let margin: Vec<f64> =
-        Vec::<f64>::try_from(margin.to_kind(Kind::Double).to_device(Device::Cpu))
-            .expect("4 margins");
+    // A host read (as in stylegan2-ada, which turns the margin into Python ints): the padding's
+    // size depends on this batch's transforms.
+    let margin = crate::util::read_vec(&margin);
     let lift = [hz_pad as f64 * 2.0 - cx, hz_pad as f64 * 2.0 - cy];
     let hi = [(w - 1) as f64, (h - 1) as f64];
     let mg: Vec<i64> = (0..4)

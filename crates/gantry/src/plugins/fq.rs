@@ -204,7 +204,7 @@ impl FqLayer {
     }
 
     fn maybe_init_from(&mut self, x: &Tensor) {
-        if !self.first_batch || self.initialised.double_value(&[0]) > 0.0 {
+        if !self.first_batch || crate::util::read_f64(&self.initialised) > 0.0 {
             return;
         }
         tch::no_grad(|| {
@@ -297,7 +297,7 @@ impl FqLayer {
             let dead = dead_mask.sum(Kind::Float);
             if restart_dead {
                 if let Some(recent) = &self.recent {
-                    let n_dead = dead.int64_value(&[]);
+                    let n_dead = crate::util::read_f64(&dead) as i64;
                     if n_dead > 0 {
                         let rows = Tensor::randint(
                             recent.size()[0],
@@ -473,7 +473,7 @@ impl Plugin for Fq {
                 comm.all_reduce_sum(&sums)?;
                 let (perplexity, dead) = layer.ema_update(&counts, &sums, self.cfg.restart_dead);
                 // Both decisions are the same on every rank (dead counts come from summed counts).
-                let restarted = self.cfg.restart_dead && dead.double_value(&[]) > 0.0;
+                let restarted = self.cfg.restart_dead && crate::util::read_f64(&dead) > 0.0;
                 if comm.distributed() && (restarted || layer.just_initialised) {
                     comm.broadcast_all(&layer.state())?;
                 }

@@ -144,12 +144,13 @@ impl Conv2dLayer {
             1,
             self.up == 1,
         );
-        ops::bias_act(
+        let y = ops::bias_act(
             &y,
             self.bias.as_ref(),
             self.act,
             self.act.default_gain() * gain,
-        )
+        );
+        ops::fp16_clamp(y, gain)
     }
 }
 
@@ -235,7 +236,8 @@ impl SynthesisLayer {
             true,
             form,
         );
-        ops::bias_act(&y, Some(&self.bias), Act::Lrelu, Act::Lrelu.default_gain())
+        let y = ops::bias_act(&y, Some(&self.bias), Act::Lrelu, Act::Lrelu.default_gain());
+        ops::fp16_clamp(y, 1.0)
     }
 }
 
@@ -289,6 +291,6 @@ impl ToRgb {
             false,
             form,
         );
-        ops::bias_act(&y, Some(&self.bias), Act::Linear, 1.0)
+        ops::fp16_clamp(ops::bias_act(&y, Some(&self.bias), Act::Linear, 1.0), 1.0)
     }
 }

@@ -18,8 +18,10 @@
 //!   tracked average; train.py leaves D's mapping at its defaults) to `cmap`, and its epilogue's
 //!   `out` gives `cmap_dim` features whose inner product with `cmap`, over sqrt(cmap_dim), is the
 //!   logit (projection). Unconditional runs ignore labels.
-//! - float32 (or float64) everywhere: no mixed precision and so no `conv_clamp`; the reference
-//!   uses fp16 for the 4 highest resolutions with clamping at 256 only to save GPU time.
+//! - Mixed precision is `train.precision` (autocast over the whole network), not the reference's
+//!   fp16 for the 4 highest resolutions only; as the reference, fp16 activations are clamped at
+//!   256 (`conv_clamp`, [`ops::fp16_clamp`]) and fp16 modulated convolutions pre-normalise weight
+//!   and styles. In fp32 and bf16 nothing is clamped (the reference's fp32 runs do not clamp).
 //! - Only the config-F architectures: `skip` G and `resnet` D.
 //! - Style mixing skips the second mapping pass when a sample draw says "no mixing" (same
 //!   distribution, less work); libtorch's generator supplies the draws, seeded per step by the

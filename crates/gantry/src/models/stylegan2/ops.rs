@@ -373,6 +373,17 @@ pub fn modulated_conv2d(
     let ws = weight.size();
     let (in_ch, kh, kw) = (ws[1], ws[2], ws[3]);
     let flip_weight = up == 1;
+    // fp16 (as the reference): scale weight and styles to at most 1 before they multiply, or
+    // their squares' sums overflow; demodulation divides the scale out again, so the result is
+    // unchanged.
+    let (weight, styles) = if x.kind() == Kind::Half && demodulate {
+        let inf_norm = |t: &Tensor, dims: &[i64]| t.abs().amax(dims, true);
+        let w = weight * (1.0 / ((in_ch * kh * kw) as f64).sqrt()) / inf_norm(weight, &[1, 2, 3]);
+        (w, styles / inf_norm(styles, &[1]))
+    } else {
+        (weight.shallow_clone(), styles.shallow_clone())
+    };
+    let (weight, styles) = (&weight, &styles);
     let modulated = weight.unsqueeze(0) * styles.reshape([n, 1, -1, 1, 1]); // [N, O, I, k, k]
     let dcoefs = demodulate.then(|| {
         (modulated
@@ -412,6 +423,19 @@ pub fn modulated_conv2d(
         }
     }
 }
+
+/// The reference's `conv_clamp` for fp16 activations: clamped to +-256 times the layer's gain
+/// (stylegan2-ada clamps whenever it trains in mixed precision); other dtypes pass unchanged.
+pub fn fp16_clamp(y: Tensor, gain: f64) -> Tensor {
+    if y.kind() == Kind::Half {
+        y.clamp(-CONV_CLAMP * gain, CONV_CLAMP * gain)
+    } else {
+        y
+    }
+}
+
+/// stylegan2-ada's `conv_clamp` of its mixed-precision configurations.
+pub const CONV_CLAMP: f64 = 256.0;
 
 /// Minibatch standard deviation (Karras et al. 2018, as in StyleGAN2): split the batch into groups
 /// of `group_size`, and the channels into `num_channels` parts; append to every sample the mean
@@ -490,6 +514,42 @@ mod tests {
             let err = (&a - &b).abs().max().double_value(&[]);
             assert!(err < 1e-10, "up={up} demod={demod}: {err}");
         }
+    }
+
+    /// fp16 tensors with large styles: the modulated weights' squares would overflow fp16
+    /// (300^2 * 36 terms), so the reference pre-normalises weight and styles; the result then
+    /// matches fp32's to fp16 precision, in both forms. fp16 activations are clamped at 256.
+    #[test]
+    fn fp16_modulated_convolution_prenormalises_and_clamps() {
+        let f = setup_filter(&BLUR_TAPS, Device::Cpu);
+        let d = (Kind::Double, Device::Cpu);
+        let x = Tensor::arange(2 * 4 * 8 * 8, d).sin().reshape([2, 4, 8, 8]);
+        let w = (Tensor::arange(5 * 4 * 3 * 3, d) * 0.3)
+            .cos()
+            .reshape([5, 4, 3, 3]);
+        let s = (Tensor::arange(8, d) * 1.7).sin().reshape([2, 4]) * 300.0;
+        for form in [ModConvForm::Grouped, ModConvForm::ScaleActivations] {
+            let want = modulated_conv2d(&x, &w, &s, None, 1, 1, &f, true, form);
+            let half = |t: &Tensor| t.to_kind(Kind::Half);
+            let got = modulated_conv2d(&half(&x), &half(&w), &half(&s), None, 1, 1, &f, true, form)
+                .to_kind(Kind::Double);
+            let err = (&got - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(
+                err < 0.01 * scale,
+                "{form:?}: fp16 off by {err} (scale {scale})"
+            );
+        }
+        let big = Tensor::from_slice(&[-1000.0f32, -10.0, 300.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(fp16_clamp(big.to_kind(Kind::Half), 1.0).to_kind(Kind::Float))
+                .unwrap(),
+            [-256.0, -10.0, 256.0]
+        );
+        assert!(
+            fp16_clamp(big.shallow_clone(), 1.0).equal(&big),
+            "fp32 is not clamped"
+        );
     }
 
     #[test]

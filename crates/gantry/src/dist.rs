@@ -480,14 +480,54 @@ impl Comm {
         Ok(String::from_utf8_lossy(&got[8..8 + n.min(MAX)]).into_owned())
     }
 
-    /// Overwrites `tensors` with rank 0's values (parameters and buffers at start).
+    /// Overwrites `tensors` with rank 0's values (parameters and buffers at start, buffers before
+    /// every step): one broadcast per dtype and bucket of tensors flattened together, not one per
+    /// tensor (each collective is a wait).
     pub fn broadcast_all(&self, tensors: &[Tensor]) -> Result<()> {
         if !self.distributed() {
             return Ok(());
         }
         tch::no_grad(|| {
-            for t in tensors {
-                self.broadcast(t, 0)?;
+            let mut kinds: Vec<Kind> = Vec::new();
+            for t in tensors.iter().filter(|t| t.defined()) {
+                if !kinds.contains(&t.kind()) {
+                    kinds.push(t.kind());
+                }
+            }
+            // Buckets of at most 2^24 values, so the flat copy stays small next to the model.
+            const BUCKET: i64 = 1 << 24;
+            let mut buckets: Vec<Vec<&Tensor>> = Vec::new();
+            for kind in kinds {
+                let mut size = 0;
+                let mut bucket = Vec::new();
+                for t in tensors.iter().filter(|t| t.defined() && t.kind() == kind) {
+                    if !bucket.is_empty() && size + t.numel() as i64 > BUCKET {
+                        buckets.push(std::mem::take(&mut bucket));
+                        size = 0;
+                    }
+                    size += t.numel() as i64;
+                    bucket.push(t);
+                }
+                if !bucket.is_empty() {
+                    buckets.push(bucket);
+                }
+            }
+            for group in buckets {
+                let flat = Tensor::cat(
+                    &group
+                        .iter()
+                        .map(|t| t.to_device(self.device).reshape([-1]))
+                        .collect::<Vec<_>>(),
+                    0,
+                );
+                self.broadcast(&flat, 0)?;
+                let mut at = 0;
+                for t in group {
+                    let n = t.numel() as i64;
+                    t.shallow_clone()
+                        .copy_(&flat.narrow(0, at, n).view(t.size().as_slice()));
+                    at += n;
+                }
             }
             Ok(())
         })

@@ -117,6 +117,35 @@ pub fn seed_torch(seed: u64, step: u64, purpose: Purpose, sub: u64) {
     tch::manual_seed(derive_seed(seed, step, purpose, sub));
 }
 
+extern "C" {
+    // csrc/ops.cpp
+    fn gantry_cuda_flags(tf32: i32, cudnn_benchmark: i32, deterministic: i32);
+}
+
+static DETERMINISTIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// libtorch's numerics switches, one setting for every command: TF32 in CUDA matmuls and cuDNN
+/// convolutions, cuDNN's autotuner, and deterministic algorithms (ATen's and cuDNN's; ops with no
+/// deterministic CUDA kernel then raise, so gantry routes the ones it uses through
+/// [`deterministic`] alternatives). TF32 and the autotuner only act on CUDA; the deterministic
+/// switch is also read on the CPU, where it selects the same alternatives (so they are tested).
+pub fn set_numerics(tf32: bool, cudnn_benchmark: bool, deterministic: bool) {
+    DETERMINISTIC.store(deterministic, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: global flags of libtorch's context and one environment variable, set before work.
+    unsafe {
+        gantry_cuda_flags(
+            i32::from(tf32),
+            i32::from(cudnn_benchmark),
+            i32::from(deterministic),
+        )
+    }
+}
+
+/// Whether deterministic algorithms were asked for ([`set_numerics`]).
+pub fn deterministic() -> bool {
+    DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,33 +177,4 @@ mod tests {
         assert_ne!(a, derive_seed(1, 2, Purpose::DStep, 1));
         assert!(a >= 0);
     }
-}
-
-extern "C" {
-    // csrc/ops.cpp
-    fn gantry_cuda_flags(tf32: i32, cudnn_benchmark: i32, deterministic: i32);
-}
-
-static DETERMINISTIC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// libtorch's numerics switches, one setting for every command: TF32 in CUDA matmuls and cuDNN
-/// convolutions, cuDNN's autotuner, and deterministic algorithms (ATen's and cuDNN's; ops with no
-/// deterministic CUDA kernel then raise, so gantry routes the ones it uses through
-/// [`deterministic`] alternatives). TF32 and the autotuner only act on CUDA; the deterministic
-/// switch is also read on the CPU, where it selects the same alternatives (so they are tested).
-pub fn set_numerics(tf32: bool, cudnn_benchmark: bool, deterministic: bool) {
-    DETERMINISTIC.store(deterministic, std::sync::atomic::Ordering::Relaxed);
-    // SAFETY: global flags of libtorch's context and one environment variable, set before work.
-    unsafe {
-        gantry_cuda_flags(
-            i32::from(tf32),
-            i32::from(cudnn_benchmark),
-            i32::from(deterministic),
-        )
-    }
-}
-
-/// Whether deterministic algorithms were asked for ([`set_numerics`]).
-pub fn deterministic() -> bool {
-    DETERMINISTIC.load(std::sync::atomic::Ordering::Relaxed)
 }

@@ -56,37 +56,6 @@ pub fn trainable(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
     params
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_the_definition_and_its_gradient() {
-        let x = Tensor::from_slice(&[-2.0f64, -0.5, 0.0, 1.5]).set_requires_grad(true);
-        let y = leaky_relu(&x, 0.2);
-        assert_eq!(Vec::<f64>::try_from(&y).unwrap(), [-0.4, -0.1, 0.0, 1.5]);
-        y.sum(tch::Kind::Double).backward();
-        // PyTorch's leaky_relu backward takes the slope at x == 0 as well.
-        assert_eq!(
-            Vec::<f64>::try_from(x.grad()).unwrap(),
-            [0.2, 0.2, 0.2, 1.0]
-        );
-        let g = Tensor::run_backward(
-            &[leaky_relu(&x, 0.01).sum(tch::Kind::Double)],
-            &[&x],
-            false,
-            false,
-        );
-        let want = Tensor::run_backward(
-            &[x.leaky_relu().sum(tch::Kind::Double)],
-            &[&x],
-            false,
-            false,
-        );
-        assert!(g[0].equal(&want[0]));
-    }
-}
-
 /// Builds `N` variable stores on `device` with `build`, their initial values drawn from the CPU
 /// generator whatever the device: on a GPU, `build` runs once into CPU stores (the draws) and
 /// once into the device's (the modules returned), and the CPU values are copied over by name.
@@ -145,4 +114,35 @@ pub fn reflection_pad2d(x: &Tensor, [left, right, top, bottom]: [i64; 4]) -> Ten
         Tensor::cat(&parts, dim)
     };
     reflect(reflect(x.shallow_clone(), 3, left, right), 2, top, bottom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_definition_and_its_gradient() {
+        let x = Tensor::from_slice(&[-2.0f64, -0.5, 0.0, 1.5]).set_requires_grad(true);
+        let y = leaky_relu(&x, 0.2);
+        assert_eq!(Vec::<f64>::try_from(&y).unwrap(), [-0.4, -0.1, 0.0, 1.5]);
+        y.sum(tch::Kind::Double).backward();
+        // PyTorch's leaky_relu backward takes the slope at x == 0 as well.
+        assert_eq!(
+            Vec::<f64>::try_from(x.grad()).unwrap(),
+            [0.2, 0.2, 0.2, 1.0]
+        );
+        let g = Tensor::run_backward(
+            &[leaky_relu(&x, 0.01).sum(tch::Kind::Double)],
+            &[&x],
+            false,
+            false,
+        );
+        let want = Tensor::run_backward(
+            &[x.leaky_relu().sum(tch::Kind::Double)],
+            &[&x],
+            false,
+            false,
+        );
+        assert!(g[0].equal(&want[0]));
+    }
 }

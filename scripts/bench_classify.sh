@@ -8,23 +8,23 @@ set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 # GANTRY_BIN: the binary to time (default target/release/gantry, built first unless GANTRY_BIN is
 # set or GANTRY_NO_BUILD=1: a machine without the toolchain, e.g. a GPU box that received the
-# binary); PYTHON: the python with torch for the twins. TF32: `gantry classify bench` sets no
-# TF32 flag, so it runs with libtorch's defaults (CUDA matmuls without TF32, cuDNN convolutions
-# with it); the twin is set the same (--tf32 libtorch) and GANTRY_BENCH_TF32 is ignored.
+# binary); PYTHON: the python with torch for the twins. TF32: gantry turns TF32 (and cuDNN's
+# autotuner) off for every command and gantry classify bench has no key to turn it on, so the
+# twin runs with TF32 off too and GANTRY_BENCH_TF32=on is ignored.
 [ "${GANTRY_NO_BUILD:-0}" = 1 ] || [ -n "${GANTRY_BIN:-}" ] || bash "$here/build.sh" --quiet
 source "$here/env.sh"
 bin="${GANTRY_BIN:-$GANTRY_ROOT/target/release/gantry}"
 [[ "$bin" = /* ]] || bin="$PWD/$bin"
 cd "$GANTRY_ROOT"
 [ -x "$bin" ] || { echo "bench_classify.sh: $bin is missing (build it: scripts/build.sh)" >&2; exit 2; }
-tf32=libtorch
-[ "${GANTRY_BENCH_TF32:-off}" = off ] || echo "bench_classify.sh: GANTRY_BENCH_TF32=$GANTRY_BENCH_TF32 ignored: gantry classify bench sets no TF32 flag (libtorch's defaults on both sides)" >&2
+tf32=off
+[ "${GANTRY_BENCH_TF32:-off}" = off ] || echo "bench_classify.sh: GANTRY_BENCH_TF32=$GANTRY_BENCH_TF32 ignored: gantry classify bench has no TF32 key (off on both sides)" >&2
 threads="${1:-$(nproc)}"
 steps="${2:-5}"
 rounds="${3:-2}"
 device="${4:-cpu}"
 py="${PYTHON:-$GANTRY_VENV/bin/python}"
-echo "| ResNet-18, batch 128, TF32: matmul off, cuDNN on (libtorch defaults) | threads | gantry ms | PyTorch ms | ratio | gantry img/s | PyTorch img/s |"
+echo "| ResNet-18, batch 128, TF32 off | threads | gantry ms | PyTorch ms | ratio | gantry img/s | PyTorch img/s |"
 echo "|---|---|---|---|---|---|---|"
 for what in ce adaptivemix pgd-10; do
   g="" p=""

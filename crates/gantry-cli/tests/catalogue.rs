@@ -271,6 +271,11 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
     let cases = vec![
         // train: configuration (the gate runs before any work, --dry-run included)
         case(&["train", "--config", "nope"], 2, "unknown preset \"nope\""),
+        case(
+            &["train", "--config", "adaptivemix-wrn-cifar"],
+            2,
+            "is a classifier preset: gantry classify train --config adaptivemix-wrn-cifar",
+        ),
         case(&["train", "--config", &bad_toml], 2, "bad TOML (line 1)"),
         case(&["train", "--config", &wrong_type], 2, "train.steps"),
         case(

@@ -148,8 +148,19 @@ pub fn preset(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|p| p.0 == name).map(|p| p.2)
 }
 
+/// The presets `gantry train` takes (GAN and translation), and where a classification preset goes.
 fn preset_names() -> String {
-    PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+    let names: Vec<&str> = PRESETS
+        .iter()
+        .chain(crate::translate::PRESETS)
+        .map(|p| p.0)
+        .collect();
+    let classify: Vec<&str> = crate::classify::PRESETS.iter().map(|p| p.0).collect();
+    format!(
+        "{}; classifier presets ({}) go to `gantry classify train --config NAME`",
+        names.join(", "),
+        classify.join(", ")
+    )
 }
 
 /// Merges one layer (preset, file, or all `--set`s together) into `base`: tables merge deeply,
@@ -195,6 +206,10 @@ impl RunConfig {
                 if !path.exists() {
                     let hint = if arg.ends_with(".toml") || arg.contains('/') {
                         format!("{arg} does not exist")
+                    } else if crate::classify::preset(arg).is_some() {
+                        format!(
+                            "{arg} is a classifier preset: gantry classify train --config {arg}"
+                        )
                     } else {
                         format!("unknown preset {arg:?} (valid: {})", preset_names())
                     };

@@ -281,8 +281,10 @@ fn p_zero_passes_the_batch_and_the_state_lives_in_the_plugin_store() {
     let mut names: Vec<String> = vs.variables().into_keys().collect();
     names.sort();
     assert_eq!(names, ["ada.p", "ada.window"]);
-    // A checkpoint restores p: write into the store, the plug-in reads it.
+    // A checkpoint restores p: write into the store, and after `state_restored` (the trainer
+    // calls it after every restore) the plug-in reads it.
     let _ = tch::no_grad(|| vs.variables()["ada.p"].shallow_clone().fill_(0.25));
+    plugin.state_restored();
     assert_eq!(plugin.probability(), 0.25);
     assert!(!plugin.augment(x.shallow_clone(), &ctx).equal(&x));
     // Reflect padding needs more than 1 pixel; other channel counts are refused up front.

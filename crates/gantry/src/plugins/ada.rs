@@ -716,6 +716,8 @@ impl Plugin for Ada {
         if phase != Phase::D {
             return Ok(());
         }
+        // The host copy as it stood before this phase's step joins the window.
+        let (mut p, steps) = self.mirror();
         let opts = (Kind::Float, self.p.device());
         let (signs, n) = self
             .pending
@@ -728,7 +730,6 @@ impl Plugin for Ada {
         tch::no_grad(|| {
             let _ = self.window.g_add_(&add);
         });
-        let (mut p, steps) = self.mirror();
         if steps + 1 < self.cfg.interval {
             self.host.set(Some((p, steps + 1)));
             return Ok(());

@@ -13,7 +13,8 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let clf = dir.path().join("clf");
-    let mut cfg = gantry::classify::features_preset("shapes", 8, 20, 0, Default::default()).unwrap();
+    let mut cfg =
+        gantry::classify::features_preset("shapes", 8, 20, 0, Default::default()).unwrap();
     cfg.data.limit = Some(512);
     cfg.train.batch_size = 64;
     let stop = std::sync::atomic::AtomicBool::new(false);

@@ -90,19 +90,7 @@ pub struct StepLoss {
 impl StepLoss {
     /// The logged parts, read to the host in one read (on logging steps only).
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats::default();
-        let values = Tensor::stack(
-            &self
-                .parts
-                .iter()
-                .map(|(_, v)| v.detach().to_kind(Kind::Double).reshape([]))
-                .collect::<Vec<_>>(),
-            0,
-        );
-        for ((k, _), v) in self.parts.iter().zip(crate::util::read_vec(&values)) {
-            stats.set(*k, v);
-        }
-        stats
+        Stats::read_all(self.parts.iter().map(|(k, v)| (*k, v)))
     }
 }
 

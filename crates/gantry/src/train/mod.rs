@@ -1305,18 +1305,10 @@ impl Trainer {
         elapsed: f64,
     ) -> Result<Stats> {
         let mut stats = Stats::default();
-        // Stacked where they are and read in one host read (logging steps only).
-        let values = Tensor::stack(
-            &parts
-                .iter()
-                .map(|(_, v)| v.detach().to_kind(Kind::Double).reshape([]))
-                .collect::<Vec<_>>(),
-            0,
-        );
+        // Stacked where they are: one all-reduce and one host read (logging steps only).
+        let values = crate::stats::stack_scalars(parts.iter().map(|(_, v)| v));
         self.comm.average(std::slice::from_ref(&values))?;
-        for ((k, _), v) in parts.iter().zip(crate::util::read_vec(&values)) {
-            stats.set(k.clone(), v);
-        }
+        stats.set_stacked(parts.iter().map(|(k, _)| k.as_str()), &values);
         self.critic.stats(&mut stats);
         let (t0, n0) = *window;
         let secs = t0.elapsed().as_secs_f64().max(1e-9);

@@ -240,18 +240,7 @@ impl Translator {
     /// A step's statistics: its parts read in one host read, the learning rate, and each
     /// critic's plug-in statistics.
     pub fn stats(&mut self, step: &StepParts) -> Stats {
-        let mut stats = Stats::default();
-        let values = Tensor::stack(
-            &step
-                .parts
-                .iter()
-                .map(|(_, v)| v.to_kind(Kind::Double).reshape([]))
-                .collect::<Vec<_>>(),
-            0,
-        );
-        for ((k, _), v) in step.parts.iter().zip(crate::util::read_vec(&values)) {
-            stats.set(k.clone(), v);
-        }
+        let mut stats = Stats::read_all(step.parts.iter().map(|(k, v)| (k.as_str(), v)));
         stats.set("lr", step.lr);
         // Per critic (the global ones of both domains carry their own plug-in state).
         for (name, c) in ["ga", "gb", "la", "lb"].into_iter().zip(self.critics_mut()) {

@@ -4,7 +4,8 @@
 //! the protocol in words.
 //!
 //! The pieces, in the order data flows through them:
-//! - [`torch_file`] reads weights (legacy and zip `torch.save`, safetensors);
+//! - [`torch_file`] reads weights (legacy and zip `torch.save`, safetensors), and
+//!   [`module_pickle`] the pickled networks of stylegan2-ada-style code, running nothing;
 //! - [`FidInception`] is pytorch-fid's Inception-v3 (pool3 and unbiased logits);
 //! - [`preprocess()`] reproduces each tool's resize and scaling ([`Preprocessing`]);
 //! - [`FeatureExtractor`] / [`InceptionExtractor`] batch images into [`Features`], which a
@@ -23,10 +24,11 @@ mod fid;
 mod inception;
 mod inception_score;
 mod kid;
-mod npz;
+pub mod npz;
 mod numpy_rng;
 mod ood;
-mod pickle;
+pub mod module_pickle;
+pub mod pickle;
 mod precision_recall;
 mod preprocess;
 mod stats;

@@ -324,7 +324,18 @@ impl Machine<'_> {
         if depth >= MAX_DEPTH {
             return Err(format!("pickle nests deeper than {MAX_DEPTH} levels"));
         }
-        match self.top()? {
+        let top = self.top()?;
+        // A dict subclass (stylegan2-ada's `dnnlib.EasyDict` kwargs) pickles as `NEWOBJ cls()`
+        // followed by SETITEMS: its items are what matters, so it becomes a plain dict.
+        if let Value::Object {
+            args, state: None, ..
+        } = top
+        {
+            if args.as_seq().is_some_and(<[Value]>::is_empty) {
+                *top = Value::Dict(Vec::new());
+            }
+        }
+        match top {
             Value::Dict(d) => {
                 let mut it = items.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {

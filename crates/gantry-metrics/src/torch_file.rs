@@ -396,40 +396,45 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 
 fn load_legacy(path: &Path, data: &[u8]) -> Result<StateDict, MetricsError> {
     let err = |reason: String| MetricsError::format(path, reason);
+    let (obj, storages) = read_legacy(data).map_err(&err)?;
+    let mut refs = Vec::new();
+    collect(&obj, "", &mut refs).map_err(&err)?;
+    materialise(path, refs, &storages)
+}
+
+/// Flat storages of a legacy file by key.
+type Storages = HashMap<String, (Tensor, usize)>;
+
+/// The pickled object of a legacy torch.save file and its storages, checked to the last byte.
+fn read_legacy(data: &[u8]) -> Result<(Value, Storages), String> {
     let mut pos = 0usize;
-    let magic = pickle::load(data, &mut pos).map_err(&err)?;
+    let magic = pickle::load(data, &mut pos)?;
     if magic != Value::BigInt(LEGACY_MAGIC.to_vec()) {
-        return Err(err(
-            "not a torch.save file (legacy magic number missing)".into()
-        ));
+        return Err("not a torch.save file (legacy magic number missing)".into());
     }
-    let version = pickle::load(data, &mut pos).map_err(&err)?;
+    let version = pickle::load(data, &mut pos)?;
     if version.as_int() != Some(1001) {
-        return Err(err(format!(
-            "unsupported legacy torch.save protocol {version:?}"
-        )));
+        return Err(format!("unsupported legacy torch.save protocol {version:?}"));
     }
-    let sys_info = pickle::load(data, &mut pos).map_err(&err)?;
+    let sys_info = pickle::load(data, &mut pos)?;
     if let Value::Dict(items) = &sys_info {
         let little = items
             .iter()
             .find(|(k, _)| k.as_str() == Some("little_endian"));
         if let Some((_, Value::Bool(false))) = little {
-            return Err(err("big-endian torch.save files are not supported".into()));
+            return Err("big-endian torch.save files are not supported".into());
         }
     }
-    let obj = pickle::load(data, &mut pos).map_err(&err)?;
-    let mut refs = Vec::new();
-    collect(&obj, "", &mut refs).map_err(&err)?;
-    let keys = pickle::load(data, &mut pos).map_err(&err)?;
+    let obj = pickle::load(data, &mut pos)?;
+    let keys = pickle::load(data, &mut pos)?;
     let keys: Vec<String> = keys
         .as_seq()
-        .ok_or_else(|| err("storage key list is not a list".into()))?
+        .ok_or("storage key list is not a list")?
         .iter()
         .map(|k| match k {
             Value::Str(s) => Ok(s.clone()),
             Value::Int(i) => Ok(i.to_string()),
-            other => Err(err(format!("storage key {other:?} is not a string"))),
+            other => Err(format!("storage key {other:?} is not a string")),
         })
         .collect::<Result<_, _>>()?;
 
@@ -442,42 +447,112 @@ fn load_legacy(path: &Path, data: &[u8]) -> Result<StateDict, MetricsError> {
         let count = data
             .get(pos..pos + 8)
             .ok_or_else(|| {
-                err(format!(
+                format!(
                     "truncated: storage {key} header at byte {at} is past the end ({} bytes)",
                     data.len()
-                ))
+                )
             })?
             .try_into()
             .map(u64::from_le_bytes)
-            .map_err(|_| err("storage header".into()))?;
+            .map_err(|_| "storage header".to_string())?;
         pos += 8;
         // A storage nobody references has an unknown element size: it cannot be skipped.
         let kind = *kinds
             .get(key.as_str())
-            .ok_or_else(|| err(format!("storage {key} is listed but never referenced")))?;
+            .ok_or_else(|| format!("storage {key} is listed but never referenced"))?;
         let bytes = usize::try_from(count)
             .ok()
             .and_then(|c| c.checked_mul(kind.elt_size_in_bytes()))
             .filter(|&b| b <= data.len() - pos)
             .ok_or_else(|| {
-                err(format!(
+                format!(
                     "truncated: storage {key} needs {count} elements of {kind:?} at byte {pos}, \
                      file has {} bytes",
                     data.len()
-                ))
+                )
             })?;
         let flat = tensor_from_bytes(&data[pos..pos + bytes], &[count as i64], kind)
-            .map_err(|e| err(format!("storage {key}: {e}")))?;
+            .map_err(|e| format!("storage {key}: {e}"))?;
         pos += bytes;
         storages.insert(key.clone(), (flat, count as usize));
     }
     if pos != data.len() {
-        return Err(err(format!(
+        return Err(format!(
             "{} trailing bytes after the last storage",
             data.len() - pos
-        )));
+        ));
     }
-    materialise(path, refs, &storages)
+    Ok((obj, storages))
+}
+
+/// A tensor pickled by plain `pickle` rather than `torch.save` (the tensors of a network pickle):
+/// `_rebuild_tensor_v2(storage, offset, size, stride, ..)`, optionally inside
+/// `_rebuild_parameter`, whose storage is `torch.storage._load_from_bytes(b)` with `b` a legacy
+/// torch.save of that one storage. `Ok(None)` when `v` is not a tensor.
+pub(crate) fn inline_tensor(v: &Value) -> Result<Option<Tensor>, String> {
+    let Value::Object { callable, args, .. } = v else {
+        return Ok(None);
+    };
+    let Value::Global(m, n) = &**callable else {
+        return Ok(None);
+    };
+    let args = args.as_seq().unwrap_or(&[]);
+    match (m.as_str(), n.as_str()) {
+        ("torch._utils", "_rebuild_parameter")
+        | ("torch._utils", "_rebuild_parameter_with_state") => match args.first() {
+            Some(inner) => inline_tensor(inner),
+            None => Err("_rebuild_parameter without arguments".into()),
+        },
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+            if args.len() < 4 {
+                return Err(format!("{n} with {} arguments", args.len()));
+            }
+            let bytes = match &args[0] {
+                Value::Object { callable, args, .. }
+                    if **callable
+                        == Value::Global("torch.storage".into(), "_load_from_bytes".into()) =>
+                {
+                    match args.as_seq() {
+                        Some([Value::Bytes(b)]) => b,
+                        _ => return Err("_load_from_bytes without a byte string".into()),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "tensor storage is not torch.storage._load_from_bytes: {}",
+                        short(other)
+                    ))
+                }
+            };
+            let (obj, storages) = read_legacy(bytes).map_err(|e| format!("tensor storage: {e}"))?;
+            let Value::Persistent(pid) = &obj else {
+                return Err("tensor storage does not hold a storage".into());
+            };
+            let storage = storage_ref(pid)?;
+            let (flat, numel) = storages
+                .get(&storage.key)
+                .ok_or("tensor storage has no data")?;
+            let t = TensorRef {
+                storage: storage.clone(),
+                offset: args[1]
+                    .as_int()
+                    .ok_or("tensor storage offset is not an integer")?,
+                size: int_list(&args[2], "tensor size")?,
+                stride: int_list(&args[3], "tensor stride")?,
+            };
+            rebuild(flat, *numel, &t).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The start of a value's debug form, for messages.
+fn short(v: &Value) -> String {
+    let s = format!("{v:?}");
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
 }
 
 fn load_zip(path: &Path, data: &[u8]) -> Result<StateDict, MetricsError> {

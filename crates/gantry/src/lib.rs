@@ -7,7 +7,7 @@
 //! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classify`] (classification,
 //! attacks, OOD detection; also the feature network of classifier-feature FID),
 //! [`eval`], [`train`] (when each phase runs), [`translate`] (unpaired image translation:
-//! U-GAT-IT with the plug-ins), [`report`], [`config`] (one `RunConfig` composed of
+//! U-GAT-IT with the plug-ins), [`interop`] (foreign weights in, reference-named weights out), [`report`], [`config`] (one `RunConfig` composed of
 //! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
 
 // No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
@@ -22,6 +22,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod interop;
 pub mod loss;
 pub mod models;
 pub mod nn;

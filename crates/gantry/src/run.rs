@@ -361,7 +361,8 @@ struct LoadedGenerator {
     cfg: RunConfig,
     shape: models::DataShape,
     device: tch::Device,
-    dataset: std::sync::Arc<dyn gantry_data::Dataset>,
+    /// The run's data set; `None` for an imported network, which carries none.
+    dataset: Option<std::sync::Arc<dyn gantry_data::Dataset>>,
     _vs: nn::VarStore,
     g: Box<dyn models::Generator>,
 }
@@ -369,6 +370,9 @@ struct LoadedGenerator {
 /// Loads the generator of a run or checkpoint directory (the EMA copy when `ema` and the run
 /// kept one), on `device` or the run's own.
 fn load_generator(path: &Path, device: Option<DeviceSpec>, ema: bool) -> Result<LoadedGenerator> {
+    if crate::interop::is_foreign(path) {
+        return load_imported_generator(path, device, ema);
+    }
     let ckpt = checkpoint::resolve(path)?;
     let cfg = saved_config(&ckpt)?;
     let device = device.unwrap_or(cfg.train.device).open()?;
@@ -400,7 +404,39 @@ fn load_generator(path: &Path, device: Option<DeviceSpec>, ema: bool) -> Result<
         cfg,
         shape,
         device,
-        dataset,
+        dataset: Some(dataset),
+        _vs: vs,
+        g,
+    })
+}
+
+/// [`load_generator`] for a foreign weights file (a network pickle): gantry's architecture
+/// built from its constructor arguments, on `device` or the CPU.
+fn load_imported_generator(
+    path: &Path,
+    device: Option<DeviceSpec>,
+    ema: bool,
+) -> Result<LoadedGenerator> {
+    let imported = crate::interop::import(path)?;
+    for note in &imported.notes {
+        eprintln!("gantry: note: {}: {note}", path.display());
+    }
+    let mut cfg = RunConfig {
+        model: imported.model.clone(),
+        ..RunConfig::default()
+    };
+    cfg.train.ema.enabled = imported.store("g_ema").is_some();
+    let device = device.unwrap_or(cfg.train.device).open()?;
+    set_threads(cfg.train.threads);
+    let vs = nn::VarStore::new(device);
+    let g = models::build_generator(vs.root(), &cfg.model, &imported.shape)?;
+    let (_, tensors) = imported.generator_store(ema)?;
+    crate::interop::load_into(&vs.variables(), tensors, path)?;
+    Ok(LoadedGenerator {
+        cfg,
+        shape: imported.shape,
+        device,
+        dataset: None,
         _vs: vs,
         g,
     })
@@ -501,7 +537,7 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
         if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::input(parent, e))?;
         }
-        samples::save(&x, &opts.out, dataset.as_ref(), cfg.data.kind)?;
+        samples::save(&x, &opts.out, dataset.as_deref(), cfg.data.kind)?;
         return Ok(SampleReport {
             path: opts.out.clone(),
             images: opts.n,
@@ -671,8 +707,18 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
         shape,
         device,
         g,
+        dataset,
         ..
     } = load_generator(&opts.checkpoint, opts.device, true)?;
+    if dataset.is_none() && opts.data.is_none() {
+        return Err(Error::config(
+            "--data",
+            format!(
+                "{} is an imported network, which names no data set: pass the real images to compare with",
+                opts.checkpoint.display()
+            ),
+        ));
+    }
     let e = &mut cfg.eval;
     e.metrics = opts.metrics.clone();
     e.n = opts.n;

@@ -23,6 +23,7 @@ const LAYERS: &[&str] = &[
     "eval",
     "train",
     "translate",
+    "interop",
     "report",
     "config",
     "run",

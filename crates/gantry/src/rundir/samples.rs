@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 pub fn save(
     x: &Tensor,
     path: &Path,
-    data: &dyn Dataset,
+    data: Option<&dyn Dataset>,
     kind: gantry_data::DataKind,
 ) -> Result<()> {
     let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
@@ -21,7 +21,7 @@ pub fn save(
     ];
     let values: Vec<f32> =
         Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
-    if data.sample_shape() == [2, 1, 1] {
+    if data.is_some_and(|d| d.sample_shape() == [2, 1, 1]) {
         let modes = match kind {
             gantry_data::DataKind::Gmm8 => gantry_data::gmm::Mixture::ring8().means,
             gantry_data::DataKind::Gmm25 => gantry_data::gmm::Mixture::grid25().means,

@@ -1111,7 +1111,7 @@ impl Trainer {
         let dir = self.run_dir.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("step-{:07}.png", self.step));
-        samples::save(&x, &path, self.dataset.as_ref(), self.setup.data.kind)?;
+        samples::save(&x, &path, Some(self.dataset.as_ref()), self.setup.data.kind)?;
         Ok((path, spread))
     }
 

@@ -72,6 +72,10 @@ enum Command {
         /// Continue a run from its latest checkpoint.
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// Start a new run (fine-tuning) from published weights: a stylegan2-ada-pytorch
+        /// network pickle. The architecture is the file's; optimiser state starts fresh.
+        #[arg(long, value_name = "FILE")]
+        init: Option<PathBuf>,
         /// cpu, cuda or cuda:N (same as --set train.device=...).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
@@ -86,7 +90,8 @@ enum Command {
     },
     /// Draw samples from a trained generator.
     Sample {
-        /// Run directory (latest checkpoint) or checkpoint directory.
+        /// Run directory (latest checkpoint), checkpoint directory, or a network pickle
+        /// (stylegan2-ada-pytorch's network-snapshot-*.pkl).
         #[arg(long)]
         checkpoint: PathBuf,
         /// Number of samples.
@@ -162,6 +167,7 @@ enum Command {
     },
     /// Evaluate a trained generator against a data set.
     Eval {
+        /// Run directory, checkpoint directory, or a network pickle (then --data is needed).
         #[arg(long)]
         checkpoint: PathBuf,
         /// Reference data set spec (`mnist:DIR`, `mnist@test:DIR`, a folder, ...); default: the run's held-out data.
@@ -225,9 +231,14 @@ enum Command {
     /// Translate a folder of images with a trained translation run (U-GAT-IT): each image is
     /// written to --out as PNG under its own name.
     Translate {
-        /// Run directory (its best checkpoint, else its latest) or checkpoint.
+        /// Run directory (its best checkpoint, else its latest), checkpoint, or a
+        /// UGATIT-pytorch checkpoint (`*_params_*.pt`).
         #[arg(long)]
         checkpoint: PathBuf,
+        /// Image size for a UGATIT-pytorch light checkpoint, which does not record it
+        /// (default 256, UGATIT-pytorch's default).
+        #[arg(long, value_name = "PIXELS")]
+        size: Option<i64>,
         /// Folder of PNG/JPEG images (sub-folders included).
         #[arg(long = "in", value_name = "DIR")]
         input: PathBuf,
@@ -246,6 +257,23 @@ enum Command {
         /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
+    },
+    /// Write a run's networks as safetensors files plus kwargs.json, loadable in PyTorch: under
+    /// the reference implementation's names (stylegan2-ada-pytorch, R3GAN, BigGAN-PyTorch,
+    /// UGATIT-pytorch) or gantry's own (python/gantry_torch builds those). docs/interop.md.
+    Export {
+        /// Run directory (latest checkpoint) or checkpoint directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory (G.safetensors, G_ema.safetensors, D.safetensors, kwargs.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// reference: the official code's names and constructor arguments; gantry: gantry's.
+        #[arg(long, default_value = "reference", value_parser = ["reference", "gantry"])]
+        format: String,
+        /// Overwrite the files of an earlier export.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -370,6 +398,9 @@ fn launch_local(opts: TrainOptions, nproc: usize) -> gantry::Result<ExitCode> {
             args.extend(["--out".into(), out.into()]);
         }
     }
+    if let Some(init) = &opts.init {
+        args.extend(["--init".into(), init.into()]);
+    }
     for s in &opts.sets {
         args.extend(["--set".into(), s.into()]);
     }
@@ -461,6 +492,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             mut sets,
             out,
             resume,
+            init,
             device,
             dry_run,
             nproc,
@@ -482,6 +514,7 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 sets,
                 out,
                 resume,
+                init,
             };
             if dry_run {
                 let cfg = run::resolve_config(&opts)?;
@@ -739,15 +772,36 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             details,
             force,
             device,
+            size,
         } => translate::folder(
             &checkpoint,
             &input,
             &out,
             direction == "a2b",
             device,
+            size,
             details,
             force,
         ),
+        Command::Export {
+            checkpoint,
+            out,
+            format,
+            force,
+        } => {
+            let report = gantry::interop::export(&gantry::interop::ExportOptions {
+                checkpoint,
+                out,
+                format: gantry::interop::ExportFormat::parse(&format)
+                    .expect("clap checked the value"),
+                force,
+            })?;
+            for f in &report.files {
+                eprintln!("gantry: wrote {}", f.display());
+            }
+            eprintln!("gantry: load them with {} (docs/interop.md)", report.target);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Report { run_dir } => {
             let index = gantry::report::write(&run_dir)?;
             eprintln!("gantry: wrote {}", index.display());

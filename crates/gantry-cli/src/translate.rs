@@ -102,11 +102,16 @@ pub fn folder(
     out: &Path,
     a2b: bool,
     device: Option<gantry::device::DeviceSpec>,
+    size: Option<i64>,
     details: bool,
     force: bool,
 ) -> Result<ExitCode> {
     let device = device.map(|d| d.open()).transpose()?;
-    let n = tt::translate_folder(run, input, out, a2b, device, details, force)?;
+    let (gens, notes) = gantry::interop::translation(run, device, size)?;
+    for note in notes {
+        eprintln!("gantry: note: {note}");
+    }
+    let n = tt::translate_folder(&gens, input, out, a2b, details, force)?;
     eprintln!(
         "gantry: translated {n} image(s) {} into {}",
         if a2b { "A->B" } else { "B->A" },

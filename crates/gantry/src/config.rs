@@ -387,6 +387,7 @@ impl RunConfig {
             eval: self.eval.clone(),
             resolved: self.to_toml(),
             comm: crate::dist::Comm::single(),
+            init: None,
         }
     }
 

@@ -7,8 +7,8 @@
 //! computes), [`rundir`] (checkpoints, the metrics log, samples on disk), [`classify`] (classification,
 //! attacks, OOD detection; also the feature network of classifier-feature FID),
 //! [`eval`], [`train`] (when each phase runs), [`translate`] (unpaired image translation:
-//! U-GAT-IT with the plug-ins), [`interop`] (foreign weights in, reference-named weights out), [`report`], [`config`] (one `RunConfig` composed of
-//! the modules' settings), then the entry points [`run`], [`bench`], [`experiment`].
+//! U-GAT-IT with the plug-ins), [`report`], [`config`] (one `RunConfig` composed of
+//! the modules' settings), [`interop`] (foreign weights in, reference-named weights out), then the entry points [`run`], [`bench`], [`experiment`].
 
 // No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
 // it (`expect` remains for invariants the code itself established, with the invariant as message).

@@ -24,12 +24,20 @@ pub struct TrainOptions {
     pub out: Option<PathBuf>,
     /// Continue this run directory from its latest checkpoint.
     pub resume: Option<PathBuf>,
+    /// Start a new run from these weights (a network pickle): the architecture is the file's,
+    /// optimiser and plug-in state start fresh.
+    pub init: Option<PathBuf>,
 }
 
 /// The configuration a `train` call would use, checked by the validation gate (also what
 /// `--dry-run` prints).
 pub fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
-    let cfg = if let Some(run) = &opts.resume {
+    resolve_with_init(opts).map(|(cfg, _)| cfg)
+}
+
+/// [`resolve_config`], and the weights of `--init` (whose architecture replaces `model`).
+fn resolve_with_init(opts: &TrainOptions) -> Result<(RunConfig, Option<crate::interop::Imported>)> {
+    let mut cfg = if let Some(run) = &opts.resume {
         if opts.config.is_some() {
             return Err(Error::config("--config", "cannot be combined with --resume (the run's own configuration is used; change safe keys with --set)"));
         }
@@ -37,8 +45,28 @@ pub fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
     } else {
         RunConfig::resolve(opts.config.as_deref(), &opts.sets)?
     };
+    let imported = match &opts.init {
+        None => None,
+        Some(_) if opts.resume.is_some() => {
+            return Err(Error::config(
+                "--init",
+                "cannot be combined with --resume (a resumed run continues from its own weights)",
+            ))
+        }
+        Some(path) => {
+            if let Some(set) = opts.sets.iter().find(|s| s.trim_start().starts_with("model.")) {
+                return Err(Error::config(
+                    "--set",
+                    format!("{set}: the architecture comes from --init {}", path.display()),
+                ));
+            }
+            let imported = crate::interop::import(path)?;
+            cfg.model = imported.model.clone();
+            Some(imported)
+        }
+    };
     cfg.validate()?;
-    Ok(cfg)
+    Ok((cfg, imported))
 }
 
 /// The resolved configuration a checkpoint was written with.
@@ -231,7 +259,7 @@ pub fn train(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, PathBuf)> {
-    let mut cfg = resolve_config(opts)?;
+    let (mut cfg, imported) = resolve_with_init(opts)?;
     if let Some(run) = &opts.resume {
         // A finished run resumed with the same length has nothing to do, and a shorter one
         // cannot be had: both are told before anything is built or written.
@@ -265,6 +293,13 @@ pub fn train(
             let dir = PathBuf::from(comm.broadcast_text(&dir.to_string_lossy())?);
             let mut setup = cfg.setup();
             setup.comm = comm;
+            setup.init = imported.map(|i| {
+                std::sync::Arc::new(crate::train::InitWeights {
+                    origin: opts.init.clone().unwrap_or_default(),
+                    shape: i.shape,
+                    stores: i.stores,
+                })
+            });
             Trainer::new(setup, &dir)?
         }
     };

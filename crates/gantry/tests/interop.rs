@@ -95,3 +95,116 @@ fn hostile_pickles_run_nothing() {
     );
     assert!(!marker.exists());
 }
+
+fn pick_fp32(out: &HashMap<String, Tensor>, k: &str) -> Tensor {
+    out.get(&format!("{k}_fp32"))
+        .or_else(|| out.get(k))
+        .unwrap_or_else(|| panic!("{k}"))
+        .shallow_clone()
+}
+
+/// Builds store `store` of an import into gantry's networks of its architecture.
+fn generator(imported: &interop::Imported, store: &str) -> (nn::VarStore, Box<dyn gantry::models::Generator>) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let g = gantry::models::build_generator(vs.root(), &imported.model, &imported.shape).unwrap();
+    interop::load_into(&vs.variables(), imported.store(store).unwrap(), &fixture(store)).unwrap();
+    (vs, g)
+}
+
+fn discriminator(imported: &interop::Imported) -> (nn::VarStore, Box<dyn Discriminator>) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let d = gantry::models::build_discriminator(vs.root(), &imported.model, &imported.shape).unwrap();
+    interop::load_into(&vs.variables(), imported.store("d").unwrap(), &fixture("d")).unwrap();
+    (vs, d)
+}
+
+/// R3GAN pickles (plain modules, settings read off the shapes): G_ema, G and D reproduce the
+/// official outputs (fp32 calls where the official network has bfloat16 stages).
+#[test]
+fn r3gan_pickles_reproduce_the_official_outputs() {
+    for name in ["r3gan", "r3gan-cond"] {
+        let imported = interop::import(&fixture(&format!("sg2/{name}.pkl"))).unwrap();
+        assert_eq!(imported.model.arch_name(), "r3gan");
+        let out = npz(&format!("sg2/{name}.npz"));
+        let c = labels(&out);
+        for (store, key) in [("g_ema", "img_ema"), ("g", "img_g")] {
+            let (_vs, g) = generator(&imported, store);
+            let x = tch::no_grad(|| g.forward(&out["z"], c.as_ref(), false));
+            let d = max_diff(&x, &pick_fp32(&out, key));
+            assert!(d <= 1e-4, "{name} {key}: max |diff| {d}");
+        }
+        let (_vs, d) = discriminator(&imported);
+        let logits = tch::no_grad(|| d.forward(&out["x_real"], c.as_ref(), false));
+        let diff = max_diff(&logits.reshape([-1]), &pick_fp32(&out, "d_logits").reshape([-1]));
+        assert!(diff <= 1e-4, "{name} D: max |diff| {diff}");
+    }
+}
+
+/// BigGAN-PyTorch folders (FQ-BigGAN's CIFAR settings; shared embedding + hierarchical z +
+/// attention): G, G_ema and D reproduce the official outputs in eval mode and, through the
+/// spectral-norm vectors the import derives, in training mode (batch statistics, one power step).
+#[test]
+fn biggan_weights_reproduce_the_official_outputs() {
+    for name in ["fq_c10", "shared_hier_attn"] {
+        let imported = interop::import(&fixture(&format!("biggan/{name}"))).unwrap();
+        assert_eq!(imported.model.arch_name(), "biggan");
+        let out = npz(&format!("biggan/{name}/outputs.npz"));
+        let y = &out["y"];
+        for (store, key, train) in [
+            ("g", "img_g", false),
+            ("g_ema", "img_ema", false),
+            ("g", "img_g_trainmode", true),
+        ] {
+            let (_vs, g) = generator(&imported, store);
+            let x = tch::no_grad(|| g.forward(&out["z"], Some(y), train));
+            let d = max_diff(&x, &out[key]);
+            assert!(d <= 1e-4, "{name} {key}: max |diff| {d}");
+        }
+        for (key, train) in [("d_out", false), ("d_out_trainmode", true)] {
+            let (_vs, d) = discriminator(&imported);
+            let logits = tch::no_grad(|| d.forward(&out["x_real"], Some(y), train));
+            let diff = max_diff(&logits.reshape([-1]), &out[key].reshape([-1]));
+            assert!(diff <= 1e-4, "{name} {key}: max |diff| {diff}");
+        }
+    }
+}
+
+/// UGATIT-pytorch checkpoints (full and light): the A->B generator's image, CAM logits and
+/// heat-map, and the global and local critics, equal the official outputs.
+#[test]
+fn ugatit_checkpoints_reproduce_the_official_outputs() {
+    use gantry::translate::nets::UgatitDiscriminator;
+    for name in ["full", "light"] {
+        let file = fixture(&format!("ugatit/{name}/ugatit_params.pt"));
+        let out = npz(&format!("ugatit/{name}/outputs.npz"));
+        let (gens, _) = interop::translation(&file, Some(Device::Cpu), Some(32)).unwrap();
+        let t = gens.translate(&out["x"], true);
+        for (got, key) in [(&t.image, "gen_out"), (&t.cam_logits, "gen_cam_logit"), (&t.heatmap, "gen_heatmap")] {
+            let d = max_diff(got, &out[key]);
+            assert!(d <= 1e-4, "{name} {key}: max |diff| {d}");
+        }
+        let sd: HashMap<String, Tensor> =
+            gantry_metrics::torch_file::load_state_dict(&file).unwrap().into_iter().collect();
+        let imported = interop::ugatit::import(&sd, &file).unwrap();
+        assert_eq!((imported.model.global_layers, imported.model.local_layers), (7, 5));
+        for (critic, prefix, layers, x, size) in [
+            ("disGA", "ga", 7, "x_global", 128),
+            ("disLA", "la", 5, "x", 32),
+        ] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let d = UgatitDiscriminator::new(&(vs.root() / prefix), imported.model.ch, layers, 3, size);
+            let mine: HashMap<String, Tensor> = imported
+                .d
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!("{prefix}.")))
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect();
+            interop::load_into(&vs.variables(), &mine, &file).unwrap();
+            let (patch, cam, heat) = tch::no_grad(|| d.head_parts(&d.embed(&out[x], false), false));
+            for (got, key) in [(&patch, "out"), (&cam, "cam_logit"), (&heat, "heatmap")] {
+                let diff = max_diff(got, &out[&format!("{critic}_{key}")]);
+                assert!(diff <= 1e-4, "{name} {critic} {key}: max |diff| {diff}");
+            }
+        }
+    }
+}

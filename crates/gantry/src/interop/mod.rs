@@ -11,16 +11,22 @@
 //! layouts, with the constructor arguments beside them in JSON.
 //!
 //! One file per code base: [`stylegan2`] (stylegan2-ada-pytorch and the AdaptiveMix code built on
-//! it).
+//! it), [`r3gan`], [`biggan`] (BigGAN-PyTorch and FQ-BigGAN), [`ugatit`] (UGATIT-pytorch).
 
+pub mod biggan;
+pub mod r3gan;
 pub mod stylegan2;
+pub mod ugatit;
 
+use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::models::{DataShape, ModelConfig};
+use crate::rundir::checkpoint;
+use crate::util::TaskConfig;
 use gantry_metrics::module_pickle::{self, PickleEntry, PickledModule};
 use gantry_metrics::pickle::Value;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::Tensor;
 
 /// Tensors by gantry name.
@@ -53,26 +59,108 @@ impl Imported {
     }
 }
 
-/// Whether `path` names a foreign weights file rather than a gantry run or checkpoint directory.
+/// Whether `path` names foreign weights rather than a gantry run or checkpoint directory: a
+/// file, or a folder of BigGAN-PyTorch weights (`G.pth`, `G_ema.pth`, `D.pth`).
 pub fn is_foreign(path: &Path) -> bool {
     path.is_file()
+        || (path.is_dir()
+            && !path.join("meta.json").exists()
+            && BIGGAN_FILES.iter().any(|(f, _)| path.join(f).is_file()))
 }
 
-/// Reads a foreign weights file (the format is sniffed from the content).
+/// BigGAN-PyTorch's weight files and the stores they fill.
+const BIGGAN_FILES: [(&str, &str); 3] = [("G.pth", "g"), ("G_ema.pth", "g_ema"), ("D.pth", "d")];
+
+/// Reads foreign weights (the format is sniffed from the content): a stylegan2-ada-pytorch,
+/// AdaptiveMix or R3GAN network pickle, BigGAN-PyTorch weights (a `G.pth`-style file or the
+/// folder holding them). A U-GAT-IT checkpoint is a translation model: see [`translation`].
 pub fn import(path: &Path) -> Result<Imported> {
+    if path.is_dir() {
+        let mut files = Vec::new();
+        for (f, store) in BIGGAN_FILES {
+            let file = path.join(f);
+            if file.is_file() {
+                let sd = state_dict(&file)?;
+                if !biggan::recognises(&sd) {
+                    return Err(Error::input(&file, "is not a BigGAN-PyTorch state dict"));
+                }
+                files.push((store.to_string(), sd, file));
+            }
+        }
+        return biggan::import(&files);
+    }
     let head = read_head(path)?;
     if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
-        let entries = module_pickle::read_network_pickle(path)
-            .map_err(|e| Error::Input {
-                path: path.to_path_buf(),
-                msg: e.to_string().trim_start_matches(&format!("{}: ", path.display())).to_string(),
-            })?;
+        let entries = module_pickle::read_network_pickle(path).map_err(|e| Error::Input {
+            path: path.to_path_buf(),
+            msg: e
+                .to_string()
+                .trim_start_matches(&format!("{}: ", path.display()))
+                .to_string(),
+        })?;
         return from_network_pickle(path, entries);
+    }
+    if gantry_metrics::torch_file::detect_format(&head).is_some() {
+        let sd = state_dict(path)?;
+        if biggan::recognises(&sd) {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+            let store = if name.contains("ema") { "g_ema" } else { "g" };
+            return biggan::import(&[(store.to_string(), sd, path.to_path_buf())]);
+        }
+        if ugatit::recognises(&sd) {
+            return Err(Error::input(
+                path,
+                "is a U-GAT-IT translation model (gantry translate --checkpoint takes it)",
+            ));
+        }
+        let mut keys: Vec<&str> = sd.keys().map(String::as_str).take(4).collect();
+        keys.sort();
+        return Err(Error::input(
+            path,
+            format!(
+                "is a state dict gantry does not recognise (keys {}, ...); it reads BigGAN-PyTorch \
+                 and UGATIT-pytorch state dicts and stylegan2-ada-pytorch / R3GAN network pickles",
+                keys.join(", ")
+            ),
+        ));
     }
     Err(Error::input(
         path,
-        "is not a network gantry can import (expected a stylegan2-ada-pytorch network pickle)",
+        "is neither a network pickle nor a torch.save / safetensors file",
     ))
+}
+
+/// The generators of a translation model for `gantry translate`: a gantry run's, or those of a
+/// UGATIT-pytorch checkpoint at `resolution` (default: the size a full model's FC layer fixes,
+/// else UGATIT-pytorch's 256). Returns notes for the user.
+pub fn translation(
+    path: &Path,
+    device: Option<tch::Device>,
+    resolution: Option<i64>,
+) -> Result<(crate::translate::train::Generators, Vec<String>)> {
+    if !is_foreign(path) {
+        if resolution.is_some() {
+            return Err(Error::config("--size", "a gantry run translates at its own resolution"));
+        }
+        return Ok((crate::translate::train::Generators::of_run(path, device)?, Vec::new()));
+    }
+    let sd = state_dict(path)?;
+    if !ugatit::recognises(&sd) {
+        return Err(Error::input(path, "is not a UGATIT-pytorch checkpoint (no genA2B) nor a gantry translation run"));
+    }
+    ugatit::generators(&sd, path, device.unwrap_or(tch::Device::Cpu), resolution)
+}
+
+/// A torch.save or safetensors file's tensors (nested dicts flattened with dots).
+fn state_dict(path: &Path) -> Result<Tensors> {
+    let sd = gantry_metrics::torch_file::load_state_dict(path).map_err(|e| Error::Input {
+        path: path.to_path_buf(),
+        msg: e
+            .to_string()
+            .trim_start_matches(&format!("{}: ", path.display()))
+            .to_string(),
+    })?;
+    Ok(sd.into_iter().collect())
 }
 
 /// A legacy `torch.save` file starts with a pickled long (the magic number), not a dict.
@@ -120,11 +208,14 @@ fn from_network_pickle(path: &Path, entries: Vec<(String, PickleEntry)>) -> Resu
     if stylegan2::recognises(g) {
         return stylegan2::import(path, get("G"), get("G_ema"), get("D"));
     }
+    if r3gan::recognises(g) {
+        return r3gan::import(path, get("G"), get("G_ema"), get("D"));
+    }
     Err(Error::input(
         path,
         format!(
             "its generator is a {} with arguments ({}), which gantry cannot import \
-             (it reads stylegan2-ada-pytorch's training.networks.Generator)",
+             (it reads stylegan2-ada-pytorch's and R3GAN's training.networks.Generator)",
             g.class,
             g.init_kwargs
                 .iter()
@@ -217,14 +308,6 @@ impl<'a> Kwargs<'a> {
         }
     }
 
-    pub fn string(&mut self, key: &str, default: &str) -> Result<String> {
-        match self.take(key) {
-            Some(Value::Str(s)) => Ok(s.clone()),
-            None | Some(Value::None) => Ok(default.to_string()),
-            Some(other) => Err(self.bad(key, other, "a string")),
-        }
-    }
-
     /// An argument gantry supports only at one value (`architecture = 'skip'`).
     pub fn require(&mut self, key: &str, supported: &Value, why: &str) -> Result<()> {
         match self.take(key) {
@@ -291,4 +374,172 @@ pub(crate) fn show(v: &Value) -> String {
 /// `origin` names the file in messages.
 pub fn load_into(vars: &HashMap<String, Tensor>, tensors: &Tensors, origin: &Path) -> Result<()> {
     crate::rundir::checkpoint::restore_into(vars, tensors, origin)
+}
+
+/// How `gantry export` names the tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// The reference implementation's names, layouts and constructor arguments.
+    Reference,
+    /// gantry's own names, with the settings `python/gantry_torch` builds the networks from.
+    Gantry,
+}
+
+impl ExportFormat {
+    pub const NAMES: &'static [&'static str] = &["reference", "gantry"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reference" => Some(ExportFormat::Reference),
+            "gantry" => Some(ExportFormat::Gantry),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// A run directory (latest checkpoint) or a checkpoint directory.
+    pub checkpoint: PathBuf,
+    /// The directory the files go to (created).
+    pub out: PathBuf,
+    pub format: ExportFormat,
+    /// Overwrite files of an earlier export in `out`.
+    pub force: bool,
+}
+
+/// One network as the reference code holds it.
+pub struct ExportedNet {
+    /// File stem (`G`, `G_ema`, `D`, `genA2B`).
+    pub name: String,
+    pub tensors: Vec<(String, Tensor)>,
+}
+
+/// What an architecture's export gives: its networks and `kwargs.json`.
+pub struct Export {
+    pub nets: Vec<ExportedNet>,
+    pub kwargs: serde_json::Value,
+}
+
+/// What `gantry export` wrote.
+#[derive(Debug)]
+pub struct ExportReport {
+    pub files: Vec<PathBuf>,
+    /// What the files load into, for the user (`stylegan2-ada-pytorch training.networks`).
+    pub target: String,
+}
+
+/// `gantry export`: a run's networks as safetensors files plus `kwargs.json`, so that the
+/// reference code (or `python/gantry_torch`) builds and loads them without gantry.
+pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    let ckpt = checkpoint::resolve(&opts.checkpoint)?;
+    let meta = checkpoint::read_meta(&ckpt)?;
+    let read = |store: &str| -> Result<Option<Tensors>> {
+        if ckpt.join(format!("{store}.safetensors")).exists() {
+            checkpoint::read_store(&ckpt, store).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let export = if meta.arch.starts_with("classify/") {
+        return Err(Error::checkpoint(
+            &ckpt,
+            "is a classifier run; gantry export takes GAN and translation runs",
+        ));
+    } else if meta.arch.starts_with("translate/") {
+        let cfg = crate::translate::TranslateConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
+        let g = read("g")?.ok_or_else(|| Error::checkpoint(&ckpt, "has no g.safetensors"))?;
+        let d = read("d")?;
+        ugatit::export(&cfg, &g, d.as_ref(), opts.format)?
+    } else {
+        let cfg = RunConfig::from_value_str(&meta.config, &ckpt)?;
+        let dataset = gantry_data::open(&cfg.data)?;
+        let shape = crate::train::data_shape(dataset.as_ref());
+        let mut stores = Vec::new();
+        for name in ["g", "g_ema", "d"] {
+            if let Some(t) = read(name)? {
+                stores.push((name, t));
+            }
+        }
+        match opts.format {
+            ExportFormat::Gantry => gantry_format(&cfg.model, &shape, &stores),
+            ExportFormat::Reference => match &cfg.model {
+                ModelConfig::StyleGan2(c) => stylegan2::export(c, &shape, &stores)?,
+                ModelConfig::BigGan(c) => biggan::export(c, &shape, &stores)?,
+                ModelConfig::R3gan(c) => r3gan::export(c, &shape, &stores)?,
+                other => {
+                    return Err(Error::config(
+                        "--format",
+                        format!(
+                            "{} has no official PyTorch implementation to name its weights after; \
+                             use --format gantry (python/gantry_torch builds it)",
+                            other.arch_name()
+                        ),
+                    ))
+                }
+            },
+        }
+    };
+    write_export(&export, &opts.out, opts.force)
+}
+
+/// gantry's names, and the settings `python/gantry_torch` needs.
+fn gantry_format(model: &ModelConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Export {
+    let nets = stores
+        .iter()
+        .map(|(name, t)| {
+            let mut tensors: Vec<(String, Tensor)> =
+                t.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0));
+            ExportedNet {
+                name: match *name {
+                    "g" => "G",
+                    "g_ema" => "G_ema",
+                    _ => "D",
+                }
+                .into(),
+                tensors,
+            }
+        })
+        .collect();
+    Export {
+        nets,
+        kwargs: serde_json::json!({
+            "format": "gantry",
+            "model": model,
+            "img_channels": shape.channels,
+            "img_resolution": shape.resolution,
+            "num_classes": shape.num_classes,
+        }),
+    }
+}
+
+fn write_export(export: &Export, out: &Path, force: bool) -> Result<ExportReport> {
+    let mut files: Vec<PathBuf> = export
+        .nets
+        .iter()
+        .map(|n| out.join(format!("{}.safetensors", n.name)))
+        .collect();
+    files.push(out.join("kwargs.json"));
+    if !force {
+        if let Some(f) = files.iter().find(|f| f.exists()) {
+            return Err(Error::input(f, "already exists; pass --force to overwrite it"));
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    for (net, file) in export.nets.iter().zip(&files) {
+        let cpu: Vec<(String, Tensor)> = net
+            .tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.to_device(tch::Device::Cpu).contiguous()))
+            .collect();
+        let tmp = file.with_extension("safetensors.tmp");
+        Tensor::write_safetensors(&cpu, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, file).map_err(|e| Error::io(file, e))?;
+    }
+    let json = files.last().expect("kwargs.json is listed");
+    let text = serde_json::to_string_pretty(&export.kwargs).map_err(|e| Error::io(json, e))?;
+    std::fs::write(json, text + "\n").map_err(|e| Error::io(json, e))?;
+    let target = export.kwargs["format"].as_str().unwrap_or("gantry").to_string();
+    Ok(ExportReport { files, target })
 }

@@ -110,7 +110,7 @@ fn discriminator_config(d: &PickledModule, t: &mut Translated) -> Result<()> {
     b.require("activation", &Value::Str("lrelu".into()), "gantry's D uses lrelu")?;
     b.ignore("fp16_channels_last");
     b.finish()?;
-    let mut m = k.nested("mapping_kwargs")?;
+    let m = k.nested("mapping_kwargs")?;
     m.finish()?;
     let mut e = k.nested("epilogue_kwargs")?;
     let group = e.int("mbstd_group_size", Some(4))?;
@@ -203,4 +203,138 @@ pub(super) fn import(
         origin: "a stylegan2-ada-pytorch network pickle".into(),
         notes: t.notes,
     })
+}
+
+/// Where the reference keeps a persistent `resample_filter` for a gantry weight `key`: the layer
+/// itself (every Conv2dLayer and SynthesisLayer) and, once per block, the block.
+fn filter_names(key: &str, generator: bool) -> Vec<String> {
+    let Some(layer) = key.strip_suffix(".weight") else {
+        return Vec::new();
+    };
+    let parts: Vec<&str> = layer.split('.').collect();
+    let block = |b: &str| b.strip_prefix('b').and_then(|r| r.parse::<i64>().ok());
+    match (generator, parts.as_slice()) {
+        (true, ["synthesis", b, l]) if block(b).is_some() && (*l == "conv0" || *l == "conv1") => {
+            let mut v = vec![format!("{layer}.resample_filter")];
+            if *l == "conv1" {
+                v.push(format!("synthesis.{b}.resample_filter"));
+            }
+            v
+        }
+        (false, [b, l]) if block(b).is_some_and(|r| r > 4) => {
+            let mut v = vec![format!("{layer}.resample_filter")];
+            if *l == "conv1" {
+                v.push(format!("{b}.resample_filter"));
+            }
+            v
+        }
+        (false, ["b4", "conv"]) => vec![format!("{layer}.resample_filter")],
+        _ => Vec::new(),
+    }
+}
+
+/// gantry's tensors in the reference's state-dict form: `pl_mean` left out, filters added.
+fn to_reference(t: &Tensors, generator: bool) -> Vec<(String, Tensor)> {
+    let filter = ops::setup_filter(&ops::BLUR_TAPS, Device::Cpu);
+    let mut out: Vec<(String, Tensor)> = Vec::new();
+    for (k, v) in t {
+        if generator && k == "pl_mean" {
+            continue;
+        }
+        for f in filter_names(k, generator) {
+            out.push((f, filter.shallow_clone()));
+        }
+        out.push((k.clone(), v.shallow_clone()));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// stylegan2-ada-pytorch's `training.networks.Generator` / `Discriminator` state dicts and
+/// constructor arguments (fp32 everywhere: `num_fp16_res = 0`, no `conv_clamp`).
+pub(super) fn export(
+    cfg: &StyleGan2Config,
+    shape: &DataShape,
+    stores: &[(&str, Tensors)],
+) -> Result<super::Export> {
+    let c_dim = if cfg.conditional {
+        shape.num_classes.unwrap_or(0)
+    } else {
+        0
+    };
+    let nets = stores
+        .iter()
+        .map(|(store, t)| {
+            let generator = *store != "d";
+            super::ExportedNet {
+                name: match *store {
+                    "g" => "G",
+                    "g_ema" => "G_ema",
+                    _ => "D",
+                }
+                .into(),
+                tensors: to_reference(t, generator),
+            }
+        })
+        .collect();
+    let kwargs = serde_json::json!({
+        "format": "stylegan2-ada-pytorch",
+        "G": {
+            "class_name": "training.networks.Generator",
+            "kwargs": {
+                "z_dim": cfg.z_dim,
+                "c_dim": c_dim,
+                "w_dim": cfg.w_dim,
+                "img_resolution": shape.resolution,
+                "img_channels": shape.channels,
+                "mapping_kwargs": {"num_layers": cfg.mapping_layers, "lr_multiplier": cfg.mapping_lr_mul},
+                "synthesis_kwargs": {
+                    "channel_base": cfg.channel_base,
+                    "channel_max": cfg.channel_max,
+                    "num_fp16_res": 0,
+                    "conv_clamp": null,
+                },
+            },
+        },
+        "D": {
+            "class_name": "training.networks.Discriminator",
+            "kwargs": {
+                "c_dim": c_dim,
+                "img_resolution": shape.resolution,
+                "img_channels": shape.channels,
+                "channel_base": cfg.channel_base,
+                "channel_max": cfg.channel_max,
+                "num_fp16_res": 0,
+                "conv_clamp": null,
+                "epilogue_kwargs": {
+                    "mbstd_group_size": cfg.mbstd_group,
+                    "mbstd_num_channels": cfg.mbstd_channels,
+                },
+            },
+        },
+    });
+    Ok(super::Export { nets, kwargs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_go_where_the_reference_registers_them() {
+        assert_eq!(
+            filter_names("synthesis.b8.conv1.weight", true),
+            ["synthesis.b8.conv1.resample_filter", "synthesis.b8.resample_filter"]
+        );
+        assert_eq!(
+            filter_names("synthesis.b8.conv0.weight", true),
+            ["synthesis.b8.conv0.resample_filter"]
+        );
+        assert!(filter_names("synthesis.b8.torgb.weight", true).is_empty());
+        assert!(filter_names("mapping.fc0.weight", true).is_empty());
+        assert_eq!(filter_names("b16.skip.weight", false), ["b16.skip.resample_filter"]);
+        assert_eq!(filter_names("b4.conv.weight", false), ["b4.conv.resample_filter"]);
+        assert!(filter_names("b4.fc.weight", false).is_empty());
+        assert!(filter_names("b16.conv1.bias", false).is_empty());
+    }
 }

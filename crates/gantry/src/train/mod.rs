@@ -293,6 +293,64 @@ pub struct Setup {
     pub resolved: String,
     /// This process's place in a data-parallel job (`Comm::single()` for one process).
     pub comm: Comm,
+    /// Weights a new run starts from (`gantry train --init`); `None` draws them.
+    pub init: Option<std::sync::Arc<InitWeights>>,
+}
+
+/// Weights to start a new run from, under gantry's names, by store (`g`, `g_ema`, `d`): an
+/// imported network (`crate::interop` reads it). Optimiser and plug-in state start fresh.
+pub struct InitWeights {
+    /// The file they came from, for messages.
+    pub origin: PathBuf,
+    /// What the weights were built for; the run's data must have the same shape.
+    pub shape: DataShape,
+    pub stores: Vec<(&'static str, std::collections::HashMap<String, Tensor>)>,
+}
+
+impl std::fmt::Debug for InitWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores: Vec<&str> = self.stores.iter().map(|(n, _)| *n).collect();
+        write!(f, "InitWeights({}, {stores:?})", self.origin.display())
+    }
+}
+
+impl InitWeights {
+    /// Copies store `name` into `vs`; `false` when the file has no such store.
+    fn load(&self, name: &str, vs: &nn::VarStore) -> Result<bool> {
+        match self.stores.iter().find(|(n, _)| *n == name) {
+            Some((_, t)) => checkpoint::restore_into(&vs.variables(), t, &self.origin).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Refuses data of another shape than the weights were built for.
+    fn check_shape(&self, data: &DataShape) -> Result<()> {
+        let describe = |s: &DataShape| {
+            format!(
+                "{}x{}x{} images{}",
+                s.channels,
+                s.resolution,
+                s.resolution,
+                s.num_classes
+                    .map_or(String::new(), |n| format!(" with {n} classes"))
+            )
+        };
+        if data.channels != self.shape.channels
+            || data.resolution != self.shape.resolution
+            || (self.shape.num_classes.is_some() && data.num_classes != self.shape.num_classes)
+        {
+            return Err(Error::config(
+                "--init",
+                format!(
+                    "{} was built for {}; the data set is {}",
+                    self.origin.display(),
+                    describe(&self.shape),
+                    describe(data)
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What the loop reports to its caller (the CLI draws the progress bar from these).
@@ -549,6 +607,9 @@ impl Trainer {
         let shape = data_shape(dataset.as_ref());
         let arch = setup.model.arch();
         arch.validate_data(&shape)?;
+        if let Some(init) = &setup.init {
+            init.check_shape(&shape)?;
+        }
         if setup.train.batch_size > dataset.len() {
             return Err(Error::config(
                 "train.batch_size",
@@ -605,11 +666,27 @@ impl Trainer {
             }
         }
         let t = &setup.train;
+        let mut note = None;
         let mut opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
         let mut opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
+        let init = setup.init.as_ref().filter(|_| ckpt.is_none());
+        if let Some(init) = init {
+            init.load("g", &g_vs)?;
+            let d_loaded = init.load("d", &d_vs)?;
+            let stores: Vec<&str> = init.stores.iter().map(|(n, _)| *n).collect();
+            note = Some(format!(
+                "weights from {} ({}){}; optimiser and plug-in state start fresh",
+                init.origin.display(),
+                stores.join(", "),
+                if d_loaded { "" } else { "; it has no discriminator, so D starts from its initialisation" }
+            ));
+        }
         let mut ema = t.ema.enabled.then(|| Ema::new(&g_vs, &ema_vs, &t.ema));
         if let Some(e) = ema.as_mut() {
             e.reset();
+        }
+        if let Some(init) = init {
+            init.load("g_ema", &ema_vs)?;
         }
         seed_torch(setup.train.seed, 0, Purpose::FixedLatents, 0);
         // 2-D points need many samples to show the modes; images a grid.
@@ -625,7 +702,6 @@ impl Trainer {
         let mut position = Position::default();
         let mut wall_before = 0.0;
         let mut seed_offset = 0;
-        let mut note = None;
         let mut scalers = (setup.train.precision == Precision::Fp16).then(|| {
             let s = GradScaler::starting_at(setup.train.loss_scale);
             (s.clone(), s)

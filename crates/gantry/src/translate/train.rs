@@ -8,7 +8,7 @@
 //! each image at a random offset (the reference resizes the original file to 286 before its
 //! crop); a non-finite loss stops the run (the last checkpoint stays).
 
-use super::nets::{clip_rho, Translated, UgatitDiscriminator, UgatitGenerator};
+use super::nets::{clip_rho, Translated, UgatitConfig, UgatitDiscriminator, UgatitGenerator};
 use super::objective::{self, Critics};
 use super::{PluginsOn, TranslateConfig};
 use crate::device::{seed_torch, Purpose};
@@ -741,16 +741,77 @@ pub fn load(run: &Path, device: Option<Device>) -> Result<Translator> {
     Ok(tr)
 }
 
-/// Every image of `input` (sorted, sub-folders walked) through the run's
+/// The two generators of a translation model, for inference (`gantry translate`): a run's, or
+/// imported ones (`crate::interop`), which need no critics.
+pub struct Generators {
+    pub resolution: i64,
+    pub channels: i64,
+    pub device: Device,
+    _vs: nn::VarStore,
+    g_ab: UgatitGenerator,
+    g_ba: UgatitGenerator,
+}
+
+impl Generators {
+    /// A run's generators (its best checkpoint, else its latest).
+    pub fn of_run(run: &Path, device: Option<Device>) -> Result<Self> {
+        let tr = load(run, device)?;
+        Ok(Generators {
+            resolution: tr.cfg.data.resolution as i64,
+            channels: tr.channels,
+            device: tr.device,
+            _vs: tr.g_vs,
+            g_ab: tr.g_ab,
+            g_ba: tr.g_ba,
+        })
+    }
+
+    /// Generators of `cfg` at `resolution`, their weights (gantry names, `g_ab.*` and `g_ba.*`)
+    /// taken from `g`; `origin` names the file in messages.
+    pub fn from_tensors(
+        cfg: &UgatitConfig,
+        channels: i64,
+        resolution: i64,
+        g: &std::collections::HashMap<String, Tensor>,
+        device: Device,
+        origin: &Path,
+    ) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let g_ab = UgatitGenerator::new(&(&root / "g_ab"), cfg, channels, resolution);
+        let g_ba = UgatitGenerator::new(&(&root / "g_ba"), cfg, channels, resolution);
+        checkpoint::restore_into(&vs.variables(), g, origin)?;
+        Ok(Generators {
+            resolution,
+            channels,
+            device,
+            _vs: vs,
+            g_ab,
+            g_ba,
+        })
+    }
+
+    /// Translates `x` (`[-1, 1]`) A->B (`a2b`) or B->A, without a graph.
+    pub fn translate(&self, x: &Tensor, a2b: bool) -> Translated {
+        tch::no_grad(|| {
+            if a2b {
+                self.g_ab.forward(x)
+            } else {
+                self.g_ba.forward(x)
+            }
+        })
+    }
+}
+
+/// Every image of `input` (sorted, sub-folders walked) through the
 /// A->B (or B->A) generator, written to `out` under the input's file name as PNG; with
 /// `details`, also the cycle reconstruction and the CAM heat-map beside each.
 /// Returns how many images were written.
 pub fn translate_folder(
-    run: &Path,
+    tr: &Generators,
     input: &Path,
     out: &Path,
     a2b: bool,
-    device: Option<Device>,
     details: bool,
     force: bool,
 ) -> Result<usize> {
@@ -761,8 +822,7 @@ pub fn translate_folder(
             format!("{} contains no PNG/JPEG images", input.display()),
         ));
     }
-    let tr = load(run, device)?;
-    let res = tr.cfg.data.resolution;
+    let res = u32::try_from(tr.resolution).map_err(|_| Error::config("--size", "out of range"))?;
     let ds = open_domain(
         &format!("folder:{}", input.display()),
         Split::Train,

@@ -268,7 +268,86 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
         )
     };
 
-    let cases = vec![
+    // Foreign weights (tests/fixtures/interop, made with the official code) and broken copies.
+    let fixture = |rel: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/interop")
+            .join(rel)
+            .to_string_lossy()
+            .to_string()
+    };
+    let sg2 = fixture("sg2/sg2ada-uncond.pkl");
+    let sg2_bytes = std::fs::read(&sg2).unwrap();
+    let cut_pickle = write("cut.pkl", &sg2_bytes[..sg2_bytes.len() / 3]);
+    // A safetensors header promising 1000 floats over 8 bytes of data.
+    let lying = {
+        let header = br#"{"w":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header);
+        b.extend_from_slice(&[0u8; 8]);
+        write("lying.safetensors", &b)
+    };
+    let ugatit_pt = fixture("ugatit/light/ugatit_params.pt");
+    let mut cases = vec![
+        case(
+            &["sample", "--checkpoint", &fixture("sg2/hostile-reduce.pkl"), "--out", &p("h.png")],
+            2,
+            "G is a call of builtins.exec, not a network (refused; nothing in the file was run)",
+        ),
+        case(
+            &["sample", "--checkpoint", &pickle_exec, "--out", &p("h.png")],
+            2,
+            "not a network pickle: the top level is a call of os.system",
+        ),
+        case(
+            &["sample", "--checkpoint", &html, "--out", &p("h.png")],
+            2,
+            "is neither a network pickle nor a torch.save / safetensors file",
+        ),
+        case(&["sample", "--checkpoint", &cut_pickle, "--out", &p("h.png")], 2, "truncated pickle"),
+        case(&["sample", "--checkpoint", &lying, "--out", &p("h.png")], 2, "corrupt safetensors file"),
+        case(
+            &["sample", "--checkpoint", &ugatit_pt, "--out", &p("h.png")],
+            2,
+            "is a U-GAT-IT translation model (gantry translate --checkpoint takes it)",
+        ),
+        case(
+            &["eval", "--checkpoint", &sg2, "--n", "8"],
+            2,
+            "--data: ",
+        ),
+        case(
+            &["translate", "--checkpoint", &sg2, "--in", &one_image, "--out", &p("t")],
+            2,
+            "is a network pickle (a GAN), not a UGATIT-pytorch checkpoint",
+        ),
+        case(
+            &["train", "--init", &sg2, "--out", &p("init-32"), "--set", "train.steps=1"],
+            2,
+            "--init: ",
+        ),
+        case(
+            &["train", "--init", &sg2, "--resume", &run],
+            2,
+            "--init: cannot be combined with --resume",
+        ),
+        case(
+            &["train", "--init", &sg2, "--set", "model.z_dim=3", "--dry-run"],
+            2,
+            "model.z_dim=3: the architecture comes from --init",
+        ),
+        case(
+            &["export", "--checkpoint", &run, "--out", &p("exp")],
+            2,
+            "dcgan has no official PyTorch implementation",
+        ),
+        case(
+            &["export", "--checkpoint", &classifier_run, "--out", &p("exp")],
+            2,
+            "is a classifier run",
+        ),
+    ];
+    cases.extend(vec![
         // train: configuration (the gate runs before any work, --dry-run included)
         case(&["train", "--config", "nope"], 2, "unknown preset \"nope\""),
         case(
@@ -1053,7 +1132,7 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
         folder_case("cut", &cut, "0.jpg: cannot decode image: truncated JPEG"),
         folder_case("dangling", &linked, "9.jpg is a broken symbolic link"),
         case(&["report", &garbage_run], 2, "line 1 is not a JSON object"),
-    ];
+    ]);
     assert!(cases.len() >= 60, "{} cases", cases.len());
 
     let before = fingerprint(d);

@@ -378,7 +378,7 @@ fn discriminator_renames() -> Vec<(String, String)> {
 }
 
 /// BigGAN-PyTorch `BigGAN.Generator` / `Discriminator` state dicts and train.py-style arguments.
-pub(super) fn export(cfg: &BigGanConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Result<Export> {
+pub fn export(cfg: &BigGanConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Result<Export> {
     let refuse = |msg: String| Err(Error::config("--format", msg));
     if shape.resolution != 32 {
         return refuse(format!(

@@ -144,6 +144,13 @@ pub fn translation(
         }
         return Ok((crate::translate::train::Generators::of_run(path, device)?, Vec::new()));
     }
+    let head = read_head(path)?;
+    if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
+        return Err(Error::input(
+            path,
+            "is a network pickle (a GAN), not a UGATIT-pytorch checkpoint (gantry sample takes it)",
+        ));
+    }
     let sd = state_dict(path)?;
     if !ugatit::recognises(&sd) {
         return Err(Error::input(path, "is not a UGATIT-pytorch checkpoint (no genA2B) nor a gantry translation run"));
@@ -463,24 +470,31 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         }
         match opts.format {
             ExportFormat::Gantry => gantry_format(&cfg.model, &shape, &stores),
-            ExportFormat::Reference => match &cfg.model {
-                ModelConfig::StyleGan2(c) => stylegan2::export(c, &shape, &stores)?,
-                ModelConfig::BigGan(c) => biggan::export(c, &shape, &stores)?,
-                ModelConfig::R3gan(c) => r3gan::export(c, &shape, &stores)?,
-                other => {
-                    return Err(Error::config(
-                        "--format",
-                        format!(
-                            "{} has no official PyTorch implementation to name its weights after; \
-                             use --format gantry (python/gantry_torch builds it)",
-                            other.arch_name()
-                        ),
-                    ))
-                }
-            },
+            ExportFormat::Reference => reference_export(&cfg.model, &shape, &stores)?,
         }
     };
     write_export(&export, &opts.out, opts.force)
+}
+
+/// A GAN's stores (`g`, `g_ema`, `d`, gantry names) under its reference implementation's names.
+pub fn reference_export(
+    model: &ModelConfig,
+    shape: &DataShape,
+    stores: &[(&str, Tensors)],
+) -> Result<Export> {
+    match model {
+        ModelConfig::StyleGan2(c) => stylegan2::export(c, shape, stores),
+        ModelConfig::BigGan(c) => biggan::export(c, shape, stores),
+        ModelConfig::R3gan(c) => r3gan::export(c, shape, stores),
+        other => Err(Error::config(
+            "--format",
+            format!(
+                "{} has no official PyTorch implementation to name its weights after; \
+                 use --format gantry (python/gantry_torch builds it)",
+                other.arch_name()
+            ),
+        )),
+    }
 }
 
 /// gantry's names, and the settings `python/gantry_torch` needs.

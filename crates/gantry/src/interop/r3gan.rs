@@ -161,7 +161,7 @@ fn kernels(cfg: &R3ganConfig, resolution: i64, generator: bool) -> Vec<String> {
 
 /// R3GAN's `training.networks.Generator` / `Discriminator` state dicts and constructor
 /// arguments.
-pub(super) fn export(cfg: &R3ganConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Result<Export> {
+pub fn export(cfg: &R3ganConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Result<Export> {
     let n = (shape.resolution as f64).log2() as usize - 1;
     let per = |l: &[i64]| if l.len() == 1 { vec![l[0]; n] } else { l.to_vec() };
     let (widths, cards, blocks) = (per(&cfg.widths), per(&cfg.cardinality), per(&cfg.blocks));

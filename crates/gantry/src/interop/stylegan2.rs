@@ -252,7 +252,7 @@ fn to_reference(t: &Tensors, generator: bool) -> Vec<(String, Tensor)> {
 
 /// stylegan2-ada-pytorch's `training.networks.Generator` / `Discriminator` state dicts and
 /// constructor arguments (fp32 everywhere: `num_fp16_res = 0`, no `conv_clamp`).
-pub(super) fn export(
+pub fn export(
     cfg: &StyleGan2Config,
     shape: &DataShape,
     stores: &[(&str, Tensors)],

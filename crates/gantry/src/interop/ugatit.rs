@@ -155,7 +155,7 @@ fn network(t: &Tensors, prefix: &str) -> Vec<(String, Tensor)> {
     out
 }
 
-pub(super) fn export(cfg: &TranslateConfig, g: &Tensors, d: Option<&Tensors>, format: ExportFormat) -> Result<Export> {
+pub fn export(cfg: &TranslateConfig, g: &Tensors, d: Option<&Tensors>, format: ExportFormat) -> Result<Export> {
     let channels = g
         .get("g_ab.DownBlock.1.weight")
         .map(|w| w.size()[1])

@@ -773,16 +773,16 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             force,
             device,
             size,
-        } => translate::folder(
-            &checkpoint,
-            &input,
-            &out,
-            direction == "a2b",
+        } => translate::folder(translate::FolderArgs {
+            run: &checkpoint,
+            input: &input,
+            out: &out,
+            a2b: direction == "a2b",
             device,
             size,
             details,
             force,
-        ),
+        }),
         Command::Export {
             checkpoint,
             out,

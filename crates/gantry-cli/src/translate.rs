@@ -95,27 +95,32 @@ pub fn train(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `gantry translate` was asked.
+pub struct FolderArgs<'a> {
+    /// A translation run or a UGATIT-pytorch checkpoint.
+    pub run: &'a Path,
+    pub input: &'a Path,
+    pub out: &'a Path,
+    pub a2b: bool,
+    pub device: Option<gantry::device::DeviceSpec>,
+    /// Image size of a UGATIT-pytorch light checkpoint.
+    pub size: Option<i64>,
+    pub details: bool,
+    pub force: bool,
+}
+
 /// `gantry translate`.
-pub fn folder(
-    run: &Path,
-    input: &Path,
-    out: &Path,
-    a2b: bool,
-    device: Option<gantry::device::DeviceSpec>,
-    size: Option<i64>,
-    details: bool,
-    force: bool,
-) -> Result<ExitCode> {
-    let device = device.map(|d| d.open()).transpose()?;
-    let (gens, notes) = gantry::interop::translation(run, device, size)?;
+pub fn folder(a: FolderArgs<'_>) -> Result<ExitCode> {
+    let device = a.device.map(|d| d.open()).transpose()?;
+    let (gens, notes) = gantry::interop::translation(a.run, device, a.size)?;
     for note in notes {
         eprintln!("gantry: note: {note}");
     }
-    let n = tt::translate_folder(&gens, input, out, a2b, details, force)?;
+    let n = tt::translate_folder(&gens, a.input, a.out, a.a2b, a.details, a.force)?;
     eprintln!(
         "gantry: translated {n} image(s) {} into {}",
-        if a2b { "A->B" } else { "B->A" },
-        out.display()
+        if a.a2b { "A->B" } else { "B->A" },
+        a.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

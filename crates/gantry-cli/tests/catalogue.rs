@@ -290,7 +290,13 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
     let ugatit_pt = fixture("ugatit/light/ugatit_params.pt");
     let mut cases = vec![
         case(
-            &["sample", "--checkpoint", &fixture("sg2/hostile-reduce.pkl"), "--out", &p("h.png")],
+            &[
+                "sample",
+                "--checkpoint",
+                &fixture("sg2/hostile-reduce.pkl"),
+                "--out",
+                &p("h.png"),
+            ],
             2,
             "G is a call of builtins.exec, not a network (refused; nothing in the file was run)",
         ),
@@ -304,25 +310,45 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
             2,
             "is neither a network pickle nor a torch.save / safetensors file",
         ),
-        case(&["sample", "--checkpoint", &cut_pickle, "--out", &p("h.png")], 2, "truncated pickle"),
-        case(&["sample", "--checkpoint", &lying, "--out", &p("h.png")], 2, "corrupt safetensors file"),
+        case(
+            &["sample", "--checkpoint", &cut_pickle, "--out", &p("h.png")],
+            2,
+            "truncated pickle",
+        ),
+        case(
+            &["sample", "--checkpoint", &lying, "--out", &p("h.png")],
+            2,
+            "corrupt safetensors file",
+        ),
         case(
             &["sample", "--checkpoint", &ugatit_pt, "--out", &p("h.png")],
             2,
             "is a U-GAT-IT translation model (gantry translate --checkpoint takes it)",
         ),
+        case(&["eval", "--checkpoint", &sg2, "--n", "8"], 2, "--data: "),
         case(
-            &["eval", "--checkpoint", &sg2, "--n", "8"],
-            2,
-            "--data: ",
-        ),
-        case(
-            &["translate", "--checkpoint", &sg2, "--in", &one_image, "--out", &p("t")],
+            &[
+                "translate",
+                "--checkpoint",
+                &sg2,
+                "--in",
+                &one_image,
+                "--out",
+                &p("t"),
+            ],
             2,
             "is a network pickle (a GAN), not a UGATIT-pytorch checkpoint",
         ),
         case(
-            &["train", "--init", &sg2, "--out", &p("init-32"), "--set", "train.steps=1"],
+            &[
+                "train",
+                "--init",
+                &sg2,
+                "--out",
+                &p("init-32"),
+                "--set",
+                "train.steps=1",
+            ],
             2,
             "--init: ",
         ),
@@ -332,7 +358,14 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
             "--init: cannot be combined with --resume",
         ),
         case(
-            &["train", "--init", &sg2, "--set", "model.z_dim=3", "--dry-run"],
+            &[
+                "train",
+                "--init",
+                &sg2,
+                "--set",
+                "model.z_dim=3",
+                "--dry-run",
+            ],
             2,
             "model.z_dim=3: the architecture comes from --init",
         ),
@@ -342,7 +375,13 @@ fn every_bad_input_is_one_line_a_nonzero_exit_and_leaves_earlier_work_alone() {
             "dcgan has no official PyTorch implementation",
         ),
         case(
-            &["export", "--checkpoint", &classifier_run, "--out", &p("exp")],
+            &[
+                "export",
+                "--checkpoint",
+                &classifier_run,
+                "--out",
+                &p("exp"),
+            ],
             2,
             "is a classifier run",
         ),

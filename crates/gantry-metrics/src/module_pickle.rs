@@ -73,13 +73,21 @@ pub fn read_network_pickle(path: &Path) -> Result<Vec<(String, PickleEntry)>, Me
         ));
     }
     let data = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
-    parse_network_pickle(&data).map_err(|e| MetricsError::format(path, e))
+    let mut pos = 0;
+    let top = pickle::load(&data, &mut pos).map_err(|e| MetricsError::format(path, e))?;
+    // The tree holds its own copy of every payload: the file's bytes can go before the tensors
+    // are built.
+    drop(data);
+    network_entries(top).map_err(|e| MetricsError::format(path, e))
 }
 
 /// [`read_network_pickle`] on bytes already read.
 pub fn parse_network_pickle(data: &[u8]) -> Result<Vec<(String, PickleEntry)>, String> {
     let mut pos = 0;
-    let top = pickle::load(data, &mut pos)?;
+    network_entries(pickle::load(data, &mut pos)?)
+}
+
+fn network_entries(top: Value) -> Result<Vec<(String, PickleEntry)>, String> {
     let Value::Dict(items) = top else {
         return Err(format!(
             "not a network pickle: the top level is {}, not a dict of networks",
@@ -119,11 +127,20 @@ pub fn describe(v: &Value) -> String {
 }
 
 fn dict_get<'a>(d: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
-    d.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v)
+    d.iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
 }
 
-/// The class and `__dict__` of a pickled module, if `v` is one.
-fn module_parts(v: &Value) -> Option<(String, Option<String>, &[(Value, Value)])> {
+/// What identifies a pickled module: its class, a persistent class's source, its `__dict__`.
+struct ModuleParts<'a> {
+    class: String,
+    source: Option<String>,
+    dict: &'a [(Value, Value)],
+}
+
+/// The parts of a pickled module, if `v` is one.
+fn module_parts(v: &Value) -> Option<ModuleParts<'_>> {
     let Value::Object {
         callable,
         args,
@@ -149,7 +166,11 @@ fn module_parts(v: &Value) -> Option<(String, Option<String>, &[(Value, Value)])
         let Some(Value::Dict(st)) = dict_get(meta, "state") else {
             return None;
         };
-        return Some((class, source, st));
+        return Some(ModuleParts {
+            class,
+            source,
+            dict: st,
+        });
     }
     // `copyreg._reconstructor(cls, object, None)` (protocol < 2) or `NEWOBJ cls()`.
     let class = if m == "copyreg" && n == "_reconstructor" {
@@ -161,13 +182,22 @@ fn module_parts(v: &Value) -> Option<(String, Option<String>, &[(Value, Value)])
         n.clone()
     };
     match state.as_deref() {
-        Some(Value::Dict(st)) if dict_get(st, "_parameters").is_some() => Some((class, None, st)),
+        Some(Value::Dict(st)) if dict_get(st, "_parameters").is_some() => Some(ModuleParts {
+            class,
+            source: None,
+            dict: st,
+        }),
         _ => None,
     }
 }
 
 fn module(v: &Value, depth: usize) -> Result<Option<PickledModule>, String> {
-    let Some((class, source, st)) = module_parts(v) else {
+    let Some(ModuleParts {
+        class,
+        source,
+        dict: st,
+    }) = module_parts(v)
+    else {
         return Ok(None);
     };
     let mut m = PickledModule {
@@ -246,9 +276,9 @@ fn state_dict(
             if *v == Value::None {
                 continue;
             }
-            let (_, _, child) = module_parts(v)
+            let child = module_parts(v)
                 .ok_or_else(|| format!("{prefix}{name}: not a module but {}", describe(v)))?;
-            state_dict(child, &format!("{prefix}{name}."), depth + 1, out)?;
+            state_dict(child.dict, &format!("{prefix}{name}."), depth + 1, out)?;
         }
     }
     Ok(())

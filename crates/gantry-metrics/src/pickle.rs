@@ -23,7 +23,9 @@ pub enum Value {
     BigInt(Vec<u8>),
     Float(f64),
     Str(String),
-    Bytes(Vec<u8>),
+    /// Shared: the memo and `DUP` copy a reference, not the payload (a network pickle memoises
+    /// every tensor's bytes several times over).
+    Bytes(std::sync::Arc<[u8]>),
     List(Vec<Value>),
     Tuple(Vec<Value>),
     Dict(Vec<(Value, Value)>),
@@ -95,7 +97,9 @@ impl Value {
             }
             Value::Persistent(v) => NODE + v.weight(),
             Value::Str(s) => NODE + s.len(),
-            Value::Bytes(b) | Value::BigInt(b) => NODE + b.len(),
+            Value::BigInt(b) => NODE + b.len(),
+            // Copies share the payload.
+            Value::Bytes(_) => NODE,
             _ => NODE,
         }
     }
@@ -225,7 +229,7 @@ impl Machine<'_> {
 
     fn bytes(&mut self, n: u64) -> Result<Value, String> {
         let n = self.len(n)?;
-        Ok(Value::Bytes(self.take(n)?.to_vec()))
+        Ok(Value::Bytes(std::sync::Arc::from(self.take(n)?)))
     }
 
     fn push(&mut self, v: Value) -> Result<(), String> {

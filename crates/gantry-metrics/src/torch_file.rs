@@ -414,7 +414,9 @@ fn read_legacy(data: &[u8]) -> Result<(Value, Storages), String> {
     }
     let version = pickle::load(data, &mut pos)?;
     if version.as_int() != Some(1001) {
-        return Err(format!("unsupported legacy torch.save protocol {version:?}"));
+        return Err(format!(
+            "unsupported legacy torch.save protocol {version:?}"
+        ));
     }
     let sys_info = pickle::load(data, &mut pos)?;
     if let Value::Dict(items) = &sys_info {

@@ -387,7 +387,6 @@ impl RunConfig {
             eval: self.eval.clone(),
             resolved: self.to_toml(),
             comm: crate::dist::Comm::single(),
-            init: None,
         }
     }
 

@@ -45,26 +45,32 @@ fn resolve_with_init(opts: &TrainOptions) -> Result<(RunConfig, Option<crate::in
     } else {
         RunConfig::resolve(opts.config.as_deref(), &opts.sets)?
     };
-    let imported = match &opts.init {
-        None => None,
-        Some(_) if opts.resume.is_some() => {
-            return Err(Error::config(
+    let imported =
+        match &opts.init {
+            None => None,
+            Some(_) if opts.resume.is_some() => return Err(Error::config(
                 "--init",
                 "cannot be combined with --resume (a resumed run continues from its own weights)",
-            ))
-        }
-        Some(path) => {
-            if let Some(set) = opts.sets.iter().find(|s| s.trim_start().starts_with("model.")) {
-                return Err(Error::config(
-                    "--set",
-                    format!("{set}: the architecture comes from --init {}", path.display()),
-                ));
+            )),
+            Some(path) => {
+                if let Some(set) = opts
+                    .sets
+                    .iter()
+                    .find(|s| s.trim_start().starts_with("model."))
+                {
+                    return Err(Error::config(
+                        "--set",
+                        format!(
+                            "{set}: the architecture comes from --init {}",
+                            path.display()
+                        ),
+                    ));
+                }
+                let imported = crate::interop::import(path)?;
+                cfg.model = imported.model.clone();
+                Some(imported)
             }
-            let imported = crate::interop::import(path)?;
-            cfg.model = imported.model.clone();
-            Some(imported)
-        }
-    };
+        };
     cfg.validate()?;
     Ok((cfg, imported))
 }
@@ -293,14 +299,18 @@ pub fn train(
             let dir = PathBuf::from(comm.broadcast_text(&dir.to_string_lossy())?);
             let mut setup = cfg.setup();
             setup.comm = comm;
-            setup.init = imported.map(|i| {
-                std::sync::Arc::new(crate::train::InitWeights {
-                    origin: opts.init.clone().unwrap_or_default(),
-                    shape: i.shape,
-                    stores: i.stores,
-                })
-            });
-            Trainer::new(setup, &dir)?
+            match imported {
+                Some(i) => Trainer::from_weights(
+                    setup,
+                    &dir,
+                    crate::train::InitWeights {
+                        origin: opts.init.clone().unwrap_or_default(),
+                        shape: i.shape,
+                        stores: i.stores,
+                    },
+                )?,
+                None => Trainer::new(setup, &dir)?,
+            }
         }
     };
     let outcome = trainer.run(stop, on_event)?;

@@ -70,9 +70,12 @@ struct Mapper<'a> {
 
 impl Mapper<'_> {
     fn get(&self, key: &str) -> Result<&Tensor> {
-        self.sd
-            .get(key)
-            .ok_or_else(|| Error::input(self.file, format!("has no {key} (not a BigGAN-PyTorch G_arch[32]/D_arch[32] state dict?)")))
+        self.sd.get(key).ok_or_else(|| {
+            Error::input(
+                self.file,
+                format!("has no {key} (not a BigGAN-PyTorch G_arch[32]/D_arch[32] state dict?)"),
+            )
+        })
     }
 
     fn copy(&mut self, to: &str, from: &str) -> Result<()> {
@@ -99,7 +102,10 @@ impl Mapper<'_> {
         for n in ["theta", "phi", "g", "o"] {
             self.layer(&format!("{to}.{n}"), &format!("{from}.{n}"))?;
         }
-        let gamma = self.get(&format!("{from}.gamma"))?.to_kind(Kind::Float).reshape([]);
+        let gamma = self
+            .get(&format!("{from}.gamma"))?
+            .to_kind(Kind::Float)
+            .reshape([]);
         self.out.insert(format!("{to}.gamma"), gamma);
         Ok(())
     }
@@ -133,7 +139,8 @@ fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
             "linear is {lin:?} and blocks.0.0.conv1 {conv:?}: not G_arch[32] (one width in every block)"
         )));
     }
-    let gain = size(sd, "blocks.0.0.bn1.gain.weight").ok_or_else(|| bad("has no blocks.0.0.bn1.gain.weight".into()))?;
+    let gain = size(sd, "blocks.0.0.bn1.gain.weight")
+        .ok_or_else(|| bad("has no blocks.0.0.bn1.gain.weight".into()))?;
     let shared = size(sd, "shared.weight");
     let (num_classes, shared_dim, hier, z_dim) = match &shared {
         Some(s) => {
@@ -141,7 +148,11 @@ fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
             // ccbn maps [shared_dim + z chunk] (hier) or [shared_dim] to the gain.
             let chunk = gain[1] - dim;
             let hier = chunk > 0;
-            let z_dim = if hier { lin[1] * (n as i64 + 1) } else { lin[1] };
+            let z_dim = if hier {
+                lin[1] * (n as i64 + 1)
+            } else {
+                lin[1]
+            };
             if hier && chunk != lin[1] {
                 return Err(bad(format!(
                     "the z chunks of linear ({}) and of the blocks ({chunk}) differ",
@@ -155,11 +166,22 @@ fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
     let attention = (0..n)
         .find(|i| sd.contains_key(&format!("blocks.{i}.1.gamma")))
         .map_or(0, |i| 8 << i);
-    if (0..n).filter(|i| sd.contains_key(&format!("blocks.{i}.1.gamma"))).count() > 1 {
-        return Err(bad("has attention after several blocks; gantry's biggan has one attention layer".into()));
+    if (0..n)
+        .filter(|i| sd.contains_key(&format!("blocks.{i}.1.gamma")))
+        .count()
+        > 1
+    {
+        return Err(bad(
+            "has attention after several blocks; gantry's biggan has one attention layer".into(),
+        ));
     }
-    if sd.keys().any(|k| k.contains(".bn.") || k.contains("accumulation_counter")) {
-        return Err(bad("uses mybn / cross-replica BatchNorm, which gantry does not map".into()));
+    if sd
+        .keys()
+        .any(|k| k.contains(".bn.") || k.contains("accumulation_counter"))
+    {
+        return Err(bad(
+            "uses mybn / cross-replica BatchNorm, which gantry does not map".into(),
+        ));
     }
     let cfg = BigGanConfig {
         z_dim,
@@ -193,8 +215,14 @@ fn map_generator(sd: &Tensors, file: &Path) -> Result<Tensors> {
             for p in ["gain", "bias"] {
                 m.layer(&format!("{dst}.{b}.{p}"), &format!("{src}.{a}.{p}"))?;
             }
-            m.copy(&format!("{dst}.{b}.running_mean"), &format!("{src}.{a}.stored_mean"))?;
-            m.copy(&format!("{dst}.{b}.running_var"), &format!("{src}.{a}.stored_var"))?;
+            m.copy(
+                &format!("{dst}.{b}.running_mean"),
+                &format!("{src}.{a}.stored_mean"),
+            )?;
+            m.copy(
+                &format!("{dst}.{b}.running_var"),
+                &format!("{src}.{a}.stored_var"),
+            )?;
         }
         if sd.contains_key(&format!("blocks.{i}.1.gamma")) {
             m.attention(&format!("attn{}", 8 << i), &format!("blocks.{i}.1"))?;
@@ -223,7 +251,10 @@ fn map_discriminator(sd: &Tensors, file: &Path, cfg: &BigGanConfig) -> Result<Te
                 m.layer(&format!("{tap}.{b}"), &format!("{src}.{a}"))?;
             }
         }
-        if sd.keys().any(|k| k.starts_with(&format!("blocks.{i}.")) && k.ends_with(".gamma")) {
+        if sd
+            .keys()
+            .any(|k| k.starts_with(&format!("blocks.{i}.")) && k.ends_with(".gamma"))
+        {
             return Err(Error::input(
                 file,
                 "has attention in D (D_attn); gantry's biggan has attention only after the block G has it after",
@@ -244,20 +275,39 @@ fn map_discriminator(sd: &Tensors, file: &Path, cfg: &BigGanConfig) -> Result<Te
                 .sin()
                 .reshape(shape)
         };
-        for (n, co, ci) in [("theta", c / 8, c), ("phi", c / 8, c), ("g", c / 2, c), ("o", c, c / 2)] {
-            m.out.insert(format!("attn{a}.{n}.weight"), fixed(0.0, &[co, ci, 1, 1]) * 0.02);
-            m.out.insert(format!("attn{a}.{n}.weight_u"), normalize(&fixed(1.0, &[co])));
-            m.out.insert(format!("attn{a}.{n}.weight_v"), normalize(&fixed(2.0, &[ci])));
+        for (n, co, ci) in [
+            ("theta", c / 8, c),
+            ("phi", c / 8, c),
+            ("g", c / 2, c),
+            ("o", c, c / 2),
+        ] {
+            m.out.insert(
+                format!("attn{a}.{n}.weight"),
+                fixed(0.0, &[co, ci, 1, 1]) * 0.02,
+            );
+            m.out.insert(
+                format!("attn{a}.{n}.weight_u"),
+                normalize(&fixed(1.0, &[co])),
+            );
+            m.out.insert(
+                format!("attn{a}.{n}.weight_v"),
+                normalize(&fixed(2.0, &[ci])),
+            );
         }
-        m.out.insert(format!("attn{a}.gamma"), Tensor::zeros([], (Kind::Float, Device::Cpu)));
+        m.out.insert(
+            format!("attn{a}.gamma"),
+            Tensor::zeros([], (Kind::Float, Device::Cpu)),
+        );
     }
     Ok(m.out)
 }
 
 /// A folder of `G.pth` / `G_ema.pth` / `D.pth`, or one of those files.
 pub(super) fn import(files: &[(String, Tensors, std::path::PathBuf)]) -> Result<Imported> {
-    let gens: Vec<&(String, Tensors, std::path::PathBuf)> =
-        files.iter().filter(|(_, sd, _)| !is_discriminator(sd)).collect();
+    let gens: Vec<&(String, Tensors, std::path::PathBuf)> = files
+        .iter()
+        .filter(|(_, sd, _)| !is_discriminator(sd))
+        .collect();
     let Some(first) = gens.first() else {
         let file = files.first().map(|f| f.2.clone()).unwrap_or_default();
         return Err(Error::input(
@@ -274,9 +324,15 @@ pub(super) fn import(files: &[(String, Tensors, std::path::PathBuf)]) -> Result<
         }
         let (c, n) = generator_config(sd, file)?;
         if (c.clone(), n) != (cfg.clone(), num_classes) {
-            return Err(Error::input(file, "is built with other settings than the other generator file"));
+            return Err(Error::input(
+                file,
+                "is built with other settings than the other generator file",
+            ));
         }
-        stores.push((if store == "g_ema" { "g_ema" } else { "g" }, map_generator(sd, file)?));
+        stores.push((
+            if store == "g_ema" { "g_ema" } else { "g" },
+            map_generator(sd, file)?,
+        ));
     }
     for (_, sd, file) in files {
         if !is_discriminator(sd) {
@@ -317,7 +373,10 @@ fn to_reference(t: &Tensors, renames: &[(String, String)]) -> Vec<(String, Tenso
         if let Some(b) = t.get(&format!("{from}.bias")) {
             out.push((format!("{to}.bias"), b.shallow_clone()));
         }
-        if let (Some(u), Some(v)) = (t.get(&format!("{from}.weight_u")), t.get(&format!("{from}.weight_v"))) {
+        if let (Some(u), Some(v)) = (
+            t.get(&format!("{from}.weight_u")),
+            t.get(&format!("{from}.weight_v")),
+        ) {
             let wm = w.reshape([w.size()[0], -1]);
             let sigma = u.dot(&wm.mv(v)).reshape([1]);
             out.push((format!("{to}.u0"), u.reshape([1, -1])));
@@ -344,20 +403,35 @@ fn generator_renames(cfg: &BigGanConfig) -> Vec<(String, String)> {
             for p in ["gain", "bias"] {
                 add(format!("{dst}.{a}.{p}"), format!("{src}.{b}.{p}"));
             }
-            add(format!("{dst}.{a}.stored_mean"), format!("{src}.{b}.running_mean"));
-            add(format!("{dst}.{a}.stored_var"), format!("{src}.{b}.running_var"));
+            add(
+                format!("{dst}.{a}.stored_mean"),
+                format!("{src}.{b}.running_mean"),
+            );
+            add(
+                format!("{dst}.{a}.stored_var"),
+                format!("{src}.{b}.running_var"),
+            );
         }
         if cfg.attention == 8 << i {
             for n in ["theta", "phi", "g", "o"] {
                 add(format!("blocks.{i}.1.{n}"), format!("attn{}.{n}", 8 << i));
             }
-            add(format!("blocks.{i}.1.gamma"), format!("attn{}.gamma", 8 << i));
+            add(
+                format!("blocks.{i}.1.gamma"),
+                format!("attn{}.gamma", 8 << i),
+            );
         }
     }
     add("output_layer.0.gain".into(), "out.bn.weight".into());
     add("output_layer.0.bias".into(), "out.bn.bias".into());
-    add("output_layer.0.stored_mean".into(), "out.bn.running_mean".into());
-    add("output_layer.0.stored_var".into(), "out.bn.running_var".into());
+    add(
+        "output_layer.0.stored_mean".into(),
+        "out.bn.running_mean".into(),
+    );
+    add(
+        "output_layer.0.stored_var".into(),
+        "out.bn.running_var".into(),
+    );
     add("output_layer.2".into(), "out.conv".into());
     r
 }
@@ -387,10 +461,15 @@ pub fn export(cfg: &BigGanConfig, shape: &DataShape, stores: &[(&str, Tensors)])
         ));
     }
     if cfg.ngf % 4 != 0 || cfg.ndf % 4 != 0 {
-        return refuse(format!("model.ngf/ndf ({}, {}) must be multiples of 4 (4 x G_ch)", cfg.ngf, cfg.ndf));
+        return refuse(format!(
+            "model.ngf/ndf ({}, {}) must be multiples of 4 (4 x G_ch)",
+            cfg.ngf, cfg.ndf
+        ));
     }
     if cfg.pool != crate::models::resnet::Pool::Sum {
-        return refuse("BigGAN-PyTorch's D sums over space; model.pool = mean has no counterpart".into());
+        return refuse(
+            "BigGAN-PyTorch's D sums over space; model.pool = mean has no counterpart".into(),
+        );
     }
     let mut nets = Vec::new();
     for (store, t) in stores {
@@ -400,7 +479,11 @@ pub fn export(cfg: &BigGanConfig, shape: &DataShape, stores: &[(&str, Tensors)])
             _ if cfg.attention > 0 => continue, // not representable: see the report
             _ => "D",
         };
-        let renames = if *store == "d" { discriminator_renames() } else { generator_renames(cfg) };
+        let renames = if *store == "d" {
+            discriminator_renames()
+        } else {
+            generator_renames(cfg)
+        };
         nets.push(ExportedNet {
             name: name.into(),
             tensors: to_reference(t, &renames),

@@ -55,7 +55,12 @@ impl Imported {
         order
             .iter()
             .find_map(|&n| self.store(n).map(|t| (n, t)))
-            .ok_or_else(|| Error::config("--checkpoint", format!("{} holds no generator", self.origin)))
+            .ok_or_else(|| {
+                Error::config(
+                    "--checkpoint",
+                    format!("{} holds no generator", self.origin),
+                )
+            })
     }
 }
 
@@ -103,7 +108,10 @@ pub fn import(path: &Path) -> Result<Imported> {
     if gantry_metrics::torch_file::detect_format(&head).is_some() {
         let sd = state_dict(path)?;
         if biggan::recognises(&sd) {
-            let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
             let store = if name.contains("ema") { "g_ema" } else { "g" };
             return biggan::import(&[(store.to_string(), sd, path.to_path_buf())]);
         }
@@ -140,9 +148,15 @@ pub fn translation(
 ) -> Result<(crate::translate::train::Generators, Vec<String>)> {
     if !is_foreign(path) {
         if resolution.is_some() {
-            return Err(Error::config("--size", "a gantry run translates at its own resolution"));
+            return Err(Error::config(
+                "--size",
+                "a gantry run translates at its own resolution",
+            ));
         }
-        return Ok((crate::translate::train::Generators::of_run(path, device)?, Vec::new()));
+        return Ok((
+            crate::translate::train::Generators::of_run(path, device)?,
+            Vec::new(),
+        ));
     }
     let head = read_head(path)?;
     if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
@@ -153,7 +167,10 @@ pub fn translation(
     }
     let sd = state_dict(path)?;
     if !ugatit::recognises(&sd) {
-        return Err(Error::input(path, "is not a UGATIT-pytorch checkpoint (no genA2B) nor a gantry translation run"));
+        return Err(Error::input(
+            path,
+            "is not a UGATIT-pytorch checkpoint (no genA2B) nor a gantry translation run",
+        ));
     }
     ugatit::generators(&sd, path, device.unwrap_or(tch::Device::Cpu), resolution)
 }
@@ -290,7 +307,10 @@ impl<'a> Kwargs<'a> {
         match self.take(key) {
             Some(Value::Int(i)) => Ok(*i),
             None | Some(Value::None) => default.ok_or_else(|| {
-                Error::config(format!("{}.{key}", self.what), "missing (no default to assume)")
+                Error::config(
+                    format!("{}.{key}", self.what),
+                    "missing (no default to assume)",
+                )
             }),
             Some(other) => Err(self.bad(key, other, "an integer")),
         }
@@ -322,7 +342,11 @@ impl<'a> Kwargs<'a> {
             Some(v) if v == supported || (*v == Value::None && *supported == Value::None) => Ok(()),
             Some(v) => Err(Error::config(
                 format!("{}.{key}", self.what),
-                format!("is {}; gantry supports only {} ({why})", show(v), show(supported)),
+                format!(
+                    "is {}; gantry supports only {} ({why})",
+                    show(v),
+                    show(supported)
+                ),
             )),
         }
     }
@@ -454,7 +478,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
             "is a classifier run; gantry export takes GAN and translation runs",
         ));
     } else if meta.arch.starts_with("translate/") {
-        let cfg = crate::translate::TranslateConfig::from_toml(&meta.config, &ckpt.display().to_string())?;
+        let cfg = crate::translate::TranslateConfig::from_toml(
+            &meta.config,
+            &ckpt.display().to_string(),
+        )?;
         let g = read("g")?.ok_or_else(|| Error::checkpoint(&ckpt, "has no g.safetensors"))?;
         let d = read("d")?;
         ugatit::export(&cfg, &g, d.as_ref(), opts.format)?
@@ -464,6 +491,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         let shape = crate::train::data_shape(dataset.as_ref());
         let mut stores = Vec::new();
         for name in ["g", "g_ema", "d"] {
+            // Without an EMA the checkpoint's g_ema is never trained (sampling uses g).
+            if name == "g_ema" && !cfg.train.ema.enabled {
+                continue;
+            }
             if let Some(t) = read(name)? {
                 stores.push((name, t));
             }
@@ -502,8 +533,10 @@ fn gantry_format(model: &ModelConfig, shape: &DataShape, stores: &[(&str, Tensor
     let nets = stores
         .iter()
         .map(|(name, t)| {
-            let mut tensors: Vec<(String, Tensor)> =
-                t.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+            let mut tensors: Vec<(String, Tensor)> = t
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect();
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             ExportedNet {
                 name: match *name {
@@ -523,7 +556,7 @@ fn gantry_format(model: &ModelConfig, shape: &DataShape, stores: &[(&str, Tensor
             "model": model,
             "img_channels": shape.channels,
             "img_resolution": shape.resolution,
-            "num_classes": shape.num_classes,
+            "num_classes": shape.num_classes.filter(|_| model.arch().conditional()),
         }),
     }
 }
@@ -537,7 +570,10 @@ fn write_export(export: &Export, out: &Path, force: bool) -> Result<ExportReport
     files.push(out.join("kwargs.json"));
     if !force {
         if let Some(f) = files.iter().find(|f| f.exists()) {
-            return Err(Error::input(f, "already exists; pass --force to overwrite it"));
+            return Err(Error::input(
+                f,
+                "already exists; pass --force to overwrite it",
+            ));
         }
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -554,6 +590,9 @@ fn write_export(export: &Export, out: &Path, force: bool) -> Result<ExportReport
     let json = files.last().expect("kwargs.json is listed");
     let text = serde_json::to_string_pretty(&export.kwargs).map_err(|e| Error::io(json, e))?;
     std::fs::write(json, text + "\n").map_err(|e| Error::io(json, e))?;
-    let target = export.kwargs["format"].as_str().unwrap_or("gantry").to_string();
+    let target = match export.kwargs["format"].as_str() {
+        Some("gantry") | None => "python/gantry_torch".to_string(),
+        Some(code) => code.to_string(),
+    };
     Ok(ExportReport { files, target })
 }

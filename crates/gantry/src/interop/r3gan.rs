@@ -35,20 +35,30 @@ fn shape(m: &PickledModule, key: &str, file: &Path) -> Result<Vec<i64>> {
 /// The settings of an R3GAN generator, from its shapes.
 fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, DataShape)> {
     let stages = (0..)
-        .take_while(|s| g.state.keys().any(|k| k.starts_with(&format!("Model.MainLayers.{s}."))))
+        .take_while(|s| {
+            g.state
+                .keys()
+                .any(|k| k.starts_with(&format!("Model.MainLayers.{s}.")))
+        })
         .count();
     if stages < 2 {
-        return Err(Error::input(file, format!("has {stages} generator stage(s); gantry's r3gan starts at 8x8")));
+        return Err(Error::input(
+            file,
+            format!("has {stages} generator stage(s); gantry's r3gan starts at 8x8"),
+        ));
     }
     let (mut widths, mut cards, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
     let (mut expansion, mut kernel) = (None, None);
     for s in 0..stages {
         let pre = format!("Model.MainLayers.{s}.Layers.");
         let n = (1..)
-            .take_while(|i| g.state.contains_key(&format!("{pre}{i}.LinearLayer1.Layer.weight")))
+            .take_while(|i| {
+                g.state
+                    .contains_key(&format!("{pre}{i}.LinearLayer1.Layer.weight"))
+            })
             .count();
         let width = if s == 0 {
-            shape(g, &format!("MainLayers.0.Layers.0.Basis"), file)?[0]
+            shape(g, "MainLayers.0.Layers.0.Basis", file)?[0]
         } else {
             match g.state.get(&format!("{pre}0.LinearLayer.Layer.weight")) {
                 Some(w) => w.size()[0],
@@ -58,8 +68,16 @@ fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, Data
         widths.push(width);
         blocks.push(n as i64);
         if n > 0 {
-            let w1 = shape(g, &format!("MainLayers.{s}.Layers.1.LinearLayer1.Layer.weight"), file)?;
-            let w2 = shape(g, &format!("MainLayers.{s}.Layers.1.LinearLayer2.Layer.weight"), file)?;
+            let w1 = shape(
+                g,
+                &format!("MainLayers.{s}.Layers.1.LinearLayer1.Layer.weight"),
+                file,
+            )?;
+            let w2 = shape(
+                g,
+                &format!("MainLayers.{s}.Layers.1.LinearLayer2.Layer.weight"),
+                file,
+            )?;
             expansion = Some(w1[0] / w1[1]);
             kernel = Some(w2[3]);
             cards.push(w2[0] / w2[1]);
@@ -104,11 +122,19 @@ fn to_gantry(m: &PickledModule, what: &str, file: &Path) -> Result<Tensors> {
     let mut out = Tensors::new();
     for (k, t) in &m.state {
         let Some(name) = k.strip_prefix("Model.") else {
-            return Err(Error::input(file, format!("{what}.{k} is outside the wrapped Model")));
+            return Err(Error::input(
+                file,
+                format!("{what}.{k} is outside the wrapped Model"),
+            ));
         };
         if name.ends_with(".Resampler.Kernel") {
-            if t.size() != filter.size() || !t.to_kind(Kind::Float).allclose(&filter, 1e-6, 1e-7, false) {
-                return Err(Error::input(file, format!("{what}.{k} is not the [1,2,1] low-pass gantry resamples with")));
+            if t.size() != filter.size()
+                || !t.to_kind(Kind::Float).allclose(&filter, 1e-6, 1e-7, false)
+            {
+                return Err(Error::input(
+                    file,
+                    format!("{what}.{k} is not the [1,2,1] low-pass gantry resamples with"),
+                ));
             }
             continue;
         }
@@ -129,7 +155,10 @@ pub(super) fn import(
     for (store, m, what) in [("g", g, "G"), ("g_ema", g_ema, "G_ema"), ("d", d, "D")] {
         if let Some(m) = m {
             if store != "d" && generator_config(m, path)? != (cfg.clone(), shape) {
-                return Err(Error::input(path, "G and G_ema are built with different settings"));
+                return Err(Error::input(
+                    path,
+                    "G and G_ema are built with different settings",
+                ));
             }
             stores.push((store, to_gantry(m, what, path)?));
         }
@@ -147,14 +176,27 @@ pub(super) fn import(
 /// after the first; D's downsampling layer closes every stage but the last.
 fn kernels(cfg: &R3ganConfig, resolution: i64, generator: bool) -> Vec<String> {
     let n = (resolution as f64).log2() as usize - 1;
-    let per = |l: &[i64]| if l.len() == 1 { vec![l[0]; n] } else { l.to_vec() };
+    let per = |l: &[i64]| {
+        if l.len() == 1 {
+            vec![l[0]; n]
+        } else {
+            l.to_vec()
+        }
+    };
     let blocks = per(&cfg.blocks);
     if generator {
-        (1..n).map(|s| format!("Model.MainLayers.{s}.Layers.0.Resampler.Kernel")).collect()
+        (1..n)
+            .map(|s| format!("Model.MainLayers.{s}.Layers.0.Resampler.Kernel"))
+            .collect()
     } else {
         let d_blocks: Vec<i64> = blocks.iter().rev().copied().collect();
         (0..n - 1)
-            .map(|s| format!("Model.MainLayers.{s}.Layers.{}.Resampler.Kernel", d_blocks[s]))
+            .map(|s| {
+                format!(
+                    "Model.MainLayers.{s}.Layers.{}.Resampler.Kernel",
+                    d_blocks[s]
+                )
+            })
             .collect()
     }
 }
@@ -162,17 +204,38 @@ fn kernels(cfg: &R3ganConfig, resolution: i64, generator: bool) -> Vec<String> {
 /// R3GAN's `training.networks.Generator` / `Discriminator` state dicts and constructor
 /// arguments.
 pub fn export(cfg: &R3ganConfig, shape: &DataShape, stores: &[(&str, Tensors)]) -> Result<Export> {
+    if shape.channels != 3 {
+        return Err(Error::config(
+            "--format",
+            format!(
+                "R3GAN's code makes 3-channel images; this run has {} (use --format gantry)",
+                shape.channels
+            ),
+        ));
+    }
     let n = (shape.resolution as f64).log2() as usize - 1;
-    let per = |l: &[i64]| if l.len() == 1 { vec![l[0]; n] } else { l.to_vec() };
+    let per = |l: &[i64]| {
+        if l.len() == 1 {
+            vec![l[0]; n]
+        } else {
+            l.to_vec()
+        }
+    };
     let (widths, cards, blocks) = (per(&cfg.widths), per(&cfg.cardinality), per(&cfg.blocks));
     let filter = ops::setup_filter(&ops::BLUR_TAPS, Device::Cpu);
     let nets = stores
         .iter()
         .map(|(store, t)| {
             let generator = *store != "d";
-            let mut tensors: Vec<(String, Tensor)> =
-                t.iter().map(|(k, v)| (format!("Model.{k}"), v.shallow_clone())).collect();
-            tensors.extend(kernels(cfg, shape.resolution, generator).into_iter().map(|k| (k, filter.shallow_clone())));
+            let mut tensors: Vec<(String, Tensor)> = t
+                .iter()
+                .map(|(k, v)| (format!("Model.{k}"), v.shallow_clone()))
+                .collect();
+            tensors.extend(
+                kernels(cfg, shape.resolution, generator)
+                    .into_iter()
+                    .map(|k| (k, filter.shallow_clone())),
+            );
             tensors.sort_by(|a, b| a.0.cmp(&b.0));
             ExportedNet {
                 name: match *store {
@@ -185,7 +248,11 @@ pub fn export(cfg: &R3ganConfig, shape: &DataShape, stores: &[(&str, Tensors)]) 
             }
         })
         .collect();
-    let c_dim = if cfg.conditional { shape.num_classes.unwrap_or(0) } else { 0 };
+    let c_dim = if cfg.conditional {
+        shape.num_classes.unwrap_or(0)
+    } else {
+        0
+    };
     let rev = |v: &[i64]| v.iter().rev().copied().collect::<Vec<i64>>();
     let mut g = serde_json::json!({
         "NoiseDimension": cfg.z_dim, "WidthPerStage": widths, "CardinalityPerStage": cards,

@@ -34,9 +34,15 @@ struct Translated {
     notes: Vec<String>,
 }
 
-fn generator_config(g: &PickledModule, notes: &mut Vec<String>) -> Result<(StyleGan2Config, DataShape)> {
+fn generator_config(
+    g: &PickledModule,
+    notes: &mut Vec<String>,
+) -> Result<(StyleGan2Config, DataShape)> {
     if !g.init_args.is_empty() {
-        return Err(Error::config("G", "positional constructor arguments are not supported"));
+        return Err(Error::config(
+            "G",
+            "positional constructor arguments are not supported",
+        ));
     }
     let mut k = Kwargs::new("G", &g.init_kwargs);
     let z_dim = k.int("z_dim", None)?;
@@ -49,9 +55,21 @@ fn generator_config(g: &PickledModule, notes: &mut Vec<String>) -> Result<(Style
     k.finish()?;
     let mapping_layers = m.int("num_layers", Some(8))?;
     let mapping_lr_mul = m.float("lr_multiplier", 0.01)?;
-    m.require("embed_features", &Value::None, "the label embedding is w_dim wide")?;
-    m.require("layer_features", &Value::None, "mapping layers are w_dim wide")?;
-    m.require("activation", &Value::Str("lrelu".into()), "gantry's mapping uses lrelu")?;
+    m.require(
+        "embed_features",
+        &Value::None,
+        "the label embedding is w_dim wide",
+    )?;
+    m.require(
+        "layer_features",
+        &Value::None,
+        "mapping layers are w_dim wide",
+    )?;
+    m.require(
+        "activation",
+        &Value::Str("lrelu".into()),
+        "gantry's mapping uses lrelu",
+    )?;
     let beta = m.float("w_avg_beta", crate::models::stylegan2::W_AVG_BETA)?;
     if beta != crate::models::stylegan2::W_AVG_BETA {
         notes.push(format!(
@@ -64,13 +82,21 @@ fn generator_config(g: &PickledModule, notes: &mut Vec<String>) -> Result<(Style
     let channel_max = s.int("channel_max", Some(512))?;
     let fp16 = s.int("num_fp16_res", Some(0))?;
     let clamp = s.opt_float("conv_clamp")?;
-    s.require("architecture", &Value::Str("skip".into()), "gantry's G is config F's skip generator")?;
+    s.require(
+        "architecture",
+        &Value::Str("skip".into()),
+        "gantry's G is config F's skip generator",
+    )?;
     s.require(
         "resample_filter",
         &Value::List([1, 3, 3, 1].map(Value::Int).to_vec()),
         "gantry filters with [1,3,3,1]",
     )?;
-    s.require("use_noise", &Value::Bool(true), "gantry's layers always add noise")?;
+    s.require(
+        "use_noise",
+        &Value::Bool(true),
+        "gantry's layers always add noise",
+    )?;
     s.ignore("fp16_channels_last"); // a memory layout only
     s.finish()?;
     if fp16 > 0 || clamp.is_some() {
@@ -104,10 +130,22 @@ fn discriminator_config(d: &PickledModule, t: &mut Translated) -> Result<()> {
     let max = k.int("channel_max", Some(512))?;
     k.int("num_fp16_res", Some(0))?;
     k.opt_float("conv_clamp")?;
-    k.require("architecture", &Value::Str("resnet".into()), "gantry's D is config F's residual D")?;
-    k.require("cmap_dim", &Value::None, "gantry's cmap_dim is the 4x4 width")?;
+    k.require(
+        "architecture",
+        &Value::Str("resnet".into()),
+        "gantry's D is config F's residual D",
+    )?;
+    k.require(
+        "cmap_dim",
+        &Value::None,
+        "gantry's cmap_dim is the 4x4 width",
+    )?;
     let mut b = k.nested("block_kwargs")?;
-    b.require("activation", &Value::Str("lrelu".into()), "gantry's D uses lrelu")?;
+    b.require(
+        "activation",
+        &Value::Str("lrelu".into()),
+        "gantry's D uses lrelu",
+    )?;
     b.ignore("fp16_channels_last");
     b.finish()?;
     let m = k.nested("mapping_kwargs")?;
@@ -120,7 +158,13 @@ fn discriminator_config(d: &PickledModule, t: &mut Translated) -> Result<()> {
     let (cfg, shape) = (&t.cfg, &t.shape);
     let g_c_dim = shape.num_classes.unwrap_or(0);
     if (c_dim, resolution, channels, base, max)
-        != (g_c_dim, shape.resolution, shape.channels, cfg.channel_base, cfg.channel_max)
+        != (
+            g_c_dim,
+            shape.resolution,
+            shape.channels,
+            cfg.channel_base,
+            cfg.channel_max,
+        )
     {
         return Err(Error::config(
             "D",
@@ -178,7 +222,10 @@ pub(super) fn import(
     if let (Some(g), Some(e)) = (g, g_ema) {
         let mut ignore = Vec::new();
         if generator_config(g, &mut ignore).map_err(at)? != (cfg.clone(), shape) {
-            return Err(Error::input(path, "G and G_ema are built with different arguments"));
+            return Err(Error::input(
+                path,
+                "G and G_ema are built with different arguments",
+            ));
         }
         let _ = e;
     }
@@ -324,7 +371,10 @@ mod tests {
     fn filters_go_where_the_reference_registers_them() {
         assert_eq!(
             filter_names("synthesis.b8.conv1.weight", true),
-            ["synthesis.b8.conv1.resample_filter", "synthesis.b8.resample_filter"]
+            [
+                "synthesis.b8.conv1.resample_filter",
+                "synthesis.b8.resample_filter"
+            ]
         );
         assert_eq!(
             filter_names("synthesis.b8.conv0.weight", true),
@@ -332,8 +382,14 @@ mod tests {
         );
         assert!(filter_names("synthesis.b8.torgb.weight", true).is_empty());
         assert!(filter_names("mapping.fc0.weight", true).is_empty());
-        assert_eq!(filter_names("b16.skip.weight", false), ["b16.skip.resample_filter"]);
-        assert_eq!(filter_names("b4.conv.weight", false), ["b4.conv.resample_filter"]);
+        assert_eq!(
+            filter_names("b16.skip.weight", false),
+            ["b16.skip.resample_filter"]
+        );
+        assert_eq!(
+            filter_names("b4.conv.weight", false),
+            ["b4.conv.resample_filter"]
+        );
         assert!(filter_names("b4.fc.weight", false).is_empty());
         assert!(filter_names("b16.conv1.bias", false).is_empty());
     }

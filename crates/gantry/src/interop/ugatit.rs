@@ -71,12 +71,19 @@ pub fn import(sd: &Tensors, file: &Path) -> Result<ImportedUgatit> {
     } else {
         let side = ((fc[1] / width) as f64).sqrt().round() as i64;
         if side * side * width != fc[1] {
-            return Err(bad(format!("genA2B.FC.0 reads {} features, not a square map of {width}", fc[1])));
+            return Err(bad(format!(
+                "genA2B.FC.0 reads {} features, not a square map of {width}",
+                fc[1]
+            )));
         }
         (false, Some(4 * side))
     };
     // A critic of n layers has n - 1 convolutions in `model` (then the CAM and the classifier).
-    let depth = |net: &str| count(sd, |k| k.starts_with(&format!("{net}.model.")) && k.ends_with(".weight_orig")) + 1;
+    let depth = |net: &str| {
+        count(sd, |k| {
+            k.starts_with(&format!("{net}.model.")) && k.ends_with(".weight_orig")
+        }) + 1
+    };
     let model = UgatitConfig {
         ch,
         n_res,
@@ -95,8 +102,13 @@ pub fn import(sd: &Tensors, file: &Path) -> Result<ImportedUgatit> {
             continue;
         }
         for (k, v) in sd {
-            let Some(rest) = k.strip_prefix(&format!("{net}.")) else { continue };
-            let rest = rest.strip_suffix("_orig").filter(|r| r.ends_with(".weight")).unwrap_or(rest);
+            let Some(rest) = k.strip_prefix(&format!("{net}.")) else {
+                continue;
+            };
+            let rest = rest
+                .strip_suffix("_orig")
+                .filter(|r| r.ends_with(".weight"))
+                .unwrap_or(rest);
             let to = if store == "g" { &mut g } else { &mut d };
             to.insert(format!("{prefix}.{rest}"), v.to_kind(tch::Kind::Float));
         }
@@ -122,7 +134,10 @@ pub fn generators(
     let mut notes = Vec::new();
     let res = match (imp.resolution, resolution) {
         (Some(fixed), Some(asked)) if fixed != asked => {
-            return Err(Error::input(file, format!("is a full U-GAT-IT for {fixed}x{fixed} images, not {asked}x{asked}")))
+            return Err(Error::input(
+                file,
+                format!("is a full U-GAT-IT for {fixed}x{fixed} images, not {asked}x{asked}"),
+            ))
         }
         (Some(fixed), _) => fixed,
         (None, Some(asked)) => asked,
@@ -147,7 +162,11 @@ fn network(t: &Tensors, prefix: &str) -> Vec<(String, Tensor)> {
             let sn = rest
                 .strip_suffix(".weight")
                 .is_some_and(|layer| t.contains_key(&format!("{prefix}.{layer}.weight_u")));
-            let name = if sn { format!("{rest}_orig") } else { rest.to_string() };
+            let name = if sn {
+                format!("{rest}_orig")
+            } else {
+                rest.to_string()
+            };
             Some((name, v.shallow_clone()))
         })
         .collect();
@@ -155,33 +174,37 @@ fn network(t: &Tensors, prefix: &str) -> Vec<(String, Tensor)> {
     out
 }
 
-pub fn export(cfg: &TranslateConfig, g: &Tensors, d: Option<&Tensors>, format: ExportFormat) -> Result<Export> {
+pub fn export(
+    cfg: &TranslateConfig,
+    g: &Tensors,
+    d: Option<&Tensors>,
+    format: ExportFormat,
+) -> Result<Export> {
     let channels = g
         .get("g_ab.DownBlock.1.weight")
         .map(|w| w.size()[1])
-        .ok_or_else(|| Error::config("--checkpoint", "the run's g store has no g_ab.DownBlock.1.weight"))?;
+        .ok_or_else(|| {
+            Error::config(
+                "--checkpoint",
+                "the run's g store has no g_ab.DownBlock.1.weight",
+            )
+        })?;
     let m = &cfg.model;
     if format == ExportFormat::Gantry {
-        let mut nets = vec![ExportedNet { name: "G".into(), tensors: sorted(g) }];
-        if let Some(d) = d {
-            nets.push(ExportedNet { name: "D".into(), tensors: sorted(d) });
-        }
-        return Ok(Export {
-            nets,
-            kwargs: serde_json::json!({
-                "format": "gantry",
-                "task": "translate",
-                "model": m,
-                "img_channels": channels,
-                "img_resolution": cfg.data.resolution,
-            }),
-        });
+        // UGATIT-pytorch is U-GAT-IT's PyTorch code, and its names are gantry's already.
+        return Err(Error::config(
+            "--format",
+            "a U-GAT-IT run exports to UGATIT-pytorch's networks (--format reference)",
+        ));
     }
     let mut nets = Vec::new();
     for (net, store, prefix) in NETS {
         let t = if store == "g" { Some(g) } else { d };
         if let Some(t) = t {
-            nets.push(ExportedNet { name: net.into(), tensors: network(t, prefix) });
+            nets.push(ExportedNet {
+                name: net.into(),
+                tensors: network(t, prefix),
+            });
         }
     }
     let gen = serde_json::json!({
@@ -189,10 +212,12 @@ pub fn export(cfg: &TranslateConfig, g: &Tensors, d: Option<&Tensors>, format: E
         "kwargs": {"input_nc": channels, "output_nc": channels, "ngf": m.ch, "n_blocks": m.n_res,
                    "img_size": cfg.data.resolution, "light": m.light},
     });
-    let dis = |layers: i64| serde_json::json!({
-        "class_name": "networks.Discriminator",
-        "kwargs": {"input_nc": channels, "ndf": m.ch, "n_layers": layers},
-    });
+    let dis = |layers: i64| {
+        serde_json::json!({
+            "class_name": "networks.Discriminator",
+            "kwargs": {"input_nc": channels, "ndf": m.ch, "n_layers": layers},
+        })
+    };
     Ok(Export {
         nets,
         kwargs: serde_json::json!({
@@ -202,10 +227,4 @@ pub fn export(cfg: &TranslateConfig, g: &Tensors, d: Option<&Tensors>, format: E
             "disLA": dis(m.local_layers), "disLB": dis(m.local_layers),
         }),
     })
-}
-
-fn sorted(t: &Tensors) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = t.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }

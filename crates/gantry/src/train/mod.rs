@@ -293,18 +293,23 @@ pub struct Setup {
     pub resolved: String,
     /// This process's place in a data-parallel job (`Comm::single()` for one process).
     pub comm: Comm,
-    /// Weights a new run starts from (`gantry train --init`); `None` draws them.
-    pub init: Option<std::sync::Arc<InitWeights>>,
 }
 
-/// Weights to start a new run from, under gantry's names, by store (`g`, `g_ema`, `d`): an
-/// imported network (`crate::interop` reads it). Optimiser and plug-in state start fresh.
+/// Weights to start a new run from (`gantry train --init`), under gantry's names, by store
+/// (`g`, `g_ema`, `d`): an imported network (`crate::interop` reads it). Optimiser and plug-in
+/// state start fresh.
 pub struct InitWeights {
     /// The file they came from, for messages.
     pub origin: PathBuf,
     /// What the weights were built for; the run's data must have the same shape.
     pub shape: DataShape,
     pub stores: Vec<(&'static str, std::collections::HashMap<String, Tensor>)>,
+}
+
+/// How a trainer begins: a new run (drawn weights, or given ones) or a resumed checkpoint.
+enum Start {
+    Fresh(Option<InitWeights>),
+    Resume(PathBuf),
 }
 
 impl std::fmt::Debug for InitWeights {
@@ -318,7 +323,9 @@ impl InitWeights {
     /// Copies store `name` into `vs`; `false` when the file has no such store.
     fn load(&self, name: &str, vs: &nn::VarStore) -> Result<bool> {
         match self.stores.iter().find(|(n, _)| *n == name) {
-            Some((_, t)) => checkpoint::restore_into(&vs.variables(), t, &self.origin).map(|_| true),
+            Some((_, t)) => {
+                checkpoint::restore_into(&vs.variables(), t, &self.origin).map(|_| true)
+            }
             None => Ok(false),
         }
     }
@@ -536,20 +543,25 @@ pub fn data_shape(ds: &dyn Dataset) -> DataShape {
 impl Trainer {
     /// Builds everything for a fresh run in `run_dir` (which must be new or empty).
     pub fn new(setup: Setup, run_dir: &Path) -> Result<Self> {
-        Self::build(setup, run_dir, None)
+        Self::build(setup, run_dir, Start::Fresh(None))
+    }
+
+    /// [`Trainer::new`], starting from `init`'s weights instead of drawn ones.
+    pub fn from_weights(setup: Setup, run_dir: &Path, init: InitWeights) -> Result<Self> {
+        Self::build(setup, run_dir, Start::Fresh(Some(init)))
     }
 
     /// Continues the run in `run_dir` from checkpoint `ckpt`. `setup` must describe the same run
     /// (`run::resume` checks which keys may change).
     pub fn resume(setup: Setup, run_dir: &Path, ckpt: &Path) -> Result<Self> {
-        Self::build(setup, run_dir, Some(ckpt.to_path_buf()))
+        Self::build(setup, run_dir, Start::Resume(ckpt.to_path_buf()))
     }
 
     /// Builds on every rank; if any rank fails (its data, its files), all of them stop here,
     /// before the first collective that would wait for the failed one.
-    fn build(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+    fn build(setup: Setup, run_dir: &Path, start: Start) -> Result<Self> {
         let comm = setup.comm.clone();
-        let trainer = comm.agree(Self::build_local(setup, run_dir, ckpt))?;
+        let trainer = comm.agree(Self::build_local(setup, run_dir, start))?;
         trainer.sync_from_main()?;
         Ok(trainer)
     }
@@ -566,7 +578,11 @@ impl Trainer {
         self.comm.broadcast_all(&all)
     }
 
-    fn build_local(setup: Setup, run_dir: &Path, ckpt: Option<PathBuf>) -> Result<Self> {
+    fn build_local(setup: Setup, run_dir: &Path, start: Start) -> Result<Self> {
+        let (ckpt, init) = match start {
+            Start::Fresh(init) => (None, init),
+            Start::Resume(ckpt) => (Some(ckpt), None),
+        };
         let comm = setup.comm.clone();
         // One writer per run directory: rank 0 holds its lock for the life of the trainer.
         let lock = if comm.is_main() {
@@ -607,7 +623,7 @@ impl Trainer {
         let shape = data_shape(dataset.as_ref());
         let arch = setup.model.arch();
         arch.validate_data(&shape)?;
-        if let Some(init) = &setup.init {
+        if let Some(init) = &init {
             init.check_shape(&shape)?;
         }
         if setup.train.batch_size > dataset.len() {
@@ -669,8 +685,7 @@ impl Trainer {
         let mut note = None;
         let mut opt_g = Adam::new(&g_vs, t.g_lr, t.g_betas, t.adam_eps);
         let mut opt_d = Adam::new(&d_vs, t.d_lr, t.d_betas, t.adam_eps);
-        let init = setup.init.as_ref().filter(|_| ckpt.is_none());
-        if let Some(init) = init {
+        if let Some(init) = &init {
             init.load("g", &g_vs)?;
             let d_loaded = init.load("d", &d_vs)?;
             let stores: Vec<&str> = init.stores.iter().map(|(n, _)| *n).collect();
@@ -678,14 +693,18 @@ impl Trainer {
                 "weights from {} ({}){}; optimiser and plug-in state start fresh",
                 init.origin.display(),
                 stores.join(", "),
-                if d_loaded { "" } else { "; it has no discriminator, so D starts from its initialisation" }
+                if d_loaded {
+                    ""
+                } else {
+                    "; it has no discriminator, so D starts from its initialisation"
+                }
             ));
         }
         let mut ema = t.ema.enabled.then(|| Ema::new(&g_vs, &ema_vs, &t.ema));
         if let Some(e) = ema.as_mut() {
             e.reset();
         }
-        if let Some(init) = init {
+        if let Some(init) = &init {
             init.load("g_ema", &ema_vs)?;
         }
         seed_torch(setup.train.seed, 0, Purpose::FixedLatents, 0);

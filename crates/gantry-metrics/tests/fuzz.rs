@@ -85,3 +85,16 @@ fn npz_statistics() {
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// stylegan2-ada-style network pickles (persistent classes, inline legacy storages).
+#[test]
+fn network_pickles() {
+    let dir = std::env::temp_dir().join(format!("gantry-fuzz-pkl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/interop/sg2/sg2ada-uncond.pkl");
+    run(std::fs::read(seed).unwrap(), &dir.join("fuzz.pkl"), |f| {
+        let _ = gantry_metrics::module_pickle::read_network_pickle(f);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

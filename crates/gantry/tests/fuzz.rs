@@ -61,3 +61,38 @@ fn configuration_files() {
         });
     }
 }
+
+/// Foreign weights (`gantry sample --checkpoint x.pkl`, `--init`): mutated network pickles,
+/// BigGAN-PyTorch and UGATIT-pytorch state dicts are imported (read, mapped, checked) without a
+/// panic, and a successful import builds and fills gantry's networks.
+#[test]
+fn foreign_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/interop");
+    for (seed, name) in [
+        ("sg2/sg2ada-cond.pkl", "x.pkl"),
+        ("sg2/r3gan.pkl", "x.pkl"),
+        ("biggan/shared_hier_attn/G.pth", "G.pth"),
+    ] {
+        let file = dir.path().join(name);
+        run(std::fs::read(fixtures.join(seed)).unwrap(), &file, || {
+            if let Ok(imported) = gantry::interop::import(&file) {
+                let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+                if gantry::models::build_generator(vs.root(), &imported.model, &imported.shape)
+                    .is_ok()
+                {
+                    let (_, t) = imported.generator_store(true).unwrap();
+                    let _ = gantry::interop::load_into(&vs.variables(), t, &file);
+                }
+            }
+        });
+    }
+    let file = dir.path().join("u.pt");
+    run(
+        std::fs::read(fixtures.join("ugatit/light/ugatit_params.pt")).unwrap(),
+        &file,
+        || {
+            let _ = gantry::interop::translation(&file, Some(tch::Device::Cpu), Some(32));
+        },
+    );
+}

@@ -32,6 +32,11 @@ use crate::models::{DataShape, ModelConfig};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+/// The shape of `key`, with `rank` positive dimensions, or an error naming the file.
+fn dims(sd: &Tensors, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
+    super::dims(sd.get(key), key, rank, file)
+}
+
 /// BigGAN-PyTorch's `SN_eps` default (train.py).
 const SN_EPS: f64 = 1e-8;
 
@@ -48,18 +53,23 @@ fn normalize(x: &Tensor) -> Tensor {
     x / x.norm().clamp_min(SN_EPS)
 }
 
-/// `(weight_u, weight_v)` reproducing BigGAN-PyTorch's sigma from its `u0` (see the module doc).
-fn sn_vectors(w: &Tensor, u0: &Tensor) -> (Tensor, Tensor) {
-    let wm = w.reshape([w.size()[0], -1]).to_kind(Kind::Double);
+/// `(weight_u, weight_v)` reproducing BigGAN-PyTorch's sigma from its `u0` (see the module doc);
+/// `None` when the shapes do not fit (`u0` must have one entry per row of `W`).
+fn sn_vectors(w: &Tensor, u0: &Tensor) -> Option<(Tensor, Tensor)> {
+    let rows = *w.size().first()?;
+    if w.dim() < 2 || rows <= 0 || u0.numel() as i64 != rows || w.numel() == 0 {
+        return None;
+    }
+    let wm = w.reshape([rows, -1]).to_kind(Kind::Double);
     let u0 = u0.reshape([1, -1]).to_kind(Kind::Double);
     let wtu = u0.matmul(&wm);
     let v1 = normalize(&wtu);
     let sigma = v1.matmul(&wm.tr()).norm();
     let v = &v1 * sigma / wtu.norm().clamp_min(SN_EPS);
-    (
+    Some((
         u0.reshape([-1]).to_kind(Kind::Float),
         v.reshape([-1]).to_kind(Kind::Float),
-    )
+    ))
 }
 
 struct Mapper<'a> {
@@ -88,7 +98,9 @@ impl Mapper<'_> {
     fn layer(&mut self, to: &str, from: &str) -> Result<()> {
         self.copy(&format!("{to}.weight"), &format!("{from}.weight"))?;
         if let Some(u0) = self.sd.get(&format!("{from}.u0")) {
-            let (u, v) = sn_vectors(self.get(&format!("{from}.weight"))?, u0);
+            let (u, v) = sn_vectors(self.get(&format!("{from}.weight"))?, u0).ok_or_else(|| {
+                Error::input(self.file, format!("{from}.u0 does not fit {from}.weight"))
+            })?;
             self.out.insert(format!("{to}.weight_u"), u);
             self.out.insert(format!("{to}.weight_v"), v);
         }
@@ -102,10 +114,14 @@ impl Mapper<'_> {
         for n in ["theta", "phi", "g", "o"] {
             self.layer(&format!("{to}.{n}"), &format!("{from}.{n}"))?;
         }
-        let gamma = self
-            .get(&format!("{from}.gamma"))?
-            .to_kind(Kind::Float)
-            .reshape([]);
+        let gamma = self.get(&format!("{from}.gamma"))?;
+        if gamma.numel() != 1 {
+            return Err(Error::input(
+                self.file,
+                format!("{from}.gamma is not a scalar"),
+            ));
+        }
+        let gamma = gamma.to_kind(Kind::Float).reshape([]);
         self.out.insert(format!("{to}.gamma"), gamma);
         Ok(())
     }
@@ -118,10 +134,6 @@ fn blocks(sd: &Tensors) -> usize {
         .count()
 }
 
-fn size(sd: &Tensors, key: &str) -> Option<Vec<i64>> {
-    sd.get(key).map(Tensor::size)
-}
-
 /// The settings a generator state dict was built with, read off its shapes.
 fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
     let bad = |msg: String| Error::input(file, msg);
@@ -131,17 +143,19 @@ fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
             "has {n} generator blocks; gantry's biggan is BigGAN-PyTorch's G_arch[32] (3 blocks, 32x32)"
         )));
     }
-    let lin = size(sd, "linear.weight").ok_or_else(|| bad("has no linear.weight".into()))?;
+    let lin = dims(sd, "linear.weight", 2, file)?;
     let ngf = lin[0] / 16;
-    let conv = size(sd, "blocks.0.0.conv1.weight").unwrap_or_default();
-    if lin[0] != 16 * ngf || conv.first() != Some(&ngf) || conv.get(1) != Some(&ngf) {
+    let conv = dims(sd, "blocks.0.0.conv1.weight", 4, file)?;
+    if lin[0] != 16 * ngf || conv[0] != ngf || conv[1] != ngf {
         return Err(bad(format!(
             "linear is {lin:?} and blocks.0.0.conv1 {conv:?}: not G_arch[32] (one width in every block)"
         )));
     }
-    let gain = size(sd, "blocks.0.0.bn1.gain.weight")
-        .ok_or_else(|| bad("has no blocks.0.0.bn1.gain.weight".into()))?;
-    let shared = size(sd, "shared.weight");
+    let gain = dims(sd, "blocks.0.0.bn1.gain.weight", 2, file)?;
+    let shared = match sd.contains_key("shared.weight") {
+        true => Some(dims(sd, "shared.weight", 2, file)?),
+        false => None,
+    };
     let (num_classes, shared_dim, hier, z_dim) = match &shared {
         Some(s) => {
             let (classes, dim) = (s[0], s[1]);
@@ -338,7 +352,7 @@ pub(super) fn import(files: &[(String, Tensors, std::path::PathBuf)]) -> Result<
         if !is_discriminator(sd) {
             continue;
         }
-        let ndf = sd.get("blocks.0.0.conv1.weight").map_or(0, |w| w.size()[0]);
+        let ndf = dims(sd, "blocks.0.0.conv1.weight", 4, file)?[0];
         cfg.ndf = ndf;
         cfg.d_sn = sd.contains_key("linear.u0");
         if sd.keys().any(|k| k.ends_with(".cluster_size")) {

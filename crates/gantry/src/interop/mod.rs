@@ -375,6 +375,21 @@ impl<'a> Kwargs<'a> {
     }
 }
 
+/// The shape of tensor `t` (named `key`), which must exist with `rank` positive dimensions (shapes read off
+/// a foreign file decide what gets built, so a hostile one must not reach an indexing panic or
+/// a zero division).
+pub(crate) fn dims(t: Option<&Tensor>, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
+    let t = t.ok_or_else(|| Error::input(file, format!("has no {key}")))?;
+    let size = t.size();
+    if size.len() != rank || size.iter().any(|&d| d <= 0) {
+        return Err(Error::input(
+            file,
+            format!("{key} is {size:?}, expected {rank} positive dimensions"),
+        ));
+    }
+    Ok(size)
+}
+
 /// A pickled value the way Python would print it, shortened.
 pub(crate) fn show(v: &Value) -> String {
     let s = match v {

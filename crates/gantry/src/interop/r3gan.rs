@@ -25,11 +25,9 @@ pub(super) fn recognises(g: &PickledModule) -> bool {
     g.class == "Generator" && g.state.contains_key("Model.AggregationLayer.Layer.weight")
 }
 
-fn shape(m: &PickledModule, key: &str, file: &Path) -> Result<Vec<i64>> {
-    m.state
-        .get(&format!("Model.{key}"))
-        .map(Tensor::size)
-        .ok_or_else(|| Error::input(file, format!("has no Model.{key} (not an R3GAN network?)")))
+fn shape(m: &PickledModule, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
+    let key = format!("Model.{key}");
+    super::dims(m.state.get(&key), &key, rank, file)
 }
 
 /// The settings of an R3GAN generator, from its shapes.
@@ -58,11 +56,13 @@ fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, Data
             })
             .count();
         let width = if s == 0 {
-            shape(g, "MainLayers.0.Layers.0.Basis", file)?[0]
+            shape(g, "MainLayers.0.Layers.0.Basis", 3, file)?[0]
         } else {
-            match g.state.get(&format!("{pre}0.LinearLayer.Layer.weight")) {
-                Some(w) => w.size()[0],
-                None => *widths.last().expect("stage 0 came first"),
+            let key = format!("MainLayers.{s}.Layers.0.LinearLayer.Layer.weight");
+            if g.state.contains_key(&format!("Model.{key}")) {
+                shape(g, &key, 4, file)?[0]
+            } else {
+                *widths.last().expect("stage 0 came first")
             }
         };
         widths.push(width);
@@ -71,11 +71,13 @@ fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, Data
             let w1 = shape(
                 g,
                 &format!("MainLayers.{s}.Layers.1.LinearLayer1.Layer.weight"),
+                4,
                 file,
             )?;
             let w2 = shape(
                 g,
                 &format!("MainLayers.{s}.Layers.1.LinearLayer2.Layer.weight"),
+                4,
                 file,
             )?;
             expansion = Some(w1[0] / w1[1]);
@@ -88,8 +90,11 @@ fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, Data
     let (Some(expansion), Some(kernel)) = (expansion, kernel) else {
         return Err(Error::input(file, "has no residual blocks at all"));
     };
-    let z_in = shape(g, "MainLayers.0.Layers.0.LinearLayer.weight", file)?[1];
-    let embed = g.state.get("Model.EmbeddingLayer.weight").map(Tensor::size);
+    let z_in = shape(g, "MainLayers.0.Layers.0.LinearLayer.weight", 2, file)?[1];
+    let embed = match g.state.contains_key("Model.EmbeddingLayer.weight") {
+        true => Some(shape(g, "EmbeddingLayer.weight", 2, file)?),
+        false => None,
+    };
     let (z_dim, num_classes) = match &embed {
         Some(e) => {
             let z = z_in - e[0];
@@ -103,7 +108,7 @@ fn generator_config(g: &PickledModule, file: &Path) -> Result<(R3ganConfig, Data
         }
         None => (z_in, None),
     };
-    let channels = shape(g, "AggregationLayer.Layer.weight", file)?[0];
+    let channels = shape(g, "AggregationLayer.Layer.weight", 4, file)?[0];
     let cfg = R3ganConfig {
         z_dim,
         widths,

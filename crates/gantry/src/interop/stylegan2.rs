@@ -206,6 +206,79 @@ fn to_gantry(m: &PickledModule, what: &str, generator: bool) -> Result<Tensors> 
     Ok(out)
 }
 
+/// Checks the constructor arguments against the tensors they must have made, so that a pickle
+/// cannot make gantry build networks larger than the file (and a mismatch is named, not a
+/// failed copy).
+fn check_shapes(
+    t: &Translated,
+    g: &PickledModule,
+    d: Option<&PickledModule>,
+    path: &Path,
+) -> Result<()> {
+    let (cfg, shape) = (&t.cfg, &t.shape);
+    let c_dim = shape.num_classes.unwrap_or(0);
+    let want = |m: &PickledModule, what: &str, key: &str, expected: Vec<i64>| -> Result<()> {
+        let found = m.state.get(key).map(Tensor::size);
+        if found.as_ref() != Some(&expected) {
+            return Err(Error::input(
+                path,
+                format!(
+                    "{what}.{key} is {}, but the constructor arguments make {expected:?}",
+                    found.map_or("missing".into(), |f| format!("{f:?}"))
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let embed = if c_dim > 0 { cfg.w_dim } else { 0 };
+    want(
+        g,
+        "G",
+        "mapping.fc0.weight",
+        vec![cfg.w_dim, cfg.z_dim + embed],
+    )?;
+    let last = format!("mapping.fc{}.weight", cfg.mapping_layers - 1);
+    want(g, "G", &last, vec![cfg.w_dim, cfg.w_dim]).or_else(|e| {
+        if cfg.mapping_layers == 1 {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    if g.state
+        .contains_key(&format!("mapping.fc{}.weight", cfg.mapping_layers))
+    {
+        return Err(Error::input(
+            path,
+            format!(
+                "G has more mapping layers than num_layers = {}",
+                cfg.mapping_layers
+            ),
+        ));
+    }
+    if c_dim > 0 {
+        want(g, "G", "mapping.embed.weight", vec![cfg.w_dim, c_dim])?;
+    }
+    let ch = |res: i64| crate::models::stylegan2::channels(cfg, res);
+    want(g, "G", "synthesis.b4.const", vec![ch(4), 4, 4])?;
+    let r = shape.resolution;
+    want(
+        g,
+        "G",
+        &format!("synthesis.b{r}.torgb.weight"),
+        vec![shape.channels, ch(r), 1, 1],
+    )?;
+    if let Some(d) = d {
+        want(
+            d,
+            "D",
+            "b4.conv.weight",
+            vec![ch(4), ch(4) + cfg.mbstd_channels, 3, 3],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn import(
     path: &Path,
     g: Option<&PickledModule>,
@@ -233,6 +306,7 @@ pub(super) fn import(
     if let Some(d) = d {
         discriminator_config(d, &mut t).map_err(at)?;
     }
+    check_shapes(&t, main, d, path)?;
     let mut stores = Vec::new();
     if let Some(g) = g {
         stores.push(("g", to_gantry(g, "G", true).map_err(at)?));

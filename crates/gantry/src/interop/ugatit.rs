@@ -21,6 +21,11 @@ use crate::translate::TranslateConfig;
 use std::path::Path;
 use tch::{Device, Tensor};
 
+/// The shape of `key`, with `rank` positive dimensions, or an error naming the file.
+fn dims(sd: &Tensors, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
+    super::dims(sd.get(key), key, rank, file)
+}
+
 /// The reference's network names and gantry's (store, prefix).
 const NETS: [(&str, &str, &str); 6] = [
     ("genA2B", "g", "g_ab"),
@@ -54,17 +59,12 @@ fn count(sd: &Tensors, pred: impl Fn(&str) -> bool) -> i64 {
 
 pub fn import(sd: &Tensors, file: &Path) -> Result<ImportedUgatit> {
     let bad = |msg: String| Error::input(file, msg);
-    let shape = |k: &str| {
-        sd.get(k)
-            .map(Tensor::size)
-            .ok_or_else(|| bad(format!("has no {k} (not a UGATIT-pytorch checkpoint?)")))
-    };
-    let first = shape("genA2B.DownBlock.1.weight")?;
+    let first = dims(sd, "genA2B.DownBlock.1.weight", 4, file)?;
     let (ch, channels) = (first[0], first[1]);
     let n_res = count(sd, |k| {
         k.starts_with("genA2B.UpBlock1_") && k.ends_with(".conv1.weight")
     });
-    let fc = shape("genA2B.FC.0.weight")?;
+    let fc = dims(sd, "genA2B.FC.0.weight", 2, file)?;
     let width = 4 * ch;
     let (light, resolution) = if fc[1] == width {
         (true, None)
@@ -140,7 +140,13 @@ pub fn generators(
             ))
         }
         (Some(fixed), _) => fixed,
-        (None, Some(asked)) => asked,
+        (None, Some(asked)) if (8..=2048).contains(&asked) && asked % 4 == 0 => asked,
+        (None, Some(asked)) => {
+            return Err(Error::config(
+                "--size",
+                format!("{asked} is not a multiple of 4 from 8 to 2048"),
+            ))
+        }
         (None, None) => {
             notes.push(format!(
                 "a light U-GAT-IT does not record its image size; translating at {DEFAULT_IMG_SIZE}x{DEFAULT_IMG_SIZE} (UGATIT-pytorch's default)"

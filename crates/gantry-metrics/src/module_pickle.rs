@@ -19,7 +19,7 @@ use std::path::Path;
 
 use crate::error::MetricsError;
 use crate::pickle::{self, Value};
-use crate::torch_file::{inline_tensor, StateDict};
+use crate::torch_file::{inline_tensor, read_weights_file, StateDict};
 
 /// One pickled `torch.nn.Module`.
 #[derive(Debug)]
@@ -62,17 +62,7 @@ pub enum PickleEntry {
 /// Reads a network pickle: a top-level dict of modules and values, in pickled order. Any other
 /// top level (a bare module, a call of some function) is refused by name.
 pub fn read_network_pickle(path: &Path) -> Result<Vec<(String, PickleEntry)>, MetricsError> {
-    const MAX_FILE: u64 = 4 << 30;
-    let len = std::fs::metadata(path)
-        .map_err(|e| MetricsError::io(path, e))?
-        .len();
-    if len > MAX_FILE {
-        return Err(MetricsError::format(
-            path,
-            format!("is {len} bytes; network pickles above {MAX_FILE} bytes are refused"),
-        ));
-    }
-    let data = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
+    let data = read_weights_file(path, "network pickles")?;
     let mut pos = 0;
     let top = pickle::load(&data, &mut pos).map_err(|e| MetricsError::format(path, e))?;
     // The tree holds its own copy of every payload: the file's bytes can go before the tensors

@@ -79,7 +79,13 @@ pub fn detect_format(head: &[u8]) -> Option<TorchFileFormat> {
 
 /// Loads every tensor of a torch.save (legacy or zip) or safetensors file onto the CPU.
 pub fn load_state_dict(path: &Path) -> Result<StateDict, MetricsError> {
-    // The standard weights are 95 MB; refuse what no network gantry loads needs.
+    let data = read_weights_file(path, "weights files")?;
+    parse_state_dict(path, &data)
+}
+
+/// A weights file's bytes, refusing files above 4 GB (`what` names the kind in the message):
+/// no network gantry loads needs more, and the readers hold the whole file.
+pub(crate) fn read_weights_file(path: &Path, what: &str) -> Result<Vec<u8>, MetricsError> {
     const MAX_FILE: u64 = 4 << 30;
     let len = std::fs::metadata(path)
         .map_err(|e| MetricsError::io(path, e))?
@@ -87,11 +93,10 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict, MetricsError> {
     if len > MAX_FILE {
         return Err(MetricsError::format(
             path,
-            format!("is {len} bytes; weights files above {MAX_FILE} bytes are refused"),
+            format!("is {len} bytes; {what} above {MAX_FILE} bytes are refused"),
         ));
     }
-    let data = std::fs::read(path).map_err(|e| MetricsError::io(path, e))?;
-    parse_state_dict(path, &data)
+    std::fs::read(path).map_err(|e| MetricsError::io(path, e))
 }
 
 /// [`load_state_dict`] on bytes already read; `path` only names the file in errors.

@@ -283,19 +283,8 @@ fn official_networks_survive_import_and_export() {
     ] {
         let file = fixture(&format!("sg2/{name}.pkl"));
         let imported = interop::import(&file).unwrap();
-        let stores: Vec<(&str, HashMap<String, Tensor>)> = imported
-            .stores
-            .iter()
-            .map(|(n, t)| {
-                (
-                    *n,
-                    t.iter()
-                        .map(|(k, v)| (k.clone(), v.shallow_clone()))
-                        .collect(),
-                )
-            })
-            .collect();
-        let export = interop::reference_export(&imported.model, &imported.shape, &stores).unwrap();
+        let export =
+            interop::reference_export(&imported.model, &imported.shape, &imported.stores).unwrap();
         let entries = read_network_pickle(&file).unwrap();
         for net in &export.nets {
             let Some((_, PickleEntry::Module(m))) = entries.iter().find(|(k, _)| *k == net.name)
@@ -319,19 +308,8 @@ fn official_networks_survive_import_and_export() {
     for name in ["fq_c10", "shared_hier_attn"] {
         let dir = fixture(&format!("biggan/{name}"));
         let imported = interop::import(&dir).unwrap();
-        let stores: Vec<(&str, HashMap<String, Tensor>)> = imported
-            .stores
-            .iter()
-            .map(|(n, t)| {
-                (
-                    *n,
-                    t.iter()
-                        .map(|(k, v)| (k.clone(), v.shallow_clone()))
-                        .collect(),
-                )
-            })
-            .collect();
-        let export = interop::reference_export(&imported.model, &imported.shape, &stores).unwrap();
+        let export =
+            interop::reference_export(&imported.model, &imported.shape, &imported.stores).unwrap();
         for net in &export.nets {
             let official: HashMap<String, Tensor> =
                 gantry_metrics::torch_file::load_state_dict(&dir.join(format!("{}.pth", net.name)))

@@ -96,13 +96,8 @@ pub fn import(path: &Path) -> Result<Imported> {
     }
     let head = read_head(path)?;
     if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
-        let entries = module_pickle::read_network_pickle(path).map_err(|e| Error::Input {
-            path: path.to_path_buf(),
-            msg: e
-                .to_string()
-                .trim_start_matches(&format!("{}: ", path.display()))
-                .to_string(),
-        })?;
+        let entries =
+            module_pickle::read_network_pickle(path).map_err(|e| reading_error(path, e))?;
         return from_network_pickle(path, entries);
     }
     if gantry_metrics::torch_file::detect_format(&head).is_some() {
@@ -177,14 +172,16 @@ pub fn translation(
 
 /// A torch.save or safetensors file's tensors (nested dicts flattened with dots).
 fn state_dict(path: &Path) -> Result<Tensors> {
-    let sd = gantry_metrics::torch_file::load_state_dict(path).map_err(|e| Error::Input {
-        path: path.to_path_buf(),
-        msg: e
-            .to_string()
-            .trim_start_matches(&format!("{}: ", path.display()))
-            .to_string(),
-    })?;
+    let sd =
+        gantry_metrics::torch_file::load_state_dict(path).map_err(|e| reading_error(path, e))?;
     Ok(sd.into_iter().collect())
+}
+
+/// A reader's error as bad input (exit code 2), the path named once.
+fn reading_error(path: &Path, e: gantry_metrics::MetricsError) -> Error {
+    let msg = e.to_string();
+    let msg = msg.trim_start_matches(&format!("{}: ", path.display()));
+    Error::input(path, msg)
 }
 
 /// A legacy `torch.save` file starts with a pickled long (the magic number), not a dict.

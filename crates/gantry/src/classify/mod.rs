@@ -63,6 +63,8 @@ pub struct OptimConfig {
     /// Deterministic algorithms (as `gantry train`'s `train.deterministic`): a CUDA run repeats
     /// bit for bit; slower.
     pub deterministic: bool,
+    /// TensorBoard event files beside metrics.jsonl (as `gantry train`'s `train.tensorboard`).
+    pub tensorboard: bool,
     /// Steps between lines of metrics.jsonl.
     pub log_every: u64,
     /// Checkpoints kept besides `best` (one per epoch is written).
@@ -85,6 +87,7 @@ impl Default for OptimConfig {
             threads: 0,
             device: DeviceSpec::Cpu,
             deterministic: false,
+            tensorboard: true,
             log_every: 20,
             keep_checkpoints: 2,
         }

@@ -165,6 +165,7 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.threads",
     "train.device",
     "train.deterministic",
+    "train.tensorboard",
     "train.log_every",
     "train.keep_checkpoints",
 ];
@@ -256,7 +257,10 @@ pub fn train(
     }
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
     crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step)?;
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step, t.tensorboard)?;
+    if step == 0 {
+        log.text(0, "config", &format!("```toml\n{}```", cfg.to_toml()))?;
+    }
     let mut loader = Loader::new(train_ds.clone(), batch_size, t.seed, position, d.workers, 4)?;
     let per_epoch = loader.batches_per_epoch();
     let total = per_epoch * t.epochs as u64;

@@ -3,6 +3,7 @@
 //! the checkpoint's step are dropped so the log reads as one uninterrupted run, except the
 //! [`HISTORY`] events: a divergence and the rollback that answered it are part of the run's story.
 
+use super::tensorboard::EventWriter;
 use crate::error::{Error, Result};
 use crate::stats::Stats;
 use std::fs::{File, OpenOptions};
@@ -16,10 +17,13 @@ pub struct MetricsLog {
     path: PathBuf,
     /// `None`: a log that writes nothing (the other ranks of a data-parallel job).
     file: Option<File>,
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsLog {
-    pub fn open(path: &Path, resume_step: u64) -> Result<Self> {
+    /// Opens `path` for appending after `resume_step` (0: a new run), and with `tensorboard`
+    /// an event file beside it.
+    pub fn open(path: &Path, resume_step: u64, tensorboard: bool) -> Result<Self> {
         if path.exists() {
             let kept: Vec<String> =
                 BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?)
@@ -50,9 +54,17 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        let tensorboard = match tensorboard {
+            true => Some(EventWriter::open(
+                path.parent().unwrap_or(Path::new(".")),
+                resume_step,
+            )?),
+            false => None,
+        };
         Ok(MetricsLog {
             path: path.to_path_buf(),
             file: Some(file),
+            tensorboard,
         })
     }
 
@@ -61,6 +73,7 @@ impl MetricsLog {
         MetricsLog {
             path: PathBuf::new(),
             file: None,
+            tensorboard: None,
         }
     }
 
@@ -83,11 +96,36 @@ impl MetricsLog {
                 .unwrap_or(serde_json::Value::Null);
             obj.insert(k.clone(), v);
         }
-        self.append(serde_json::Value::Object(obj))
+        self.append(serde_json::Value::Object(obj))?;
+        if let Some(tb) = self.tensorboard.as_mut() {
+            tb.scalars(step, stats.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        }
+        Ok(())
     }
 
     pub fn event(&mut self, step: u64, event: &str, detail: &str) -> Result<()> {
-        self.append(serde_json::json!({"step": step, "event": event, "detail": detail}))
+        self.append(serde_json::json!({"step": step, "event": event, "detail": detail}))?;
+        if let Some(tb) = self.tensorboard.as_mut() {
+            tb.text(step, &format!("events/{event}"), detail)?;
+        }
+        Ok(())
+    }
+
+    /// An image already written as a PNG file (a sample grid), for TensorBoard only.
+    pub fn image(&mut self, step: u64, tag: &str, png: &Path) -> Result<()> {
+        if let Some(tb) = self.tensorboard.as_mut() {
+            let bytes = std::fs::read(png).map_err(|e| Error::io(png, e))?;
+            tb.png(step, tag, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Text for TensorBoard only (the resolved configuration, as a fenced block).
+    pub fn text(&mut self, step: u64, tag: &str, text: &str) -> Result<()> {
+        if let Some(tb) = self.tensorboard.as_mut() {
+            tb.text(step, tag, text)?;
+        }
+        Ok(())
     }
 }
 

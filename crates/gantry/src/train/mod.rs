@@ -110,6 +110,9 @@ pub struct TrainConfig {
     /// Deterministic algorithms (torch.use_deterministic_algorithms, cudnn.deterministic): a
     /// CUDA run repeats bit for bit and resumes exactly; slower (docs/training.md).
     pub deterministic: bool,
+    /// TensorBoard event files in the run directory (every logged scalar, sample grids, the
+    /// configuration), beside metrics.jsonl.
+    pub tensorboard: bool,
 }
 
 /// `train.lr_schedule`
@@ -185,6 +188,7 @@ impl Default for TrainConfig {
             tf32: false,
             cudnn_benchmark: false,
             deterministic: false,
+            tensorboard: true,
         }
     }
 }
@@ -776,7 +780,15 @@ impl Trainer {
         // Rank 0 alone writes the run directory (`config.toml` with the first checkpoint it
         // saves, so a resume that fails or does nothing leaves the run's own in place).
         let log = if comm.is_main() {
-            log::MetricsLog::open(&run_dir.join("metrics.jsonl"), trainer_step)?
+            let mut log = log::MetricsLog::open(
+                &run_dir.join("metrics.jsonl"),
+                trainer_step,
+                setup.train.tensorboard,
+            )?;
+            if trainer_step == 0 {
+                log.text(0, "config", &format!("```toml\n{}```", setup.resolved))?;
+            }
+            log
         } else {
             log::MetricsLog::disabled()
         };
@@ -1378,6 +1390,7 @@ impl Trainer {
                 let mut s = Stats::default();
                 s.set("samples/diversity", spread);
                 self.log.write(step, &s)?;
+                self.log.image(step, "samples", &path)?;
                 if let Some(w) = self.guard.on_samples(step, spread) {
                     self.log.event(step, "warning", &w)?;
                     on_event(Event::Warning(w));

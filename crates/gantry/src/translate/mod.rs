@@ -119,6 +119,8 @@ pub struct TranslateTrain {
     /// Deterministic algorithms (as `gantry train`'s `train.deterministic`): a CUDA run repeats
     /// bit for bit; slower.
     pub deterministic: bool,
+    /// TensorBoard event files beside metrics.jsonl (as `gantry train`'s `train.tensorboard`).
+    pub tensorboard: bool,
     pub log_every: u64,
     /// Steps between sample grids (0 = only at the end).
     pub sample_every: u64,
@@ -143,6 +145,7 @@ impl Default for TranslateTrain {
             threads: 0,
             device: DeviceSpec::Cpu,
             deterministic: false,
+            tensorboard: true,
             log_every: 100,
             sample_every: 1000,
             grid: 4,

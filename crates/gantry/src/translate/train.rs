@@ -34,6 +34,7 @@ pub const RESUME_SAFE: &[&str] = &[
     "train.threads",
     "train.device",
     "train.deterministic",
+    "train.tensorboard",
     "train.log_every",
     "train.sample_every",
     "train.checkpoint_every",
@@ -590,7 +591,10 @@ pub fn train(
     };
     std::fs::create_dir_all(run_dir.join("samples")).map_err(|e| Error::io(run_dir, e))?;
     crate::util::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step)?;
+    let mut log = MetricsLog::open(&run_dir.join("metrics.jsonl"), step, t.tensorboard)?;
+    if step == 0 {
+        log.text(0, "config", &format!("```toml\n{}```", cfg.to_toml()))?;
+    }
     let mut best = best_at_start(run_dir, "eval/kid", resume.is_some());
     let t0 = Instant::now();
     let save = |tr: &Translator, step: u64, a: &Loader, b: &Loader, wall: f64| -> Result<PathBuf> {
@@ -647,10 +651,9 @@ pub fn train(
             });
         }
         if (t.sample_every > 0 && step % t.sample_every == 0) || last {
-            save_grid(
-                &sample_grid(&tr, &grid_a, &grid_b),
-                &run_dir.join("samples").join(format!("{step:07}.png")),
-            )?;
+            let path = run_dir.join("samples").join(format!("{step:07}.png"));
+            save_grid(&sample_grid(&tr, &grid_a, &grid_b), &path)?;
+            log.image(step, "samples", &path)?;
         }
         let evaluate =
             extractor.is_some() && ((cfg.eval.every > 0 && step % cfg.eval.every == 0) || last);

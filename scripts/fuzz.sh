@@ -19,8 +19,9 @@ echo "| target | cases | seconds | result |"
 echo "|---|---|---|---|"
 failed=0
 for target in gantry-data:idx_files gantry-data:cifar_binaries gantry-data:images_in_a_folder \
-              gantry-metrics:weights_files gantry-metrics:npz_statistics \
-              gantry:checkpoint_metadata_and_stores gantry:configuration_files; do
+              gantry-data:zip_archives gantry-data:dataset_json \
+              gantry-metrics:weights_files gantry-metrics:npz_statistics gantry-metrics:network_pickles \
+              gantry:checkpoint_metadata_and_stores gantry:configuration_files gantry:foreign_weights; do
   crate="${target%%:*}"; test="${target#*:}"
   t0=$(date +%s.%N)
   if out=$(cargo test --release -q -p "$crate" --test fuzz -- --exact "$test" 2>&1); then

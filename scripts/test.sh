@@ -4,6 +4,8 @@
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
 bash "$here/setup-venv.sh"
+# Headless Chromium for the report browser test (Debian's package, installed when missing).
+bash "$here/setup-chromium.sh" || echo "test.sh: no Chromium; the report browser test will fail" >&2
 source "$here/env.sh"
 cd "$GANTRY_ROOT"
 export GANTRY_PYTHON="$GANTRY_VENV/bin/python"

@@ -1,6 +1,7 @@
 //! `gantry classify train | eval | attack | ood`: flags to a `ClassifyConfig` and calls into
 //! `gantry::classify`.
 
+use crate::progress::{self, Bar};
 use crate::{choice, device, print_out, stop_flag};
 use clap::Subcommand;
 use gantry::classify::{self, attack, objective::Mode, ClassifyConfig};
@@ -62,8 +63,10 @@ pub enum ClassifyCommand {
         /// wrn-16-4, wrn-28-10) or `wrn-zk-DEPTH-WIDEN` (the WRN paper's layout).
         #[arg(long)]
         model: Option<String>,
+        /// Training objective (`objective.mode`): cross-entropy, mixup or AdaptiveMix.
         #[arg(long, value_parser = choice::<Mode>(Mode::NAMES))]
         mode: Option<Mode>,
+        /// Passes over the training data (`train.epochs`).
         #[arg(long)]
         epochs: Option<usize>,
         /// `key=value`, after the file (e.g. `train.lr=0.05`, `model.head=orthogonal`).
@@ -84,16 +87,19 @@ pub enum ClassifyCommand {
         /// At most N test images (0 = all).
         #[arg(long, default_value_t = 0)]
         n: usize,
+        /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
     },
     /// Accuracy under FGSM and PGD attacks (white-box, on the test split).
     Attack {
+        /// Run directory (its best checkpoint) or checkpoint directory.
         #[arg(long)]
         run: PathBuf,
         /// Comma-separated: fgsm, pgd-STEPS (e.g. fgsm,pgd-10,pgd-20).
         #[arg(long, default_value = "fgsm,pgd-10,pgd-20")]
         attacks: String,
+        /// The attacks' threat model: an L-inf or an L2 ball of radius --eps.
         #[arg(long, default_value = "linf", value_parser = choice::<attack::Norm>(attack::Norm::NAMES))]
         norm: attack::Norm,
         /// Radius in [0, 1] pixel units (a number or a fraction); default 8/255 for linf, 0.5 for l2.
@@ -105,42 +111,56 @@ pub enum ClassifyCommand {
         /// At most N test images (0 = all).
         #[arg(long, default_value_t = 1000)]
         n: usize,
+        /// Images attacked at once.
         #[arg(long, default_value_t = 250)]
         batch: usize,
+        /// Another labelled data spec of the same shape (default: the run's, test split).
         #[arg(long)]
         data: Option<String>,
+        /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
     },
     /// Time training steps (or an attack) of a model on a fixed random batch; prints one JSON
     /// line like `gantry bench` (the PyTorch twin is benches/classify_step.py).
     Bench {
+        /// `small`, `resnet18`, `wrn-DEPTH-WIDEN` or `wrn-zk-DEPTH-WIDEN` (as classify train).
         #[arg(long, default_value = "resnet18")]
         model: String,
+        /// Training objective: cross-entropy, mixup or AdaptiveMix.
         #[arg(long, default_value = "ce", value_parser = choice::<Mode>(Mode::NAMES))]
         mode: Mode,
+        /// Images per step.
         #[arg(long, default_value_t = 128)]
         batch: usize,
+        /// Image side in pixels.
         #[arg(long, default_value_t = 32)]
         resolution: i64,
+        /// Image channels (1 or 3).
         #[arg(long, default_value_t = 3)]
         channels: i64,
+        /// Number of classes of the head.
         #[arg(long, default_value_t = 10)]
         classes: i64,
+        /// Timed steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Untimed steps first (allocations, autotuning).
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         /// Time this attack (fgsm, pgd-N; L-inf 8/255, step 2/255) instead of training steps.
         #[arg(long)]
         attack: Option<String>,
+        /// CPU threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu", value_parser = device)]
         device: DeviceSpec,
     },
     /// Out-of-distribution detection: the run's test split against each --ood set, per score.
     Ood {
+        /// Run directory (its best checkpoint) or checkpoint directory.
         #[arg(long)]
         run: PathBuf,
         /// An OOD set: a data spec with an optional class filter (`mnist:DIR#5-9`),
@@ -150,6 +170,7 @@ pub enum ClassifyCommand {
         /// At most N images per set (0 = all).
         #[arg(long, default_value_t = 0)]
         n: usize,
+        /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
     },
@@ -184,34 +205,22 @@ fn model_sets(model: &str) -> gantry::Result<Vec<String>> {
     })
 }
 
-fn mmss(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    format!("{}:{:02}", s / 60, s % 60)
-}
-
-/// Progress lines: one per epoch (with the validation accuracy) and one early in each epoch.
-fn progress_line() -> impl FnMut(&classify::Progress) {
-    let mut last_epoch = u64::MAX;
+/// `classify::train`'s progress: a bar over the steps (the latest loss beside it), and each
+/// epoch's validation accuracy as a line of its own.
+pub fn train_progress<'a>(bar: &'a mut Bar, name: &'a str) -> impl FnMut(&classify::Progress) + 'a {
     move |p| {
-        let eta = p.elapsed / p.step.max(1) as f64 * (p.total - p.step) as f64;
-        let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
-        match p.val_acc {
-            Some(acc) => eprintln!(
-                "epoch {}  step {}/{}  loss {loss:.4}  val acc {acc:.4}  ETA {}",
-                p.epoch,
-                p.step,
-                p.total,
-                mmss(eta)
-            ),
-            None if p.epoch != last_epoch => eprintln!(
-                "step {}/{}  loss {loss:.4}  ETA {}",
-                p.step,
-                p.total,
-                mmss(eta)
-            ),
-            None => {}
+        if !bar.in_phase("") {
+            bar.phase("", p.total, p.step, "steps");
         }
-        last_epoch = p.epoch;
+        bar.set(p.step);
+        let loss = p.stats.get("train/loss").unwrap_or(f64::NAN);
+        bar.note(format!("loss {loss:.4}"));
+        if let Some(acc) = p.val_acc {
+            bar.say(format!(
+                "gantry: {name}: epoch {}  step {}/{}  loss {loss:.4}  val acc {acc:.4}",
+                p.epoch, p.step, p.total
+            ));
+        }
     }
 }
 
@@ -268,13 +277,15 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             all.extend(sets);
             if let Some(r) = resume {
                 let stop = stop_flag();
+                let mut bar = Bar::new("classify train");
                 let summary = classify::train(
                     &ClassifyConfig::default(),
                     &r,
                     classify::Start::Resume { sets: all },
                     &stop,
-                    &mut progress_line(),
+                    &mut train_progress(&mut bar, "classify train"),
                 )?;
+                bar.finish();
                 return finish(summary);
             }
             let cfg = ClassifyConfig::resolve(config.as_deref(), &all)?;
@@ -283,13 +294,15 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let stop = stop_flag();
+            let mut bar = Bar::new("classify train");
             let summary = classify::train(
                 &cfg,
                 &out,
                 classify::Start::Fresh,
                 &stop,
-                &mut progress_line(),
+                &mut train_progress(&mut bar, "classify train"),
             )?;
+            bar.finish();
             finish(summary)
         }
         ClassifyCommand::Eval {
@@ -299,7 +312,14 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             device,
         } => {
             let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
-            let (acc, count) = classify::evaluate(&t, data.as_deref(), n)?;
+            let mut bar = Bar::new("classify eval");
+            let (acc, count) = classify::evaluate_with(
+                &t,
+                data.as_deref(),
+                n,
+                &mut progress::counter(&mut bar, "images"),
+            )?;
+            bar.finish();
             print_out(&format!(
                 "test accuracy {acc:.4} on {count} images ({})\n",
                 t.checkpoint.display()
@@ -333,6 +353,11 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 ));
             }
             let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
+            let mut bar = Bar::new("classify attack");
+            // Each batch goes through every attack in turn, reported after each: the bar counts
+            // (image, attack) pairs, from the batch's start and how many attacks are done on it.
+            let per = attacks.len() as u64;
+            let (mut start, mut end, mut k) = (0u64, 0u64, 0u64);
             let (rows, used) = classify::attack_accuracy(
                 &t,
                 &attacks,
@@ -340,10 +365,19 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
                 n,
                 batch,
                 |name, done, total| {
-                    eprint!("\rattacking: {done}/{total} images ({name})      ");
+                    if !bar.in_phase("") {
+                        bar.phase("", total as u64 * per, 0, "attacked images");
+                    }
+                    let done = done as u64;
+                    if done != end {
+                        (start, end, k) = (end, done, 0);
+                    }
+                    k += 1;
+                    bar.set(start * per + k * (end - start));
+                    bar.note(format!("{name} done on images {start}-{end}"));
                 },
             )?;
-            eprintln!();
+            bar.finish();
             let mut text =
                 format!("| accuracy ({used} test images, eps {eps:.5}) | |\n|---|---|\n");
             for (k, v) in &rows {
@@ -423,7 +457,10 @@ pub fn dispatch(cmd: ClassifyCommand) -> gantry::Result<ExitCode> {
             device,
         } => {
             let t = classify::load(&run, device.map(|d| d.open()).transpose()?)?;
-            let rows = classify::ood_table(&t, &ood, n)?;
+            let mut bar = Bar::new("classify ood");
+            let rows =
+                classify::ood_table_with(&t, &ood, n, &mut progress::counter(&mut bar, "images"))?;
+            bar.finish();
             // FPR95 as ODIN and most of the OOD literature count it: in-distribution positive
             // (the UoS code the AdaptiveMix paper cites counts OOD as positive).
             let mut text = String::from("| OOD set | score | AUROC | FPR95 (FPR on OOD at 95% TPR on in-distribution) | detection error | AUPR-in | AUPR-out |\n|---|---|---|---|---|---|---|\n");

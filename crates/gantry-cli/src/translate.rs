@@ -2,6 +2,7 @@
 //! (`task = "translate"`, e.g. `--config ugatit-light-64`), and `gantry translate`, which puts a
 //! folder of images through a trained run.
 
+use crate::progress::Bar;
 use crate::{print_out, stop_flag};
 use gantry::rundir::checkpoint;
 use gantry::translate::{self, train as tt, TranslateConfig};
@@ -68,14 +69,15 @@ pub fn train(
     }
     let stop = stop_flag();
     eprintln!("gantry: run directory {}", run_dir.display());
+    let mut bar = Bar::new("train");
     let summary = tt::train(&cfg, &run_dir, start, &stop, &mut |p| {
-        let rate = p.step as f64 / p.seconds.max(1e-9);
-        let eta = (p.total - p.step) as f64 / rate.max(1e-9);
-        eprintln!(
-            "step {}/{}  {:.2} it/s  ETA {:.0}s  D {:.3}  G {:.3}",
-            p.step, p.total, rate, eta, p.d_loss, p.g_loss
-        );
+        if !bar.in_phase("") {
+            bar.phase("", p.total, p.step, "steps");
+        }
+        bar.set(p.step);
+        bar.note(format!("D {:.3}  G {:.3}", p.d_loss, p.g_loss));
     })?;
+    bar.finish();
     if let Some((ab, ba)) = summary.kid {
         eprintln!("gantry: KID x 100: A->B {ab:.3}, B->A {ba:.3}");
     }
@@ -116,11 +118,67 @@ pub fn folder(a: FolderArgs<'_>) -> Result<ExitCode> {
     for note in notes {
         eprintln!("gantry: note: {note}");
     }
-    let n = tt::translate_folder(&gens, a.input, a.out, a.a2b, a.details, a.force)?;
+    let n = with_progress(a.input, a.out, || {
+        tt::translate_folder(&gens, a.input, a.out, a.a2b, a.details, a.force)
+    })?;
     eprintln!(
         "gantry: translated {n} image(s) {} into {}",
         if a.a2b { "A->B" } else { "B->A" },
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `translate` (which writes each image of `input` to `out` as `<stem>.png`, in
+/// `gantry::data::image_files` order, and reports nothing) under a bar: a thread watches the
+/// output files appear, written since the start, and moves the bar on. The library's own hook
+/// would replace the watching (a `progress(done, total)` after each image written).
+fn with_progress(
+    input: &Path,
+    out: &Path,
+    translate: impl FnOnce() -> Result<usize>,
+) -> Result<usize> {
+    let Ok(files) = gantry::data::image_files(input) else {
+        // Not a readable folder: the library names the problem.
+        return translate();
+    };
+    let targets: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+            out.join(format!("{}.png", stem.unwrap_or_default()))
+        })
+        .collect();
+    // Files of an earlier run that --force overwrites are older than this (with a second's
+    // slack for coarse file-system clocks).
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+    let written = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since)
+    };
+    let mut bar = Bar::new("translate");
+    bar.phase("", targets.len() as u64, 0, "images");
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut done = 0;
+            while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                while done < targets.len() && written(&targets[done]) {
+                    done += 1;
+                }
+                bar.set(done as u64);
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        });
+        let result = translate();
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    });
+    if let Ok(n) = &result {
+        bar.set(*n as u64);
+        bar.phase_done();
+    }
+    bar.finish();
+    result
 }

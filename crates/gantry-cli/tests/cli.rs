@@ -158,7 +158,7 @@ fn bad_inputs_get_one_line_and_exit_2() {
     );
     assert_user_error(
         &gantry(&["train", "--set", "fq.kk=3", "--dry-run"]),
-        "fq.kk: unknown key `kk`, valid:",
+        "fq.kk: unknown key `kk` (did you mean `k`?), valid:",
     );
     assert_user_error(
         &gantry(&["train", "--set", "train.steps=many", "--dry-run"]),
@@ -270,7 +270,7 @@ fn issue_13_the_validation_gate_refuses_bad_settings_before_work() {
         (&["train.device=tpu"], "train.device: unknown device \"tpu\" (valid: cpu, cuda, cuda:N)"),
         (&["data.split=val"], "data.split: unknown variant `val`"),
         (&["diffaugment.policy=colour"], "diffaugment.policy: unknown variant `colour`"),
-        (&["ada.pipeline=bgcf"], "ada.pipeline: unknown variant `bgcf`, valid: `blit`"),
+        (&["ada.pipeline=bgcf"], "ada.pipeline: unknown variant `bgcf` (did you mean `bgc`?), valid: `blit`"),
         (&["ada.mode=sometimes"], "ada.mode: unknown variant `sometimes`"),
         (&["ada.enabled=true", "ada.p=1.5"], "ada.p: must be in [0, 1], got 1.5"),
         (&["ada.enabled=true", "ada.interval=0"], "ada.interval: must be at least 1"),
@@ -794,4 +794,25 @@ fn issue_19_classifier_holds_out_validation_data_and_fid_names_the_short_side() 
         .check_files(false)
         .unwrap_err();
     assert!(e.to_string().contains("classifier not found"), "{e}");
+}
+
+#[test]
+fn report_watch_ends_after_a_last_write_once_the_run_has_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    assert!(train_tiny(&run, 2).status.success());
+    let r = run.to_str().unwrap();
+    let out = gantry(&["report", r, "--watch", "--every", "0.2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(run.join("report/index.html")).unwrap();
+    assert!(html.contains("step-0000002.png"), "{html}");
+    assert_user_error(&gantry(&["report", r, "--every", "5"]), "--watch");
+    assert_user_error(
+        &gantry(&["report", r, "--watch", "--every", "0"]),
+        "expected seconds > 0",
+    );
 }

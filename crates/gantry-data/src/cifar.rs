@@ -270,6 +270,7 @@ mod tests {
             res,
             channels,
             hflip: false,
+            fit: crate::ResizeMode::CenterCrop,
         }
     }
 

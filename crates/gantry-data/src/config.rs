@@ -25,8 +25,11 @@ pub enum DataKind {
     /// 2-D mixture of 25 Gaussians on the grid {-4,-2,0,2,4}^2 (std 0.05).
     #[serde(rename = "gmm-25")]
     Gmm25,
-    /// A directory tree of PNG/JPEG images.
+    /// A directory tree of PNG/JPEG images (a path to a `.zip` file is read as kind `zip`).
     Folder,
+    /// A zip archive of PNG/JPEG images, e.g. one written by stylegan2-ada's `dataset_tool.py`
+    /// or `gantry dataset`; entries are read one at a time, never unpacked to disk.
+    Zip,
     /// MNIST IDX files (gzip or raw).
     Mnist,
     /// CIFAR-10, binary version.
@@ -37,11 +40,12 @@ pub enum DataKind {
 
 impl DataKind {
     /// Every kind, in documentation order.
-    pub const ALL: [DataKind; 7] = [
+    pub const ALL: [DataKind; 8] = [
         DataKind::Shapes,
         DataKind::Gmm8,
         DataKind::Gmm25,
         DataKind::Folder,
+        DataKind::Zip,
         DataKind::Mnist,
         DataKind::Cifar10,
         DataKind::Cifar100,
@@ -54,6 +58,7 @@ impl DataKind {
             DataKind::Gmm8 => "gmm-8",
             DataKind::Gmm25 => "gmm-25",
             DataKind::Folder => "folder",
+            DataKind::Zip => "zip",
             DataKind::Mnist => "mnist",
             DataKind::Cifar10 => "cifar10",
             DataKind::Cifar100 => "cifar100",
@@ -64,14 +69,18 @@ impl DataKind {
     pub fn needs_path(self) -> bool {
         matches!(
             self,
-            DataKind::Folder | DataKind::Mnist | DataKind::Cifar10 | DataKind::Cifar100
+            DataKind::Folder
+                | DataKind::Zip
+                | DataKind::Mnist
+                | DataKind::Cifar10
+                | DataKind::Cifar100
         )
     }
 
     /// Whether the source has a held-out part (`data.split = "test"`): the MNIST and CIFAR test
-    /// files, the synthetic kinds' disjoint stream; a folder has none.
+    /// files, the synthetic kinds' disjoint stream; a folder or a zip has none.
     pub fn has_test_split(self) -> bool {
-        self != DataKind::Folder
+        !matches!(self, DataKind::Folder | DataKind::Zip)
     }
 
     /// Whether samples are 2-D points rather than images.
@@ -153,25 +162,83 @@ impl FromStr for Split {
     }
 }
 
+/// How an image that is not square is fitted into the square `data.resolution` (`data.transform`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResizeMode {
+    /// Shorter side resized to the resolution, the longer one centre-cropped.
+    #[default]
+    CenterCrop,
+    /// Longer side resized to the resolution, the whole image centred on black (letterbox).
+    Pad,
+    /// Both sides resized to the resolution; the aspect ratio is not kept.
+    Stretch,
+}
+
+impl ResizeMode {
+    pub const NAMES: &'static [&'static str] = &["center-crop", "pad", "stretch"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResizeMode::CenterCrop => "center-crop",
+            ResizeMode::Pad => "pad",
+            ResizeMode::Stretch => "stretch",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == ResizeMode::default()
+    }
+}
+
+impl fmt::Display for ResizeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ResizeMode {
+    type Err = DataError;
+
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        let wanted = s.trim();
+        [ResizeMode::CenterCrop, ResizeMode::Pad, ResizeMode::Stretch]
+            .into_iter()
+            .find(|m| m.as_str() == wanted)
+            .ok_or_else(|| {
+                DataError::config(
+                    "data.transform",
+                    format!(
+                        "unknown transform '{s}' (valid: {})",
+                        ResizeMode::NAMES.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
 /// Dataset settings (`data.*`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Source: shapes (default), gmm-8, gmm-25, folder, mnist, cifar10 or cifar100.
+    /// Source: shapes (default), gmm-8, gmm-25, folder, zip, mnist, cifar10 or cifar100.
     pub kind: DataKind,
-    /// Directory or file to read; required for folder, mnist, cifar10 and cifar100.
+    /// Directory or file to read; required for folder, zip, mnist, cifar10 and cifar100.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// Output side length in pixels (a power of two >= 4): shorter side resized, then centre-cropped.
+    /// Output side length in pixels (a power of two >= 4); non-square images per `transform`.
     pub resolution: u32,
+    /// Non-square images: center-crop (default), pad (letterbox on black) or stretch.
+    #[serde(skip_serializing_if = "ResizeMode::is_default")]
+    pub transform: ResizeMode,
     /// Output channels: unset = the source's own (MNIST 1, others 3); 1 = grey; 3 = RGB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<u32>,
     /// Randomly mirror images left-right (augmentation).
     pub hflip: bool,
-    /// Folder only: first-level sub-folders are classes, labelled in name order.
+    /// Folder, zip: labels from its `dataset.json`, else first-level sub-folders are classes (name order).
     pub labels: bool,
-    /// `train` or `test` (mnist/cifar files; synthetic kinds draw a disjoint stream; folder ignores it).
+    /// `train` or `test` (mnist/cifar files; synthetic kinds draw a disjoint stream; folder, zip ignore it).
     pub split: Split,
     /// Use only the first N samples.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +257,7 @@ impl Default for DataConfig {
             kind: DataKind::Shapes,
             path: None,
             resolution: 32,
+            transform: ResizeMode::CenterCrop,
             channels: None,
             hflip: false,
             labels: false,
@@ -381,6 +449,35 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", k.as_str()));
             assert_eq!(k.as_str().parse::<DataKind>().unwrap(), k);
         }
+    }
+
+    #[test]
+    fn transform_is_a_kebab_enum_left_out_when_default() {
+        let c: DataConfig =
+            serde_json::from_str(r#"{"kind":"zip","path":"d.zip","transform":"pad"}"#).unwrap();
+        assert_eq!((c.kind, c.transform), (DataKind::Zip, ResizeMode::Pad));
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains(r#""transform":"pad""#));
+        let json = serde_json::to_string(&DataConfig::default()).unwrap();
+        assert!(!json.contains("transform"), "{json}");
+        let err = serde_json::from_str::<DataConfig>(r#"{"transform":"crop"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("`center-crop`, `pad`, `stretch`"),
+            "{err}"
+        );
+        for name in ResizeMode::NAMES {
+            let m: ResizeMode = name.parse().unwrap();
+            assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{name}\""));
+        }
+        let e = "crop".parse::<ResizeMode>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "data.transform: unknown transform 'crop' (valid: center-crop, pad, stretch)"
+        );
+        let c = DataConfig::from_spec("zip:/data/ffhq.zip").unwrap();
+        assert_eq!((c.kind, c.split), (DataKind::Zip, Split::Train));
+        assert!(!DataKind::Zip.has_test_split() && DataKind::Zip.needs_path());
     }
 
     #[test]

@@ -3,116 +3,201 @@
 //! Only the sorted file list is held in memory; images are decoded lazily inside
 //! `load_into` (on the loader's worker threads), so large folders cost no RAM up front and a
 //! corrupt file surfaces as an `Err` naming that file when it is first read.
+//!
+//! Labels (`data.labels = true`) come from a `dataset.json` at the root when there is one
+//! (stylegan2-ada's format, as `gantry dataset` writes it), else from first-level sub-folders.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use image::ImageReader;
 use rand_chacha::ChaCha8Rng;
 
+use crate::decode::{decode, has_image_extension, Notes};
+use crate::labels::{self, LabelMode, Labels, DATASET_JSON};
 use crate::transform::{check_index, Transform};
 use crate::{DataError, Dataset};
-
-/// File extensions read (compared case-insensitively).
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Guard against symlink cycles while walking.
 const MAX_DEPTH: usize = 32;
 
-/// Images under a folder, optionally labelled by their first-level sub-folder.
+/// Images under a folder, optionally labelled by its `dataset.json` or first-level sub-folders.
 pub struct Folder {
     root: PathBuf,
     files: Vec<PathBuf>,
-    labels: Vec<u32>,
-    classes: Option<Vec<String>>,
+    labels: Labels,
     total: usize,
     transform: Transform,
+    notes: Notes,
+}
+
+/// The images under `root` in data-set order, their names relative to `root` (`/`-separated)
+/// and their labels per `mode`. Errors name the keys `data.path` and `data.labels`.
+pub(crate) fn index(
+    root: &Path,
+    mode: LabelMode,
+) -> Result<(Vec<PathBuf>, Vec<String>, Labels), DataError> {
+    let meta = crate::error::existing(root)?;
+    if !meta.is_dir() {
+        return Err(DataError::config(
+            "data.path",
+            format!(
+                "{} is not a directory (data.kind=folder wants a folder of PNG/JPEG images)",
+                root.display()
+            ),
+        ));
+    }
+    let json = root.join(DATASET_JSON);
+    let has_json = json.is_file();
+    let use_json = match mode {
+        LabelMode::Json => true,
+        LabelMode::JsonOrNone | LabelMode::JsonOrFolders => has_json,
+        LabelMode::None | LabelMode::Folders => false,
+    };
+    let (files, labels) =
+        if mode == LabelMode::Folders || (mode == LabelMode::JsonOrFolders && !use_json) {
+            by_class_folder(root)?
+        } else {
+            let mut files = Vec::new();
+            walk(root, 0, &mut files)?;
+            let n = files.len();
+            (files, Labels::none(n))
+        };
+    if files.is_empty() {
+        return Err(DataError::config(
+            "data.path",
+            format!("{} contains no PNG/JPEG images", root.display()),
+        ));
+    }
+    let names: Vec<String> = files.iter().map(|f| relative_name(root, f)).collect();
+    if !use_json {
+        return Ok((files, names, labels));
+    }
+    if !has_json {
+        return Err(DataError::config(
+            "data.labels",
+            format!(
+                "{} has no {DATASET_JSON} to read labels from",
+                root.display()
+            ),
+        ));
+    }
+    let limit = labels::json_limit(files.len());
+    let size = fs::metadata(&json)
+        .map_err(|e| DataError::io(&json, e))?
+        .len();
+    if size > limit {
+        return Err(DataError::format(
+            &json,
+            format!(
+                "is {size} bytes, more than the {limit} a labels file for {} images may take",
+                files.len()
+            ),
+        ));
+    }
+    let bytes = fs::read(&json).map_err(|e| DataError::io(&json, e))?;
+    let Some(list) = labels::parse_dataset_json(&bytes, &json)? else {
+        if mode == LabelMode::JsonOrNone {
+            return Ok((files, names, labels));
+        }
+        return Err(DataError::config(
+            "data.labels",
+            format!(
+                "{} says \"labels\": null (the data set is unlabelled); set data.labels=false",
+                json.display()
+            ),
+        ));
+    };
+    let labels = labels::from_json(&names, list, &json, root)?;
+    Ok((files, names, labels))
+}
+
+/// Images of each first-level sub-folder, labelled by the folder's place in name order.
+fn by_class_folder(root: &Path) -> Result<(Vec<PathBuf>, Labels), DataError> {
+    let mut files = Vec::new();
+    let mut file_labels = Vec::new();
+    let mut classes = Vec::new();
+    for entry in list_dir(root)? {
+        if entry.is_dir() {
+            let mut class_files = Vec::new();
+            walk(&entry, 1, &mut class_files)?;
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if class_files.is_empty() {
+                return Err(DataError::config(
+                    "data.labels",
+                    format!(
+                        "class folder {} holds no PNG/JPEG images (remove it or set data.labels=false)",
+                        entry.display()
+                    ),
+                ));
+            }
+            let label = classes.len() as u32;
+            file_labels.extend(std::iter::repeat_n(label, class_files.len()));
+            files.extend(class_files);
+            classes.push(name);
+        } else if is_image(&entry) {
+            return Err(DataError::config(
+                "data.labels",
+                format!(
+                    "{} is not inside a class sub-folder (with data.labels=true every image must be)",
+                    entry.display()
+                ),
+            ));
+        }
+    }
+    let labels = Labels {
+        per_image: file_labels,
+        num_classes: Some(classes.len()),
+        class_names: Some(classes),
+        from: Some("sub-folders"),
+    };
+    Ok((files, labels))
+}
+
+/// `file` relative to `root`, `/`-separated (how `dataset.json` names images).
+pub(crate) fn relative_name(root: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl Folder {
-    /// Indexes `root`; with `labels`, each first-level sub-folder is a class (sorted by name).
+    /// Indexes `root`; with `labels`, from its `dataset.json` if present, else each first-level
+    /// sub-folder is a class (sorted by name).
     pub(crate) fn open(
         root: &Path,
         labels: bool,
         limit: Option<usize>,
         transform: Transform,
     ) -> Result<Folder, DataError> {
-        let meta = crate::error::existing(root)?;
-        if !meta.is_dir() {
-            return Err(DataError::config(
-                "data.path",
-                format!(
-                    "{} is not a directory (data.kind=folder wants a folder of PNG/JPEG images)",
-                    root.display()
-                ),
-            ));
-        }
-        let (mut files, mut file_labels, classes) = if labels {
-            let mut files = Vec::new();
-            let mut file_labels = Vec::new();
-            let mut classes = Vec::new();
-            for entry in list_dir(root)? {
-                if entry.is_dir() {
-                    let mut class_files = Vec::new();
-                    walk(&entry, 1, &mut class_files)?;
-                    let name = entry
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    if class_files.is_empty() {
-                        return Err(DataError::config(
-                            "data.labels",
-                            format!(
-                                "class folder {} holds no PNG/JPEG images (remove it or set data.labels=false)",
-                                entry.display()
-                            ),
-                        ));
-                    }
-                    let label = classes.len() as u32;
-                    file_labels.extend(std::iter::repeat_n(label, class_files.len()));
-                    files.extend(class_files);
-                    classes.push(name);
-                } else if is_image(&entry) {
-                    return Err(DataError::config(
-                        "data.labels",
-                        format!(
-                            "{} is not inside a class sub-folder (with data.labels=true every image must be)",
-                            entry.display()
-                        ),
-                    ));
-                }
-            }
-            (files, file_labels, Some(classes))
+        let mode = if labels {
+            LabelMode::JsonOrFolders
         } else {
-            let mut files = Vec::new();
-            walk(root, 0, &mut files)?;
-            let n = files.len();
-            (files, vec![0; n], None)
+            LabelMode::None
         };
-        if files.is_empty() {
-            return Err(DataError::config(
-                "data.path",
-                format!("{} contains no PNG/JPEG images", root.display()),
-            ));
-        }
+        let (mut files, _, mut labels) = index(root, mode)?;
         let total = files.len();
         if let Some(l) = limit {
             files.truncate(l);
-            file_labels.truncate(l);
+            labels.truncate(l);
         }
         Ok(Folder {
             root: root.to_path_buf(),
             files,
-            labels: file_labels,
-            classes,
+            labels,
             total,
             transform,
+            notes: Notes::default(),
         })
     }
 
-    /// The class names, in label order, when labelled.
+    /// The class names, in label order, when labelled by sub-folders.
     pub fn classes(&self) -> Option<&[String]> {
-        self.classes.as_deref()
+        self.labels.class_names.as_deref()
     }
 
     /// The image files, in index order.
@@ -136,6 +221,31 @@ pub fn image_files(root: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(files)
 }
 
+/// Files under `root` (hidden ones and `dataset.json` aside) that are not PNG/JPEG: how many,
+/// and the first, for a note that they were skipped.
+pub(crate) fn other_files(root: &Path) -> (usize, Option<PathBuf>) {
+    fn go(dir: &Path, depth: usize, n: &mut usize, first: &mut Option<PathBuf>) {
+        let Ok(entries) = list_dir(dir) else { return };
+        for p in entries {
+            if p.is_dir() {
+                if depth < MAX_DEPTH {
+                    go(&p, depth + 1, n, first);
+                }
+            } else {
+                let labels_file = depth == 0 && p.ends_with(DATASET_JSON);
+                if is_image(&p) || labels_file {
+                    continue;
+                }
+                *n += 1;
+                first.get_or_insert(p);
+            }
+        }
+    }
+    let (mut n, mut first) = (0, None);
+    go(root, 0, &mut n, &mut first);
+    (n, first)
+}
+
 /// Entries of `dir`, sorted, without hidden ones (dot files such as macOS `._x.jpg` are not images).
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();
@@ -150,9 +260,8 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn is_image(p: &Path) -> bool {
-    p.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+    p.file_name()
+        .is_some_and(|n| has_image_extension(&n.to_string_lossy()))
         && p.is_file()
 }
 
@@ -189,16 +298,6 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), DataErro
     Ok(())
 }
 
-/// Whether a JPEG's last scan is followed by the end-of-image marker. Entropy-coded data never
-/// holds `FF DA` (start of scan) or `FF D9` (end of image): the encoder stuffs every `FF` there.
-fn jpeg_complete(bytes: &[u8]) -> bool {
-    let Some(last_scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
-        // No scan at all: the decoder says what is wrong.
-        return true;
-    };
-    bytes[last_scan + 2..].windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
 impl Dataset for Folder {
     fn len(&self) -> usize {
         self.files.len()
@@ -209,18 +308,22 @@ impl Dataset for Folder {
     }
 
     fn num_classes(&self) -> Option<usize> {
-        self.classes.as_ref().map(Vec::len)
+        self.labels.num_classes
     }
 
     fn label(&self, index: usize) -> Option<i64> {
-        self.labels.get(index).map(|&l| i64::from(l))
+        self.labels.per_image.get(index).map(|&l| i64::from(l))
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        self.notes.take()
     }
 
     fn describe(&self) -> String {
         let [c, h, w] = self.sample_shape();
         let mut s = format!("folder ({} images, {c}x{h}x{w}", self.len());
-        if let Some(classes) = &self.classes {
-            s.push_str(&format!(", {} classes", classes.len()));
+        if let (Some(k), Some(from)) = (self.labels.num_classes, self.labels.from) {
+            s.push_str(&format!(", {k} classes from {from}"));
         }
         s.push_str(&format!(") from {}", self.root.display()));
         if self.len() < self.total {
@@ -238,19 +341,10 @@ impl Dataset for Folder {
         check_index(index, self.len(), "the folder dataset")?;
         let path = &self.files[index];
         let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let reader = ImageReader::new(std::io::Cursor::new(&bytes))
-            .with_guessed_format()
-            .map_err(|e| DataError::io(path, e))?;
-        // The JPEG decoder fills a cut-off file with grey without a word (a cut PNG fails).
-        if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(&bytes) {
-            return Err(DataError::decode(
-                path,
-                "truncated JPEG (no end-of-image marker after its last scan)",
-            ));
-        }
-        let img = reader.decode().map_err(|e| DataError::decode(path, e))?;
+        let img = decode(&bytes, path)?;
+        self.notes.check_square(&img, path, &self.transform);
         self.transform.apply(img, out, rng)?;
-        Ok(i64::from(self.labels[index]))
+        Ok(i64::from(self.labels.per_image[index]))
     }
 }
 
@@ -275,6 +369,7 @@ pub(crate) mod tests {
             res,
             channels,
             hflip: false,
+            fit: crate::ResizeMode::CenterCrop,
         }
     }
 
@@ -347,7 +442,7 @@ pub(crate) mod tests {
             "{e}"
         );
         load(&ds, 1).unwrap();
-        assert!(jpeg_complete(&jpeg));
+        assert!(crate::decode::jpeg_complete(&jpeg));
         std::os::unix::fs::symlink(dir.path().join("gone.png"), dir.path().join("link.png"))
             .unwrap();
         let e = Folder::open(dir.path(), false, None, t(8, 3))

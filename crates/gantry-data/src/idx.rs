@@ -383,6 +383,7 @@ pub(crate) mod tests {
             res,
             channels: 1,
             hflip: false,
+            fit: crate::ResizeMode::CenterCrop,
         }
     }
 

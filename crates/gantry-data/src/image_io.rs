@@ -93,6 +93,53 @@ pub fn save_grid(
     write_png(path, &buf, gw, gh, c)
 }
 
+/// Writes the batch as an animated GIF, one frame per image, `centis` hundredths of a second
+/// each, looping (grey images as grey RGB frames). Written to a temporary file and renamed.
+pub fn save_gif(
+    images: &[f32],
+    shape: [usize; 4],
+    centis: u16,
+    path: &Path,
+) -> Result<(), DataError> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    check(images, shape, path)?;
+    let [b, c, h, w] = shape;
+    let (wu, hu) = match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(a), Ok(b)) if a <= 65_535 && b <= 65_535 => (a, b),
+        _ => {
+            return Err(DataError::format(
+                path,
+                format!("frames of {w}x{h} are too large for GIF"),
+            ))
+        }
+    };
+    let plane = h * w;
+    let tmp = path.with_extension("gif.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+    enc.set_repeat(Repeat::Infinite)
+        .map_err(|e| DataError::format(&tmp, e.to_string()))?;
+    for img in images.chunks_exact(c * plane).take(b) {
+        let mut rgba = vec![255u8; plane * 4];
+        for (o, px) in rgba.chunks_exact_mut(4).enumerate() {
+            for ch in 0..3 {
+                px[ch] = to_u8(img[ch.min(c - 1) * plane + o]);
+            }
+        }
+        let buf = image::RgbaImage::from_raw(wu, hu, rgba).expect("the buffer is w*h*4");
+        let frame = image::Frame::from_parts(
+            buf,
+            0,
+            0,
+            image::Delay::from_numer_denom_ms(u32::from(centis) * 10, 1),
+        );
+        enc.encode_frame(frame)
+            .map_err(|e| DataError::format(&tmp, e.to_string()))?;
+    }
+    drop(enc);
+    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+}
+
 /// Writes one image `[C, H, W]` (values in [-1, 1]) to `path` as PNG.
 pub fn save_image(image: &[f32], shape: [usize; 3], path: &Path) -> Result<(), DataError> {
     let [c, h, w] = shape;

@@ -1,5 +1,6 @@
-//! Data for gantry: datasets (procedural shapes, 2-D Gaussian mixtures, image folders, MNIST,
-//! CIFAR-10/100), a deterministic prefetching loader, and PNG writing of sample grids.
+//! Data for gantry: datasets (procedural shapes, 2-D Gaussian mixtures, image folders and zip
+//! archives, MNIST, CIFAR-10/100), a deterministic prefetching loader, PNG writing of sample
+//! grids, and [`dataset_tool`], which converts images into stylegan2-ada's zip/folder layout.
 //!
 //! This crate deliberately does not depend on libtorch: batches are plain `Vec<f32>` in NCHW
 //! order that the training crate turns into tensors, so the data path compiles fast and can be
@@ -9,31 +10,40 @@
 // it (`expect` remains for invariants the code itself established, with the invariant as message).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod archive;
 mod cifar;
 mod config;
+pub mod dataset_tool;
+mod decode;
 mod error;
 mod folder;
 pub mod gmm;
 mod idx;
 pub mod image_io;
+mod labels;
 mod loader;
+mod resample;
 mod rng;
 mod shapes;
 mod transform;
+mod zipped;
 
 #[cfg(test)]
 mod testutil;
 
 use std::sync::Arc;
 
+pub use archive::{EXPANSION_SLACK, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_EXPANSION};
 pub use cifar::{parse_records, Cifar, Records, Variant as CifarVariant};
-pub use config::{DataConfig, DataKind, Split};
+pub use config::{DataConfig, DataKind, ResizeMode, Split};
 pub use error::DataError;
 pub use folder::{image_files, Folder};
 pub use gmm::{GmmData, GmmQuality, Mixture};
 pub use idx::{parse_idx, read_idx, IdxArray, Mnist};
+pub use labels::{parse_dataset_json, MAX_CLASSES};
 pub use loader::{epoch_order, Batch, Loader, Position, Shard};
 pub use shapes::{Shapes, CLASSES as SHAPE_CLASSES};
+pub use zipped::Zip;
 
 /// A random-access source of samples, shared by the loader's worker threads.
 pub trait Dataset: Send + Sync {
@@ -67,6 +77,13 @@ pub trait Dataset: Send + Sync {
     /// cheaply (`None`: load it to find out). Class filters read every label this way.
     fn label(&self, _index: usize) -> Option<i64> {
         None
+    }
+
+    /// Warnings found while loading that the caller should print, each returned by exactly one
+    /// call (so call it now and then, e.g. after each logged step). Folders and zips note the
+    /// first image that is not square and what `data.transform` does with it.
+    fn take_notes(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -104,6 +121,9 @@ impl Dataset for Subset {
     fn label(&self, index: usize) -> Option<i64> {
         self.inner.label(*self.indices.get(index)?)
     }
+    fn take_notes(&self) -> Vec<String> {
+        self.inner.take_notes()
+    }
     fn load_into(
         &self,
         index: usize,
@@ -122,6 +142,7 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
         res: cfg.resolution,
         channels: cfg.channels_or(native),
         hflip: cfg.hflip,
+        fit: cfg.transform,
     };
     let synthetic_len = cfg.limit.map_or(cfg.size, |l| l.min(cfg.size));
     let path = || {
@@ -143,7 +164,13 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
             synthetic_len,
             cfg.split.as_str(),
         )),
-        DataKind::Folder => Arc::new(Folder::open(path()?, cfg.labels, cfg.limit, transform(3))?),
+        // A `.zip` file given as a folder is read as the zip it is (`gantry train --data x.zip`).
+        DataKind::Folder if !is_zip_file(path()?) => {
+            Arc::new(Folder::open(path()?, cfg.labels, cfg.limit, transform(3))?)
+        }
+        DataKind::Folder | DataKind::Zip => {
+            Arc::new(Zip::open(path()?, cfg.labels, cfg.limit, transform(3))?)
+        }
         DataKind::Mnist => Arc::new(Mnist::open(
             path()?,
             cfg.split.as_str(),
@@ -166,6 +193,13 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
         )?),
     };
     Ok(ds)
+}
+
+/// Whether `path` is a file named `*.zip` (any case).
+fn is_zip_file(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+        && path.is_file()
 }
 
 /// Opens the dataset of `cfg` and starts a loader over it with `cfg.workers` / `cfg.prefetch`.

@@ -211,6 +211,7 @@ mod tests {
                 res,
                 channels,
                 hflip: false,
+                fit: crate::ResizeMode::CenterCrop,
             },
         )
     }

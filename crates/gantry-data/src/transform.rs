@@ -1,5 +1,6 @@
-//! The image pipeline shared by every image source: channel conversion, resize of the shorter
-//! side, centre crop, optional horizontal flip, and scaling of u8 pixels to [-1, 1].
+//! The image pipeline shared by every image source: channel conversion, resize to the square
+//! output (shorter side and centre crop by default; `data.transform` = pad or stretch), optional
+//! horizontal flip, and scaling of u8 pixels to [-1, 1].
 //!
 //! Keeping it in one place guarantees that MNIST, CIFAR, folders and shapes are all normalised
 //! identically, which the quantisation in `image_io::to_u8` relies on to round-trip exactly.
@@ -9,7 +10,7 @@ use image::{DynamicImage, ImageBuffer, Pixel};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::DataError;
+use crate::{DataError, ResizeMode};
 
 /// Maps a u8 pixel to [-1, 1]: 0 -> -1, 255 -> 1 (inverse of `image_io::to_u8`).
 #[inline]
@@ -26,6 +27,8 @@ pub(crate) struct Transform {
     pub channels: usize,
     /// Draw a left-right mirror with probability 1/2.
     pub hflip: bool,
+    /// How a non-square image becomes square.
+    pub fit: ResizeMode,
 }
 
 impl Transform {
@@ -66,23 +69,39 @@ impl Transform {
         let src = if (w, h) == (res, res) {
             img
         } else {
-            // Shorter side to `res`, keeping the aspect ratio, then centre-crop the longer side.
-            let (nw, nh) = if w <= h {
-                (res, scaled(h, res, w))
-            } else {
-                (scaled(w, res, h), res)
+            let (nw, nh) = match self.fit {
+                // Shorter side to `res`, keeping the aspect ratio; the longer side is cropped.
+                ResizeMode::CenterCrop if w <= h => (res, scaled(h, res, w).max(res)),
+                ResizeMode::CenterCrop => (scaled(w, res, h).max(res), res),
+                // Longer side to `res`, keeping the aspect ratio; the rest is black.
+                ResizeMode::Pad if w >= h => (res, scaled(h, res, w).clamp(1, res)),
+                ResizeMode::Pad => (scaled(w, res, h).clamp(1, res), res),
+                ResizeMode::Stretch => (res, res),
             };
             resized = imageops::resize(img, nw, nh, FilterType::Triangle);
             &resized
         };
+        // Output pixel (x, y) reads source pixel (x + ox, y + oy): ox, oy >= 0 crop the centre
+        // of a larger image, < 0 centre a smaller one on black.
         let (sw, sh) = src.dimensions();
-        let (x0, y0) = ((sw - res) / 2, (sh - res) / 2);
+        let ox = (i64::from(sw) - i64::from(res)).div_euclid(2);
+        let oy = (i64::from(sh) - i64::from(res)).div_euclid(2);
         let plane = (res * res) as usize;
         let c = P::CHANNEL_COUNT as usize;
+        if sw < res || sh < res {
+            out.fill(-1.0);
+        }
         for y in 0..res {
+            let sy = i64::from(y) + oy;
+            if sy < 0 || sy >= i64::from(sh) {
+                continue;
+            }
             for x in 0..res {
-                let sx = if flip { res - 1 - x } else { x };
-                let px = src.get_pixel(x0 + sx, y0 + y).channels();
+                let sx = i64::from(if flip { res - 1 - x } else { x }) + ox;
+                if sx < 0 || sx >= i64::from(sw) {
+                    continue;
+                }
+                let px = src.get_pixel(sx as u32, sy as u32).channels();
                 let o = (y * res + x) as usize;
                 for (ch, v) in px.iter().take(c).enumerate() {
                     out[ch * plane + o] = from_u8(*v);
@@ -92,10 +111,10 @@ impl Transform {
     }
 }
 
-/// `len * res / short`, rounded, never below `res` (the shorter side must fill the crop).
-fn scaled(len: u32, res: u32, short: u32) -> u32 {
-    let v = (u64::from(len) * u64::from(res) + u64::from(short) / 2) / u64::from(short);
-    (v as u32).max(res)
+/// `len * res / other`, rounded (the side of length `len` when the side `other` becomes `res`).
+fn scaled(len: u32, res: u32, other: u32) -> u32 {
+    let v = (u64::from(len) * u64::from(res) + u64::from(other) / 2) / u64::from(other);
+    u32::try_from(v).unwrap_or(u32::MAX)
 }
 
 /// Rejects an output buffer of the wrong size before anything is written to it.
@@ -151,6 +170,7 @@ mod tests {
             res: 4,
             channels: 3,
             hflip: false,
+            fit: ResizeMode::CenterCrop,
         };
         let mut out = vec![9.0; t.numel()];
         t.apply(DynamicImage::ImageRgb8(img), &mut out, &mut rng())
@@ -170,6 +190,7 @@ mod tests {
             res: 4,
             channels: 1,
             hflip: false,
+            fit: ResizeMode::CenterCrop,
         };
         let mut out = vec![0.0; 16];
         t.apply(DynamicImage::ImageLuma8(img), &mut out, &mut rng())
@@ -192,6 +213,7 @@ mod tests {
             res: 4,
             channels: 3,
             hflip: false,
+            fit: ResizeMode::CenterCrop,
         };
         let mut out = vec![0.0; 48];
         t.apply(DynamicImage::ImageLuma8(img), &mut out, &mut rng())
@@ -213,6 +235,7 @@ mod tests {
             res: 4,
             channels: 1,
             hflip: true,
+            fit: ResizeMode::CenterCrop,
         };
         let mut flipped = 0;
         let mut r = rng();
@@ -236,6 +259,7 @@ mod tests {
             res: 4,
             channels: 3,
             hflip: false,
+            fit: ResizeMode::CenterCrop,
         };
         let mut out = vec![0.0; 47];
         let e = t

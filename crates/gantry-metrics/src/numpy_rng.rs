@@ -1,5 +1,7 @@
-//! NumPy's legacy `np.random.RandomState`, as far as torch-fidelity uses it: `permutation(n)`
-//! (Inception Score shuffle) and `choice(n, k, replace=False)` (KID subsets).
+//! NumPy's legacy `np.random.RandomState`, as far as torch-fidelity and stylegan2-ada use it:
+//! `permutation(n)` (Inception Score shuffle), `choice(n, k, replace=False)` (KID subsets) and
+//! `randn(n)` (the latent of a seed in stylegan2-ada's `generate.py`: the legacy polar
+//! Box-Muller over 53-bit doubles, which caches its second value).
 //!
 //! This is bit-identical to NumPy, not merely "the same kind of RNG": MT19937 seeded with
 //! `init_genrand(seed)` (what `RandomState(int)` does), the legacy Fisher-Yates shuffle that
@@ -12,6 +14,8 @@
 pub struct NumpyRandomState {
     mt: [u32; 624],
     idx: usize,
+    /// The second value of the last Box-Muller pair (`has_gauss` / `gauss`).
+    gauss: Option<f64>,
 }
 
 impl NumpyRandomState {
@@ -24,7 +28,11 @@ impl NumpyRandomState {
                 .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
                 .wrapping_add(i as u32);
         }
-        NumpyRandomState { mt, idx: 624 }
+        NumpyRandomState {
+            mt,
+            idx: 624,
+            gauss: None,
+        }
     }
 
     fn refill(&mut self) {
@@ -75,6 +83,35 @@ impl NumpyRandomState {
         }
     }
 
+    /// `legacy_double`: 53 random bits in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        let a = (self.next_u32() >> 5) as f64;
+        let b = (self.next_u32() >> 6) as f64;
+        (a * 67_108_864.0 + b) / 9_007_199_254_740_992.0
+    }
+
+    /// `legacy_gauss`: one standard normal value.
+    pub fn standard_normal(&mut self) -> f64 {
+        if let Some(g) = self.gauss.take() {
+            return g;
+        }
+        loop {
+            let x1 = 2.0 * self.next_f64() - 1.0;
+            let x2 = 2.0 * self.next_f64() - 1.0;
+            let r2 = x1 * x1 + x2 * x2;
+            if r2 < 1.0 && r2 != 0.0 {
+                let f = (-2.0 * r2.ln() / r2).sqrt();
+                self.gauss = Some(f * x1);
+                return f * x2;
+            }
+        }
+    }
+
+    /// `rng.randn(n)`.
+    pub fn randn(&mut self, n: usize) -> Vec<f64> {
+        (0..n).map(|_| self.standard_normal()).collect()
+    }
+
     /// `rng.permutation(n)`.
     pub fn permutation(&mut self, n: usize) -> Vec<i64> {
         let mut a: Vec<i64> = (0..n as i64).collect();
@@ -106,6 +143,36 @@ mod tests {
         let mut r = NumpyRandomState::new(5489);
         let got: Vec<u32> = (0..3).map(|_| r.next_u32()).collect();
         assert_eq!(got, [3_499_211_612, 581_869_302, 3_890_346_734]);
+    }
+
+    /// `np.random.RandomState(s).randn(5)` printed by NumPy 2.4 (`repr` of each value).
+    #[test]
+    fn randn_is_numpys() {
+        let want: [(u32, [f64; 5]); 2] = [
+            (
+                0,
+                [
+                    1.764052345967664,
+                    0.4001572083672233,
+                    0.9787379841057392,
+                    2.240893199201458,
+                    1.8675579901499675,
+                ],
+            ),
+            (
+                42,
+                [
+                    0.4967141530112327,
+                    -0.13826430117118466,
+                    0.6476885381006925,
+                    1.5230298564080254,
+                    -0.23415337472333597,
+                ],
+            ),
+        ];
+        for (seed, values) in want {
+            assert_eq!(NumpyRandomState::new(seed).randn(5), values, "seed {seed}");
+        }
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "train.tf32",
     "train.cudnn_benchmark",
     "train.deterministic",
+    "train.tensorboard",
     "data.workers",
     "data.prefetch",
     "data.path",
@@ -286,10 +287,12 @@ impl RunConfig {
                 }
                 _ => (path, inner),
             };
-            let inner = inner
-                .replace("unknown field", "unknown key")
-                .replace("expected one of", "valid:")
-                .replace("expected `", "valid: `");
+            let inner = crate::util::did_you_mean(
+                &inner
+                    .replace("unknown field", "unknown key")
+                    .replace("expected one of", "valid:")
+                    .replace("expected `", "valid: `"),
+            );
             Error::config(if path == "." { "config".into() } else { path }, inner)
         })
     }
@@ -483,7 +486,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.starts_with("train.stepz: unknown key `stepz`, valid:") && e.contains("batch_size"),
+            e.starts_with("train.stepz: unknown key `stepz` (did you mean `steps`?), valid:")
+                && e.contains("batch_size"),
             "{e}"
         );
         let e = RunConfig::resolve(None, &["train.steps=-3".into()])

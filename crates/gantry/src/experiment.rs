@@ -27,8 +27,7 @@
 use crate::classify::{self, ClassifyConfig, EvalSpec};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::eval::Metric;
-use crate::report::{self, Series};
+use crate::report;
 use crate::rundir::start::Start;
 use crate::rundir::{checkpoint, log};
 use crate::train::Trainer;
@@ -421,7 +420,9 @@ fn run_classify(
         for (k, v) in values {
             stats.set(format!("eval/{k}"), v);
         }
-        log::MetricsLog::open(&dir.join("metrics.jsonl"), u64::MAX)?.write(step, &stats)?;
+        let tensorboard = t.cfg.train.tensorboard;
+        log::MetricsLog::open(&dir.join("metrics.jsonl"), u64::MAX, tensorboard)?
+            .write(step, &stats)?;
     }
     write_report(cfg, out)
 }
@@ -558,6 +559,7 @@ pub fn run(
         }
     }
     if !children {
+        let mut grid = GridProgress::new(todo.iter().map(|t| t.2.train.steps).sum());
         for (arm, seed, rc, dir) in todo {
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(Error::Interrupted {
@@ -565,13 +567,24 @@ pub fn run(
                     run_dir: out.to_path_buf(),
                 });
             }
-            say(format!("{}/seed-{seed}: training", arm.name));
+            let name = format!("{}/seed-{seed}", arm.name);
+            say(format!("{name}: training"));
             let mut t = if checkpoint::latest(&dir).is_some() {
                 crate::run::resume(&dir, Some(rc))?
             } else {
                 Trainer::new(rc.setup(), &dir)?
             };
-            if let crate::train::Outcome::Interrupted { .. } = t.run(stop, &mut |_| {})? {
+            let outcome = t.run(stop, &mut |ev| match ev {
+                crate::train::Event::Started { step, total, .. } => grid.start(step, total),
+                crate::train::Event::Logged { step, .. } => {
+                    if let Some(line) = grid.step(&name, step) {
+                        say(line)
+                    }
+                }
+                _ => {}
+            })?;
+            grid.finish();
+            if let crate::train::Outcome::Interrupted { .. } = outcome {
                 return Err(Error::Interrupted {
                     step: t.step(),
                     run_dir: out.to_path_buf(),
@@ -595,6 +608,74 @@ pub fn run(
     write_report(cfg, out)
 }
 
+/// Progress of a whole experiment, as lines at most every [`GridProgress::EVERY`]: the run's
+/// step and the time left for it and for the grid, from the steps done per second so far.
+struct GridProgress {
+    total_steps: u64,
+    /// Steps of finished runs, and of this run before it (re)started.
+    done_before: u64,
+    run: (u64, u64),
+    started: std::time::Instant,
+    steps_timed: u64,
+    last_line: std::time::Instant,
+}
+
+impl GridProgress {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn new(total_steps: u64) -> Self {
+        let now = std::time::Instant::now();
+        GridProgress {
+            total_steps,
+            done_before: 0,
+            run: (0, 0),
+            started: now,
+            steps_timed: 0,
+            last_line: now,
+        }
+    }
+
+    fn start(&mut self, step: u64, total: u64) {
+        self.run = (step, total);
+    }
+
+    /// The line to say at `step`, when one is due.
+    fn step(&mut self, name: &str, step: u64) -> Option<String> {
+        self.steps_timed += step.saturating_sub(self.run.0);
+        self.run.0 = step;
+        if self.last_line.elapsed() < Self::EVERY {
+            return None;
+        }
+        self.last_line = std::time::Instant::now();
+        let rate = self.steps_timed as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let left_run = self.run.1.saturating_sub(step);
+        let left_all = self
+            .total_steps
+            .saturating_sub(self.done_before + step.min(self.run.1));
+        let eta = |steps: u64| crate::util::human_duration(steps as f64 / rate.max(1e-9));
+        Some(format!(
+            "{name}: step {step}/{} ({rate:.1} steps/s); this run {} left, the experiment {} left",
+            self.run.1,
+            eta(left_run),
+            eta(left_all)
+        ))
+    }
+
+    fn finish(&mut self) {
+        self.done_before += self.run.1;
+        self.run = (0, 0);
+    }
+}
+
+/// The last logged step of a run directory (for the progress of child processes).
+fn last_step(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("step")?.as_u64())
+}
+
 /// Runs jobs (name, run directory, `gantry` arguments) in child processes, `parallel` at a time,
 /// splitting the cores between them (`--set train.threads=N` is appended).
 fn run_children(
@@ -609,9 +690,40 @@ fn run_children(
         .map(|n| n.get())
         .unwrap_or(1);
     let threads = (cores / (cfg.parallel * cfg.nproc)).max(1);
+    let total_jobs = jobs.len();
     let mut queue = jobs.into_iter();
     let mut running: Vec<(String, PathBuf, std::process::Child)> = Vec::new();
+    let (mut finished, started) = (0usize, std::time::Instant::now());
+    let mut last_line = std::time::Instant::now();
     loop {
+        if last_line.elapsed() >= GridProgress::EVERY && !running.is_empty() {
+            last_line = std::time::Instant::now();
+            let steps: Vec<String> = running
+                .iter()
+                .map(|(name, log, _)| {
+                    let step = last_step(&log.with_extension(""))
+                        .map_or("starting".into(), |s| format!("step {s}"));
+                    format!("{name} {step}")
+                })
+                .collect();
+            let per_job = started.elapsed().as_secs_f64() / finished.max(1) as f64;
+            let eta = if finished > 0 {
+                format!(
+                    "; about {} left for the {} runs to go",
+                    crate::util::human_duration(
+                        per_job * (total_jobs - finished) as f64 / cfg.parallel as f64
+                    ),
+                    total_jobs - finished
+                )
+            } else {
+                String::new()
+            };
+            say(format!(
+                "{} of {total_jobs} runs done; {}{eta}",
+                finished,
+                steps.join(", ")
+            ));
+        }
         while running.len() < cfg.parallel && !stop.load(std::sync::atomic::Ordering::SeqCst) {
             let Some((name, dir, args)) = queue.next() else {
                 break;
@@ -660,6 +772,7 @@ fn run_children(
                         Error::io(name.clone(), msg)
                     });
                 }
+                finished += 1;
                 say(format!("{name}: done"));
             } else {
                 i += 1;
@@ -681,52 +794,161 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// Per arm: every run's series of one logged quantity.
+type Curves = BTreeMap<String, Vec<Vec<(f64, f64)>>>;
+
 /// Per arm, per metric: (final values per seed, best values per seed).
 type Table = BTreeMap<String, BTreeMap<String, (Vec<f64>, Vec<f64>)>>;
 
+/// A piece of the report, written both as markdown (`report.md`) and HTML (`report.html`).
+enum Block {
+    H1(String),
+    H2(String),
+    /// A paragraph (markdown inlines: `code`, **bold**).
+    P(String),
+    /// First row: the header.
+    Table(Vec<Vec<String>>),
+    Bullets(Vec<String>),
+}
+
+fn markdown(blocks: &[Block]) -> String {
+    let mut md = String::new();
+    let row = |cells: &[String]| format!("| {} |", cells.join(" | "));
+    for b in blocks {
+        match b {
+            Block::H1(t) => {
+                let _ = writeln!(md, "# {t}\n");
+            }
+            Block::H2(t) => {
+                let _ = writeln!(md, "## {t}\n");
+            }
+            Block::P(t) => {
+                let _ = writeln!(md, "{t}\n");
+            }
+            Block::Table(grid) => {
+                let _ = writeln!(md, "{}", row(&grid[0]));
+                let _ = writeln!(md, "{}", row(&vec!["---".to_string(); grid[0].len()]));
+                for cells in &grid[1..] {
+                    let _ = writeln!(md, "{}", row(cells));
+                }
+                md.push('\n');
+            }
+            Block::Bullets(items) => {
+                for i in items {
+                    let _ = writeln!(md, "- {i}");
+                }
+            }
+        }
+    }
+    md
+}
+
+fn html_blocks(blocks: &[Block]) -> String {
+    use report::page::{md_inline, table};
+    let mut html = String::new();
+    for b in blocks {
+        match b {
+            // The page's own heading and status come first.
+            Block::H1(_) => {}
+            Block::H2(t) => {
+                let _ = writeln!(html, "<h2>{}</h2>", md_inline(t));
+            }
+            Block::P(t) => {
+                let _ = writeln!(html, "<p>{}</p>", md_inline(t));
+            }
+            Block::Table(grid) => html.push_str(&table(grid)),
+            Block::Bullets(items) => {
+                html.push_str("<ul>\n");
+                for i in items {
+                    let _ = writeln!(html, "<li>{}</li>", md_inline(i));
+                }
+                html.push_str("</ul>\n");
+            }
+        }
+    }
+    html
+}
+
+/// Logged quantities drawn per arm besides the evaluations, where the runs log them.
+const TRAINING_CURVES: &[&str] = &[
+    "loss/d",
+    "loss/g",
+    "loss/d/adv",
+    "loss/g/adv",
+    "train/loss",
+    "val/loss",
+    "val/acc",
+];
+
 /// Reads every run and writes `report.md`, `report.html` and the curves; returns `report.md`.
+/// Runs still under way (or not started) are left out of the tables and named; their curves so
+/// far are drawn.
 pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
+    write_report_page(cfg, out, None)
+}
+
+/// The `train.steps` of an arm's runs (0 for classification, counted in epochs).
+fn arm_steps(cfg: &ExperimentConfig, arm: &Arm) -> Result<u64> {
+    Ok(match cfg.task {
+        Task::Gan => cfg.run_config(arm, cfg.seeds[0])?.train.steps,
+        Task::Translate => cfg.translate_config(arm, cfg.seeds[0])?.train.steps,
+        Task::Classify => 0,
+    })
+}
+
+/// [`write_report`], with `refresh`: the seconds after which the HTML page reloads itself (a
+/// watched, live experiment).
+fn write_report_page(cfg: &ExperimentConfig, out: &Path, refresh: Option<u64>) -> Result<PathBuf> {
     let rdir = out.join("report");
     std::fs::create_dir_all(&rdir).map_err(|e| Error::io(&rdir, e))?;
     let mut table: Table = BTreeMap::new();
-    let mut curves: BTreeMap<String, Series> = BTreeMap::new();
+    // key -> arm -> every run's series of it (finished or not).
+    let mut curves: BTreeMap<String, Curves> = BTreeMap::new();
     let mut wall: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     // (name, higher is better)
     let mut metrics: Vec<(String, bool)> = Vec::new();
     // A run still under way would enter its latest evaluation as "final": leave it out, say so.
     let mut unfinished = Vec::new();
+    let mut last_step = 0.0f64;
     for arm in &cfg.arms {
-        let steps = match cfg.task {
-            Task::Gan => cfg.run_config(arm, cfg.seeds[0])?.train.steps,
-            Task::Translate => cfg.translate_config(arm, cfg.seeds[0])?.train.steps,
-            Task::Classify => 0,
-        };
+        let steps = arm_steps(cfg, arm)?;
+        last_step = last_step.max(steps as f64);
         for &seed in &cfg.seeds {
             let dir = run_dir(out, arm, seed);
             let rows = log::read(&dir.join("metrics.jsonl")).unwrap_or_default();
-            let last_step = rows.iter().filter_map(|r| r["step"].as_u64()).max();
+            let series = report::read_series(&rows);
+            for (k, pts) in &series {
+                let drawn = (k.starts_with("eval/") && report::higher_is_better(k).is_some())
+                    || TRAINING_CURVES.contains(&k.as_str());
+                if drawn && !pts.is_empty() {
+                    last_step = last_step.max(pts.last().expect("non-empty").0);
+                    curves
+                        .entry(k.clone())
+                        .or_default()
+                        .entry(arm.name.clone())
+                        .or_default()
+                        .push(pts.clone());
+                }
+            }
             let done = match cfg.task {
-                Task::Gan | Task::Translate => matches!(last_step, Some(s) if s >= steps),
+                Task::Gan | Task::Translate => rows
+                    .iter()
+                    .filter_map(|r| r["step"].as_u64())
+                    .max()
+                    .is_some_and(|s| s >= steps),
                 Task::Classify => measured(&dir),
             };
             if !done {
                 unfinished.push(format!("{}/seed-{seed}", arm.name));
                 continue;
             }
-            let series = report::read_series(&rows);
             if let Some(w) = series.get("wall_s").and_then(|v| v.last()) {
                 wall.entry(arm.name.clone()).or_default().push(w.1);
             }
             for (k, pts, metric) in series
                 .iter()
                 .filter(|(k, _)| k.starts_with("eval/"))
-                .filter_map(|(k, pts)| {
-                    let higher = Metric::of_key(k)
-                        .map(|m| m.higher_is_better())
-                        .or_else(|| classify::higher_is_better(k))
-                        .or_else(|| crate::translate::higher_is_better(k))?;
-                    Some((k, pts, higher))
-                })
+                .filter_map(|(k, pts)| Some((k, pts, report::higher_is_better(k)?)))
             {
                 let m = k.trim_start_matches("eval/").to_string();
                 if !metrics.contains(&(m.clone(), metric)) {
@@ -745,48 +967,34 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                     .or_default();
                 e.0.push(last);
                 e.1.push(best);
-                // Curves: mean over seeds per step (accumulated as sums, divided below).
-                let c = curves
-                    .entry(m.clone())
-                    .or_default()
-                    .entry(arm.name.clone())
-                    .or_default();
-                for (i, p) in pts.iter().enumerate() {
-                    if c.len() <= i {
-                        c.push((p.0, 0.0));
-                    }
-                    c[i].1 += p.1 / cfg.seeds.len() as f64;
-                }
             }
         }
     }
     let baseline = &cfg.arms[0].name;
-    let mut md = String::new();
-    let _ = writeln!(md, "# Experiment `{}`\n", cfg.name);
-    let _ = writeln!(md, "Base `{}` with `{}`; seeds {:?}; every arm of a seed sees the same data order, latents and budget.\n", cfg.base, cfg.set.join(" "), cfg.seeds);
-    let _ = writeln!(
-        md,
-        "Cells: mean ± sample std over seeds. A difference from `{baseline}` is marked * when it exceeds twice its standard error (sqrt(s1²/n1 + s2²/n2)); otherwise it is within the seed spread and **not significant**.\n"
-    );
+    let mut blocks = vec![
+        Block::H1(format!("Experiment `{}`", cfg.name)),
+        Block::P(format!("Base `{}` with `{}`; seeds {:?}; every arm of a seed sees the same data order, latents and budget.", cfg.base, cfg.set.join(" "), cfg.seeds)),
+        Block::P(format!("Cells: mean ± sample std over seeds. A difference from `{baseline}` is marked * when it exceeds twice its standard error (sqrt(s1²/n1 + s2²/n2)); otherwise it is within the seed spread and **not significant**.")),
+    ];
     if !unfinished.is_empty() {
-        let _ = writeln!(
-            md,
-            "**Incomplete**: not finished, so not in the tables: {}.\n",
+        blocks.push(Block::P(format!(
+            "**Incomplete**: not finished, so not in the tables: {}.",
             unfinished.join(", ")
-        );
+        )));
     }
     let sections: &[(&str, usize)] = if metrics.is_empty() {
-        let _ = writeln!(md, "No evaluations in these runs (`eval.every` = 0).\n");
+        blocks.push(Block::P(
+            "No evaluations in these runs (`eval.every` = 0).".into(),
+        ));
         &[("Runs", 0)]
     } else if cfg.task == Task::Classify {
-        let _ = writeln!(md, "Each run is measured once, on its checkpoint of best validation accuracy: `acc` on the test split, `acc_<attack>` under L-inf attacks, `auroc_<set>_<score>` / `fpr95_<set>_<score>` for each OOD set and score.\n");
+        blocks.push(Block::P("Each run is measured once, on its checkpoint of best validation accuracy: `acc` on the test split, `acc_<attack>` under L-inf attacks, `auroc_<set>_<score>` / `fpr95_<set>_<score>` for each OOD set and score.".into()));
         &[("Results", 0)]
     } else {
         &[("Final evaluation", 0), ("Best evaluation", 1)]
     };
-    let row = |cells: &[String]| format!("| {} |", cells.join(" | "));
     for &(title, pick) in sections {
-        let _ = writeln!(md, "## {title}\n");
+        blocks.push(Block::H2(title.into()));
         let mut header = vec!["arm".to_string()];
         header.extend(
             metrics
@@ -838,41 +1046,72 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
                 .collect();
             grid[0][0] = "metric".into();
         }
-        let _ = writeln!(md, "{}", row(&grid[0]));
-        let _ = writeln!(md, "{}", row(&vec!["---".to_string(); grid[0].len()]));
-        for cells in &grid[1..] {
-            let _ = writeln!(md, "{}", row(cells));
+        blocks.push(Block::Table(grid));
+    }
+    blocks.push(Block::H2("Arms".into()));
+    blocks.push(Block::Bullets(
+        cfg.arms
+            .iter()
+            .map(|arm| {
+                format!(
+                    "`{}`: {}",
+                    arm.name,
+                    if arm.set.is_empty() {
+                        "(base)".to_string()
+                    } else {
+                        format!("`{}`", arm.set.join(" "))
+                    }
+                )
+            })
+            .collect(),
+    ));
+    let mut md = markdown(&blocks);
+
+    // Curves: per arm, the mean over seeds with the min-max band over seeds.
+    let mut charts = Vec::new();
+    let eval_first = curves.keys().filter(|k| k.starts_with("eval/")).chain(
+        TRAINING_CURVES
+            .iter()
+            .filter_map(|k| curves.get_key_value(*k).map(|e| e.0)),
+    );
+    for key in eval_first {
+        let per_arm = &curves[key];
+        // One evaluation per run (classification) is a table, not a curve.
+        if per_arm.values().flatten().all(|pts| pts.len() < 2) {
+            continue;
         }
-        md.push('\n');
+        let lines = cfg
+            .arms
+            .iter()
+            .filter_map(|arm| {
+                let runs: Vec<&[(f64, f64)]> =
+                    per_arm.get(&arm.name)?.iter().map(Vec::as_slice).collect();
+                Some(report::plot::mean_band(&arm.name, &runs))
+            })
+            .collect();
+        let (name, file) = match key.strip_prefix("eval/") {
+            Some(m) => (m.to_string(), format!("curve-{}.png", m.replace('/', "_"))),
+            None => (key.clone(), format!("curve-{}.png", key.replace('/', "_"))),
+        };
+        let direction = match report::higher_is_better(key) {
+            Some(true) => ", higher is better",
+            Some(false) => ", lower is better",
+            None => "",
+        };
+        let _ = writeln!(md, "\n![{name}]({file})");
+        charts.push(report::Chart {
+            file,
+            panel: report::plot::Panel {
+                title: format!("{name} (mean over seeds{direction})"),
+                lines,
+                x_range: Some((0.0, last_step.max(1.0))),
+                note: (cfg.seeds.len() > 1).then(|| "shaded: min to max over seeds".to_string()),
+                width: None,
+            },
+            small: false,
+        });
     }
-    let _ = writeln!(md, "## Arms\n");
-    for arm in &cfg.arms {
-        let _ = writeln!(
-            md,
-            "- `{}`: {}",
-            arm.name,
-            if arm.set.is_empty() {
-                "(base)".to_string()
-            } else {
-                format!("`{}`", arm.set.join(" "))
-            }
-        );
-    }
-    // Curves and samples.
-    let mut html_imgs = String::new();
-    for (m, per_arm) in &curves {
-        let file = format!("curve-{}.png", m.replace('/', "_"));
-        let keys: Vec<&str> = per_arm.keys().map(String::as_str).collect();
-        if report::plot(
-            &rdir.join(&file),
-            &format!("{m} (mean over seeds)"),
-            per_arm,
-            &keys,
-        )? {
-            let _ = writeln!(md, "\n![{m}]({file})");
-            html_imgs.push_str(&format!("<h3>{m}</h3><img src=\"{file}\">\n"));
-        }
-    }
+    let figures = report::write_charts(&rdir, &charts)?;
     let mut grids = String::new();
     for arm in &cfg.arms {
         let samples = run_dir(out, arm, cfg.seeds[0]).join("samples");
@@ -881,32 +1120,167 @@ pub fn write_report(cfg: &ExperimentConfig, out: &Path) -> Result<PathBuf> {
             .flatten()
             .flatten()
             .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "png"))
             .collect();
         pngs.sort();
         if let Some(last) = pngs.last() {
             let name = format!("samples-{}.png", arm.name);
-            std::fs::copy(last, rdir.join(&name)).map_err(|e| Error::io(last, e))?;
-            grids.push_str(&format!("<figure style=\"display:inline-block\"><img src=\"{name}\" width=\"256\"><figcaption>{}</figcaption></figure>\n", report::html_escape(&arm.name)));
+            let bytes = std::fs::read(last).map_err(|e| Error::io(last, e))?;
+            let (w, h) = image::image_dimensions(last).unwrap_or((256, 256));
+            let k = 256u32.div_ceil(w.max(1)).max(1);
+            crate::util::write_atomic(&rdir.join(&name), &bytes)?;
+            let _ = writeln!(
+                grids,
+                "<figure style=\"display:inline-block\"><img class=\"samples\" src=\"{}?v={}\" alt=\"samples of {}\" width=\"{}\" height=\"{}\"><figcaption>{}</figcaption></figure>",
+                report::html_escape(&name),
+                report::page::version(&bytes),
+                report::html_escape(&arm.name),
+                w * k,
+                h * k,
+                report::html_escape(&arm.name)
+            );
         }
     }
     let md_path = rdir.join("report.md");
     crate::util::write_atomic(&md_path, md.as_bytes())?;
+
+    // The page: status, the report's text and tables, curves, samples, configuration.
+    let runs = cfg.arms.len() * cfg.seeds.len();
+    let done = runs - unfinished.len();
+    let live = report::live::locked(out);
+    let when = report::page::utc_now();
+    // Every run done is finished, whoever still holds the experiment's lock (`run` writes this
+    // report as its last act, holding it).
+    let (class, status) = if unfinished.is_empty() {
+        (
+            "finished",
+            format!("Finished: all {runs} runs done. Written {when}."),
+        )
+    } else if live {
+        let upd = match refresh {
+            Some(s) => format!("this page reloads every {s} s while the experiment runs"),
+            None => "a snapshot: `watch_experiment` keeps it current".into(),
+        };
+        (
+            "live",
+            format!("Running: {done} of {runs} runs done, as of {when}; {upd}."),
+        )
+    } else {
+        ("stopped", format!("Not running: {done} of {runs} runs done; `gantry experiment` with the same configuration and output resumes it. Written {when}."))
+    };
     let cfg_text = std::fs::read_to_string(out.join("experiment.toml")).unwrap_or_default();
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{0}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}pre{{background:#f6f6f6;padding:1em}}</style></head><body><pre>{1}</pre><h2>Curves</h2>{2}<h2>Samples (seed {3})</h2>{4}<h2>Configuration</h2><pre>{5}</pre></body></html>",
+    let mut body = format!(
+        "<h1>Experiment <code>{}</code></h1>\n<p class=\"status {class}\" id=\"status\">{}</p>\n<nav><a href=\"#tables\">tables</a><a href=\"#curves\">curves</a><a href=\"#samples\">samples</a><a href=\"#configuration\">configuration</a><a href=\"report.md\">report.md</a></nav>\n<div id=\"tables\">\n{}</div>\n",
         report::html_escape(&cfg.name),
-        report::html_escape(&md),
-        html_imgs,
+        report::page::md_inline(&status),
+        html_blocks(&blocks)
+    );
+    let _ = write!(
+        body,
+        "<h2 id=\"curves\">Curves</h2>\n<p>Per arm: the mean over the seeds that reached a step{}; dense training curves are smoothed per run first (moving average over 2% of the points). A y-axis is logarithmic where its values are positive and span more than two decades.</p>\n{}",
+        if cfg.seeds.len() > 1 { ", shaded from the lowest to the highest seed (min-max band)" } else { "" },
+        if figures.is_empty() { "<p>No curves yet.</p>\n".to_string() } else { figures }
+    );
+    let _ = write!(
+        body,
+        "<h2 id=\"samples\">Samples (seed {})</h2>\n{}\n<h2 id=\"configuration\">Configuration</h2>\n<pre>{}</pre>\n",
         cfg.seeds[0],
-        grids,
+        if grids.is_empty() { "<p>No sample pictures yet.</p>".to_string() } else { grids },
         report::html_escape(&cfg_text)
     );
+    let html = report::page::page(&format!("gantry experiment: {}", cfg.name), refresh, &body);
     crate::util::write_atomic(&rdir.join("report.html"), html.as_bytes())?;
     Ok(md_path)
 }
 
+/// The configuration an experiment directory recorded (`OUT/experiment.toml`), as it ran (not
+/// validated again: its data need not be at hand to report on it). `write_report(&recorded(out)?,
+/// out)` rewrites the report of any experiment directory.
+pub fn recorded(out: &Path) -> Result<ExperimentConfig> {
+    let path = out.join("experiment.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::input(&path, format!("not an experiment directory ({e})")))?;
+    let cfg: ExperimentConfig = toml::from_str(&text)
+        .map_err(|e| Error::input(&path, e.message().trim().replace('\n', "; ")))?;
+    if cfg.arms.is_empty() || cfg.seeds.is_empty() {
+        return Err(Error::input(&path, "records no arm or no seed"));
+    }
+    Ok(cfg)
+}
+
+/// Keeps an experiment directory's `report/report.html` (and `report.md`) current while it runs,
+/// as `report::watch` does for one run: looks every `every`, rewrites the report when a run's
+/// metrics log, samples or checkpoints, or who holds a lock, changed, and returns after a last
+/// write without the page's reload once the experiment has finished (no process holds the
+/// experiment's lock or a run's lock, and every run is done: its log reached `train.steps`, or a
+/// classification run was measured) or `stop` is set. The configuration is the one the
+/// experiment recorded (`OUT/experiment.toml`).
+pub fn watch_experiment(out: &Path, every: std::time::Duration, stop: &AtomicBool) -> Result<()> {
+    let cfg = recorded(out)?;
+    let recorded = out.join("experiment.toml");
+    let steps: Vec<u64> = cfg
+        .arms
+        .iter()
+        .map(|a| arm_steps(&cfg, a))
+        .collect::<Result<_>>()?;
+    report::live::watch_loop(
+        every,
+        stop,
+        || {
+            use std::hash::{Hash, Hasher};
+            let mut h = report::live::hasher();
+            report::live::fingerprint(&recorded, &mut h);
+            let mut all_done = !report::live::locked(out);
+            all_done.hash(&mut h);
+            for (arm, &steps) in cfg.arms.iter().zip(&steps) {
+                for &seed in &cfg.seeds {
+                    let dir = run_dir(out, arm, seed);
+                    for f in ["metrics.jsonl", "samples", "checkpoints"] {
+                        report::live::fingerprint(&dir.join(f), &mut h);
+                    }
+                    let held = report::live::locked(&dir);
+                    held.hash(&mut h);
+                    let done = match cfg.task {
+                        Task::Classify => measured(&dir),
+                        _ => finished(&dir, steps),
+                    };
+                    all_done &= done && !held;
+                }
+            }
+            Ok(report::live::Look {
+                signature: h.finish(),
+                finished: all_done,
+            })
+        },
+        |refresh| write_report_page(&cfg, out, refresh).map(|_| ()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn grid_progress_says_where_a_run_and_the_experiment_stand_every_30_s() {
+        let mut g = GridProgress::new(300);
+        g.start(0, 100);
+        assert!(g.step("a/seed-0", 10).is_none(), "nothing before 30 s");
+        g.last_line -= GridProgress::EVERY;
+        g.started -= std::time::Duration::from_secs(10);
+        let line = g.step("a/seed-0", 20).unwrap();
+        assert!(
+            line.starts_with("a/seed-0: step 20/100 (2.0 steps/s)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("this run 40 s left, the experiment 2 min left"),
+            "{line}"
+        );
+        g.finish();
+        g.start(0, 100);
+        g.last_line -= GridProgress::EVERY;
+        let line = g.step("b/seed-0", 0).unwrap();
+        assert!(line.contains("the experiment"), "{line}");
+    }
     use super::*;
 
     fn experiment(arms: &[&str]) -> ExperimentConfig {

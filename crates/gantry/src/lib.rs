@@ -8,7 +8,8 @@
 //! attacks, OOD detection; also the feature network of classifier-feature FID),
 //! [`eval`], [`train`] (when each phase runs), [`translate`] (unpaired image translation:
 //! U-GAT-IT with the plug-ins), [`report`], [`config`] (one `RunConfig` composed of
-//! the modules' settings), [`interop`] (foreign weights in, reference-named weights out), then the entry points [`run`], [`bench`], [`experiment`].
+//! the modules' settings), [`interop`] (foreign weights in, reference-named weights out), [`generate`] (seeds, truncation,
+//! interpolation, style mixing), then the entry points [`run`], [`bench`], [`experiment`].
 
 // No `unwrap()` outside tests: user input reaches most paths, and a panic is never the answer to
 // it (`expect` remains for invariants the code itself established, with the invariant as message).
@@ -22,6 +23,7 @@ pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod generate;
 pub mod interop;
 pub mod loss;
 pub mod models;

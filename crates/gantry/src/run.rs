@@ -7,6 +7,7 @@ use crate::dist::{Comm, JobEnv};
 use crate::error::{Error, Result};
 use crate::eval::{Features, MetricSet};
 use crate::models;
+use crate::models::stylegan2::layers::NoiseMode;
 use crate::rundir::{checkpoint, samples};
 use crate::train::{self, Event, Outcome, Trainer};
 use gantry_metrics::Preprocessing;
@@ -366,6 +367,41 @@ pub struct SampleOptions {
     /// Conditional generators: every sample of this class (default: a grid cycles through the
     /// classes row by row, a directory gets random classes).
     pub class: Option<i64>,
+    /// Latents from these seeds, as stylegan2-ada draws them (`RandomState(seed).randn`); the
+    /// count replaces `n`. `None`: `n` latents from `seed`.
+    pub seeds: Option<Vec<u32>>,
+    /// Truncation psi (1 = none): around the tracked average w for StyleGAN2, towards z = 0 for
+    /// the others.
+    pub psi: f64,
+    /// StyleGAN2's noise inputs (the others have none).
+    pub noise: NoiseMode,
+    /// Frames between consecutive `seeds` (a grid of frames, or an animated GIF when `out` ends in
+    /// `.gif`), spherical or linear; in w for StyleGAN2.
+    pub interpolate: Option<(i64, bool)>,
+    /// StyleGAN2 style mixing: column seeds and the layers they give (`seeds` are the rows).
+    pub style_mix: Option<(Vec<u32>, std::ops::Range<i64>)>,
+}
+
+impl SampleOptions {
+    /// `n` samples of `checkpoint` from `seed` into `out`, with every control at its default.
+    pub fn new(checkpoint: PathBuf, n: usize, out: PathBuf, seed: u64) -> Self {
+        SampleOptions {
+            checkpoint,
+            n,
+            out,
+            seed,
+            grid: false,
+            device: None,
+            no_ema: false,
+            force: false,
+            class: None,
+            seeds: None,
+            psi: 1.0,
+            noise: NoiseMode::Const,
+            interpolate: None,
+            style_mix: None,
+        }
+    }
 }
 
 /// Images one grid may hold.
@@ -492,6 +528,32 @@ fn load_imported_generator(
 /// many are asked for. Checked first: the grid's size, samples already in the directory (kept
 /// unless `force`), and the free space the files need.
 pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
+    sample_with_progress(opts, &mut |_, _, _| {})
+}
+
+/// [`sample`], reporting `("samples", written, n)` before the first and after each batch
+/// written to a directory (a grid is one batch, and reports nothing).
+pub fn sample_with_progress(
+    opts: &SampleOptions,
+    progress: &mut ProgressFn,
+) -> Result<SampleReport> {
+    let seeded;
+    let opts = match &opts.seeds {
+        Some(seeds) if opts.interpolate.is_none() && opts.style_mix.is_none() => {
+            seeded = SampleOptions {
+                n: seeds.len(),
+                ..opts.clone()
+            };
+            &seeded
+        }
+        _ => opts,
+    };
+    if !(opts.psi.is_finite() && (0.0..=2.0).contains(&opts.psi)) {
+        return Err(Error::config("--trunc", "must be a number from 0 to 2"));
+    }
+    if opts.interpolate.is_some() || opts.style_mix.is_some() {
+        return sample_figure(opts);
+    }
     if opts.n == 0 {
         return Err(Error::config("--n", "must be at least 1"));
     }
@@ -567,15 +629,28 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
         _ => {}
     }
     seed_torch(opts.seed, 0, Purpose::Sample, 0);
-    let batch = |b: i64| {
+    let mut next_seed = 0usize;
+    let mut batch = |b: i64| {
         // Drawn on the CPU: the same samples for a seed on every device.
-        let z = Tensor::randn([b, g.z_dim()], (Kind::Float, tch::Device::Cpu)).to(device);
+        let z = match &opts.seeds {
+            Some(seeds) => {
+                let z = crate::generate::seed_latents(
+                    &seeds[next_seed..next_seed + b as usize],
+                    g.z_dim(),
+                );
+                next_seed += b as usize;
+                z
+            }
+            None => Tensor::randn([b, g.z_dim()], (Kind::Float, tch::Device::Cpu)),
+        }
+        .to(device);
         let labels = classes.map(|n| match opts.class {
             Some(k) => Tensor::full([b], k, (Kind::Int64, device)),
             None if grid => samples::grid_classes(b, n, device),
             None => Tensor::randint(n, [b], (Kind::Int64, tch::Device::Cpu)).to(device),
         });
-        tch::no_grad(|| g.forward(&z, labels.as_ref(), false)).to_device(tch::Device::Cpu)
+        tch::no_grad(|| g.generate(&z, labels.as_ref(), opts.psi, opts.noise))
+            .to_device(tch::Device::Cpu)
     };
     if grid {
         let x = batch(opts.n as i64);
@@ -591,6 +666,7 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
     }
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::input(&opts.out, e))?;
     let mut done = 0;
+    progress("samples", done, opts.n);
     while done < opts.n {
         let b = (opts.n - done).min(256);
         let x = batch(b as i64);
@@ -606,10 +682,93 @@ pub fn sample(opts: &SampleOptions) -> Result<SampleReport> {
         gantry_data::image_io::save_images_from(&values, shape4, &opts.out, "sample", done)
             .map_err(|e| Error::io(&opts.out, e))?;
         done += b;
+        progress("samples", done, opts.n);
     }
     Ok(SampleReport {
         path: opts.out.clone(),
         images: opts.n,
+        warnings: skipped_checkpoints(&opts.checkpoint),
+    })
+}
+
+/// `gantry sample --interpolate` and `--style-mix`: one grid (or, for an interpolation into a
+/// `.gif`, an animation).
+fn sample_figure(opts: &SampleOptions) -> Result<SampleReport> {
+    let seeds = opts
+        .seeds
+        .as_deref()
+        .ok_or_else(|| Error::config("--seeds", "--interpolate and --style-mix take --seeds"))?;
+    if opts.out.exists() && !opts.force {
+        return Err(Error::input(
+            &opts.out,
+            "already exists; pass --force to overwrite it",
+        ));
+    }
+    let LoadedGenerator {
+        shape,
+        device,
+        g,
+        cfg,
+        ..
+    } = load_generator(&opts.checkpoint, opts.device, !opts.no_ema)?;
+    let controls = crate::generate::Controls {
+        psi: opts.psi,
+        noise: opts.noise,
+    };
+    let classes = shape.num_classes.filter(|_| cfg.model.arch().conditional());
+    let labels = classes.map(|_| Tensor::full([1], opts.class.unwrap_or(0), (Kind::Int64, device)));
+    let (x, columns) = match (&opts.interpolate, &opts.style_mix) {
+        (Some((steps, spherical)), _) => {
+            let frames = crate::generate::walk(
+                g.as_ref(),
+                seeds,
+                *steps,
+                *spherical,
+                labels.as_ref(),
+                &controls,
+                device,
+            )?;
+            (frames, *steps as usize)
+        }
+        (None, Some((cols, layers))) => {
+            let x = crate::generate::style_mix(
+                g.as_ref(),
+                seeds,
+                cols,
+                layers.clone(),
+                &controls,
+                device,
+            )?;
+            (x, cols.len() + 1)
+        }
+        (None, None) => unreachable!("the caller checked for a figure"),
+    };
+    if x.size()[0] as usize > MAX_GRID {
+        return Err(Error::config(
+            "--seeds",
+            format!("the figure would hold more than {MAX_GRID} images"),
+        ));
+    }
+    if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::input(parent, e))?;
+    }
+    let size = x.size();
+    let values: Vec<f32> = Vec::try_from(x.to_kind(Kind::Float).flatten(0, -1))
+        .map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    let shape4 = [
+        size[0] as usize,
+        size[1] as usize,
+        size[2] as usize,
+        size[3] as usize,
+    ];
+    if opts.out.extension().is_some_and(|e| e == "gif") {
+        gantry_data::image_io::save_gif(&values, shape4, 4, &opts.out)?;
+    } else {
+        gantry_data::image_io::save_grid(&values, shape4, columns, &opts.out)?;
+    }
+    Ok(SampleReport {
+        path: opts.out.clone(),
+        images: size[0] as usize,
         warnings: skipped_checkpoints(&opts.checkpoint),
     })
 }
@@ -659,7 +818,7 @@ fn open_side(spec: &str) -> Result<Side<'_>> {
     if path.is_dir() {
         return Ok(Side::Folder(path));
     }
-    if !spec.contains(':') && !path.exists() {
+    if !spec.contains(':') && !path.exists() && spec.parse::<gantry_data::DataKind>().is_err() {
         return Err(Error::input(
             path,
             "does not exist (an image folder, a pytorch-fid .npz or a data set spec like mnist:DIR)",
@@ -805,6 +964,7 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
         &crate::eval::cache_dir(),
         |d, t| progress("real", d, t),
     )?;
+    progress("generated", 0, e.n);
     let fake = crate::eval::generator_features(
         g.as_ref(),
         shape.num_classes,

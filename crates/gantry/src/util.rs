@@ -162,6 +162,87 @@ pub fn set_value(root: &mut toml::Value, assignment: &str) -> Result<()> {
     Ok(())
 }
 
+/// A serde error about an unknown name (`unknown field `stpes`, expected one of `steps`, ...`,
+/// also after gantry's rewording to `unknown key ... valid: ...`, and `unknown variant`) with the
+/// closest valid name put right after the unknown one: `unknown key `stpes` (did you mean
+/// `steps`?), valid: ...`. Any other message is returned as it is. The one place configuration
+/// keys get their "did you mean" (GAN, classification and translation configurations).
+pub fn did_you_mean(msg: &str) -> String {
+    let Some(at) = ["unknown field `", "unknown key `", "unknown variant `"]
+        .iter()
+        .filter_map(|p| msg.find(p).map(|i| i + p.len()))
+        .min()
+    else {
+        return msg.to_string();
+    };
+    let Some(len) = msg[at..].find('`') else {
+        return msg.to_string();
+    };
+    let unknown = &msg[at..at + len];
+    let end = at + len + 1;
+    // The valid names: every other back-quoted word after it.
+    let valid: Vec<&str> = msg[end..].split('`').skip(1).step_by(2).collect();
+    match closest(unknown, &valid) {
+        Some(best) if !msg.contains("did you mean") => {
+            format!("{} (did you mean `{best}`?){}", &msg[..end], &msg[end..])
+        }
+        _ => msg.to_string(),
+    }
+}
+
+/// The name in `valid` closest to `word` in edit distance (a swap of neighbours counts one
+/// edit), if close enough to be a typo of it: at most 1 edit in names of up to 3 characters, 2
+/// up to 6, 3 beyond, and fewer edits than the longer of the two has characters; failing that,
+/// the one name that starts with `word` (3 characters or more).
+pub fn closest<'a>(word: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let lower = word.to_ascii_lowercase();
+    let allowed = match word.chars().count() {
+        0..=3 => 1,
+        4..=6 => 2,
+        _ => 3,
+    };
+    let best = valid
+        .iter()
+        .map(|v| (edit_distance(&lower, &v.to_ascii_lowercase()), *v))
+        .filter(|(d, v)| *d <= allowed && *d < v.chars().count().max(lower.chars().count()))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v);
+    best.or_else(|| {
+        let mut prefixed = valid
+            .iter()
+            .filter(|v| lower.chars().count() >= 3 && v.to_ascii_lowercase().starts_with(&lower));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(v), None) => Some(*v),
+            _ => None,
+        }
+    })
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbouring characters, one edit each.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1)
+                    .min(d[(i - 1) * w + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                v
+            };
+        }
+    }
+    d[a.len() * w + b.len()]
+}
+
 /// A task's configuration (classification, translation): TOML layers (defaults, a file or preset,
 /// `--set`) read into one checked struct, and back to TOML for run directories. The GAN
 /// configuration (`RunConfig`) reads the same layers with its own error wording.
@@ -204,7 +285,10 @@ pub trait TaskConfig: serde::Serialize + serde::de::DeserializeOwned + Default {
         serde_path_to_error::deserialize(root).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            Error::config(path, inner.lines().next().unwrap_or_default().trim())
+            Error::config(
+                path,
+                did_you_mean(inner.lines().next().unwrap_or_default().trim()),
+            )
         })
     }
 
@@ -252,9 +336,53 @@ pub fn changed_keys<T: serde::Serialize>(a: &T, b: &T) -> Vec<String> {
     out
 }
 
+/// `42 s`, `7 min`, `3.5 h`: a duration for progress lines.
+pub fn human_duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::changed_keys;
+    use super::{changed_keys, closest, did_you_mean};
+
+    #[test]
+    fn did_you_mean_names_the_closest_key_before_the_list() {
+        let serde = "unknown field `stpes`, expected one of `steps`, `batch_size`, `seed`";
+        assert_eq!(
+            did_you_mean(serde),
+            "unknown field `stpes` (did you mean `steps`?), expected one of `steps`, `batch_size`, `seed`"
+        );
+        let ours = "unknown key `sede`, valid: `steps`, `seed`";
+        assert_eq!(
+            did_you_mean(ours),
+            "unknown key `sede` (did you mean `seed`?), valid: `steps`, `seed`"
+        );
+        assert_eq!(
+            did_you_mean("unknown variant `hinj`, expected one of `hinge`, `wasserstein`"),
+            "unknown variant `hinj` (did you mean `hinge`?), expected one of `hinge`, `wasserstein`"
+        );
+        // Nothing close: the message as it was.
+        let far = "unknown key `colour`, valid: `steps`, `seed`";
+        assert_eq!(did_you_mean(far), far);
+        assert_eq!(did_you_mean("expected a number"), "expected a number");
+        assert_eq!(
+            closest("trian", &["data", "train", "translate"]),
+            Some("train")
+        );
+        assert_eq!(closest("kk", &["k", "layers"]), Some("k"));
+        assert_eq!(
+            closest("batch", &["batch_size", "steps"]),
+            Some("batch_size")
+        );
+        assert_eq!(closest("BATCH_SIZE", &["batch_size"]), Some("batch_size"));
+        assert_eq!(closest("x", &["y", "z"]), None);
+    }
 
     #[derive(serde::Serialize)]
     struct Inner {

@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     "report",
     "config",
     "interop",
+    "generate",
     "run",
     "bench",
     "experiment",

@@ -351,14 +351,26 @@ pub fn batch_of(ds: &dyn Dataset, start: usize, end: usize) -> Result<(Tensor, T
 
 /// (features, logits, labels) of the first `n` samples of `ds` (all with `n = 0`), on the CPU.
 pub fn features(t: &Trained, ds: &dyn Dataset, n: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    features_with(t, ds, n, &mut |_, _| {})
+}
+
+/// [`features`], reporting `(done, n)` before the first batch and after each.
+pub fn features_with(
+    t: &Trained,
+    ds: &dyn Dataset,
+    n: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Tensor, Tensor, Tensor)> {
     let n = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let (mut fs, mut ls, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+    progress(0, n);
     for start in (0..n).step_by(256) {
         let (x, y) = batch_of(ds, start, (start + 256).min(n))?;
         let (f, l) = embed_and_head(t, &x);
         fs.push(f);
         ls.push(l);
         ys.push(y);
+        progress((start + 256).min(n), n);
     }
     Ok((
         Tensor::cat(&fs, 0),
@@ -389,8 +401,18 @@ pub fn open_for(t: &Trained, spec: Option<&str>, split: Split) -> Result<Arc<dyn
 
 /// Clean accuracy on the test split of the run's data (or `spec`).
 pub fn evaluate(t: &Trained, spec: Option<&str>, n: usize) -> Result<(f64, usize)> {
+    evaluate_with(t, spec, n, &mut |_, _, _| {})
+}
+
+/// [`evaluate`], reporting `("test", done, total)` as the test images go through the network.
+pub fn evaluate_with(
+    t: &Trained,
+    spec: Option<&str>,
+    n: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<(f64, usize)> {
     let ds = open_for(t, spec, Split::Test)?;
-    let (_, logits, y) = features(t, ds.as_ref(), n)?;
+    let (_, logits, y) = features_with(t, ds.as_ref(), n, &mut |d, k| progress("test", d, k))?;
     let acc = objective::accuracy(&logits, &y).double_value(&[]);
     Ok((acc, y.size()[0] as usize))
 }
@@ -464,6 +486,17 @@ pub struct OodRow {
 /// OOD set (`noise:gaussian`, `noise:uniform` or a data spec with an optional `#classes`
 /// filter), at most `n` images each (0 = all).
 pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodRow>> {
+    ood_table_with(t, ood_specs, n, &mut |_, _, _| {})
+}
+
+/// [`ood_table`], reporting `(set, done, total)` as each set goes through the network: `train`
+/// (the part the directions are fitted on), `test`, then each OOD set by its spec.
+pub fn ood_table_with(
+    t: &Trained,
+    ood_specs: &[String],
+    n: usize,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<OodRow>> {
     if ood_specs.is_empty() {
         return Err(Error::config(
             "--ood",
@@ -490,7 +523,9 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
     }
     // The run's own training part (same classes, limit and split as training drew), unflipped.
     let (train_part, _) = t.cfg.data.parts(t.cfg.train.seed, false)?;
-    let (f_train, _, y_train) = features(t, train_part.as_ref(), n)?;
+    let (f_train, _, y_train) = features_with(t, train_part.as_ref(), n, &mut |d, k| {
+        progress("train", d, k)
+    })?;
     let directions =
         ood::principal_directions(&f_train, &y_train, t.classes).map_err(|e| match e {
             Error::Config { msg, .. } if n > 0 => Error::config(
@@ -500,7 +535,7 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
             e => e,
         })?;
     let test = open_for(t, None, Split::Test)?;
-    let (f_in, l_in, _) = features(t, test.as_ref(), n)?;
+    let (f_in, l_in, _) = features_with(t, test.as_ref(), n, &mut |d, k| progress("test", d, k))?;
     let s_in = ood::scores(&f_in, &l_in, &directions);
     let n_in = f_in.size()[0];
     let mut rows = Vec::new();
@@ -509,15 +544,22 @@ pub fn ood_table(t: &Trained, ood_specs: &[String], n: usize) -> Result<Vec<OodR
             Set::Noise(kind) => {
                 let x = ood::noise(&kind, n_in, t.shape, 1000 + k as u64)?;
                 let (mut fs, mut ls) = (Vec::new(), Vec::new());
+                progress(&name, 0, n_in as usize);
                 for chunk in x.split(256, 0) {
                     let (f, l) = embed_and_head(t, &chunk);
                     fs.push(f);
                     ls.push(l);
+                    progress(
+                        &name,
+                        fs.iter().map(|f| f.size()[0] as usize).sum(),
+                        n_in as usize,
+                    );
                 }
                 (Tensor::cat(&fs, 0), Tensor::cat(&ls, 0))
             }
             Set::Data(ds) => {
-                let (f, l, _) = features(t, ds.as_ref(), n)?;
+                let (f, l, _) =
+                    features_with(t, ds.as_ref(), n, &mut |d, k| progress(&name, d, k))?;
                 (f, l)
             }
         };

@@ -26,6 +26,23 @@ pub trait Generator: Send {
     fn z_dim(&self) -> i64;
     /// Maps latents `[B, z_dim]` (and labels, for conditional models) to samples `[B, C, H, W]`.
     fn forward(&self, z: &Tensor, labels: Option<&Tensor>, train: bool) -> Tensor;
+    /// Inference with `gantry sample`'s controls: the truncation trick with `psi` (1 = none) and
+    /// the noise of generators that have noise inputs. By default `psi` pulls z towards its mean,
+    /// 0 (BigGAN's truncation, without resampling), and there is no noise to choose.
+    fn generate(
+        &self,
+        z: &Tensor,
+        labels: Option<&Tensor>,
+        psi: f64,
+        _noise: stylegan2::layers::NoiseMode,
+    ) -> Tensor {
+        self.forward(&(z * psi), labels, false)
+    }
+    /// The StyleGAN2 generator behind this one, for what needs its intermediate latents (style
+    /// mixing); `None` for the others.
+    fn as_stylegan2(&self) -> Option<&stylegan2::StyleGan2Generator> {
+        None
+    }
     /// Path-length regularisation (StyleGAN2, `loss.pl`): the penalty `E[(|J_w^T u| - a)^2]` for
     /// latents `z` (unweighted), updating the running mean `a` with `decay`. `None` (the default)
     /// for generators without an intermediate latent space, which then skip the pass.

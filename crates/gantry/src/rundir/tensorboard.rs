@@ -349,18 +349,24 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
 
-    /// The masked CRC of TensorFlow's record format, checked against values TensorFlow writes
-    /// (`tensorflow/core/lib/hash/crc32c.h`: `Mask(crc) = ((crc >> 15) | (crc << 17)) + kMaskDelta`).
+    /// The masked CRC of TensorFlow's record format (`tensorflow/core/lib/hash/crc32c.h`:
+    /// `Mask(crc) = ((crc >> 15) | (crc << 17)) + 0xa282ead8`), on the CRC-32C check value.
     #[test]
     fn records_are_framed_as_tensorflow_frames_them() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(masked_crc(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
         let r = record(b"abc");
         assert_eq!(r.len(), 8 + 4 + 3 + 4);
         assert_eq!(&r[..8], &3u64.to_le_bytes());
-        let crc = crc32c::crc32c(&r[..8]);
         assert_eq!(
             u32::from_le_bytes(r[8..12].try_into().unwrap()),
-            ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+            masked_crc(&r[..8])
+        );
+        assert_eq!(&r[12..15], b"abc");
+        assert_eq!(
+            u32::from_le_bytes(r[15..].try_into().unwrap()),
+            masked_crc(b"abc")
         );
     }
 

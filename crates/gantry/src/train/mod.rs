@@ -1358,6 +1358,13 @@ impl Trainer {
                 }
                 Some(_) => {}
             }
+            // What the data set noticed while loading (a first non-square image, ...), once.
+            if main {
+                for note in self.dataset.take_notes() {
+                    self.log.event(step, "note", &note)?;
+                    on_event(Event::Warning(note));
+                }
+            }
             if every(self.setup.train.log_every, step) || step == total {
                 let stats =
                     self.step_stats(&parts, &mut window, started.elapsed().as_secs_f64())?;

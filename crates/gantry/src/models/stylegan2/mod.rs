@@ -508,6 +508,16 @@ impl Generator for StyleGan2Generator {
         self.synthesis(&self.ws(z, labels, train), NoiseMode::Random, form)
     }
 
+    /// Truncation around the tracked average w (`w_avg + psi (w - w_avg)`, every layer), as
+    /// stylegan2-ada's `generate.py`.
+    fn generate(&self, z: &Tensor, labels: Option<&Tensor>, psi: f64, noise: NoiseMode) -> Tensor {
+        self.forward_truncated(z, labels, psi, None, noise)
+    }
+
+    fn as_stylegan2(&self) -> Option<&StyleGan2Generator> {
+        Some(self)
+    }
+
     /// Path-length regularisation (sec. 3.2): for images `y = g(w)` and random images `u ~ N(0, I)
     /// / sqrt(H W)`, the lengths `|J_w^T u|` (summed over w_dim, averaged over the ws) are pulled
     /// towards their running mean `a` (EMA with `decay`, updated here in place). Runs G in training

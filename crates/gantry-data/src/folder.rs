@@ -320,16 +320,13 @@ impl Dataset for Folder {
     }
 
     fn describe(&self) -> String {
-        let [c, h, w] = self.sample_shape();
-        let mut s = format!("folder ({} images, {c}x{h}x{w}", self.len());
-        if let (Some(k), Some(from)) = (self.labels.num_classes, self.labels.from) {
-            s.push_str(&format!(", {k} classes from {from}"));
-        }
-        s.push_str(&format!(") from {}", self.root.display()));
-        if self.len() < self.total {
-            s.push_str(&format!(" (first {} of {})", self.len(), self.total));
-        }
-        s
+        self.labels.describe(
+            "folder",
+            self.sample_shape(),
+            self.len(),
+            self.total,
+            &self.root,
+        )
     }
 
     fn load_into(

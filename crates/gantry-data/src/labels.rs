@@ -52,6 +52,30 @@ pub(crate) struct Labels {
 }
 
 impl Labels {
+    /// `KIND (N images, CxHxW[, K classes from SOURCE]) from PATH[ (first N of TOTAL)]`: how a
+    /// folder or zip data set describes itself.
+    pub(crate) fn describe(
+        &self,
+        kind: &str,
+        shape: [usize; 3],
+        len: usize,
+        total: usize,
+        path: &std::path::Path,
+    ) -> String {
+        let [c, h, w] = shape;
+        let mut s = format!("{kind} ({len} images, {c}x{h}x{w}");
+        if let (Some(k), Some(from)) = (self.num_classes, self.from) {
+            s.push_str(&format!(", {k} classes from {from}"));
+        }
+        s.push_str(&format!(") from {}", path.display()));
+        if len < total {
+            s.push_str(&format!(" (first {len} of {total})"));
+        }
+        s
+    }
+}
+
+impl Labels {
     pub fn none(n: usize) -> Labels {
         Labels {
             per_image: vec![0; n],

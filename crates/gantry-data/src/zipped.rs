@@ -204,16 +204,13 @@ impl Dataset for Zip {
     }
 
     fn describe(&self) -> String {
-        let [c, h, w] = self.sample_shape();
-        let mut s = format!("zip ({} images, {c}x{h}x{w}", self.len());
-        if let (Some(k), Some(from)) = (self.labels.num_classes, self.labels.from) {
-            s.push_str(&format!(", {k} classes from {from}"));
-        }
-        s.push_str(&format!(") from {}", self.archive.path().display()));
-        if self.len() < self.total {
-            s.push_str(&format!(" (first {} of {})", self.len(), self.total));
-        }
-        s
+        self.labels.describe(
+            "zip",
+            self.sample_shape(),
+            self.len(),
+            self.total,
+            self.archive.path(),
+        )
     }
 
     fn load_into(

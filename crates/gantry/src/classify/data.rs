@@ -136,6 +136,9 @@ impl Dataset for ClassFilter {
     fn describe(&self) -> String {
         format!("classes {:?} of {}", self.classes, self.inner.describe())
     }
+    fn take_notes(&self) -> Vec<String> {
+        self.inner.take_notes()
+    }
     fn label(&self, index: usize) -> Option<i64> {
         let l = self.inner.label(*self.indices.get(index)?)?;
         self.map.get(usize::try_from(l).ok()?).copied()

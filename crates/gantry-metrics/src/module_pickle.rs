@@ -71,12 +71,6 @@ pub fn read_network_pickle(path: &Path) -> Result<Vec<(String, PickleEntry)>, Me
     network_entries(top).map_err(|e| MetricsError::format(path, e))
 }
 
-/// [`read_network_pickle`] on bytes already read.
-pub fn parse_network_pickle(data: &[u8]) -> Result<Vec<(String, PickleEntry)>, String> {
-    let mut pos = 0;
-    network_entries(pickle::load(data, &mut pos)?)
-}
-
 fn network_entries(top: Value) -> Result<Vec<(String, PickleEntry)>, String> {
     let Value::Dict(items) = top else {
         return Err(format!(

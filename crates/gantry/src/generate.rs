@@ -116,48 +116,45 @@ pub fn walk(
     }
     let z = seed_latents(seeds, g.z_dim()).to(device);
     let label = labels.map(|l| l.narrow(0, 0, 1));
-    let mut frames = Vec::new();
+    let sg = g.as_stylegan2();
+    let last = seeds.len() as i64 - 1;
     tch::no_grad(|| {
-        if let Some(sg) = g.as_stylegan2() {
-            // In w (the space StyleGAN2 is built to be smooth in), with truncation there.
-            let lab = label.as_ref().map(|l| l.expand([z.size()[0]], false));
-            let ws = sg.ws(&z, lab.as_ref(), false).select(1, 0);
-            let avg = sg.w_avg().to_kind(ws.kind()).unsqueeze(0);
-            let ws = &avg + (&ws - &avg) * c.psi;
-            for i in 0..seeds.len() as i64 - 1 {
-                let path = interpolate(&ws.get(i), &ws.get(i + 1), steps, spherical);
-                let path = if i + 1 < seeds.len() as i64 - 1 {
+        // StyleGAN2 walks in w (the space it is built to be smooth in), truncated there.
+        let points = match sg {
+            Some(sg) => {
+                let lab = label.as_ref().map(|l| l.expand([z.size()[0]], false));
+                let ws = sg.ws(&z, lab.as_ref(), false).select(1, 0);
+                let avg = sg.w_avg().to_kind(ws.kind()).unsqueeze(0);
+                &avg + (&ws - &avg) * c.psi
+            }
+            None => z.shallow_clone(),
+        };
+        // One segment at a time, so memory stays at one segment's frames.
+        let frames: Vec<Tensor> = (0..last)
+            .map(|i| {
+                let path = interpolate(&points.get(i), &points.get(i + 1), steps, spherical);
+                // A segment's last frame is the next segment's first.
+                let path = if i + 1 < last {
                     path.narrow(0, 0, steps - 1)
                 } else {
                     path
                 };
-                let all = path.unsqueeze(1).repeat([1, sg.num_ws(), 1]);
-                frames.push(
-                    sg.synthesis(
-                        &all,
+                let x = match sg {
+                    Some(sg) => sg.synthesis(
+                        &path.unsqueeze(1).repeat([1, sg.num_ws(), 1]),
                         c.noise,
                         crate::models::stylegan2::ops::ModConvForm::Grouped,
-                    )
-                    .to_device(Device::Cpu),
-                );
-            }
-        } else {
-            for i in 0..seeds.len() as i64 - 1 {
-                let path = interpolate(&z.get(i), &z.get(i + 1), steps, spherical);
-                let path = if i + 1 < seeds.len() as i64 - 1 {
-                    path.narrow(0, 0, steps - 1)
-                } else {
-                    path
+                    ),
+                    None => {
+                        let lab = label.as_ref().map(|l| l.expand([path.size()[0]], false));
+                        g.generate(&path, lab.as_ref(), c.psi, c.noise)
+                    }
                 };
-                let lab = label.as_ref().map(|l| l.expand([path.size()[0]], false));
-                frames.push(
-                    g.generate(&path, lab.as_ref(), c.psi, c.noise)
-                        .to_device(Device::Cpu),
-                );
-            }
-        }
-    });
-    Ok(Tensor::cat(&frames, 0))
+                x.to_device(Device::Cpu)
+            })
+            .collect();
+        Ok(Tensor::cat(&frames, 0))
+    })
 }
 
 /// StyleGAN2's style-mixing figure (`style_mixing.py`): a grid whose first row holds the column

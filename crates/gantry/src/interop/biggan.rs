@@ -25,17 +25,12 @@
 //! whose G has attention gets an identity attention layer (`gamma = 0`) there. Other layouts
 //! (resolution above 32, attention in D, several attention layers, `mybn`) are refused by name.
 
-use super::{Export, ExportedNet, Imported, Tensors};
+use super::{dims_in, Export, ExportedNet, Imported, Tensors};
 use crate::error::{Error, Result};
 use crate::models::biggan::BigGanConfig;
 use crate::models::{DataShape, ModelConfig};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
-
-/// The shape of `key`, with `rank` positive dimensions, or an error naming the file.
-fn dims(sd: &Tensors, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
-    super::dims(sd.get(key), key, rank, file)
-}
 
 /// BigGAN-PyTorch's `SN_eps` default (train.py).
 const SN_EPS: f64 = 1e-8;
@@ -143,17 +138,17 @@ fn generator_config(sd: &Tensors, file: &Path) -> Result<(BigGanConfig, i64)> {
             "has {n} generator blocks; gantry's biggan is BigGAN-PyTorch's G_arch[32] (3 blocks, 32x32)"
         )));
     }
-    let lin = dims(sd, "linear.weight", 2, file)?;
+    let lin = dims_in(sd, "linear.weight", 2, file)?;
     let ngf = lin[0] / 16;
-    let conv = dims(sd, "blocks.0.0.conv1.weight", 4, file)?;
+    let conv = dims_in(sd, "blocks.0.0.conv1.weight", 4, file)?;
     if lin[0] != 16 * ngf || conv[0] != ngf || conv[1] != ngf {
         return Err(bad(format!(
             "linear is {lin:?} and blocks.0.0.conv1 {conv:?}: not G_arch[32] (one width in every block)"
         )));
     }
-    let gain = dims(sd, "blocks.0.0.bn1.gain.weight", 2, file)?;
+    let gain = dims_in(sd, "blocks.0.0.bn1.gain.weight", 2, file)?;
     let shared = match sd.contains_key("shared.weight") {
-        true => Some(dims(sd, "shared.weight", 2, file)?),
+        true => Some(dims_in(sd, "shared.weight", 2, file)?),
         false => None,
     };
     let (num_classes, shared_dim, hier, z_dim) = match &shared {
@@ -352,7 +347,7 @@ pub(super) fn import(files: &[(String, Tensors, std::path::PathBuf)]) -> Result<
         if !is_discriminator(sd) {
             continue;
         }
-        let ndf = dims(sd, "blocks.0.0.conv1.weight", 4, file)?[0];
+        let ndf = dims_in(sd, "blocks.0.0.conv1.weight", 4, file)?[0];
         cfg.ndf = ndf;
         cfg.d_sn = sd.contains_key("linear.u0");
         if sd.keys().any(|k| k.ends_with(".cluster_size")) {

@@ -95,7 +95,7 @@ pub fn import(path: &Path) -> Result<Imported> {
         return biggan::import(&files);
     }
     let head = read_head(path)?;
-    if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
+    if is_network_pickle(&head) {
         let entries =
             module_pickle::read_network_pickle(path).map_err(|e| reading_error(path, e))?;
         return from_network_pickle(path, entries);
@@ -154,7 +154,7 @@ pub fn translation(
         ));
     }
     let head = read_head(path)?;
-    if head.first() == Some(&0x80) && !head.starts_with(&LEGACY_TORCH_SAVE) {
+    if is_network_pickle(&head) {
         return Err(Error::input(
             path,
             "is a network pickle (a GAN), not a UGATIT-pytorch checkpoint (gantry sample takes it)",
@@ -184,8 +184,11 @@ fn reading_error(path: &Path, e: gantry_metrics::MetricsError) -> Error {
     Error::input(path, msg)
 }
 
-/// A legacy `torch.save` file starts with a pickled long (the magic number), not a dict.
-const LEGACY_TORCH_SAVE: [u8; 3] = [0x80, 0x02, 0x8a];
+/// Whether a file starting with `head` is a plain pickle (a network snapshot) rather than a
+/// legacy `torch.save` file, which starts with a pickled long (its magic number), not a dict.
+fn is_network_pickle(head: &[u8]) -> bool {
+    head.first() == Some(&0x80) && !head.starts_with(&[0x80, 0x02, 0x8a])
+}
 
 fn read_head(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
@@ -336,7 +339,7 @@ impl<'a> Kwargs<'a> {
     pub fn require(&mut self, key: &str, supported: &Value, why: &str) -> Result<()> {
         match self.take(key) {
             None => Ok(()),
-            Some(v) if v == supported || (*v == Value::None && *supported == Value::None) => Ok(()),
+            Some(v) if v == supported => Ok(()),
             Some(v) => Err(Error::config(
                 format!("{}.{key}", self.what),
                 format!(
@@ -385,6 +388,11 @@ pub(crate) fn dims(t: Option<&Tensor>, key: &str, rank: usize, file: &Path) -> R
         ));
     }
     Ok(size)
+}
+
+/// [`dims`] of `key` in a state dict.
+pub(crate) fn dims_in(sd: &Tensors, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
+    dims(sd.get(key), key, rank, file)
 }
 
 /// A pickled value the way Python would print it, shortened.

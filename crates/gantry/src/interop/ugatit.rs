@@ -13,18 +13,13 @@
 //! its image size: UGATIT-pytorch's default 256 is assumed unless the caller says otherwise),
 //! the critics' depths from their convolution counts.
 
-use super::{Export, ExportFormat, ExportedNet, Tensors};
+use super::{dims_in, Export, ExportFormat, ExportedNet, Tensors};
 use crate::error::{Error, Result};
 use crate::translate::nets::UgatitConfig;
 use crate::translate::train::Generators;
 use crate::translate::TranslateConfig;
 use std::path::Path;
 use tch::{Device, Tensor};
-
-/// The shape of `key`, with `rank` positive dimensions, or an error naming the file.
-fn dims(sd: &Tensors, key: &str, rank: usize, file: &Path) -> Result<Vec<i64>> {
-    super::dims(sd.get(key), key, rank, file)
-}
 
 /// The reference's network names and gantry's (store, prefix).
 const NETS: [(&str, &str, &str); 6] = [
@@ -59,12 +54,12 @@ fn count(sd: &Tensors, pred: impl Fn(&str) -> bool) -> i64 {
 
 pub fn import(sd: &Tensors, file: &Path) -> Result<ImportedUgatit> {
     let bad = |msg: String| Error::input(file, msg);
-    let first = dims(sd, "genA2B.DownBlock.1.weight", 4, file)?;
+    let first = dims_in(sd, "genA2B.DownBlock.1.weight", 4, file)?;
     let (ch, channels) = (first[0], first[1]);
     let n_res = count(sd, |k| {
         k.starts_with("genA2B.UpBlock1_") && k.ends_with(".conv1.weight")
     });
-    let fc = dims(sd, "genA2B.FC.0.weight", 2, file)?;
+    let fc = dims_in(sd, "genA2B.FC.0.weight", 2, file)?;
     let width = 4 * ch;
     let (light, resolution) = if fc[1] == width {
         (true, None)

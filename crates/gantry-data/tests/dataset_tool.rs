@@ -1,5 +1,6 @@
 //! `gantry_data::dataset_tool` and reading its output, against NVlabs' own `dataset_tool.py`:
-//! `tests/fixtures/dataset_tool/` holds what the official tool wrote (see `make.py` there).
+//! `tests/fixtures/dataset_tool/` holds what the official tool wrote (see `make.py` there) and
+//! what the official loader read from gantry's zip (`official-read.json`, see `read_official.py`).
 
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
@@ -360,6 +361,139 @@ fn conversion_matches_the_official_tool() {
             "stretch.zip"
         ]
     );
+}
+
+/// SHA-256 of `data` as lowercase hex (FIPS 180-4; small enough to keep the test self-contained).
+fn sha256_hex(data: &[u8]) -> String {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&(data.len() as u64 * 8).to_be_bytes());
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (i, b) in block.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            (hh, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    h.iter().map(|x| format!("{x:08x}")).collect()
+}
+
+/// An 8-bit image as stylegan2-ada's loader returns it: `np.array(PIL.Image.open(f))` in its own
+/// channels (grey stays one), transposed HWC -> CHW.
+fn chw_u8(img: &DynamicImage) -> (Vec<usize>, Vec<u8>) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let c = usize::from(img.color().channel_count());
+    assert_eq!(img.color().bytes_per_pixel(), c as u8, "{:?}", img.color());
+    let hwc = img.as_bytes();
+    let mut out = vec![0u8; c * h * w];
+    for (p, px) in hwc.chunks_exact(c).enumerate() {
+        for (ch, v) in px.iter().enumerate() {
+            out[ch * h * w + p] = *v;
+        }
+    }
+    (vec![c, h, w], out)
+}
+
+#[test]
+fn stylegan2_ada_loader_reads_gantrys_zip_with_the_same_images_and_labels() {
+    // official-read.json: what stylegan2-ada-pytorch's own ImageFolderDataset(use_labels=True)
+    // returned for `gantry dataset --source src --resolution 16 --transform center-crop` (made
+    // by read_official.py next to it): per image, sha256 of the CHW uint8 array, shape, label.
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        sha256_hex(&[b'a'; 64]),
+        "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"
+    );
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("official-read.json")).unwrap()).unwrap();
+    let want = want["images"].as_array().unwrap();
+    assert_eq!(want.len(), 5);
+
+    let tmp = Tmp::new("official-read");
+    let dest = tmp.join("gantry.zip");
+    // Four of the five sources are not square; their labels come from src/dataset.json.
+    let s = run(&fixture("src"), &dest, |o| {
+        o.transform = ConvertTransform::CenterCrop;
+        o.resolution = Some(16);
+    });
+    assert_eq!((s.kept, s.num_classes), (5, Some(3)), "{s}");
+
+    // What gantry wrote, decoded as the official loader decodes it, in its order (sorted names).
+    let (images, labels) = official(&dest);
+    let labels = labels.unwrap();
+    assert_eq!(images.len(), want.len());
+    // ... and as gantry's own loader reads the zip back for training (floats back to bytes).
+    let ds = open(&dest, DataKind::Zip, true, 16, 3);
+    assert_eq!(ds.num_classes(), Some(3));
+    for (i, ((name, img), w)) in images.iter().zip(want).enumerate() {
+        let (shape, bytes) = chw_u8(img);
+        assert_eq!(name, w["name"].as_str().unwrap());
+        assert_eq!(
+            serde_json::json!(shape),
+            w["shape"],
+            "{name}: shape as the official loader saw it"
+        );
+        let hash = sha256_hex(&bytes);
+        assert_eq!(hash, w["sha256"].as_str().unwrap(), "{name}: pixels");
+        assert_eq!(
+            u64::from(labels[i]),
+            w["label"].as_u64().unwrap(),
+            "{name}: label"
+        );
+        let (px, label) = load(ds.as_ref(), i);
+        let back: Vec<u8> = px
+            .iter()
+            .map(|v| ((v + 1.0) * 127.5).round() as u8)
+            .collect();
+        assert_eq!(sha256_hex(&back), hash, "{name}: gantry's loader");
+        assert_eq!(label as u64, w["label"].as_u64().unwrap(), "{name}");
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod translate;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use gantry::device::DeviceSpec;
-use gantry::eval::{Features, MetricSet};
+use gantry::eval::{Features, MetricSpec};
 use gantry::precision::Precision;
 use gantry::run::{self, SampleOptions, TrainOptions};
 use gantry_metrics::Preprocessing;
@@ -41,6 +41,10 @@ fn device(s: &str) -> Result<DeviceSpec, String> {
 }
 
 fn features(s: &str) -> Result<Features, String> {
+    s.parse()
+}
+
+fn metric_spec(s: &str) -> Result<MetricSpec, String> {
     s.parse()
 }
 
@@ -78,8 +82,9 @@ enum Command {
         /// Run directory (default: runs/NNNNN-<preset>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Continue a run from its latest checkpoint.
-        #[arg(long, value_name = "RUN_DIR")]
+        /// Continue a run from its latest checkpoint; `auto`: continue the run in --out if it
+        /// holds one, else start it there (for jobs a scheduler or torchrun restarts).
+        #[arg(long, value_name = "RUN_DIR|auto")]
         resume: Option<PathBuf>,
         /// Start a new run (fine-tuning) from published weights: a stylegan2-ada-pytorch
         /// network pickle. The architecture is the file's; optimiser state starts fresh.
@@ -214,13 +219,16 @@ enum Command {
         /// Reference data set spec (`mnist:DIR`, `mnist@test:DIR`, a folder, ...); default: the run's held-out data.
         #[arg(long)]
         data: Option<String>,
-        /// Comma-separated metrics.
-        #[arg(long, default_value = "fid,kid", value_delimiter = ',', value_parser = choice::<MetricSet>(MetricSet::NAMES))]
-        metrics: Vec<MetricSet>,
-        /// Generated samples.
+        /// Comma-separated metrics: protocols as papers name them (`fid50k_full`: 50,000
+        /// generated images against the whole training split; `kid50k_full`, `pr50k3_full`,
+        /// `is50k`, shorter ones such as `fid10k_test`), or `fid`, `kid`, `is`, `pr` measured
+        /// with --n against --data.
+        #[arg(long, default_value = "fid50k_full", value_delimiter = ',', value_parser = metric_spec)]
+        metrics: Vec<MetricSpec>,
+        /// Generated samples for metrics named without a protocol (`fid`, `kid`, ...).
         #[arg(long, default_value_t = 10000)]
         n: usize,
-        /// Real samples (0 = all).
+        /// Real samples for metrics named without a protocol (0 = all).
         #[arg(long, default_value_t = 0)]
         real_n: usize,
         /// FID Inception weights; default $GANTRY_FID_WEIGHTS.
@@ -626,6 +634,12 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                 sets.push(format!("train.device={d}"));
             }
             if translate::wanted(config.as_deref(), resume.as_deref()) {
+                if resume.as_deref() == Some(std::path::Path::new(run::RESUME_AUTO)) {
+                    return Err(gantry::Error::config(
+                        "--resume",
+                        "auto is for GAN training; resume a translation run by its directory",
+                    ));
+                }
                 if nproc != 1 {
                     return Err(gantry::Error::config(
                         "--nproc",

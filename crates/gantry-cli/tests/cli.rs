@@ -309,7 +309,7 @@ fn issue_13_the_validation_gate_refuses_bad_settings_before_work() {
         ),
         (
             &["eval", "--checkpoint", "x", "--metrics", "fid,fidd"],
-            "(valid: fid, kid, is, pr, gmm)",
+            "(valid: fid, kid, is, pr, gmm, or a protocol such as fid50k_full,",
         ),
         (&["train", "--device", "gpu"], "valid: cpu, cuda, cuda:N"),
         (&["bench", "--steps", "0"], "--steps: must be at least 1"),

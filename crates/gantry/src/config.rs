@@ -140,6 +140,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "train.cudnn_benchmark",
     "train.deterministic",
     "train.tensorboard",
+    "train.resume",
     "data.workers",
     "data.prefetch",
     "data.path",

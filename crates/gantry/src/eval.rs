@@ -8,7 +8,7 @@
 
 use crate::dist::Comm;
 use crate::error::{Error, Result};
-use crate::models::Generator;
+use crate::models::{DataShape, Generator};
 use crate::precision::{Autocast, Precision};
 use gantry_data::{DataConfig, Dataset, Split};
 use gantry_metrics::{
@@ -48,6 +48,202 @@ impl MetricSet {
             MetricSet::Pr => &[Metric::Precision, Metric::Recall],
             MetricSet::Gmm => &[Metric::Modes, Metric::HqShare, Metric::Kl],
         }
+    }
+}
+
+/// One entry of `eval.metrics` / `--metrics`: a metric family alone (`fid`: `eval.n` generated
+/// images against `eval.reference`), or with its protocol in the name as papers quote it
+/// (`fid50k_full`: 50,000 generated images against the whole training split; stylegan2-ada's
+/// names). Either way the logged name carries the protocol ([`MetricPlan::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub struct MetricSpec {
+    pub set: MetricSet,
+    /// `None`: the bare family, measured as `eval.n`, `eval.real_n` and `eval.reference` say.
+    pub protocol: Option<Protocol>,
+}
+
+/// How many images are generated, and which real images they are compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protocol {
+    /// Generated images.
+    pub n: usize,
+    /// Real images: every image of this split (`None` for IS, which needs none).
+    pub real: Option<RealSplit>,
+}
+
+/// The real side of a protocol: all images of a split, never a subset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealSplit {
+    /// `_full`: the whole training split (for a limited-data run too: the split, not the subset).
+    Full,
+    /// `_test`: the whole test split (data sets that have one: MNIST, CIFAR, shapes).
+    Test,
+}
+
+impl RealSplit {
+    fn tag(self) -> &'static str {
+        match self {
+            RealSplit::Full => "full",
+            RealSplit::Test => "test",
+        }
+    }
+}
+
+/// `50000` -> `50k`, `500` -> `500`.
+fn count_name(n: usize) -> String {
+    if n > 0 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The inverse of [`count_name`], at the start of `s`: (count, rest).
+fn parse_count(s: &str) -> Option<(usize, &str)> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let n: usize = s[..digits].parse().ok()?;
+    match s[digits..].strip_prefix('k') {
+        Some(rest) => Some((n.checked_mul(1000)?, rest)),
+        None => Some((n, &s[digits..])),
+    }
+}
+
+/// A protocol's name: `fid50k_full`, `kid10k_test`, `pr50k3_full` (3 neighbours; `pr500n3_test`
+/// where the count has no `k`), `is50k`. `real` is the tag of the real side with any count limit.
+fn protocol_name(set: MetricSet, n: usize, real: &str) -> String {
+    let count = count_name(n);
+    match set {
+        MetricSet::Is => format!("is{count}"),
+        MetricSet::Pr => {
+            let sep = if count.ends_with('k') { "" } else { "n" };
+            format!("pr{count}{sep}{}_{real}", gantry_metrics::PR_NEIGHBOURS)
+        }
+        MetricSet::Gmm => "gmm".to_string(),
+        MetricSet::Fid | MetricSet::Kid => format!("{}{count}_{real}", set.name()),
+    }
+}
+
+impl MetricSet {
+    fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for MetricSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let bad = || {
+            format!(
+                "unknown metric {s:?} (valid: {}, or a protocol such as fid50k_full, kid50k_full, pr50k3_full, is50k, fid10k_test)",
+                MetricSet::NAMES.join(", ")
+            )
+        };
+        let sets = [
+            MetricSet::Fid,
+            MetricSet::Kid,
+            MetricSet::Is,
+            MetricSet::Pr,
+            MetricSet::Gmm,
+        ];
+        if let Some(set) = sets.into_iter().find(|m| m.name() == t) {
+            return Ok(MetricSpec {
+                set,
+                protocol: None,
+            });
+        }
+        let (set, rest) = sets
+            .into_iter()
+            .filter(|m| *m != MetricSet::Gmm)
+            .find_map(|m| t.strip_prefix(m.name()).map(|r| (m, r)))
+            .ok_or_else(bad)?;
+        let (n, rest) = parse_count(rest).ok_or_else(bad)?;
+        if n == 0 {
+            return Err(format!("metric {s:?}: the sample count must be at least 1"));
+        }
+        let rest = if set == MetricSet::Pr {
+            let k = gantry_metrics::PR_NEIGHBOURS.to_string();
+            let sep = if n % 1000 == 0 && rest.starts_with(&k) {
+                ""
+            } else {
+                "n"
+            };
+            rest.strip_prefix(sep)
+                .and_then(|r| r.strip_prefix(k.as_str()))
+                .ok_or_else(|| {
+                    format!(
+                        "metric {s:?}: precision/recall uses {k} neighbours (e.g. pr50k{k}_full)"
+                    )
+                })?
+        } else {
+            rest
+        };
+        let real = match (set, rest) {
+            (MetricSet::Is, "") => None,
+            (MetricSet::Is, _) => {
+                return Err(format!(
+                    "metric {s:?}: IS takes no real images (e.g. is50k)"
+                ))
+            }
+            (_, "_full") => Some(RealSplit::Full),
+            (_, "_test") => Some(RealSplit::Test),
+            _ => return Err(bad()),
+        };
+        Ok(MetricSpec {
+            set,
+            protocol: Some(Protocol { n, real }),
+        })
+    }
+}
+
+impl std::fmt::Display for MetricSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.protocol {
+            None => f.write_str(self.set.name()),
+            Some(p) => f.write_str(&protocol_name(
+                self.set,
+                p.n,
+                p.real.map_or("", RealSplit::tag),
+            )),
+        }
+    }
+}
+
+impl From<MetricSet> for MetricSpec {
+    fn from(set: MetricSet) -> Self {
+        MetricSpec {
+            set,
+            protocol: None,
+        }
+    }
+}
+
+/// One metric family as an evaluation measures it: its logged name (without the `eval/` and
+/// features prefixes), how many generated images, and which reference set (an index into
+/// [`EvalPlan::references`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricPlan {
+    pub set: MetricSet,
+    pub name: String,
+    pub n: usize,
+    pub reference: Option<usize>,
+}
+
+/// What an evaluation computes: the metrics and the distinct real sets they compare with
+/// (`(data, real_n)`, real_n 0 = all), so FID and KID of one protocol share one reference.
+/// Generated images are drawn once, as many as the largest protocol needs; each metric uses the
+/// first `n` (stylegan2-ada draws anew per metric: the same distribution, other samples).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalPlan {
+    pub metrics: Vec<MetricPlan>,
+    pub references: Vec<(DataConfig, usize)>,
+}
+
+impl EvalPlan {
+    /// The generated images the plan needs.
+    pub fn generated(&self) -> usize {
+        self.metrics.iter().map(|m| m.n).max().unwrap_or(0)
     }
 }
 
@@ -110,12 +306,35 @@ impl Metric {
         }
     }
 
-    /// The metric a logged name reports (`eval/fid`, `classifier_kid`, `eval/hq_share`); `None`
-    /// for spreads (`kid_std`, `is_std`) and anything else, which have no better direction.
+    /// The metric a logged name reports (`eval/fid50k_full`, `classifier_kid2k_test`,
+    /// `eval/pr10k3_full_recall`, `eval/hq_share`, and the bare names of older runs such as
+    /// `eval/fid`); `None` for spreads (`kid50k_full_std`, `is_std`) and anything else, which
+    /// have no better direction.
     pub fn of_key(key: &str) -> Option<Metric> {
         let name = key.strip_prefix("eval/").unwrap_or(key);
         let name = name.strip_prefix("classifier_").unwrap_or(name);
-        Metric::ALL.into_iter().find(|m| m.name() == name)
+        if name.ends_with("_std") {
+            return None;
+        }
+        if let Some(m) = Metric::ALL.into_iter().find(|m| m.name() == name) {
+            return Some(m);
+        }
+        let counted = |family: &str| {
+            name.strip_prefix(family)
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        };
+        if counted("pr") {
+            if name.ends_with("_precision") {
+                return Some(Metric::Precision);
+            }
+            if name.ends_with("_recall") {
+                return Some(Metric::Recall);
+            }
+            return None;
+        }
+        [Metric::Fid, Metric::Kid, Metric::Is]
+            .into_iter()
+            .find(|m| counted(m.name()))
     }
 }
 
@@ -170,12 +389,15 @@ impl Features {
 pub struct EvalConfig {
     /// Evaluate every N training steps (0 = never during training).
     pub every: u64,
-    /// Generated samples per evaluation (the standard is 50000; smaller is noisier).
+    /// Generated samples per evaluation, for metrics named without a protocol (the papers'
+    /// 50000 is in the protocol names: `fid50k_full`; smaller is noisier).
     pub n: usize,
-    /// Real samples (0 = the whole reference data set).
+    /// Real samples for metrics named without a protocol (0 = the whole reference data set).
     pub real_n: usize,
-    /// Metrics: any of `fid`, `kid`, `is`, `pr` on images; `gmm` on 2-D points.
-    pub metrics: Vec<MetricSet>,
+    /// Metrics: `fid`, `kid`, `is`, `pr` (measured with `eval.n` against `eval.reference`) or
+    /// named protocols (`fid50k_full`, `kid50k_full`, `pr50k3_full`, `is50k`, `fid10k_test`) on
+    /// images; `gmm` on 2-D points. Logged names always carry the protocol (`eval/fid10k_test`).
+    pub metrics: Vec<MetricSpec>,
     /// `inception` (needs the FID Inception weights) or `classifier:PATH`.
     pub features: Features,
     /// FID Inception weights file; default: $GANTRY_FID_WEIGHTS.
@@ -202,7 +424,7 @@ impl Default for EvalConfig {
             every: 0,
             n: 10_000,
             real_n: 0,
-            metrics: vec![MetricSet::Fid, MetricSet::Kid],
+            metrics: vec![MetricSet::Fid.into(), MetricSet::Kid.into()],
             features: Features::Inception,
             weights: None,
             mode: Preprocessing::PytorchFid,
@@ -223,8 +445,9 @@ impl EvalConfig {
                 format!("is empty (valid: {})", MetricSet::NAMES.join(", ")),
             ));
         }
-        let gmm = self.metrics.contains(&MetricSet::Gmm);
-        if points && self.metrics.iter().any(|m| *m != MetricSet::Gmm) {
+        let sets: Vec<MetricSet> = self.metrics.iter().map(|m| m.set).collect();
+        let gmm = sets.contains(&MetricSet::Gmm);
+        if points && sets.iter().any(|m| *m != MetricSet::Gmm) {
             return Err(Error::config(
                 "eval.metrics",
                 "2-D point data is evaluated with [\"gmm\"] only (modes, hq_share, kl)",
@@ -233,15 +456,10 @@ impl EvalConfig {
         if !points && gmm {
             return Err(Error::config(
                 "eval.metrics",
-                "gmm is for 2-D point data; images take fid, kid, is, pr",
+                "gmm is for 2-D point data; images take fid, kid, is, pr (or protocols such as fid50k_full)",
             ));
         }
-        let reported: Vec<Metric> = self
-            .metrics
-            .iter()
-            .flat_map(|m| m.metrics())
-            .copied()
-            .collect();
+        let reported: Vec<Metric> = sets.iter().flat_map(|m| m.metrics()).copied().collect();
         if !reported.contains(&self.best) {
             let names: Vec<&str> = reported.iter().map(|m| m.name()).collect();
             return Err(Error::config(
@@ -256,17 +474,125 @@ impl EvalConfig {
         if self.n == 0 {
             return Err(Error::config("eval.n", "must be at least 1"));
         }
-        if !points
-            && self.metrics.contains(&MetricSet::Kid)
-            && (self.kid_subset_size == 0 || self.n < self.kid_subset_size)
-        {
-            return Err(Error::config("eval.n", format!("{} samples are fewer than KID's subset size {} (raise eval.n or lower eval.kid_subset_size)", self.n, self.kid_subset_size)));
+        if !points {
+            for m in self.metrics.iter().filter(|m| m.set == MetricSet::Kid) {
+                let n = m.protocol.map_or(self.n, |p| p.n);
+                if self.kid_subset_size == 0 || n < self.kid_subset_size {
+                    let (key, fix) = match m.protocol {
+                        None => ("eval.n", "raise eval.n"),
+                        Some(_) => ("eval.metrics", "name a larger protocol"),
+                    };
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "{m}: {n} samples are fewer than KID's subset size {} ({fix} or lower eval.kid_subset_size)",
+                            self.kid_subset_size
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(spec) = &self.reference {
             DataConfig::from_spec(spec)
                 .map_err(|e| Error::config("eval.reference", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The metrics and reference sets an evaluation of a run on `data` computes (no files are
+    /// read). A bare name is measured against [`reference_config`] and named for what that is:
+    /// `fid` with `eval.n = 10000` against MNIST's test split is `fid10k_test`; against a folder,
+    /// which has one split, `fid10k_full`; with `eval.real_n = 5000`, `fid10k_test5k`.
+    pub fn plan(&self, data: &DataConfig) -> Result<EvalPlan> {
+        let mut plan = EvalPlan {
+            metrics: Vec::new(),
+            references: Vec::new(),
+        };
+        if data.kind.is_points() {
+            plan.metrics = self
+                .metrics
+                .iter()
+                .map(|m| MetricPlan {
+                    set: m.set,
+                    name: m.set.name().to_string(),
+                    n: self.n,
+                    reference: None,
+                })
+                .collect();
+            return Ok(plan);
+        }
+        let base = match &self.reference {
+            Some(spec) => {
+                let mut d = DataConfig::from_spec(spec)?;
+                d.resolution = data.resolution;
+                d.channels = data.channels;
+                d.transform = data.transform;
+                d
+            }
+            None => data.clone(),
+        };
+        for m in &self.metrics {
+            let (n, real) = match m.protocol {
+                None if m.set == MetricSet::Is => (self.n, None),
+                None => {
+                    let d = reference_config(self, data)?;
+                    let split = if d.split == Split::Test && d.kind.has_test_split() {
+                        RealSplit::Test
+                    } else {
+                        RealSplit::Full
+                    };
+                    let mut tag = split.tag().to_string();
+                    if self.real_n > 0 {
+                        tag.push_str(&count_name(self.real_n));
+                    }
+                    (self.n, Some((d, self.real_n, tag)))
+                }
+                Some(Protocol { n, real: None }) => (n, None),
+                Some(Protocol {
+                    n,
+                    real: Some(split),
+                }) => {
+                    let mut d = base.clone();
+                    d.hflip = false;
+                    d.limit = None;
+                    d.split = match split {
+                        RealSplit::Full => Split::Train,
+                        RealSplit::Test if d.kind.has_test_split() => Split::Test,
+                        RealSplit::Test => {
+                            return Err(Error::config(
+                                "eval.metrics",
+                                format!(
+                                    "{m}: {} data has no test split (name the protocol with _full)",
+                                    d.kind
+                                ),
+                            ))
+                        }
+                    };
+                    (n, Some((d, 0, split.tag().to_string())))
+                }
+            };
+            let (reference, tag) = match real {
+                Some((d, real_n, tag)) => {
+                    let key = (d, real_n);
+                    let i = match plan.references.iter().position(|r| *r == key) {
+                        Some(i) => i,
+                        None => {
+                            plan.references.push(key);
+                            plan.references.len() - 1
+                        }
+                    };
+                    (Some(i), tag)
+                }
+                None => (None, String::new()),
+            };
+            plan.metrics.push(MetricPlan {
+                set: m.set,
+                name: protocol_name(m.set, n, &tag),
+                n,
+                reference,
+            });
+        }
+        Ok(plan)
     }
 }
 
@@ -417,9 +743,10 @@ pub fn generator_features_split(
     device: Device,
     ex: &dyn FeatureExtractor,
     comm: &Comm,
+    progress: impl FnMut(usize, usize),
 ) -> Result<FeatureSet> {
     if !comm.distributed() {
-        return generator_features(g, num_classes, n, seed, device, ex, |_, _| {});
+        return generator_features(g, num_classes, n, seed, device, ex, progress);
     }
     let share = n.div_ceil(comm.world);
     let own = features_of(
@@ -516,83 +843,119 @@ pub fn reference_features(
         ex.id()
     );
     let cache = FeatureCache::new(cache_dir);
-    cache
-        .get_or_compute(&gantry_metrics::hash_bytes(key.as_bytes()), || {
-            dataset_features(ds.as_ref(), n, ex, progress).map_err(|e| {
-                gantry_metrics::MetricsError::input("reference data", "readable", e.to_string())
-            })
+    // The cache speaks MetricsError; a data error passes through it unchanged.
+    let mut failed = None;
+    let set = cache.get_or_compute(&gantry_metrics::hash_bytes(key.as_bytes()), || {
+        dataset_features(ds.as_ref(), n, ex, progress).map_err(|e| {
+            let msg = e.to_string();
+            failed = Some(e);
+            gantry_metrics::MetricsError::input("reference data", "readable", msg)
         })
+    });
+    match (set, failed) {
+        (_, Some(e)) => Err(e),
+        (set, None) => set.map_err(metrics_err),
+    }
+}
+
+impl MetricPlan {
+    /// The logged name of `metric` (one this family reports) under this plan, without the
+    /// `eval/` and features prefixes: `fid50k_full`, `pr50k3_full_recall`, `hq_share`.
+    pub fn key(&self, metric: Metric) -> String {
+        match (self.set, metric) {
+            (MetricSet::Pr, m) => format!("{}_{}", self.name, m.name()),
+            (MetricSet::Gmm, m) => m.name().to_string(),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+/// The first `n` of a feature set; `None` when it has no more (use it whole).
+fn first(set: &FeatureSet, n: usize) -> Result<Option<FeatureSet>> {
+    if set.len() <= n {
+        return Ok(None);
+    }
+    let pool = set.pool().map_err(metrics_err)?.narrow(0, 0, n as i64);
+    let logits = set
+        .logits()
+        .map_err(metrics_err)?
+        .map(|l| l.narrow(0, 0, n as i64));
+    FeatureSet::from_tensors(&pool, logits.as_ref())
+        .map(Some)
         .map_err(metrics_err)
 }
 
-/// Computes the requested metrics; names are `fid`, `kid`, `kid_std`, `is`, `is_std`,
-/// `precision`, `recall` with the extractor's prefix.
+/// One metric family of a plan on features of real (`None` for IS) and generated images (the
+/// first `plan.n` are used). Names: the plan's name with the extractor's prefix, plus `_std`
+/// for the spreads of KID and IS and `_precision` / `_recall` for PR.
 pub fn compute(
-    metrics: &[MetricSet],
+    plan: &MetricPlan,
     prefix: &str,
-    real: &FeatureSet,
+    real: Option<&FeatureSet>,
     fake: &FeatureSet,
     kid_subset_size: usize,
 ) -> Result<Vec<(String, f64)>> {
-    let mut out = Vec::new();
-    let name = |m: &str| format!("{prefix}{m}");
-    for m in metrics {
-        match m {
-            MetricSet::Fid => {
-                let fid = gantry_metrics::frechet_distance(
-                    &real.stats().map_err(metrics_err)?,
-                    &fake.stats().map_err(metrics_err)?,
-                )
-                .map_err(metrics_err)?;
-                out.push((name("fid"), fid.value));
-            }
-            MetricSet::Kid => {
-                let opts = KidOptions {
-                    subset_size: kid_subset_size,
-                    ..Default::default()
-                };
-                let kid = gantry_metrics::kernel_inception_distance(
-                    &real.pool().map_err(metrics_err)?,
-                    &fake.pool().map_err(metrics_err)?,
-                    &opts,
-                )
-                .map_err(metrics_err)?;
-                out.push((name("kid"), kid.mean));
-                out.push((name("kid_std"), kid.std));
-            }
-            MetricSet::Is => {
-                let logits = fake
-                    .logits()
-                    .map_err(metrics_err)?
-                    .ok_or_else(|| Error::Metrics("these features have no logits for IS".into()))?;
-                let s = gantry_metrics::inception_score(
-                    &logits,
-                    gantry_metrics::IS_SPLITS,
-                    Some(gantry_metrics::IS_SEED),
-                )
-                .map_err(metrics_err)?;
-                out.push((name("is"), s.mean));
-                out.push((name("is_std"), s.std));
-            }
-            MetricSet::Pr => {
-                let pr = gantry_metrics::precision_recall(
-                    &real.pool().map_err(metrics_err)?,
-                    &fake.pool().map_err(metrics_err)?,
-                    gantry_metrics::PR_NEIGHBOURS,
-                )
-                .map_err(metrics_err)?;
-                out.push((name("precision"), pr.precision));
-                out.push((name("recall"), pr.recall));
-            }
-            MetricSet::Gmm => {
-                return Err(Error::config(
-                    "eval.metrics",
-                    "gmm is for 2-D point data, not features",
-                ))
-            }
+    let fewer = first(fake, plan.n)?;
+    let fake = fewer.as_ref().unwrap_or(fake);
+    let name = format!("{prefix}{}", plan.name);
+    let real =
+        || real.ok_or_else(|| Error::Metrics(format!("{name} needs features of real images")));
+    Ok(match plan.set {
+        MetricSet::Fid => {
+            let fid = gantry_metrics::frechet_distance(
+                &real()?.stats().map_err(metrics_err)?,
+                &fake.stats().map_err(metrics_err)?,
+            )
+            .map_err(metrics_err)?;
+            vec![(name, fid.value)]
         }
-    }
-    Ok(out)
+        MetricSet::Kid => {
+            let opts = KidOptions {
+                subset_size: kid_subset_size,
+                ..Default::default()
+            };
+            let kid = gantry_metrics::kernel_inception_distance(
+                &real()?.pool().map_err(metrics_err)?,
+                &fake.pool().map_err(metrics_err)?,
+                &opts,
+            )
+            .map_err(metrics_err)?;
+            let std = format!("{name}_std");
+            vec![(name, kid.mean), (std, kid.std)]
+        }
+        MetricSet::Is => {
+            let logits = fake
+                .logits()
+                .map_err(metrics_err)?
+                .ok_or_else(|| Error::Metrics("these features have no logits for IS".into()))?;
+            let s = gantry_metrics::inception_score(
+                &logits,
+                gantry_metrics::IS_SPLITS,
+                Some(gantry_metrics::IS_SEED),
+            )
+            .map_err(metrics_err)?;
+            let std = format!("{name}_std");
+            vec![(name, s.mean), (std, s.std)]
+        }
+        MetricSet::Pr => {
+            let pr = gantry_metrics::precision_recall(
+                &real()?.pool().map_err(metrics_err)?,
+                &fake.pool().map_err(metrics_err)?,
+                gantry_metrics::PR_NEIGHBOURS,
+            )
+            .map_err(metrics_err)?;
+            vec![
+                (format!("{name}_precision"), pr.precision),
+                (format!("{name}_recall"), pr.recall),
+            ]
+        }
+        MetricSet::Gmm => {
+            return Err(Error::config(
+                "eval.metrics",
+                "gmm is for 2-D point data, not features",
+            ))
+        }
+    })
 }
 
 /// Image files of a folder (recursive, sorted), as pytorch-fid reads them: native size, RGB.
@@ -684,6 +1047,7 @@ pub fn reference_config(eval: &EvalConfig, data: &DataConfig) -> Result<DataConf
             let mut d = DataConfig::from_spec(spec)?;
             d.resolution = data.resolution;
             d.channels = data.channels;
+            d.transform = data.transform;
             Ok(d)
         }
         None => {
@@ -701,17 +1065,22 @@ enum Backend {
     /// Image metrics on extracted features of generated vs real images.
     Features {
         extractor: Box<dyn FeatureExtractor>,
-        /// On the rank that computes the metrics (rank 0) only.
-        real: Option<FeatureSet>,
+        /// Features of each of the plan's reference sets, on the rank that computes the metrics
+        /// (rank 0) only.
+        real: Option<Vec<FeatureSet>>,
     },
     /// The 2-D Gaussian-mixture benchmark: modes covered, share of high-quality samples, KL of
     /// the mode histogram (the mode-collapse literature's protocol; `gantry_data::gmm`).
     Gmm(gantry_data::gmm::Mixture),
 }
 
+/// Progress of an evaluation: (what, done, total), `what` is `real` or `generated`.
+pub type EvalProgress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
 /// Everything needed to evaluate a generator repeatedly (periodic evaluation in training).
 pub struct Evaluator {
     pub cfg: EvalConfig,
+    pub plan: EvalPlan,
     backend: Backend,
 }
 
@@ -719,13 +1088,18 @@ impl Evaluator {
     /// For a run on `data` (the training data; the reference follows from `cfg`).
     /// `computes`: this process computes the metrics (and so holds the reference features); in a
     /// data-parallel job that is rank 0, and the others only generate.
+    /// `shape`: what the generator makes, which the feature network must take (checked here,
+    /// before any work).
     pub fn new(
         cfg: &EvalConfig,
         data: &DataConfig,
+        shape: &DataShape,
         device: Device,
         computes: bool,
+        progress: EvalProgress<'_>,
     ) -> Result<Self> {
         cfg.validate(data.kind.is_points())?;
+        let plan = cfg.plan(data)?;
         let backend = match data.kind {
             gantry_data::DataKind::Gmm8 => Backend::Gmm(gantry_data::gmm::Mixture::ring8()),
             gantry_data::DataKind::Gmm25 => Backend::Gmm(gantry_data::gmm::Mixture::grid25()),
@@ -737,14 +1111,29 @@ impl Evaluator {
                     cfg.precision,
                     device,
                 )?;
+                if let Features::Classifier(path) = &cfg.features {
+                    // A classifier takes one shape (Inception takes any): one image shows a
+                    // mismatch now rather than at the first evaluation.
+                    let probe = Tensor::zeros(
+                        [1, shape.channels, shape.resolution, shape.resolution],
+                        (Kind::Uint8, Device::Cpu),
+                    );
+                    extractor.extract(&probe).map_err(|e| {
+                        Error::config("eval.features", format!("{}: {e}", path.display()))
+                    })?;
+                }
                 let real = if computes {
-                    Some(reference_features(
-                        &reference_config(cfg, data)?,
-                        cfg.real_n,
-                        extractor.as_ref(),
-                        &cache_dir(),
-                        |_, _| {},
-                    )?)
+                    let mut sets = Vec::new();
+                    for (d, real_n) in &plan.references {
+                        sets.push(reference_features(
+                            d,
+                            *real_n,
+                            extractor.as_ref(),
+                            &cache_dir(),
+                            |done, total| progress("real", done, total),
+                        )?);
+                    }
+                    Some(sets)
                 } else {
                     None
                 };
@@ -753,6 +1142,7 @@ impl Evaluator {
         };
         Ok(Evaluator {
             cfg: cfg.clone(),
+            plan,
             backend,
         })
     }
@@ -766,26 +1156,32 @@ impl Evaluator {
         device: Device,
         seed: u64,
         comm: &Comm,
+        progress: EvalProgress<'_>,
     ) -> Result<Option<Vec<(String, f64)>>> {
         let values = match &self.backend {
             Backend::Features { extractor, real } => {
                 let fake = generator_features_split(
                     g,
                     num_classes,
-                    self.cfg.n,
+                    self.plan.generated(),
                     seed,
                     device,
                     extractor.as_ref(),
                     comm,
+                    |done, total| progress("generated", done, total),
                 )?;
                 let Some(real) = real else { return Ok(None) };
-                compute(
-                    &self.cfg.metrics,
-                    self.cfg.features.prefix(),
-                    real,
-                    &fake,
-                    self.cfg.kid_subset_size,
-                )?
+                let mut values = Vec::new();
+                for m in &self.plan.metrics {
+                    values.extend(compute(
+                        m,
+                        self.cfg.features.prefix(),
+                        m.reference.map(|i| &real[i]),
+                        &fake,
+                        self.cfg.kid_subset_size,
+                    )?);
+                }
+                values
             }
             Backend::Gmm(_) if !comm.is_main() => return Ok(None),
             Backend::Gmm(mix) => gmm_metrics(g, mix, self.cfg.n, seed, device),
@@ -798,15 +1194,22 @@ impl Evaluator {
         ))
     }
 
-    /// The logged key of the metric that picks the best checkpoint (`eval/classifier_fid`), and
-    /// the metric.
+    /// The logged key of the metric that picks the best checkpoint (`eval/fid10k_test`,
+    /// `eval/classifier_fid2k_full`): `eval.best` as the first evaluated family that reports it
+    /// measures it.
     pub fn best(&self) -> (String, Metric) {
         let prefix = match self.backend {
             Backend::Gmm(_) => "",
             Backend::Features { .. } => self.cfg.features.prefix(),
         };
         let m = self.cfg.best;
-        (format!("eval/{prefix}{}", m.name()), m)
+        let name = self
+            .plan
+            .metrics
+            .iter()
+            .find(|p| p.set.metrics().contains(&m))
+            .map_or_else(|| m.name().to_string(), |p| p.key(m));
+        (format!("eval/{prefix}{name}"), m)
     }
 }
 
@@ -857,7 +1260,26 @@ mod tests {
             assert_eq!(Metric::of_key(key), Some(metric), "{key}");
             assert_eq!(metric.higher_is_better(), higher, "{key}");
         }
-        for spread in ["eval/is_std", "eval/classifier_kid_std", "loss/d/adv"] {
+        for (key, metric) in [
+            ("eval/fid50k_full", Metric::Fid),
+            ("eval/classifier_kid2k_test", Metric::Kid),
+            ("eval/is50k", Metric::Is),
+            ("eval/pr50k3_full_precision", Metric::Precision),
+            ("eval/pr500n3_test_recall", Metric::Recall),
+            ("eval/fid10k_test5k", Metric::Fid),
+        ] {
+            assert_eq!(Metric::of_key(key), Some(metric), "{key}");
+        }
+        for spread in [
+            "eval/is_std",
+            "eval/classifier_kid_std",
+            "loss/d/adv",
+            "eval/kid50k_full_std",
+            "eval/is50k_std",
+            "eval/first",
+            "eval/island",
+            "eval/pr50k3_full",
+        ] {
             assert_eq!(Metric::of_key(spread), None, "{spread}");
         }
         assert!(Metric::Modes.better(25.0, 24.0));
@@ -876,7 +1298,7 @@ mod tests {
     fn the_best_metric_must_be_evaluated() {
         let cfg = |metrics: Vec<MetricSet>, best: Metric| EvalConfig {
             every: 10,
-            metrics,
+            metrics: metrics.into_iter().map(MetricSpec::from).collect(),
             best,
             ..Default::default()
         };
@@ -921,5 +1343,114 @@ mod tests {
             "classifier:a/b.safetensors".parse::<Features>().unwrap(),
             Features::Classifier("a/b.safetensors".into())
         );
+    }
+
+    #[test]
+    fn protocol_names_parse_and_print_as_papers_write_them() {
+        for name in [
+            "fid50k_full",
+            "kid50k_full",
+            "pr50k3_full",
+            "is50k",
+            "fid10k_test",
+            "kid2k_test",
+            "pr500n3_test",
+            "fid500_full",
+            "fid",
+            "gmm",
+        ] {
+            let spec: MetricSpec = name.parse().unwrap();
+            assert_eq!(spec.to_string(), name);
+            let v: MetricSpec = toml::Value::String(name.into()).try_into().unwrap();
+            assert_eq!(v, spec);
+        }
+        let p = "fid50k_full".parse::<MetricSpec>().unwrap();
+        assert_eq!(p.set, MetricSet::Fid);
+        assert_eq!(
+            p.protocol,
+            Some(Protocol {
+                n: 50_000,
+                real: Some(RealSplit::Full)
+            })
+        );
+        for (bad, says) in [
+            ("fid50k", "unknown metric"),
+            ("fid50k_train", "unknown metric"),
+            ("pr50k5_full", "3 neighbours"),
+            ("is50k_full", "IS takes no real images"),
+            ("fid0k_full", "at least 1"),
+            ("gmm10k", "unknown metric"),
+            ("fidd", "unknown metric"),
+        ] {
+            let e = bad.parse::<MetricSpec>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_plan_names_each_metric_for_what_it_measures() {
+        let mnist = DataConfig {
+            kind: gantry_data::DataKind::Mnist,
+            path: Some("m".into()),
+            limit: Some(500),
+            hflip: true,
+            ..Default::default()
+        };
+        let cfg = |names: &[&str], real_n: usize| EvalConfig {
+            metrics: names.iter().map(|n| n.parse().unwrap()).collect(),
+            n: 2000,
+            real_n,
+            kid_subset_size: 100,
+            ..Default::default()
+        };
+        let plan = cfg(&["fid", "kid", "is", "pr"], 0).plan(&mnist).unwrap();
+        let names: Vec<&str> = plan.metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["fid2k_test", "kid2k_test", "is2k", "pr2k3_test"]);
+        // One reference set, the whole test split, shared by FID, KID and PR; none for IS.
+        assert_eq!(plan.references.len(), 1);
+        assert_eq!(plan.references[0].0.split, Split::Test);
+        assert_eq!(plan.metrics[2].reference, None);
+        assert_eq!(plan.generated(), 2000);
+        let plan = cfg(&["fid"], 500).plan(&mnist).unwrap();
+        assert_eq!(plan.metrics[0].name, "fid2k_test500");
+
+        let plan = cfg(&["fid50k_full", "kid10k_full", "fid10k_test"], 0)
+            .plan(&mnist)
+            .unwrap();
+        assert_eq!(plan.generated(), 50_000);
+        assert_eq!(plan.references.len(), 2);
+        let full = &plan.references[plan.metrics[0].reference.unwrap()].0;
+        // The whole training split: not the run's 500-image subset, not mirrored.
+        assert_eq!(
+            (full.split, full.limit, full.hflip),
+            (Split::Train, None, false)
+        );
+        assert_eq!(plan.metrics[0].reference, plan.metrics[1].reference);
+        assert_ne!(plan.metrics[0].reference, plan.metrics[2].reference);
+
+        // A folder has one split: a bare name measures against all of it, and says so.
+        let folder = DataConfig {
+            kind: gantry_data::DataKind::Folder,
+            path: Some("f".into()),
+            ..Default::default()
+        };
+        let plan = cfg(&["fid", "pr"], 0).plan(&folder).unwrap();
+        assert_eq!(plan.metrics[0].name, "fid2k_full");
+        assert_eq!(plan.metrics[0].key(Metric::Fid), "fid2k_full");
+        assert_eq!(plan.metrics[1].key(Metric::Recall), "pr2k3_full_recall");
+        let e = cfg(&["fid10k_test"], 0)
+            .plan(&folder)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has no test split") && e.contains("_full"),
+            "{e}"
+        );
+
+        // KID's subset must fit every KID protocol.
+        let mut few = cfg(&["kid50_full"], 0);
+        few.best = Metric::Kid;
+        let e = few.validate(false).unwrap_err().to_string();
+        assert!(e.starts_with("eval.metrics: kid50_full: 50 samples"), "{e}");
     }
 }

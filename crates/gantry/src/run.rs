@@ -260,16 +260,46 @@ pub fn next_run_dir(root: &Path, preset: &str) -> PathBuf {
     root.join(format!("{n:05}-{preset}"))
 }
 
+/// `--resume auto`: resume the run in `--out` if it holds one, else start it there.
+pub const RESUME_AUTO: &str = "auto";
+
 /// Trains (or resumes) a run; returns how it ended and its directory.
 pub fn train(
     opts: &TrainOptions,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, PathBuf)> {
+    // `--resume auto` is `train.resume = "auto"` with the configuration as given.
+    let auto_flag = opts.resume.as_deref() == Some(Path::new(RESUME_AUTO));
+    let fresh_opts;
+    let opts = if auto_flag {
+        fresh_opts = TrainOptions {
+            resume: None,
+            sets: [opts.sets.clone(), vec!["train.resume=\"auto\"".into()]].concat(),
+            ..opts.clone()
+        };
+        &fresh_opts
+    } else {
+        opts
+    };
     let (mut cfg, imported) = resolve_with_init(opts)?;
-    if let Some(run) = &opts.resume {
+    let auto = opts.resume.is_none() && cfg.train.resume == crate::train::ResumeMode::Auto;
+    let resume = if auto {
+        let out = opts.out.as_deref().ok_or_else(|| {
+            Error::config(
+                "--out",
+                "--resume auto (train.resume = \"auto\") needs --out DIR: the run directory to continue, or to start the run in",
+            )
+        })?;
+        // The same decision on every rank: a checkpoint in `out` means a run to continue.
+        checkpoint::latest(out).is_some().then(|| out.to_path_buf())
+    } else {
+        opts.resume.clone()
+    };
+    if let Some(run) = &resume {
         // A finished run resumed with the same length has nothing to do, and a shorter one
-        // cannot be had: both are told before anything is built or written.
+        // cannot be had: both are told before anything is built or written. An incompatible
+        // configuration is refused here with the keys that changed.
         let (_, ckpt, _) = prepare_resume(run, Some(cfg.clone()))?;
         let done = checkpoint::read_meta(&ckpt)?.step;
         if cfg.train.steps < done {
@@ -287,7 +317,7 @@ pub fn train(
         }
     }
     let comm = join_job(&mut cfg)?;
-    let mut trainer = match &opts.resume {
+    let mut trainer = match &resume {
         Some(run) => resume_in(run, Some(cfg), comm)?,
         None => {
             // Rank 0 picks, locks and checks the run directory; the others take its choice.
@@ -507,6 +537,9 @@ fn load_imported_generator(
         ..RunConfig::default()
     };
     cfg.train.ema.enabled = imported.store("g_ema").is_some();
+    // Real images for evaluation are brought to the network's own size and channels.
+    cfg.data.resolution = imported.shape.resolution as u32;
+    cfg.data.channels = Some(imported.shape.channels as u32);
     let device = device.unwrap_or(cfg.train.device).open()?;
     set_threads(cfg.train.threads);
     let vs = nn::VarStore::new(device);
@@ -891,7 +924,7 @@ pub fn fid(opts: &FidOptions, progress: &mut ProgressFn) -> Result<FidOutput> {
 pub struct EvalOptions {
     pub checkpoint: PathBuf,
     pub data: Option<String>,
-    pub metrics: Vec<MetricSet>,
+    pub metrics: Vec<crate::eval::MetricSpec>,
     pub n: usize,
     pub real_n: usize,
     pub weights: Option<PathBuf>,
@@ -932,53 +965,47 @@ pub fn eval(opts: &EvalOptions, progress: &mut ProgressFn) -> Result<Vec<(String
     e.precision = opts.precision;
     e.features = opts.features.clone();
     e.reference = opts.data.clone();
-    e.kid_subset_size = e.kid_subset_size.min(opts.n);
+    // Small evaluations keep KID computable: subsets no larger than the smallest KID sample.
+    let kid_n = e
+        .metrics
+        .iter()
+        .filter(|m| m.set == MetricSet::Kid)
+        .map(|m| m.protocol.map_or(opts.n, |p| p.n))
+        .min();
+    if let Some(n) = kid_n {
+        e.kid_subset_size = e.kid_subset_size.min(n);
+    }
     // `--metrics` decides; the run's own `eval.best` may not be among them.
     e.best = e
         .metrics
         .first()
-        .and_then(|m| m.metrics().first())
+        .and_then(|m| m.set.metrics().first())
         .copied()
         .unwrap_or(e.best);
-    e.validate(cfg.data.kind.is_points())
-        .map_err(|err| match err {
-            Error::Config { key, msg } => Error::Config {
-                key: key.replace("eval.", "--"),
-                msg,
-            },
-            other => other,
-        })?;
-    let e = &cfg.eval;
-    let ex = crate::eval::extractor(
-        &e.features,
-        e.weights.as_deref(),
-        e.mode,
-        e.precision,
-        device,
-    )?;
-    let reference = crate::eval::reference_config(e, &cfg.data)?;
-    let real = crate::eval::reference_features(
-        &reference,
-        e.real_n,
-        ex.as_ref(),
-        &crate::eval::cache_dir(),
-        |d, t| progress("real", d, t),
-    )?;
-    progress("generated", 0, e.n);
-    let fake = crate::eval::generator_features(
-        g.as_ref(),
-        shape.num_classes,
-        e.n,
-        cfg.train.seed,
-        device,
-        ex.as_ref(),
-        |d, t| progress("generated", d, t),
-    )?;
-    crate::eval::compute(
-        &e.metrics,
-        e.features.prefix(),
-        &real,
-        &fake,
-        e.kid_subset_size,
-    )
+    let to_flags = |err| match err {
+        Error::Config { key, msg } => Error::Config {
+            key: key.replace("eval.", "--"),
+            msg,
+        },
+        other => other,
+    };
+    cfg.eval
+        .validate(cfg.data.kind.is_points())
+        .map_err(to_flags)?;
+    let ev = crate::eval::Evaluator::new(&cfg.eval, &cfg.data, &shape, device, true, progress)
+        .map_err(to_flags)?;
+    let values = ev
+        .run(
+            g.as_ref(),
+            shape.num_classes,
+            device,
+            cfg.train.seed,
+            &crate::dist::Comm::single(),
+            progress,
+        )?
+        .unwrap_or_default();
+    Ok(values
+        .into_iter()
+        .map(|(k, v)| (k.trim_start_matches("eval/").to_string(), v))
+        .collect())
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use gantry::eval::MetricSet;
+use gantry::eval::{MetricPlan, MetricSet};
 use gantry::train::Trainer;
 use gantry::RunConfig;
 use std::sync::atomic::AtomicBool;
@@ -47,16 +47,17 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     let rows = gantry::rundir::log::read(&run.join("metrics.jsonl")).unwrap();
     let evals: Vec<_> = rows
         .iter()
-        .filter(|r| r.get("eval/classifier_fid").is_some())
+        .filter(|r| r.get("eval/classifier_fid20_test40").is_some())
         .collect();
     assert_eq!(evals.len(), 2);
     for r in &evals {
+        // Logged under their protocols: 20 generated images against 40 of the test split.
         for k in [
-            "eval/classifier_fid",
-            "eval/classifier_kid",
-            "eval/classifier_is",
-            "eval/classifier_precision",
-            "eval/classifier_recall",
+            "eval/classifier_fid20_test40",
+            "eval/classifier_kid20_test40",
+            "eval/classifier_is20",
+            "eval/classifier_pr20n3_test40_precision",
+            "eval/classifier_pr20n3_test40_recall",
         ] {
             assert!(r[k].as_f64().is_some_and(f64::is_finite), "{k} in {r}");
         }
@@ -67,10 +68,10 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
     .unwrap();
     let fids: Vec<f64> = evals
         .iter()
-        .map(|r| r["eval/classifier_fid"].as_f64().unwrap())
+        .map(|r| r["eval/classifier_fid20_test40"].as_f64().unwrap())
         .collect();
     let min = fids.iter().copied().fold(f64::INFINITY, f64::min);
-    assert_eq!(best["metric"], "eval/classifier_fid");
+    assert_eq!(best["metric"], "eval/classifier_fid20_test40");
     assert_eq!(best["value"].as_f64().unwrap(), min);
     assert!(run.join("checkpoints/best/g_ema.safetensors").exists());
 }
@@ -79,13 +80,22 @@ fn classifier_features_drive_periodic_eval_and_the_best_checkpoint() {
 fn identical_features_have_zero_fid_and_bad_metric_names_are_rejected() {
     let x = tch::Tensor::randn([300, 8], (tch::Kind::Double, tch::Device::Cpu));
     let set = gantry_metrics::FeatureSet::from_tensors(&x, None).unwrap();
-    let v = gantry::eval::compute(&[MetricSet::Fid], "", &set, &set, 1000).unwrap();
+    let plan = MetricPlan {
+        set: MetricSet::Fid,
+        name: "fid300_full".into(),
+        n: 300,
+        reference: Some(0),
+    };
+    let v = gantry::eval::compute(&plan, "", Some(&set), &set, 1000).unwrap();
+    assert_eq!(v[0].0, "fid300_full");
     assert!(v[0].1.abs() < 1e-6, "{v:?}");
     let e = RunConfig::resolve(None, &["eval.metrics=[\"fidd\"]".into()])
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with("eval.metrics[0]: unknown variant `fidd`") && e.contains("`kid`"),
+        e.starts_with("eval.metrics[0]: unknown metric \"fidd\"")
+            && e.contains("kid")
+            && e.contains("fid50k_full"),
         "{e}"
     );
     let few = gantry::eval::EvalConfig {

@@ -771,8 +771,9 @@ pub fn features_preset(
 }
 
 /// A trained classifier as the feature network of classifier-feature FID/KID/IS/PR: its
-/// penultimate features (`embed`) and logits, on uint8 images of any size and 1 or 3 channels
-/// (brought to the network's channels and resolution).
+/// penultimate features (`embed`) and logits, on uint8 images of exactly the shape it was
+/// trained on. Other shapes are refused rather than converted: features of a grey MNIST
+/// classifier on RGB images, or of a 28-pixel one on 64-pixel images, measure nothing useful.
 impl gantry_metrics::FeatureExtractor for Trained {
     fn id(&self) -> String {
         let hash = std::fs::read(self.checkpoint.join("model.safetensors"))
@@ -790,25 +791,21 @@ impl gantry_metrics::FeatureExtractor for Trained {
         images_u8: &Tensor,
     ) -> std::result::Result<gantry_metrics::Features, gantry_metrics::MetricsError> {
         let size = images_u8.size();
-        if size.len() != 4 || !(size[1] == 1 || size[1] == 3) {
+        let [c, h, w] = self.shape.map(|v| v as i64);
+        if size.len() != 4 || size[1..] != [c, h, w] {
+            let found = match size[..] {
+                [_, c, h, w] => format!("{c}x{h}x{w} images"),
+                _ => format!("a tensor of shape {size:?}"),
+            };
             return Err(gantry_metrics::MetricsError::input(
-                "classifier images",
-                "[B, 1 or 3, H, W] uint8",
-                format!("{size:?}"),
+                format!("classifier features ({})", self.checkpoint.display()),
+                format!(
+                    "{c}x{h}x{w} images, the shape it was trained on (train one on this data with `gantry classifier train`)"
+                ),
+                found,
             ));
         }
-        let [c, h, w] = self.shape.map(|v| v as i64);
         let x = images_u8.to_device(self.device).to_kind(Kind::Float) / 255.0;
-        let x = match (size[1], c) {
-            (3, 1) => x.mean_dim(&[1i64][..], true, Kind::Float),
-            (1, 3) => x.repeat([1, 3, 1, 1]),
-            _ => x,
-        };
-        let x = if size[2] != h || size[3] != w {
-            x.upsample_bilinear2d([h, w], false, None, None)
-        } else {
-            x
-        };
         let (mut pools, mut logits) = (Vec::new(), Vec::new());
         for chunk in x.split(256, 0) {
             let (f, l) = tch::no_grad(|| {

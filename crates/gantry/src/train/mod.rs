@@ -3,6 +3,7 @@
 //! `loss::objective`'s business; the run directory's files are `rundir`'s.
 
 pub mod adam;
+pub mod agree;
 pub mod ema;
 pub mod guard;
 pub mod scaler;
@@ -113,6 +114,19 @@ pub struct TrainConfig {
     /// TensorBoard event files in the run directory (every logged scalar, sample grids, the
     /// configuration), beside metrics.jsonl.
     pub tensorboard: bool,
+    /// `auto`: a run directory (`--out`) that holds a run of this configuration is resumed from
+    /// its latest checkpoint, an empty one starts the run (for jobs that a scheduler or torchrun
+    /// restarts); `never`: `--out` must be new (the default). Same as `--resume auto`.
+    pub resume: ResumeMode,
+}
+
+/// `train.resume`
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeMode {
+    #[default]
+    Never,
+    Auto,
 }
 
 /// `train.lr_schedule`
@@ -189,6 +203,7 @@ impl Default for TrainConfig {
             cudnn_benchmark: false,
             deterministic: false,
             tensorboard: true,
+            resume: ResumeMode::Never,
         }
     }
 }
@@ -565,7 +580,20 @@ impl Trainer {
     /// before the first collective that would wait for the failed one.
     fn build(setup: Setup, run_dir: &Path, start: Start) -> Result<Self> {
         let comm = setup.comm.clone();
+        agree::configuration(&comm, &setup.resolved)?;
         let trainer = comm.agree(Self::build_local(setup, run_dir, start))?;
+        let mut params = Vec::new();
+        for (store, vs) in [
+            ("g", &trainer.g_vs),
+            ("d", &trainer.d_vs),
+            ("g_ema", &trainer.ema_vs),
+            ("plugins", &trainer.plugins_vs),
+        ] {
+            for (name, t) in checkpoint::store_of(vs) {
+                params.push((format!("{store}.{name}"), t.size()));
+            }
+        }
+        agree::parameters(&comm, &params)?;
         trainer.sync_from_main()?;
         Ok(trainer)
     }
@@ -798,8 +826,10 @@ impl Trainer {
             Some(Evaluator::new(
                 &setup.eval,
                 &setup.data,
+                &shape,
                 device,
                 comm.is_main(),
+                &mut |_, _, _| {},
             )?)
         } else {
             None
@@ -1493,6 +1523,7 @@ impl Trainer {
             self.device,
             self.setup.train.seed,
             &self.comm,
+            &mut |_, _, _| {},
         )?
         else {
             return Ok(());

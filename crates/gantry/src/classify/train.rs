@@ -159,6 +159,32 @@ fn validate(net: &Net, ds: &dyn gantry_data::Dataset, device: tch::Device) -> Re
     Ok((right / n as f64, loss / n as f64))
 }
 
+/// What data sets noticed while loading ([`gantry_data::Dataset::take_notes`]: a first image that
+/// is not square, ...), written to the run's log (`"event": "note"` in metrics.jsonl, and
+/// TensorBoard) and to stderr as GAN training writes its warnings, each text once: the training
+/// and validation parts of a run are two views of the same files and may both notice the same.
+#[derive(Default)]
+struct Notes {
+    seen: std::collections::HashSet<String>,
+}
+
+impl Notes {
+    fn log(
+        &mut self,
+        step: u64,
+        sets: &[&dyn gantry_data::Dataset],
+        log: &mut MetricsLog,
+    ) -> Result<()> {
+        for note in sets.iter().flat_map(|ds| ds.take_notes()) {
+            if self.seen.insert(note.clone()) {
+                log.event(step, "note", &note)?;
+                eprintln!("gantry: warning: {note}");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The keys `--set` may change on resume: where and how fast it runs, and how long.
 pub const RESUME_SAFE: &[&str] = &[
     "train.epochs",
@@ -291,6 +317,7 @@ pub fn train(
     let t0 = Instant::now();
     let mut best = best_at_start(run_dir, "val/acc", start.is_some());
     let mut stopped = false;
+    let mut notes = Notes::default();
     while step < total {
         if stop.load(Ordering::Relaxed) {
             save(
@@ -321,6 +348,8 @@ pub fn train(
         let lr = lr_at(t, step, total);
         sgd.step(lr, t.momentum, t.nesterov, t.weight_decay);
         step += 1;
+        // What the data set noticed while loading (a first non-square image, ...), once.
+        notes.log(step, &[train_ds.as_ref()], &mut log)?;
         let epoch_end = step % per_epoch == 0;
         if step % t.log_every == 0 || epoch_end {
             let mut stats = out.stats();
@@ -329,6 +358,7 @@ pub fn train(
             let mut val_acc = None;
             if epoch_end {
                 let (acc, loss) = validate(&net, val_ds_plain.as_ref(), device)?;
+                notes.log(step, &[val_ds_plain.as_ref()], &mut log)?;
                 stats.set("val/acc", acc);
                 stats.set("val/loss", loss);
                 val_acc = Some(acc);

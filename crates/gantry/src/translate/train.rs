@@ -622,6 +622,7 @@ pub fn train(
     let mut last_ckpt = None;
     let mut kid = None;
     let mut stopped = false;
+    let mut seen_notes = std::collections::HashSet::new();
     while step < t.steps {
         if stop.load(Ordering::SeqCst) {
             stopped = true;
@@ -698,6 +699,15 @@ pub fn train(
                 kid = Some((k_ab, k_ba));
             }
             log.write(step, &s)?;
+        }
+        // What the data sets noticed while loading (a first non-square image, ...): in the log
+        // and on stderr as GAN training writes it, each text once (the held-out part is a second
+        // view of a training domain's files, and may notice the same).
+        for note in parts.iter().chain(&held).flat_map(|ds| ds.take_notes()) {
+            if seen_notes.insert(note.clone()) {
+                log.event(step, "note", &note)?;
+                eprintln!("gantry: warning: {note}");
+            }
         }
     }
     if stopped {

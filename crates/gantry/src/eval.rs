@@ -91,7 +91,7 @@ impl RealSplit {
 
 /// `50000` -> `50k`, `500` -> `500`.
 fn count_name(n: usize) -> String {
-    if n > 0 && n % 1000 == 0 {
+    if n > 0 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()
@@ -164,7 +164,7 @@ impl std::str::FromStr for MetricSpec {
         }
         let rest = if set == MetricSet::Pr {
             let k = gantry_metrics::PR_NEIGHBOURS.to_string();
-            let sep = if n % 1000 == 0 && rest.starts_with(&k) {
+            let sep = if n.is_multiple_of(1000) && rest.starts_with(&k) {
                 ""
             } else {
                 "n"

@@ -114,6 +114,11 @@ pub struct TrainConfig {
     /// TensorBoard event files in the run directory (every logged scalar, sample grids, the
     /// configuration), beside metrics.jsonl.
     pub tensorboard: bool,
+    /// Images each process computes at once (stylegan2-ada's `batch_gpu`; 0 = its whole share,
+    /// `batch_size / processes`). Smaller: the share is split into micro-batches whose gradients
+    /// add up before the one all-reduce and optimiser step, so a global batch larger than
+    /// fits still trains. Per-batch statistics then cover a micro-batch (docs/distributed.md).
+    pub batch_per_process: usize,
     /// `auto`: a run directory (`--out`) that holds a run of this configuration is resumed from
     /// its latest checkpoint, an empty one starts the run (for jobs that a scheduler or torchrun
     /// restarts); `never`: `--out` must be new (the default). Same as `--resume auto`.
@@ -203,6 +208,7 @@ impl Default for TrainConfig {
             cudnn_benchmark: false,
             deterministic: false,
             tensorboard: true,
+            batch_per_process: 0,
             resume: ResumeMode::Never,
         }
     }
@@ -559,6 +565,9 @@ pub fn data_shape(ds: &dyn Dataset) -> DataShape {
     }
 }
 
+/// A phase's averaged gradients and their norm (`None` from a phase: the step is skipped).
+type Gradients = (Vec<Tensor>, Tensor);
+
 impl Trainer {
     /// Builds everything for a fresh run in `run_dir` (which must be new or empty).
     pub fn new(setup: Setup, run_dir: &Path) -> Result<Self> {
@@ -647,6 +656,17 @@ impl Trainer {
                 "train.batch_size",
                 format!(
                     "{} does not split evenly over {} processes (it is the global batch)",
+                    setup.train.batch_size, comm.world
+                ),
+            ));
+        }
+        let share = setup.train.batch_size / comm.world;
+        let micro = setup.train.batch_per_process;
+        if micro > 0 && !share.is_multiple_of(micro) {
+            return Err(Error::config(
+                "train.batch_per_process",
+                format!(
+                    "{micro} does not divide this process's share of the batch ({} / {} processes = {share})",
                     setup.train.batch_size, comm.world
                 ),
             ));
@@ -984,26 +1004,97 @@ impl Trainer {
     /// their norm. fp16: taken of the scaled loss and unscaled; `None` when the loss or the
     /// gradients overflowed (the step is skipped and the scale backs off; a spent scale is a
     /// divergence). Outside fp16 a non-finite loss or gradient is a divergence.
+    ///
+    /// `round(r, m)` computes the phase's loss on micro-batch `r` of `m` images
+    /// (`train.batch_per_process`); the gradients of the rounds are averaged before the ranks'
+    /// all-reduce, and so is the returned loss (its parts too).
     fn phase_gradients(
         &mut self,
-        loss: &PhaseLoss,
         net: Phase,
-    ) -> Result<Option<(Vec<Tensor>, Tensor)>> {
-        let what = match net {
-            Phase::D => "D",
-            Phase::G => "G",
-        };
+        mut round: impl FnMut(&mut Self, i64, i64) -> PhaseLoss,
+    ) -> Result<(PhaseLoss, Option<Gradients>)> {
         let scale = self.scalers.as_ref().map(|(g, d)| match net {
             Phase::G => g.scale(),
             Phase::D => d.scale(),
         });
-        let opt = match net {
-            Phase::D => &self.opt_d,
-            Phase::G => &self.opt_g,
-        };
-        let grads = match scale {
-            Some(s) => opt.gradients(&(&loss.total * s)),
-            None => opt.gradients(&loss.total),
+        let (rounds, m) = self.rounds();
+        let mut grads: Vec<Tensor> = Vec::new();
+        let mut loss: Option<PhaseLoss> = None;
+        for r in 0..rounds {
+            let part = round(self, r, m);
+            let opt = match net {
+                Phase::D => &self.opt_d,
+                Phase::G => &self.opt_g,
+            };
+            let g = match scale {
+                Some(s) => opt.gradients(&(&part.total * s)),
+                None => opt.gradients(&part.total),
+            };
+            let part = PhaseLoss {
+                total: part.total.detach(),
+                parts: part.parts,
+            };
+            if r == 0 {
+                grads = g;
+                loss = Some(part);
+            } else {
+                tch::no_grad(|| {
+                    for (acc, g) in grads.iter_mut().zip(g) {
+                        match (acc.defined(), g.defined()) {
+                            (true, true) => {
+                                let _ = acc.g_add_(&g);
+                            }
+                            (false, true) => *acc = g,
+                            _ => {}
+                        }
+                    }
+                });
+                let sum = loss.as_mut().expect("set in round 0");
+                sum.total = &sum.total + part.total;
+                for ((_, a), (_, b)) in sum.parts.iter_mut().zip(part.parts) {
+                    *a = &*a + b;
+                }
+            }
+        }
+        let mut loss = loss.expect("at least one round");
+        if rounds > 1 {
+            let k = 1.0 / rounds as f64;
+            tch::no_grad(|| {
+                for g in grads.iter().filter(|g| g.defined()) {
+                    let _ = g.shallow_clone().g_mul_scalar_(k);
+                }
+            });
+            loss.total = &loss.total * k;
+            for (_, v) in loss.parts.iter_mut() {
+                *v = &*v * k;
+            }
+        }
+        let outcome = self.finish_gradients(&loss, grads, scale, net)?;
+        Ok((loss, outcome))
+    }
+
+    /// Micro-batches per phase and their size: `(1, share)` unless `train.batch_per_process`
+    /// splits this process's share of the batch.
+    fn rounds(&self) -> (i64, i64) {
+        let share = (self.setup.train.batch_size / self.comm.world) as i64;
+        match self.setup.train.batch_per_process as i64 {
+            0 => (1, share),
+            m => (share / m, m),
+        }
+    }
+
+    /// [`phase_gradients`](Self::phase_gradients) after the rounds: one all-reduce, the NaN and
+    /// fp16-overflow decisions.
+    fn finish_gradients(
+        &mut self,
+        loss: &PhaseLoss,
+        grads: Vec<Tensor>,
+        scale: Option<f64>,
+        net: Phase,
+    ) -> Result<Option<Gradients>> {
+        let what = match net {
+            Phase::D => "D",
+            Phase::G => "G",
         };
         let total = self.reduce(&grads, loss)?;
         let Some(s) = scale else {
@@ -1100,7 +1191,6 @@ impl Trainer {
         }
         // The G phase of a relativistic loss scores the step's last real batch again.
         let mut last_real: Option<(Tensor, Option<Tensor>)> = None;
-        let b = (t.batch_size / self.comm.world) as i64;
         if self.comm.distributed() {
             self.comm.broadcast_all(&self.buffers)?;
         }
@@ -1119,24 +1209,27 @@ impl Trainer {
             };
             let (r1_scale, r2_scale) = (scale(&r1), scale(&r2));
             let penalty_grad_scale = self.scalers.as_ref().map_or(1.0, |(_, d)| d.scale());
-            // The forward passes under autocast; backward (and so the guard) outside it.
-            let loss = {
-                let _autocast = Autocast::new(self.device, t.precision);
-                let fake = tch::no_grad(|| self.g.forward(&z, fake_labels.as_ref(), true));
+            let (loss, outcome) = self.phase_gradients(Phase::D, |tr, r, m| {
+                let cut = |x: &Tensor| x.narrow(0, r * m, m);
+                let (real, labels) = (cut(&real), labels.as_ref().map(cut));
+                let fake_labels = fake_labels.as_ref().map(cut);
+                // The forward passes under autocast; backward (and so the guard) outside it.
+                let _autocast = Autocast::new(tr.device, t.precision);
+                let fake = tch::no_grad(|| tr.g.forward(&cut(&z), fake_labels.as_ref(), true));
                 objective::d_phase(
-                    &mut self.critic,
+                    &mut tr.critic,
                     &real,
                     &fake,
                     labels.as_ref(),
                     fake_labels.as_ref(),
-                    &self.setup.loss,
-                    self.step,
+                    &tr.setup.loss,
+                    tr.step,
                     r1_scale,
                     r2_scale,
                     penalty_grad_scale,
                 )
-            };
-            let grad = match self.phase_gradients(&loss, Phase::D)? {
+            })?;
+            let grad = match outcome {
                 Some((grads, grad)) => {
                     self.critic.end_phase(Phase::D, &self.comm)?;
                     self.opt_d.step(&grads);
@@ -1159,37 +1252,46 @@ impl Trainer {
                 .as_ref()
                 .and_then(|(_, l)| l.as_ref().map(Tensor::shallow_clone));
         }
-        let mut loss = {
-            let _autocast = Autocast::new(self.device, t.precision);
-            let fake = self.g.forward(&z, labels.as_ref(), true);
-            objective::g_phase(
-                &mut self.critic,
-                &fake,
-                labels.as_ref(),
-                last_real.as_ref().map(|(x, l)| (x, l.as_ref())),
-                &self.setup.loss,
-                self.step,
-            )
-        };
         // Lazy path-length regularisation (StyleGAN2, `loss.pl`): every `pl.every` G steps a second
-        // G pass on the first batch/batch_shrink latents adds weight * every * penalty to the same
-        // gradients, before the one Adam step. Generators without a w space return None.
-        let pl = &self.setup.loss.pl;
-        if pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1)) {
-            let n = (b / pl.batch_shrink.max(1) as i64).max(1);
-            let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
-            // In fp32 whatever the training precision, as stylegan2-ada computes it.
-            if let Some(penalty) = precision::fp32(self.device, || {
-                self.g
-                    .path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay)
-            }) {
-                let term = penalty * (pl.weight * pl.every.max(1) as f64);
-                loss.parts.push(("loss/g/pl".into(), term.detach()));
-                loss.total = &loss.total + term;
+        // G pass on the first m/batch_shrink latents of each micro-batch adds weight * every *
+        // penalty to the same gradients, before the one Adam step (as stylegan2-ada's rounds).
+        // Generators without a w space return None.
+        let pl = self.setup.loss.pl.clone();
+        let pl_now = pl.weight > 0.0 && self.step.is_multiple_of(pl.every.max(1));
+        let (loss, outcome) = self.phase_gradients(Phase::G, |tr, r, m| {
+            let cut = |x: &Tensor| x.narrow(0, r * m, m);
+            let (z, labels) = (cut(&z), labels.as_ref().map(cut));
+            let last_real = last_real
+                .as_ref()
+                .map(|(x, l)| (cut(x), l.as_ref().map(cut)));
+            let mut loss = {
+                let _autocast = Autocast::new(tr.device, t.precision);
+                let fake = tr.g.forward(&z, labels.as_ref(), true);
+                objective::g_phase(
+                    &mut tr.critic,
+                    &fake,
+                    labels.as_ref(),
+                    last_real.as_ref().map(|(x, l)| (x, l.as_ref())),
+                    &tr.setup.loss,
+                    tr.step,
+                )
+            };
+            if pl_now {
+                let n = (m / pl.batch_shrink.max(1) as i64).max(1);
+                let labels_n = labels.as_ref().map(|l| l.narrow(0, 0, n));
+                // In fp32 whatever the training precision, as stylegan2-ada computes it.
+                if let Some(penalty) = precision::fp32(tr.device, || {
+                    tr.g.path_length_penalty(&z.narrow(0, 0, n), labels_n.as_ref(), pl.decay)
+                }) {
+                    let term = penalty * (pl.weight * pl.every.max(1) as f64);
+                    loss.parts.push(("loss/g/pl".into(), term.detach()));
+                    loss.total = &loss.total + term;
+                }
             }
-        }
+            loss
+        })?;
         // Gradients for G's parameters only: D's are never computed in this phase.
-        let grad = match self.phase_gradients(&loss, Phase::G)? {
+        let grad = match outcome {
             Some((grads, grad)) => {
                 self.critic.end_phase(Phase::G, &self.comm)?;
                 self.opt_g.step(&grads);

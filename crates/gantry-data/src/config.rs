@@ -217,6 +217,10 @@ impl FromStr for ResizeMode {
     }
 }
 
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 /// Dataset settings (`data.*`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -243,6 +247,11 @@ pub struct DataConfig {
     /// Use only the first N samples.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Real images never trained on, for watching D overfit (`overfit/*`): a count (500) or a
+    /// share of the data set (0.05), drawn with `train.seed` before `limit` applies; 0 = none
+    /// (the test split serves, where the data set has one).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub holdout: f64,
     /// Number of samples of the synthetic kinds (shapes, gmm-8, gmm-25).
     pub size: usize,
     /// Decoding threads of the loader (>= 1).
@@ -263,6 +272,7 @@ impl Default for DataConfig {
             labels: false,
             split: Split::Train,
             limit: None,
+            holdout: 0.0,
             size: 50_000,
             workers: 2,
             prefetch: 4,
@@ -382,6 +392,17 @@ impl DataConfig {
                     format!("{c} is not supported (1 = grey, 3 = RGB, unset = the source's own)"),
                 ));
             }
+        }
+        if !(self.holdout.is_finite() && self.holdout >= 0.0)
+            || (self.holdout >= 1.0 && self.holdout.fract() != 0.0)
+        {
+            return Err(DataError::config(
+                "data.holdout",
+                format!(
+                    "{} is neither a count of images (500) nor a share below 1 (0.05)",
+                    self.holdout
+                ),
+            ));
         }
         if self.limit == Some(0) {
             return Err(DataError::config(

@@ -195,6 +195,65 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
     Ok(ds)
 }
 
+/// The data set of `cfg` to train on, and the real images kept from training to watch D
+/// overfit: with `data.holdout`, that many images (or that share) drawn with `seed` from the
+/// whole data set, `data.limit` then applying to the rest; without it, the test split where
+/// the data set has one (none for folders and zips).
+pub fn open_with_holdout(
+    cfg: &DataConfig,
+    seed: u64,
+) -> Result<(Arc<dyn Dataset>, Option<Arc<dyn Dataset>>), DataError> {
+    if cfg.holdout == 0.0 {
+        let held = if cfg.kind.has_test_split() && !cfg.kind.is_points() {
+            let mut test = cfg.clone();
+            test.split = Split::Test;
+            test.limit = None;
+            test.hflip = false;
+            Some(open(&test)?)
+        } else {
+            None
+        };
+        return Ok((open(cfg)?, held));
+    }
+    let mut whole = cfg.clone();
+    whole.limit = None;
+    let all = open(&whole)?;
+    let n = all.len();
+    let held_n = if cfg.holdout >= 1.0 {
+        cfg.holdout as usize
+    } else {
+        ((cfg.holdout * n as f64).ceil() as usize).max(1)
+    };
+    if held_n >= n {
+        return Err(DataError::config(
+            "data.holdout",
+            format!(
+                "{held_n} held-out images leave none of the {n} to train on ({})",
+                all.describe()
+            ),
+        ));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rng::keyed(seed, rng::domain::HOLDOUT, 0, 0);
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+    let mut held: Vec<usize> = order[..held_n].to_vec();
+    let mut train: Vec<usize> = order[held_n..].to_vec();
+    held.sort_unstable();
+    train.sort_unstable();
+    if let Some(limit) = cfg.limit {
+        train.truncate(limit);
+    }
+    let train_what = format!("{} images not held out", train.len());
+    Ok((
+        Arc::new(Subset::new(all.clone(), train, &train_what)),
+        Some(Arc::new(Subset::new(
+            all,
+            held,
+            &format!("{held_n} held-out images"),
+        ))),
+    ))
+}
+
 /// Whether `path` is a file named `*.zip` (any case).
 fn is_zip_file(path: &std::path::Path) -> bool {
     path.extension()

@@ -17,6 +17,8 @@ pub(crate) mod domain {
     pub const SHAPES: u64 = 0x5348_4150_4553_5f31; // "SHAPES_1"
     /// The Gaussian-mixture datasets.
     pub const GMM: u64 = 0x474d_4d5f_5f5f_5f31; // "GMM____1"
+    /// The draw of held-out images (`data.holdout`) and of the overfitting monitor's batches.
+    pub const HOLDOUT: u64 = 0x484f_4c44_4f55_5431; // "HOLDOUT1"
 }
 
 /// A ChaCha8 stream determined entirely by its four coordinates.

@@ -99,6 +99,12 @@ pub fn family(key: &str) -> Option<(u8, String, String)> {
     }
     match seg[0] {
         "d" => f(1, "scores", "D outputs (mean logits)"),
+        // Held-out vs training reals (train.monitor_every): the gap opens as D memorises.
+        "overfit" => f(
+            1,
+            "overfit",
+            "D overfitting: outputs on training, held-out and fake images (overfit/*)",
+        ),
         "grad" => f(2, "grad-norms", "Gradient norms"),
         "samples" => f(9, "samples", "Sample diversity"),
         other => {
@@ -612,6 +618,7 @@ mod tests {
         assert_eq!(fam("ada/p").as_deref(), Some("ada"));
         assert_eq!(fam("lb/ada/signs").as_deref(), Some("ada"));
         assert_eq!(fam("d/real").as_deref(), Some("scores"));
+        assert_eq!(fam("overfit/gap").as_deref(), Some("overfit"));
         assert_eq!(
             fam("checkpoint/save_s").as_deref(),
             Some("other-checkpoint")

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod agree;
 pub mod ema;
 pub mod guard;
+pub mod monitor;
 pub mod scaler;
 
 use crate::device::{derive_seed, seed_torch, set_threads, DeviceSpec, Purpose};
@@ -114,6 +115,9 @@ pub struct TrainConfig {
     /// TensorBoard event files in the run directory (every logged scalar, sample grids, the
     /// configuration), beside metrics.jsonl.
     pub tensorboard: bool,
+    /// Log D's outputs on training reals, held-out reals and fakes every N steps (`overfit/*`,
+    /// watching D overfit; 0 = never). Held-out reals: `data.holdout`, else the test split.
+    pub monitor_every: u64,
     /// Images each process computes at once (stylegan2-ada's `batch_gpu`; 0 = its whole share,
     /// `batch_size / processes`). Smaller: the share is split into micro-batches whose gradients
     /// add up before the one all-reduce and optimiser step, so a global batch larger than
@@ -209,6 +213,7 @@ impl Default for TrainConfig {
             deterministic: false,
             tensorboard: true,
             batch_per_process: 0,
+            monitor_every: 500,
             resume: ResumeMode::Never,
         }
     }
@@ -439,6 +444,8 @@ pub struct Trainer {
     pub device: Device,
     shape: DataShape,
     dataset: Arc<dyn Dataset>,
+    /// `overfit/*` on rank 0 (`train.monitor_every`).
+    monitor: Option<monitor::Monitor>,
     g_vs: nn::VarStore,
     d_vs: nn::VarStore,
     ema_vs: nn::VarStore,
@@ -671,7 +678,7 @@ impl Trainer {
                 ),
             ));
         }
-        let dataset = gantry_data::open(&setup.data)?;
+        let (dataset, held_out) = gantry_data::open_with_holdout(&setup.data, setup.train.seed)?;
         let shape = data_shape(dataset.as_ref());
         let arch = setup.model.arch();
         arch.validate_data(&shape)?;
@@ -869,12 +876,26 @@ impl Trainer {
         let best = evaluator
             .as_ref()
             .and_then(|e| checkpoint::best_value(run_dir, &e.best().0));
+        let monitor = if comm.is_main() && setup.train.monitor_every > 0 {
+            Some(monitor::Monitor::new(
+                dataset.as_ref(),
+                held_out.as_deref(),
+                g.z_dim(),
+                shape.num_classes.is_some() && arch.conditional(),
+                setup.train.seed,
+                setup.train.batch_size / comm.world,
+                device,
+            )?)
+        } else {
+            None
+        };
         Ok(Trainer {
             setup,
             run_dir: run_dir.to_path_buf(),
             device,
             shape,
             dataset,
+            monitor,
             g_vs,
             d_vs,
             ema_vs,
@@ -1509,6 +1530,12 @@ impl Trainer {
                     step,
                     stats: &stats,
                 });
+            }
+            if let Some(m) = self.monitor.as_ref() {
+                if every(self.setup.train.monitor_every, step) || step == total {
+                    let stats = m.measure(self.g.as_ref(), self.critic.d.as_ref());
+                    self.log.write(step, &stats)?;
+                }
             }
             // The checkpoint first: nothing after it (samples, evaluation) can lose the steps.
             let mut saved = None;

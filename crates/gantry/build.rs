@@ -3,7 +3,7 @@
 // Also records libtorch's directory as an rpath so the binary runs without LD_LIBRARY_PATH, and
 // compiles the C++ shim against the same libtorch headers: csrc/ops.cpp (native ops tch lacks)
 // and csrc/dist.cpp (torch's c10d stores, process groups and collectives; see its header for why
-// gloo's headers come from Debian's libgloo-dev and when NCCL is built).
+// gloo's headers come from Debian's libgloo-dev, or GANTRY_GLOO_INCLUDE, and when NCCL is built).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -55,7 +55,7 @@ fn main() {
                 .define("GANTRY_GLOO", None);
         }
         None => println!(
-            "cargo:warning=gloo's headers not found (Debian's libgloo-dev): gantry builds without multi-process training on CPU"
+            "cargo:warning=gloo's headers not found (Debian's libgloo-dev, or GANTRY_GLOO_INCLUDE: docs/distributed.md): gantry builds without multi-process training on CPU"
         ),
     }
     // NCCL: the torch wheel's CUDA and NCCL headers live beside it in site-packages/nvidia (and
@@ -89,11 +89,37 @@ fn main() {
     dist.compile("gantry_dist");
 }
 
-/// gloo's headers: `$GANTRY_GLOO_INCLUDE`, or Debian's libgloo-dev in /usr/include.
+/// gloo's headers: `$GANTRY_GLOO_INCLUDE`, or Debian's libgloo-dev in /usr/include (see
+/// docs/distributed.md for a route without root). Each directory probed is watched, so that
+/// headers installed (or updated) after a build are picked up by the next `cargo build`: its
+/// `gloo/` when there is one, else the directory itself (creating `gloo/` in it changes its
+/// modification time, which cargo's scan of a watched directory sees even when the unpacked files
+/// keep their packaged, older, times).
 fn gloo_include() -> Option<PathBuf> {
-    std::env::var_os("GANTRY_GLOO_INCLUDE")
+    let candidates: Vec<PathBuf> = std::env::var_os("GANTRY_GLOO_INCLUDE")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .into_iter()
         .chain([PathBuf::from("/usr/include")])
+        .collect();
+    for dir in &candidates {
+        let gloo = dir.join("gloo");
+        // A path that does not exist is not watched: cargo would rerun this script every build.
+        if gloo.is_dir() {
+            println!("cargo:rerun-if-changed={}", gloo.display());
+        } else if dir.is_dir() {
+            println!("cargo:rerun-if-changed={}", dir.display());
+        }
+    }
+    if let Some(dir) = std::env::var_os("GANTRY_GLOO_INCLUDE").filter(|v| !v.is_empty()) {
+        if !Path::new(&dir).join("gloo/algorithm.h").exists() {
+            println!(
+                "cargo:warning=GANTRY_GLOO_INCLUDE={} has no gloo/algorithm.h (it should name the directory that holds gloo/)",
+                Path::new(&dir).display()
+            );
+        }
+    }
+    candidates
+        .into_iter()
         .find(|d| d.join("gloo/algorithm.h").exists())
 }

@@ -693,8 +693,12 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 gantry::train::Outcome::Interrupted { step } => {
+                    // A job `--nproc N` started resumes with `--nproc N` (the launcher says N).
+                    let nproc = std::env::var(launch::NPROC_VAR)
+                        .map(|n| format!(" --nproc {n}"))
+                        .unwrap_or_default();
                     eprintln!(
-                        "gantry: interrupted at step {step}; checkpoint saved. Resume with: gantry train --resume {}",
+                        "gantry: interrupted at step {step}; checkpoint saved. Resume with: gantry train{nproc} --resume {}",
                         run_dir.display()
                     );
                     Ok(ExitCode::from(130))

@@ -227,6 +227,12 @@ fn ctrl_c_on_the_launcher_stops_every_rank_and_saves_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert_eq!(err.matches("interrupted at step").count(), 1, "{err}");
+    // The hint resumes the job as it was started: two processes.
+    let hint = format!(
+        "Resume with: gantry train --nproc 2 --resume {}",
+        run.display()
+    );
+    assert!(err.contains(&hint), "{err}");
     let ckpts: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()
         .flatten()
@@ -513,9 +519,19 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes() {
     let out = launcher.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(killed.elapsed().as_secs() < 60, "{:?}", killed.elapsed());
-    assert!(!out.status.success(), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // The launcher's last line names the dead rank and its signal (not the survivor, whose
+    // collective broke); the survivor's own error comes just before it.
     let last = err.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("gantry: error: rank "), "{err}");
+    assert_eq!(
+        last,
+        format!("gantry: error: rank 1 of 2 (pid {victim}) was killed by signal 9 (SIGKILL)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("gantry: rank 0 of 2") && err.contains("all-reduce failed"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     let resumed = gantry(&[
         "train",
@@ -525,4 +541,99 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes() {
         "train.steps=45",
     ]);
     ok(&resumed);
+}
+
+/// `gantry train --nproc 2` on the MLP for ever (until killed), its stderr piped; returns the
+/// launcher once rank 0 has logged a few steps.
+fn start_forever(run: &Path) -> std::process::Child {
+    let mut args: Vec<String> = vec![
+        "train".into(),
+        "--nproc".into(),
+        "2".into(),
+        "--out".into(),
+        run.to_str().unwrap().into(),
+    ];
+    args.extend(MLP.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--set",
+            "train.steps=100000",
+            "--set",
+            "train.checkpoint_every=0",
+            "--set",
+            "train.collective_timeout_s=30",
+        ]
+        .map(String::from),
+    );
+    let launcher = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !rows_exist(run, 20) {
+        assert!(t0.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    launcher
+}
+
+/// Whether `pid` has ended (gone, or a zombie nobody has reaped yet).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
+}
+
+/// Rank 0 killed by a signal mid-run: the launcher's last line names rank 0 and the signal
+/// (rank 0 used to die without any line from the launcher), and the job exits 1.
+#[test]
+fn a_signalled_rank_0_is_named_by_the_launcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = start_forever(&dir.path().join("run"));
+    let ranks = ranks_of(launcher.id());
+    let victim = ranks[&0];
+    // SAFETY: kill(2) on a process this test started (through the launcher).
+    unsafe {
+        libc::kill(victim as i32, libc::SIGUSR1);
+    }
+    let out = launcher.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("gantry: error: rank 0 of 2 (pid {victim}) was killed by signal 10 (SIGUSR1)"),
+        "{err}"
+    );
+    assert!(err.contains("gantry: rank 1 of 2"), "{err}");
+}
+
+/// kill -9 of the launcher takes its ranks with it: none trains on as an orphan.
+#[test]
+fn the_ranks_die_with_a_killed_launcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut launcher = start_forever(&dir.path().join("run"));
+    let ranks: Vec<u32> = ranks_of(launcher.id()).into_values().collect();
+    assert_eq!(ranks.len(), 2);
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while !ranks.iter().all(|&p| ended(p)) && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let orphans: Vec<u32> = ranks.iter().copied().filter(|&p| !ended(p)).collect();
+    for &p in &orphans {
+        // SAFETY: kill(2) on a process this test started; cleans up before failing.
+        unsafe {
+            libc::kill(p as i32, libc::SIGKILL);
+        }
+    }
+    assert!(
+        orphans.is_empty(),
+        "ranks {orphans:?} outlived the launcher"
+    );
 }

@@ -1,7 +1,13 @@
-// The bridge to torch's own distributed engine: a c10d store (TCPStore, or FileStore on one
-// machine), a c10d process group (ProcessGroupGloo for CPU tensors, ProcessGroupNCCL for CUDA
-// tensors) and the collectives gantry needs. Nothing here is a transport of gantry's: every byte
-// moves through the libtorch the binary already links.
+// The bridge to torch's own distributed engine: a c10d TCPStore, a c10d process group
+// (ProcessGroupGloo for CPU tensors, ProcessGroupNCCL for CUDA tensors) and the collectives gantry
+// needs. Nothing here is a transport of gantry's: every byte moves through the libtorch the binary
+// already links.
+//
+// Joining is three calls, so that gantry can bound and explain each step (dist.rs): the store
+// (hosted by rank 0, or by torchrun's agent), a rendezvous on it that says which ranks are missing,
+// then the process group. The store's keys live under a prefix that names the attempt
+// (TORCHELASTIC_RESTART_COUNT), as torch's elastic agent scopes its own: an agent's store outlives
+// a failed attempt, and the next attempt must not read the old one's addresses.
 //
 // Every function reports a C++ exception as a malloc'd message (one line once gantry trims it)
 // and returns nullptr on success. The group's timeout bounds every collective: a rank that died
@@ -9,14 +15,13 @@
 //
 // ProcessGroupGloo.hpp includes gloo's own headers, which the torch wheel does not ship: the
 // set-up script installs Debian's libgloo-dev for them (declarations only; the implementation
-// that runs is the wheel's). Without them (GANTRY_GLOO undefined) this file still builds and
-// every call says how to get multi-process training. NCCL is built when the wheel's CUDA and NCCL
-// headers are found (GANTRY_NCCL).
+// that runs is the wheel's; docs/distributed.md says how to get them without root). Without them
+// (GANTRY_GLOO undefined) this file still builds and every call says how to get multi-process
+// training. NCCL is built when the wheel's CUDA and NCCL headers are found (GANTRY_NCCL).
 #include <ATen/ATen.h>
 #include <c10/util/Logging.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
-#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef GANTRY_GLOO
@@ -31,8 +36,14 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 namespace {
+
+struct Store {
+  c10::intrusive_ptr<c10d::Store> store;
+};
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
@@ -100,29 +111,61 @@ int gantry_dist_backends() {
   return b;
 }
 
-// Joins a group of `world` processes as `rank`. `store_path` non-empty: a FileStore at that path
-// (one machine); else a TCPStore at host:port, hosted by this process when `is_server`.
-// `nccl`: ProcessGroupNCCL on CUDA device `cuda_device`, else ProcessGroupGloo; `iface`
-// non-empty: gloo's network interface (GLOO_SOCKET_IFNAME), else the device of `host`.
-char *gantry_dist_new(const char *store_path, const char *host, int port, int is_server, int rank,
-                      int world, double timeout_s, int nccl, int cuda_device, const char *iface,
-                      void **out) {
+// A TCPStore at host:port, hosted by this process when `is_server`, its keys under `prefix`.
+// `timeout_s` bounds the connection (a client retries until then).
+char *gantry_dist_store_new(const char *host, int port, int is_server, int world, double timeout_s,
+                            const char *prefix, void **out) {
   try {
     auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
-    c10::intrusive_ptr<c10d::Store> store;
-    if (store_path && *store_path) {
-      store = c10::make_intrusive<c10d::FileStore>(store_path, world);
-    } else {
-      c10d::TCPStoreOptions opts;
-      opts.port = static_cast<std::uint16_t>(port);
-      opts.isServer = is_server != 0;
-      opts.numWorkers = world;
-      opts.waitWorkers = false;
-      opts.timeout = timeout;
-      store = c10::make_intrusive<c10d::TCPStore>(host, opts);
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    opts.numWorkers = world;
+    opts.waitWorkers = false;
+    opts.timeout = timeout;
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(host, opts);
+    *out = new Store{c10::make_intrusive<c10d::PrefixStore>(prefix, store)};
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+void gantry_dist_store_free(void *s) { delete static_cast<Store *>(s); }
+
+// Says this rank has joined (`joined/<rank>`) and waits at most `timeout_s` for the others:
+// `missing[r]` (world entries) is set to 1 for each rank that has not joined by then, 0 otherwise.
+char *gantry_dist_rendezvous(void *s, int rank, int world, double timeout_s, int *missing) {
+  try {
+    auto &store = static_cast<Store *>(s)->store;
+    auto key = [](int r) { return "joined/" + std::to_string(r); };
+    store->set(key(rank), std::vector<uint8_t>{1});
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
+    for (int r = 0; r < world; ++r) missing[r] = r != rank;
+    while (true) {
+      bool all = true;
+      for (int r = 0; r < world; ++r) {
+        if (missing[r] && store->check({key(r)})) missing[r] = 0;
+        all = all && !missing[r];
+      }
+      if (all || std::chrono::steady_clock::now() >= deadline) return nullptr;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    store->setTimeout(timeout);
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("gantry", store);
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
+// Joins the process group of `world` processes as `rank` through the store `s` (kept alive by
+// the group). `nccl`: ProcessGroupNCCL on CUDA device `cuda_device`, else ProcessGroupGloo;
+// `iface` non-empty: gloo's network interface (GLOO_SOCKET_IFNAME), else the device of `host`.
+char *gantry_dist_new(void *s, const char *host, int rank, int world, double timeout_s, int nccl,
+                      int cuda_device, const char *iface, void **out) {
+  try {
+    auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0));
+    c10::intrusive_ptr<c10d::Store> prefixed = static_cast<Store *>(s)->store;
+    prefixed->setTimeout(timeout);
     c10::intrusive_ptr<c10d::Backend> backend;
     if (nccl) {
 #ifdef GANTRY_NCCL
@@ -151,10 +194,11 @@ char *gantry_dist_new(const char *store_path, const char *host, int port, int is
 #else
       throw std::runtime_error(
           "this gantry was built without gloo's headers, so it cannot train in several processes "
-          "(install Debian's libgloo-dev, as scripts/setup-venv.sh does as root, and rebuild)");
+          "(install Debian's libgloo-dev, or point GANTRY_GLOO_INCLUDE at gloo's headers, and "
+          "rebuild: docs/distributed.md)");
 #endif
     }
-    *out = new Group{store, backend, timeout, rank, world};
+    *out = new Group{prefixed, backend, timeout, rank, world};
     return nullptr;
   } catch (const std::exception &e) {
     return fail(e);

@@ -14,18 +14,35 @@
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 extern "C" {
     fn gantry_set_torch_log_level(level: i32);
     fn gantry_dist_backends() -> i32;
-    #[allow(clippy::too_many_arguments)]
-    fn gantry_dist_new(
-        store_path: *const c_char,
+    fn gantry_dist_store_new(
         host: *const c_char,
         port: i32,
         is_server: i32,
+        world: i32,
+        timeout_s: f64,
+        prefix: *const c_char,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn gantry_dist_store_free(s: *mut c_void);
+    fn gantry_dist_rendezvous(
+        s: *mut c_void,
+        rank: i32,
+        world: i32,
+        timeout_s: f64,
+        missing: *mut i32,
+    ) -> *mut c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn gantry_dist_new(
+        s: *mut c_void,
+        host: *const c_char,
         rank: i32,
         world: i32,
         timeout_s: f64,
@@ -84,6 +101,11 @@ pub struct JobEnv {
     pub agent_store: bool,
     /// gloo's network interface (`GLOO_SOCKET_IFNAME`), when set.
     pub gloo_iface: Option<String>,
+    /// torchrun's attempt number (`TORCHELASTIC_RESTART_COUNT`; 0 without torchrun): the store
+    /// keys of each attempt are its own ([`JobEnv::store_prefix`]).
+    pub restart_count: u64,
+    /// torchrun's job id (`TORCHELASTIC_RUN_ID`), when set: scopes the store keys too.
+    pub run_id: Option<String>,
 }
 
 impl JobEnv {
@@ -124,6 +146,7 @@ impl JobEnv {
             ));
         }
         let local_rank = number("LOCAL_RANK")?.unwrap_or(rank);
+        let restart_count = number("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u64;
         let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
         let port = number("MASTER_PORT")?.unwrap_or(29500);
         let master_port = u16::try_from(port)
@@ -138,8 +161,175 @@ impl JobEnv {
             master_port,
             agent_store: var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v == "True"),
             gloo_iface: var("GLOO_SOCKET_IFNAME").filter(|s| !s.is_empty()),
+            restart_count,
+            run_id: var("TORCHELASTIC_RUN_ID").filter(|s| !s.is_empty()),
         }))
     }
+
+    /// The prefix of this attempt's keys in the job's store. torchrun's agent keeps its store
+    /// across the restarts of a job (`--max-restarts`), and a new attempt that read the keys of
+    /// the one before (the old ranks' addresses) would fail to connect; so each attempt has its
+    /// own keys, as torch's elastic agent scopes its workers' (`/worker/attempt_N`).
+    pub fn store_prefix(&self) -> String {
+        match &self.run_id {
+            Some(id) => format!("gantry/{id}/attempt_{}", self.restart_count),
+            None => format!("gantry/attempt_{}", self.restart_count),
+        }
+    }
+}
+
+/// A c10d store (a `TCPStore` under this attempt's prefix); freed on drop.
+struct StorePtr(*mut c_void);
+
+// SAFETY: the store is created on one thread and then used from one thread at a time.
+unsafe impl Send for StorePtr {}
+
+impl Drop for StorePtr {
+    fn drop(&mut self) {
+        // SAFETY: created by gantry_dist_store_new, freed once.
+        unsafe { gantry_dist_store_free(self.0) }
+    }
+}
+
+/// `MASTER_ADDR`'s addresses, within `within` (a name service that does not answer is given up
+/// on, not waited for).
+fn resolve(
+    host: &str,
+    port: u16,
+    within: Duration,
+) -> std::result::Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>()),
+        );
+    });
+    match rx.recv_timeout(within.max(Duration::from_secs(1))) {
+        Ok(Ok(addrs)) if !addrs.is_empty() => Ok(addrs),
+        Ok(Ok(_)) => Err(format!(
+            "cannot resolve MASTER_ADDR={host}: it has no address"
+        )),
+        Ok(Err(e)) => Err(format!("cannot resolve MASTER_ADDR={host}: {e}")),
+        Err(_) => Err(format!(
+            "cannot resolve MASTER_ADDR={host}: no answer from the name service within {} s",
+            within.as_secs_f64()
+        )),
+    }
+}
+
+/// Opens the job's store: hosts it on rank 0 (unless torchrun's agent does), connects to it
+/// otherwise, by `deadline`. c10d's client blocks for ever when whatever holds the port accepts
+/// the connection but never answers, so the connection is made on a thread of its own and given
+/// up on at the deadline (the thread then ends with the process, or frees the store if it ever
+/// gets one).
+fn open_store(
+    env: &JobEnv,
+    addrs: &[SocketAddr],
+    timeout_s: f64,
+    deadline: Instant,
+) -> std::result::Result<StorePtr, String> {
+    let server = env.rank == 0 && !env.agent_store;
+    let (addr, port) = (env.master_addr.as_str(), env.master_port);
+    let (host, prefix) = match (
+        CString::new(env.master_addr.as_str()),
+        CString::new(env.store_prefix()),
+    ) {
+        (Ok(h), Ok(p)) => (h, p),
+        _ => return Err("MASTER_ADDR or TORCHELASTIC_RUN_ID contains NUL".into()),
+    };
+    // c10d counts its connection timeout in whole seconds.
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    let world = env.world as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: valid C strings for the call's duration; `out` receives an owned pointer.
+        let err = unsafe {
+            gantry_dist_store_new(
+                host.as_ptr(),
+                i32::from(port),
+                i32::from(server),
+                world,
+                left.as_secs_f64(),
+                prefix.as_ptr(),
+                &mut out,
+            )
+        };
+        let result = if err.is_null() {
+            Ok(StorePtr(out))
+        } else {
+            Err(take_message(err))
+        };
+        // Nobody listens once the deadline has passed: the store is then freed here.
+        let _ = tx.send(result);
+    });
+    let whom = if env.agent_store {
+        "is torchrun's agent running"
+    } else {
+        "is rank 0 started"
+    };
+    let unreachable = || {
+        let answered = addrs
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok());
+        if answered {
+            format!(
+                "{addr}:{port} accepted the connection but did not answer as the job's store \
+                 within {timeout_s} s: is another program holding MASTER_PORT={port}?"
+            )
+        } else {
+            format!(
+                "cannot reach the job's store at {addr}:{port} within {timeout_s} s ({whom}? \
+                 every rank needs the same MASTER_ADDR and MASTER_PORT)"
+            )
+        }
+    };
+    match rx.recv_timeout(left + Duration::from_millis(500)) {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(msg))
+            if server && (msg.contains("EADDRINUSE") || msg.contains("already in use")) =>
+        {
+            Err(format!(
+                "port {port} (MASTER_PORT) is already in use on this machine, by another program \
+                 or job: choose another MASTER_PORT"
+            ))
+        }
+        Ok(Err(msg)) if !server && msg.contains("timed out") => Err(unreachable()),
+        Ok(Err(msg)) => Err(format!(
+            "cannot open the job's store at {addr}:{port} ({} processes): {msg}",
+            env.world
+        )),
+        Err(_) => Err(unreachable()),
+    }
+}
+
+/// The line for ranks that did not join in time.
+fn not_joined(env: &JobEnv, missing: &[usize], timeout_s: f64) -> String {
+    let (who, them) = match missing {
+        [r] => (format!("rank {r} of {}", env.world), "is it"),
+        _ => (
+            format!(
+                "ranks {} of {}",
+                missing
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                env.world
+            ),
+            "are they",
+        ),
+    };
+    format!(
+        "{who} did not join within {timeout_s} s ({them} started? every rank needs \
+         MASTER_ADDR={}, MASTER_PORT={} and WORLD_SIZE={})",
+        env.master_addr, env.master_port, env.world
+    )
 }
 
 /// The GPU index of a rank that sees `visible` GPUs: its `LOCAL_RANK`'s, as torchrun jobs
@@ -215,6 +405,11 @@ impl Comm {
 
     /// Joins the job `env` describes, with gloo (CPU) or NCCL (`device` CUDA: this rank's GPU,
     /// made the current device first; see [`rank_gpu`]).
+    ///
+    /// The rendezvous takes at most `timeout_s` on every rank (then a little for the process
+    /// group's own connections), and a failure is one line that says which step failed: a
+    /// `MASTER_ADDR` that does not resolve, a `MASTER_PORT` another program holds, a store that
+    /// cannot be reached, the ranks that did not join.
     pub fn join(env: &JobEnv, device: DeviceSpec, timeout_s: f64) -> Result<Comm> {
         let (nccl, gpu) = match device {
             DeviceSpec::Cuda(i) => (true, i),
@@ -226,19 +421,54 @@ impl Comm {
             // SAFETY: sets an integer flag of libc10.
             unsafe { gantry_set_torch_log_level(3) };
         }
+        let fail = |msg: String| Error::Dist {
+            rank: env.rank,
+            msg,
+        };
+        let joining = |msg: String| {
+            fail(format!(
+                "cannot join the job at {}:{} ({} processes): {msg}",
+                env.master_addr, env.master_port, env.world
+            ))
+        };
+        let timeout = Duration::from_secs_f64(timeout_s);
+        let deadline = Instant::now() + timeout;
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::config("MASTER_ADDR", "contains NUL"));
         let host = cstr(&env.master_addr)?;
+        // Resolved here, so that a name that does not resolve says so at once (c10d retries it
+        // as if the store were not up yet, for the whole timeout).
+        let addrs = resolve(&env.master_addr, env.master_port, timeout).map_err(fail)?;
+        let store = open_store(env, &addrs, timeout_s, deadline).map_err(fail)?;
+
+        let mut missing = vec![0i32; env.world];
+        let left = deadline.saturating_duration_since(Instant::now());
+        // SAFETY: a live store; `missing` has `world` entries.
+        let err = unsafe {
+            gantry_dist_rendezvous(
+                store.0,
+                env.rank as i32,
+                env.world as i32,
+                left.as_secs_f64(),
+                missing.as_mut_ptr(),
+            )
+        };
+        if !err.is_null() {
+            return Err(joining(take_message(err)));
+        }
+        let missing: Vec<usize> = (0..env.world).filter(|&r| missing[r] != 0).collect();
+        if !missing.is_empty() {
+            return Err(fail(not_joined(env, &missing, timeout_s)));
+        }
+
         let iface = cstr(env.gloo_iface.as_deref().unwrap_or(""))?;
-        let empty = cstr("")?;
         let mut out: *mut c_void = std::ptr::null_mut();
-        // SAFETY: valid C strings for the call's duration; `out` receives an owned pointer.
+        // SAFETY: a live store and valid C strings for the call's duration; `out` receives an
+        // owned pointer (the group keeps its own reference to the store).
         let err = unsafe {
             gantry_dist_new(
-                empty.as_ptr(),
+                store.0,
                 host.as_ptr(),
-                i32::from(env.master_port),
-                i32::from(env.rank == 0 && !env.agent_store),
                 env.rank as i32,
                 env.world as i32,
                 timeout_s,
@@ -249,16 +479,7 @@ impl Comm {
             )
         };
         if !err.is_null() {
-            return Err(Error::Dist {
-                rank: env.rank,
-                msg: format!(
-                    "cannot join the job at {}:{} ({} processes): {}",
-                    env.master_addr,
-                    env.master_port,
-                    env.world,
-                    take_message(err)
-                ),
-            });
+            return Err(joining(take_message(err)));
         }
         Ok(Comm {
             group: Some(Arc::new(Group { ptr: out })),
@@ -579,6 +800,8 @@ mod tests {
         assert_eq!((e.rank, e.world, e.local_rank), (3, 4, 1));
         assert_eq!((e.master_addr.as_str(), e.master_port), ("node0", 29400));
         assert!(e.agent_store);
+        assert_eq!((e.restart_count, e.run_id.as_deref()), (0, None));
+        assert_eq!(e.store_prefix(), "gantry/attempt_0");
         let bad = |vars: &[(&str, &str)], needle: &str| {
             let msg = env(vars).unwrap_err().to_string();
             assert!(msg.contains(needle), "{msg}");
@@ -596,6 +819,39 @@ mod tests {
             &[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "70000")],
             "MASTER_PORT: 70000",
         );
+    }
+
+    /// Each attempt of a torchrun job (`--max-restarts`) has its own keys in the agent's store,
+    /// which outlives the attempt; jobs with a run id are kept apart too.
+    #[test]
+    fn store_keys_are_scoped_by_attempt_and_run() {
+        let job = |count: &str, id: Option<&str>| {
+            let mut vars = vec![
+                ("WORLD_SIZE", "2"),
+                ("RANK", "1"),
+                ("TORCHELASTIC_RESTART_COUNT", count),
+            ];
+            vars.extend(id.map(|i| ("TORCHELASTIC_RUN_ID", i)));
+            env(&vars).unwrap().unwrap()
+        };
+        let first = job("0", None);
+        let second = job("1", None);
+        assert_eq!(second.restart_count, 1);
+        assert_eq!(first.store_prefix(), "gantry/attempt_0");
+        assert_eq!(second.store_prefix(), "gantry/attempt_1");
+        assert_ne!(first.store_prefix(), second.store_prefix());
+        let run = job("3", Some("ab12"));
+        assert_eq!(run.run_id.as_deref(), Some("ab12"));
+        assert_eq!(run.store_prefix(), "gantry/ab12/attempt_3");
+        assert_ne!(run.store_prefix(), job("3", Some("cd34")).store_prefix());
+        let msg = env(&[
+            ("WORLD_SIZE", "2"),
+            ("RANK", "1"),
+            ("TORCHELASTIC_RESTART_COUNT", "x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("TORCHELASTIC_RESTART_COUNT"), "{msg}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use gantry::device::DeviceSpec;
 use gantry::dist::{Comm, JobEnv};
 use std::process::Command;
+use std::time::{Duration, Instant};
 use tch::{Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -225,6 +226,7 @@ fn child() {
                 tch::Device::Cpu,
                 &ex,
                 &c,
+                |_, _| {},
             )
             .unwrap();
             let pool = all.pool().unwrap();
@@ -245,6 +247,24 @@ fn child() {
             let at = share * c.rank as i64;
             let len = (n as i64 - at).min(share);
             assert!(pool.narrow(0, at, len).equal(&own.narrow(0, 0, len)));
+        }
+        "attempt" => {
+            // One attempt of a torchrun job, on the agent's store: join, then one all-reduce.
+            let c = join(20.0);
+            let t = Tensor::from_slice(&[c.rank as f32 + 1.0]);
+            c.all_reduce_sum(&t).unwrap();
+            assert_eq!(values(&t), [3.0]);
+            c.barrier().unwrap();
+            // Under torchrun: the first attempt fails (rank 1 dies), so the agent starts another.
+            let attempt = std::env::var("TORCHELASTIC_RESTART_COUNT").unwrap_or_default();
+            if std::env::var_os("GANTRY_TEST_FAIL_FIRST").is_some() && attempt == "0" {
+                if c.rank == 1 {
+                    std::process::exit(3);
+                }
+                // Rank 0 waits for the agent to stop it.
+                std::thread::sleep(Duration::from_secs(60));
+            }
+            println!("ATTEMPT-OK");
         }
         "dies" => {
             let c = join(5.0);
@@ -321,4 +341,126 @@ fn a_dead_rank_ends_the_others_collectives() {
         String::from_utf8_lossy(&outs[0].stderr)
     );
     assert!(t0.elapsed().as_secs() < 60, "{:?}", t0.elapsed());
+}
+
+/// torchrun's agent keeps its store across a job's attempts (`--max-restarts`): after the first
+/// attempt fails (rank 1 dies), the second attempt's ranks, with the next
+/// `TORCHELASTIC_RESTART_COUNT`, join on the same live store. With keys shared between attempts
+/// they read the first attempt's addresses and fail to connect.
+#[test]
+fn a_restarted_torchrun_attempt_joins_on_the_agents_live_store() {
+    let torchrun =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/torchrun");
+    let t0 = Instant::now();
+    let out = Command::new(&torchrun)
+        .args([
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+            "--no-python",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("GANTRY_TEST_CHILD", "attempt")
+        .env("GANTRY_TEST_FAIL_FIRST", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", torchrun.display()));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(
+        stdout.matches("ATTEMPT-OK").count(),
+        2,
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("exitcode: 3"),
+        "the first attempt did not fail: {stderr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+}
+
+/// A job environment for this process, without touching the real environment.
+fn job(rank: usize, world: usize, addr: &str, port: u16) -> JobEnv {
+    let vars = [
+        ("RANK", rank.to_string()),
+        ("WORLD_SIZE", world.to_string()),
+        ("MASTER_ADDR", addr.to_string()),
+        ("MASTER_PORT", port.to_string()),
+    ];
+    JobEnv::from_vars(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        .unwrap()
+        .unwrap()
+}
+
+/// Joins `env` with `timeout_s`; the error's text, and how long it took to come.
+fn join_error(env: &JobEnv, timeout_s: f64) -> (String, Duration) {
+    let t0 = Instant::now();
+    let e = Comm::join(env, DeviceSpec::Cpu, timeout_s)
+        .map(|_| ())
+        .expect_err("the join should fail")
+        .to_string();
+    (e, t0.elapsed())
+}
+
+#[test]
+fn an_unresolvable_master_addr_says_so_at_once() {
+    let (e, took) = join_error(&job(1, 2, "no-such-host.invalid", free_port()), 30.0);
+    assert!(
+        e.starts_with("rank 1: cannot resolve MASTER_ADDR=no-such-host.invalid"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// Another program holds MASTER_PORT: rank 0 says so at once; a client, which it accepts and
+/// never answers, gives up at the timeout.
+#[test]
+fn a_port_held_by_another_program_is_named() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let (e, took) = join_error(&job(0, 2, "127.0.0.1", port), 30.0);
+    assert!(
+        e.contains(&format!("port {port} (MASTER_PORT) is already in use")),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (e, took) = join_error(&job(1, 2, "127.0.0.1", port), 2.0);
+    assert!(
+        e.contains("did not answer as the job's store within 2 s")
+            && e.contains(&format!("MASTER_PORT={port}")),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// Rank 0 started alone names the ranks that did not join, at the timeout.
+#[test]
+fn ranks_that_do_not_join_are_named() {
+    let port = free_port();
+    let (e, took) = join_error(&job(0, 3, "127.0.0.1", port), 2.0);
+    assert!(
+        e.starts_with("rank 0: ranks 1, 2 of 3 did not join within 2 s (are they started?"),
+        "{e}"
+    );
+    assert!(e.contains(&format!("MASTER_PORT={port}")), "{e}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// A rank whose store never comes up (rank 0 not started) says so at the timeout.
+#[test]
+fn an_unreachable_store_is_named_at_the_timeout() {
+    let port = free_port();
+    let (e, took) = join_error(&job(1, 2, "127.0.0.1", port), 2.0);
+    assert!(
+        e.starts_with(&format!(
+            "rank 1: cannot reach the job's store at 127.0.0.1:{port} within 2 s (is rank 0 started?"
+        )),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }

@@ -195,3 +195,112 @@ fn ranks_with_different_configurations_stop_before_step_0_naming_the_keys() {
         ok(out);
     }
 }
+
+/// Live processes whose parent is `parent` and whose command line mentions `gantry`.
+fn gantry_children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the command may hold spaces, so split after the ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == parent && state != "Z" && String::from_utf8_lossy(&cmd).contains("gantry") {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// torchrun's elastic restarts with `--resume auto`: a rank killed twice, at steps the test does
+/// not choose (whenever a checkpoint shows up), and the job still ends with the weights of an
+/// uninterrupted run, bit for bit (resume is exact, and so is the job's arithmetic).
+#[test]
+fn a_torchrun_job_survives_two_killed_ranks_and_ends_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = "train.steps=600";
+    let every = "train.checkpoint_every=50";
+    let straight = dir.path().join("straight");
+    let mut args = vec!["train", "--nproc", "2", "--out", straight.to_str().unwrap()];
+    args.extend_from_slice(MLP);
+    args.extend_from_slice(&["--set", steps, "--set", every]);
+    ok(&gantry(&args));
+
+    let run = dir.path().join("elastic");
+    let torchrun = common::repo_root().join(".venv/bin/torchrun");
+    let mut job = Command::new(&torchrun)
+        .args([
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "2",
+            "--monitor-interval",
+            "0.2",
+            "--no-python",
+        ])
+        .arg(env!("CARGO_BIN_EXE_gantry"))
+        .args(["train", "--out", run.to_str().unwrap(), "--resume", "auto"])
+        .args(MLP)
+        .args(["--set", steps, "--set", every])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", torchrun.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    // Kill rank 1 once the run has a checkpoint at step 150, then rank 0 (of the restarted
+    // job) once it has one at step 350: each time some steps after the checkpoint are lost.
+    let mut killed = Vec::new();
+    for (at, victim) in [(150, 1), (350, 0)] {
+        let ckpt = run.join(format!("checkpoints/ckpt-{at:07}"));
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {}",
+                ckpt.display()
+            );
+            assert!(job.try_wait().unwrap().is_none(), "the job ended early");
+            let ranks = gantry_children(job.id());
+            if ckpt.is_dir() && ranks.len() == 2 && !killed.contains(&ranks[victim]) {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                // Ranks start in order, so the lower pid is rank 0.
+                let pid = gantry_children(job.id())[victim];
+                assert_eq!(pid, ranks[victim]);
+                kill9(pid);
+                killed.extend(ranks);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let out_pid = job.id();
+    let out = job.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Three attempts: the two killed and the one that finished.
+    assert_eq!(killed.len(), 4);
+    assert!(gantry_children(out_pid).is_empty(), "ranks left behind");
+    for name in ["g", "d", "g_ema", "adam"] {
+        assert_same(&store(&run, 600, name), &store(&straight, 600, name));
+    }
+}
+
+/// SIGKILL, through the `kill` command (no libc in this test crate).
+fn kill9(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -9 {pid}");
+}

@@ -250,6 +250,27 @@ char *gantry_dist_all_gather(void *g, void *out, void *in) {
   }
 }
 
+// Rank `root`'s `out` ([world * n, ...], contiguous) receives every rank's `in` ([n, ...]) in
+// rank order; the other ranks pass a null `out` and receive nothing (c10d's gather).
+char *gantry_dist_gather(void *g, void *out, void *in, int root) {
+  try {
+    auto *grp = static_cast<Group *>(g);
+    std::vector<std::vector<at::Tensor>> outs;
+    if (out != nullptr) {
+      at::Tensor &o = *static_cast<at::Tensor *>(out);
+      outs.push_back(o.chunk(grp->world, 0));
+    }
+    std::vector<at::Tensor> ins{*static_cast<at::Tensor *>(in)};
+    c10d::GatherOptions opts;
+    opts.rootRank = root;
+    opts.timeout = grp->timeout;
+    wait(grp, grp->backend->gather(outs, ins, opts));
+    return nullptr;
+  } catch (const std::exception &e) {
+    return fail(e);
+  }
+}
+
 char *gantry_dist_barrier(void *g) {
   try {
     auto *grp = static_cast<Group *>(g);

@@ -59,6 +59,12 @@ extern "C" {
         out: *const c_void,
         inp: *const c_void,
     ) -> *mut c_char;
+    fn gantry_dist_gather(
+        g: *mut c_void,
+        out: *const c_void,
+        inp: *const c_void,
+        root: i32,
+    ) -> *mut c_char;
     fn gantry_dist_barrier(g: *mut c_void) -> *mut c_char;
     fn gantry_dist_all_reduce_autograd(
         g: *mut c_void,
@@ -583,6 +589,29 @@ impl Comm {
         };
         self.check("all-gather", err)?;
         Ok(out.to_device(home))
+    }
+
+    /// Every rank's `t` (same shape on every rank), concatenated in rank order, on rank `root`
+    /// only (`None` on the others): what `all_gather` does, without sending it everywhere.
+    pub fn gather(&self, t: &Tensor, root: usize) -> Result<Option<Tensor>> {
+        let Some(g) = self.ptr() else {
+            return Ok(Some(t.shallow_clone()));
+        };
+        let home = t.device();
+        let t = t.to_device(self.device).contiguous();
+        let out = (self.rank == root).then(|| {
+            let mut size = t.size();
+            size[0] *= self.world as i64;
+            Tensor::empty(size.as_slice(), (t.kind(), self.device))
+        });
+        let out_ptr = out
+            .as_ref()
+            .map_or(std::ptr::null(), |o| o.as_ptr() as *const c_void);
+        // SAFETY: both tensors live for the call; `out`, where given, is contiguous.
+        let err =
+            unsafe { gantry_dist_gather(g, out_ptr, t.as_ptr() as *const c_void, root as i32) };
+        self.check("gather", err)?;
+        Ok(out.map(|o| o.to_device(home)))
     }
 
     pub fn barrier(&self) -> Result<()> {

@@ -732,8 +732,8 @@ pub fn generator_features(
 }
 
 /// [`generator_features`] split over the ranks of a job: each generates its share (latents
-/// seeded by its rank), and every rank receives all `n`, in rank order. One process: the same as
-/// `generator_features`.
+/// seeded by its rank), and rank 0, which computes the metrics, receives all `n` in rank order
+/// (`None` on the other ranks). One process: the same as `generator_features`.
 #[allow(clippy::too_many_arguments)]
 pub fn generator_features_split(
     g: &dyn Generator,
@@ -744,9 +744,9 @@ pub fn generator_features_split(
     ex: &dyn FeatureExtractor,
     comm: &Comm,
     progress: impl FnMut(usize, usize),
-) -> Result<FeatureSet> {
+) -> Result<Option<FeatureSet>> {
     if !comm.distributed() {
-        return generator_features(g, num_classes, n, seed, device, ex, progress);
+        return generator_features(g, num_classes, n, seed, device, ex, progress).map(Some);
     }
     let share = n.div_ceil(comm.world);
     let own = features_of(
@@ -759,17 +759,18 @@ pub fn generator_features_split(
         ex,
         |_, _| {},
     )?;
-    let pool = comm.all_gather(&own.pool().map_err(metrics_err)?)?;
-    let logits = own
-        .logits()
-        .map_err(metrics_err)?
-        .map(|l| comm.all_gather(&l))
-        .transpose()?;
+    let pool = comm.gather(&own.pool().map_err(metrics_err)?, 0)?;
+    let logits = match own.logits().map_err(metrics_err)? {
+        Some(l) => comm.gather(&l, 0)?,
+        None => None,
+    };
+    let Some(pool) = pool else { return Ok(None) };
     let n = n as i64;
     FeatureSet::from_tensors(
         &pool.narrow(0, 0, n),
         logits.map(|l| l.narrow(0, 0, n)).as_ref(),
     )
+    .map(Some)
     .map_err(metrics_err)
 }
 
@@ -1170,7 +1171,9 @@ impl Evaluator {
                     comm,
                     |done, total| progress("generated", done, total),
                 )?;
-                let Some(real) = real else { return Ok(None) };
+                let (Some(real), Some(fake)) = (real, fake) else {
+                    return Ok(None);
+                };
                 let mut values = Vec::new();
                 for m in &self.plan.metrics {
                     values.extend(compute(

@@ -181,8 +181,8 @@ fn child() {
             println!("HANGS-OK");
         }
         "eval" => {
-            // Split generation: every rank receives all n features, in rank order, each share
-            // being what its rank computes alone from its own latent stream.
+            // Split generation: rank 0 receives all n features, in rank order, each share being
+            // what its rank computes alone from its own latent stream; the others receive none.
             let c = join(60.0);
             let dir = std::path::PathBuf::from(std::env::var("GANTRY_TEST_DIR").unwrap());
             let clf = dir.join("clf");
@@ -229,24 +229,32 @@ fn child() {
                 |_, _| {},
             )
             .unwrap();
+            // Gathered where the metrics are computed, rank 0, and nowhere else.
+            let Some(all) = all else {
+                assert_ne!(c.rank, 0);
+                return;
+            };
+            assert_eq!(c.rank, 0);
             let pool = all.pool().unwrap();
             assert_eq!(pool.size()[0], n as i64);
             let share = n.div_ceil(2) as i64;
-            let own = gantry::eval::generator_features_stream(
-                g.as_ref(),
-                None,
-                share as usize,
-                5,
-                c.rank as u64,
-                tch::Device::Cpu,
-                &ex,
-            )
-            .unwrap()
-            .pool()
-            .unwrap();
-            let at = share * c.rank as i64;
-            let len = (n as i64 - at).min(share);
-            assert!(pool.narrow(0, at, len).equal(&own.narrow(0, 0, len)));
+            for rank in 0..2i64 {
+                let own = gantry::eval::generator_features_stream(
+                    g.as_ref(),
+                    None,
+                    share as usize,
+                    5,
+                    rank as u64,
+                    tch::Device::Cpu,
+                    &ex,
+                )
+                .unwrap()
+                .pool()
+                .unwrap();
+                let at = share * rank;
+                let len = (n as i64 - at).min(share);
+                assert!(pool.narrow(0, at, len).equal(&own.narrow(0, 0, len)));
+            }
         }
         "attempt" => {
             // One attempt of a torchrun job, on the agent's store: join, then one all-reduce.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::gantry;
+use common::{assert_ok, checkpoint_store, gantry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,24 +35,6 @@ fn train(extra: &[&str], nproc: usize, out: &Path) -> Output {
     gantry(&args)
 }
 
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn store(run: &Path, step: u64, name: &str) -> HashMap<String, Tensor> {
-    let path = run
-        .join(format!("checkpoints/ckpt-{step:07}"))
-        .join(format!("{name}.safetensors"));
-    Tensor::read_safetensors(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
-        .collect()
-}
-
 /// Largest relative difference between two stores (0 = bit for bit).
 fn max_rel(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -82,8 +64,8 @@ const TOL: f64 = 1e-4;
 
 fn one_and_two(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (one, two) = (dir.join("one"), dir.join("two"));
-    ok(&train(extra, 1, &one));
-    ok(&train(extra, 2, &two));
+    assert_ok(&train(extra, 1, &one));
+    assert_ok(&train(extra, 2, &two));
     (one, two)
 }
 
@@ -97,7 +79,10 @@ fn two_ranks_with_half_batches_equal_one_process() {
         .collect();
     let (one, two) = one_and_two(dir.path(), &extra);
     for name in ["g", "d", "g_ema", "adam"] {
-        let err = max_rel(&store(&one, 20, name), &store(&two, 20, name));
+        let err = max_rel(
+            &checkpoint_store(&one, 20, name),
+            &checkpoint_store(&two, 20, name),
+        );
         assert!(err < TOL, "{name}: relative difference {err}");
     }
     assert!(rows(&two)
@@ -128,7 +113,10 @@ fn fq_dictionaries_agree_across_ranks_and_with_one_process() {
         .collect();
     let (one, two) = one_and_two(dir.path(), &extra);
     for name in ["g", "d", "plugins"] {
-        let err = max_rel(&store(&one, 5, name), &store(&two, 5, name));
+        let err = max_rel(
+            &checkpoint_store(&one, 5, name),
+            &checkpoint_store(&two, 5, name),
+        );
         assert!(err < TOL, "{name}: relative difference {err}");
     }
     let agree: Vec<u64> = rows(&two)
@@ -169,21 +157,29 @@ fn synchronised_batch_norm_makes_dcgan_equal_one_process() {
         "train.steps=5",
     ];
     let one = dir.path().join("one");
-    ok(&train(&tiny, 1, &one));
+    assert_ok(&train(&tiny, 1, &one));
     let synced = dir.path().join("synced");
     let args: Vec<&str> = tiny
         .iter()
         .copied()
         .chain(["--set", "train.sync_bn=true"])
         .collect();
-    ok(&train(&args, 2, &synced));
+    assert_ok(&train(&args, 2, &synced));
     let per_rank = dir.path().join("per-rank");
-    ok(&train(&tiny, 2, &per_rank));
+    assert_ok(&train(&tiny, 2, &per_rank));
     for name in ["g", "d", "g_ema"] {
-        let err = max_rel(&store(&one, 5, name), &store(&synced, 5, name));
+        let err = max_rel(
+            &checkpoint_store(&one, 5, name),
+            &checkpoint_store(&synced, 5, name),
+        );
         assert!(err < TOL, "{name}: relative difference {err}");
     }
-    assert!(max_rel(&store(&one, 5, "g"), &store(&per_rank, 5, "g")) > 1e-2);
+    assert!(
+        max_rel(
+            &checkpoint_store(&one, 5, "g"),
+            &checkpoint_store(&per_rank, 5, "g")
+        ) > 1e-2
+    );
 }
 
 /// Ctrl-C on the launcher: every rank stops at the same step, rank 0 saves once, the job exits
@@ -250,7 +246,7 @@ fn ctrl_c_on_the_launcher_stops_every_rank_and_saves_once() {
         "--set",
         &format!("train.steps={}", step + 3),
     ]);
-    ok(&resumed);
+    assert_ok(&resumed);
 }
 
 /// Whether the run's log has reached `step`.
@@ -339,7 +335,7 @@ fn every_plugin_and_stylegan2_train_on_two_ranks() {
     for (i, case) in cases.iter().enumerate() {
         let run = dir.path().join(format!("run{i}"));
         let args: Vec<&str> = case.iter().chain(tiny.iter()).copied().collect();
-        ok(&train(&args, 2, &run));
+        assert_ok(&train(&args, 2, &run));
         let rows = rows(&run);
         let losses: Vec<f64> = rows
             .iter()
@@ -371,7 +367,7 @@ fn torchrun_starts_the_same_job() {
         .chain(["--set", "train.steps=6"])
         .collect();
     let ours = dir.path().join("nproc");
-    ok(&train(&extra, 2, &ours));
+    assert_ok(&train(&extra, 2, &ours));
     let theirs = dir.path().join("torchrun");
     let torchrun: PathBuf = common::repo_root().join(".venv/bin/torchrun");
     let out = Command::new(&torchrun)
@@ -381,10 +377,13 @@ fn torchrun_starts_the_same_job() {
         .args(&extra)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", torchrun.display()));
-    ok(&out);
+    assert_ok(&out);
     for name in ["g", "d", "g_ema", "adam"] {
         assert_eq!(
-            max_rel(&store(&ours, 6, name), &store(&theirs, 6, name)),
+            max_rel(
+                &checkpoint_store(&ours, 6, name),
+                &checkpoint_store(&theirs, 6, name)
+            ),
             0.0,
             "{name}"
         );
@@ -404,14 +403,14 @@ fn resume_with_two_ranks_is_exact() {
     };
     let straight = dir.path().join("straight");
     let args = with("8");
-    ok(&train(
+    assert_ok(&train(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         2,
         &straight,
     ));
     let halves = dir.path().join("halves");
     let args = with("4");
-    ok(&train(
+    assert_ok(&train(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         2,
         &halves,
@@ -425,10 +424,13 @@ fn resume_with_two_ranks_is_exact() {
         "--set",
         "train.steps=8",
     ]);
-    ok(&resumed);
+    assert_ok(&resumed);
     for name in ["g", "d", "g_ema", "adam"] {
         assert_eq!(
-            max_rel(&store(&straight, 8, name), &store(&halves, 8, name)),
+            max_rel(
+                &checkpoint_store(&straight, 8, name),
+                &checkpoint_store(&halves, 8, name)
+            ),
             0.0,
             "{name}"
         );
@@ -440,7 +442,7 @@ fn resume_with_two_ranks_is_exact() {
         "--set",
         "train.steps=10",
     ]);
-    ok(&one);
+    assert_ok(&one);
     assert!(String::from_utf8_lossy(&one.stderr).contains("not bit-exactly"));
     assert!(rows(&halves).iter().any(|r| r["event"] == "note"));
 }
@@ -540,7 +542,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes() {
         "--set",
         "train.steps=45",
     ]);
-    ok(&resumed);
+    assert_ok(&resumed);
 }
 
 /// `gantry train --nproc 2` on the MLP for ever (until killed), its stderr piped; returns the

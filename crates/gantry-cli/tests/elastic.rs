@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_user_error, gantry};
+use common::{assert_ok, assert_user_error, checkpoint_store, gantry};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -37,24 +37,6 @@ fn train(out: &Path, extra: &[&str]) -> Output {
     gantry(&args)
 }
 
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn store(run: &Path, step: u64, name: &str) -> HashMap<String, Tensor> {
-    let path = run
-        .join(format!("checkpoints/ckpt-{step:07}"))
-        .join(format!("{name}.safetensors"));
-    Tensor::read_safetensors(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
-        .collect()
-}
-
 fn assert_same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
     assert_eq!(a.len(), b.len());
     for (k, ta) in a {
@@ -66,32 +48,35 @@ fn assert_same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
 fn resume_auto_starts_an_empty_run_continues_a_stopped_one_and_refuses_another() {
     let dir = tempfile::tempdir().unwrap();
     let whole = dir.path().join("whole");
-    ok(&train(&whole, &["--set", "train.steps=12"]));
+    assert_ok(&train(&whole, &["--set", "train.steps=12"]));
 
     // Nothing there yet: the run starts.
     let auto = dir.path().join("auto");
     let out = train(&auto, &["--resume", "auto", "--set", "train.steps=8"]);
-    ok(&out);
+    assert_ok(&out);
     assert!(auto.join("checkpoints/ckpt-0000008").is_dir());
     // Rerun with the same command and a longer budget: it continues, and ends where one
     // uninterrupted run ends, bit for bit.
-    ok(&train(
+    assert_ok(&train(
         &auto,
         &["--resume", "auto", "--set", "train.steps=12"],
     ));
     for name in ["g", "d", "adam"] {
-        assert_same(&store(&auto, 12, name), &store(&whole, 12, name));
+        assert_same(
+            &checkpoint_store(&auto, 12, name),
+            &checkpoint_store(&whole, 12, name),
+        );
     }
     // The same command once more: nothing left to do.
     let again = train(&auto, &["--resume", "auto", "--set", "train.steps=12"]);
-    ok(&again);
+    assert_ok(&again);
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("already trained 12 steps"),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
     // The same through the configuration key.
-    ok(&train(
+    assert_ok(&train(
         &auto,
         &["--set", "train.resume=\"auto\"", "--set", "train.steps=16"],
     ));
@@ -192,7 +177,7 @@ fn ranks_with_different_configurations_stop_before_step_0_naming_the_keys() {
         [&["--set", "data.workers=1"], &["--set", "data.workers=2"]],
     );
     for out in &outs {
-        ok(out);
+        assert_ok(out);
     }
 }
 
@@ -234,7 +219,7 @@ fn a_torchrun_job_survives_two_killed_ranks_and_ends_as_an_uninterrupted_one() {
     let mut args = vec!["train", "--nproc", "2", "--out", straight.to_str().unwrap()];
     args.extend_from_slice(MLP);
     args.extend_from_slice(&["--set", steps, "--set", every]);
-    ok(&gantry(&args));
+    assert_ok(&gantry(&args));
 
     let run = dir.path().join("elastic");
     let torchrun = common::repo_root().join(".venv/bin/torchrun");
@@ -291,7 +276,10 @@ fn a_torchrun_job_survives_two_killed_ranks_and_ends_as_an_uninterrupted_one() {
     assert_eq!(killed.len(), 4);
     assert!(gantry_children(out_pid).is_empty(), "ranks left behind");
     for name in ["g", "d", "g_ema", "adam"] {
-        assert_same(&store(&run, 600, name), &store(&straight, 600, name));
+        assert_same(
+            &checkpoint_store(&run, 600, name),
+            &checkpoint_store(&straight, 600, name),
+        );
     }
 }
 

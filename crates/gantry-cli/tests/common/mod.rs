@@ -34,3 +34,27 @@ pub fn repo_root() -> std::path::PathBuf {
         .canonicalize()
         .unwrap()
 }
+
+/// Exit status 0, else the test fails with the command's stderr.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The tensors of store `name` (`g`, `d`, `g_ema`, `adam`) of a run's checkpoint at `step`.
+pub fn checkpoint_store(
+    run: &std::path::Path,
+    step: u64,
+    name: &str,
+) -> std::collections::HashMap<String, tch::Tensor> {
+    let path = run
+        .join(format!("checkpoints/ckpt-{step:07}"))
+        .join(format!("{name}.safetensors"));
+    tch::Tensor::read_safetensors(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}

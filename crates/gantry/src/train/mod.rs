@@ -598,17 +598,11 @@ impl Trainer {
         let comm = setup.comm.clone();
         agree::configuration(&comm, &setup.resolved)?;
         let trainer = comm.agree(Self::build_local(setup, run_dir, start))?;
-        let mut params = Vec::new();
-        for (store, vs) in [
-            ("g", &trainer.g_vs),
-            ("d", &trainer.d_vs),
-            ("g_ema", &trainer.ema_vs),
-            ("plugins", &trainer.plugins_vs),
-        ] {
-            for (name, t) in checkpoint::store_of(vs) {
-                params.push((format!("{store}.{name}"), t.size()));
-            }
-        }
+        let params: Vec<(String, Vec<i64>)> = trainer
+            .snapshot()
+            .into_iter()
+            .map(|(name, t)| (name, t.size()))
+            .collect();
         agree::parameters(&comm, &params)?;
         trainer.sync_from_main()?;
         Ok(trainer)
@@ -1700,7 +1694,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Named tensors of every store (for tests: compare two runs bit for bit).
+    /// Named tensors of every store and of Adam's state (tests compare two runs bit for bit;
+    /// the ranks of a job compare their names and shapes before step 0).
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (prefix, vs) in [

@@ -3,11 +3,15 @@
 Usage (from the repository root):
   cargo build --release -p gantry-metrics --example inception_bench
   .venv/bin/python tests/pyref/metrics_bench.py [--n 100] [--threads 2] [--sizes 32,256]
+      [--repeats 1] [--gantry-batch 50] [--before OLD_INCEPTION_BENCH]
 
 Both sides use pytorch-fid's layout with the same random weights (written once to a temp
 dir in the legacy torch.save format), pytorch-fid preprocessing (bilinear resize to 299),
-batch 50, one untimed warm-up batch, and run in separate processes so that each reports its
-own peak RSS (VmHWM). Prints a markdown table; ratio = gantry / pytorch-fid images/s.
+one untimed warm-up batch, and run in separate processes so that each reports its own peak
+RSS (VmHWM). pytorch-fid runs its own code at its default batch of 50 (--batch); gantry at
+--gantry-batch. With --repeats the tools alternate, each repeat a row, then the ratio's range;
+--before adds an older build of the gantry binary to each repeat (before/after in one run).
+Prints a markdown table; ratio = gantry / pytorch-fid images/s.
 """
 import argparse
 import json
@@ -70,7 +74,10 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--batch", type=int, default=50, help="pytorch-fid's batch")
+    p.add_argument("--gantry-batch", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--before", help="an older inception_bench binary, run alongside")
     p.add_argument("--sizes", default="32,256")
     p.add_argument("--gantry", default=os.path.join(ROOT, "target/release/examples/inception_bench"))
     p.add_argument("--child", nargs=5, metavar=("WEIGHTS", "SIZE", "N", "THREADS", "BATCH"))
@@ -89,16 +96,35 @@ def main():
         weights = os.path.join(tmp, "weights.pth")
         torch.save(random_fid_inception(seed=0, calib_size=75).state_dict(), weights,
                    _use_new_zipfile_serialization=False)
+        before = " | gantry before img/s | ratio before | gantry before MiB" if a.before else ""
         print(f"| input | N | threads | gantry img/s | pytorch-fid img/s | ratio | "
-              f"gantry peak RSS MiB | pytorch-fid peak RSS MiB |")
-        print("|---|---|---|---|---|---|---|---|")
+              f"gantry peak RSS MiB | pytorch-fid peak RSS MiB{before} |")
+        print("|---|---|---|---|---|---|---|---|" + ("---|---|---|" if a.before else ""))
+        summary = []
         for size in [int(s) for s in a.sizes.split(",")]:
-            args = [weights, str(size), str(a.n), str(a.threads), str(a.batch)]
-            g = run([a.gantry] + args)
-            r = run([sys.executable, os.path.abspath(__file__), "--child"] + args)
-            print(f"| {size}x{size} | {a.n} | {a.threads} | {g['images_per_s']:.2f} | "
-                  f"{r['images_per_s']:.2f} | {g['images_per_s'] / r['images_per_s']:.2f} | "
-                  f"{g['vm_hwm_kib'] / 1024:.0f} | {r['vm_hwm_kib'] / 1024:.0f} |", flush=True)
+            ratios, ratios_before = [], []
+            for _ in range(a.repeats):
+                common = [weights, str(size), str(a.n), str(a.threads)]
+                g = run([a.gantry] + common + [str(a.gantry_batch)])
+                r = run([sys.executable, os.path.abspath(__file__), "--child"] + common
+                        + [str(a.batch)])
+                ratios.append(g["images_per_s"] / r["images_per_s"])
+                extra = ""
+                if a.before:
+                    o = run([a.before] + common + [str(a.batch)])
+                    ratios_before.append(o["images_per_s"] / r["images_per_s"])
+                    extra = (f" {o['images_per_s']:.2f} | {ratios_before[-1]:.2f} | "
+                             f"{o['vm_hwm_kib'] / 1024:.0f} |")
+                print(f"| {size}x{size} | {a.n} | {a.threads} | {g['images_per_s']:.2f} | "
+                      f"{r['images_per_s']:.2f} | {ratios[-1]:.2f} | "
+                      f"{g['vm_hwm_kib'] / 1024:.0f} | {r['vm_hwm_kib'] / 1024:.0f} |{extra}",
+                      flush=True)
+            line = f"{size}x{size}: ratio {min(ratios):.2f}-{max(ratios):.2f}"
+            if ratios_before:
+                line += f" (before: {min(ratios_before):.2f}-{max(ratios_before):.2f})"
+            summary.append(line + f" over {a.repeats} repeat(s)")
+        print()
+        print("\n".join(summary))
 
 
 if __name__ == "__main__":

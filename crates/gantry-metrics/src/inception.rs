@@ -10,7 +10,9 @@
 //!
 //! Inference only: each BatchNorm is folded into its convolution at load time
 //! (`w * gamma / sqrt(var + eps)`, bias `beta - mean * gamma / sqrt(var + eps)`), which is the
-//! same affine map PyTorch applies in eval mode, one pass cheaper.
+//! same affine map PyTorch applies in eval mode, one pass cheaper. Where the order of operations
+//! departs from pytorch-fid's (the average-pool branches, the stem's ReLUs, the CPU layout), the
+//! values differ by rounding only: see `avg_pool_branch` and [`FidInception::forward`].
 
 use std::path::Path;
 
@@ -22,6 +24,8 @@ use crate::torch_file::{self, StateDict};
 
 /// BatchNorm eps of the TensorFlow graph.
 const BN_EPS: f64 = 0.001;
+/// Images per pass through the stem on the CPU (see [`FidInception::forward`]).
+const STEM_BATCH: i64 = 10;
 /// pool3 width.
 pub const POOL3_DIM: usize = 2048;
 /// Classes of the TensorFlow graph's classifier (1000 ImageNet + 8 unused).
@@ -36,7 +40,8 @@ struct BasicConv {
 }
 
 impl BasicConv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+    /// The convolution alone (BatchNorm folded in), before the ReLU.
+    fn conv(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
         x.f_conv2d(
             &self.weight,
             Some(&self.bias),
@@ -44,9 +49,89 @@ impl BasicConv {
             self.padding,
             [1, 1],
             1,
-        )?
-        .f_relu()
+        )
     }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        // In place: the convolution's output is a fresh tensor.
+        self.conv(x)?.f_relu_()
+    }
+
+    /// `forward(x)` written into `out`, a channel slice of a block's output: the ReLU's pass
+    /// is also the concatenation's copy.
+    fn forward_into(&self, x: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+        relu_into(&self.conv(x)?, out)
+    }
+}
+
+/// ReLU of `y` into its slice of `out` (`clamp_min(0)`, which is how ATen computes ReLU).
+fn relu_into(y: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+    y.f_clamp_min_out(&out.next(y)?, 0.0).map(drop)
+}
+
+/// A concatenation filled part by part in order, each part written into its own slice of the
+/// output instead of a `cat` copying every part once more: a block's branches (along the
+/// channels) or the stem's sub-batches (along the batch).
+struct Concat {
+    /// [B, C, H, W] of the whole.
+    size: [i64; 4],
+    dim: usize,
+    channels_last: bool,
+    /// Allocated at the first part, with its dtype: under autocast that is not float32.
+    out: Option<Tensor>,
+    offset: i64,
+}
+
+impl Concat {
+    /// The channels of a block's branches: `like`'s batch, spatial size and memory format.
+    fn channels(like: &Tensor, channels: i64) -> Concat {
+        let s = like.size();
+        Concat {
+            size: [s[0], channels, s[2], s[3]],
+            dim: 1,
+            channels_last: is_channels_last(like),
+            out: None,
+            offset: 0,
+        }
+    }
+
+    /// The slice that `part` fills next.
+    fn next(&mut self, part: &Tensor) -> Result<Tensor, tch::TchError> {
+        let out = match &self.out {
+            Some(out) => out,
+            None => {
+                let [b, c, h, w] = self.size;
+                let opts = (part.kind(), part.device());
+                let out = if self.channels_last {
+                    Tensor::f_empty([b, h, w, c], opts)?.f_permute([0, 3, 1, 2])?
+                } else {
+                    Tensor::f_empty(self.size, opts)?
+                };
+                self.out.insert(out)
+            }
+        };
+        let len = part.size()[self.dim];
+        let slice = out.f_narrow(self.dim as i64, self.offset, len)?;
+        self.offset += len;
+        Ok(slice)
+    }
+
+    /// The whole, once every part has been written.
+    fn finish(self) -> Tensor {
+        debug_assert_eq!(self.offset, self.size[self.dim]);
+        self.out.expect("a concatenation has parts")
+    }
+}
+
+/// The same values with channels-last strides (NHWC in memory, still indexed NCHW).
+fn channels_last(t: &Tensor) -> Result<Tensor, tch::TchError> {
+    t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])
+}
+
+fn is_channels_last(t: &Tensor) -> bool {
+    t.dim() == 4 && t.stride()[1] == 1 && t.size()[1] > 1
 }
 
 /// Takes tensors out of a state dict with shape checks, or only records the expected shapes.
@@ -107,6 +192,13 @@ impl Loader<'_> {
             let scale = gamma.f_div(&var.f_add_scalar(BN_EPS)?.f_sqrt()?)?;
             let weight = w.f_mul(&scale.f_view([cout, 1, 1, 1])?)?;
             let bias = beta.f_sub(&mean.f_mul(&scale)?)?;
+            // Stored as the activations are (see `FidInception::forward`): the convolution
+            // would otherwise convert it on every call.
+            let weight = if self.device == Device::Cpu {
+                channels_last(&weight)?
+            } else {
+                weight
+            };
             Ok((
                 weight.f_to_device(self.device)?,
                 bias.f_to_device(self.device)?,
@@ -135,8 +227,23 @@ impl Loader<'_> {
     }
 }
 
-fn cat(xs: &[Tensor]) -> Result<Tensor, tch::TchError> {
-    Tensor::f_cat(xs, 1)
+/// A chain of units, the last one's output written into `out`.
+fn chain_into(convs: &[BasicConv], x: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+    let (last, first) = convs.split_last().expect("a branch has units");
+    let mut y = x.shallow_clone();
+    for c in first {
+        y = c.forward(&y)?;
+    }
+    last.forward_into(&y, out)
+}
+
+/// The average-pool branch of Mixed_5b-5d, 6b-6e and 7b: pytorch-fid computes
+/// `relu(conv1x1(avg_pool(x)))`; this is `relu(avg_pool(conv1x1(x)))`. Both maps are linear and
+/// the pool's weights sum to 1 at every position (padding not counted), so they commute, bias
+/// included, and only rounding differs; the pool then runs on the conv's 32-192 channels instead
+/// of the block input's 192-1280.
+fn avg_pool_branch(conv: &BasicConv, x: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+    relu_into(&avg_pool_tf(&conv.conv(x)?)?, out)
 }
 
 /// 3x3 stride-1 average pool that ignores the padding (TensorFlow's SAME pooling).
@@ -146,6 +253,12 @@ fn avg_pool_tf(x: &Tensor) -> Result<Tensor, tch::TchError> {
 
 fn max_pool(x: &Tensor, stride: i64, pad: i64) -> Result<Tensor, tch::TchError> {
     x.f_max_pool2d([3, 3], [stride, stride], [pad, pad], [1, 1], false)
+}
+
+/// The 3x3 stride-2 max-pool branch of Mixed_6a and 7a, copied into its slice.
+fn max_pool_into(x: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+    let pooled = max_pool(x, 2, 0)?;
+    out.next(&pooled)?.f_copy_(&pooled)
 }
 
 /// Mixed_5b/5c/5d (torchvision `InceptionA`, FID pool).
@@ -174,14 +287,12 @@ impl BlockA {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let b1 = self.b1.forward(x)?;
-        let b5 = self.b5[1].forward(&self.b5[0].forward(x)?)?;
-        let mut b3 = x.shallow_clone();
-        for c in &self.b3 {
-            b3 = c.forward(&b3)?;
-        }
-        let bp = self.pool.forward(&avg_pool_tf(x)?)?;
-        cat(&[b1, b5, b3, bp])
+        let mut out = Concat::channels(x, 64 + 64 + 96 + self.pool.weight.size()[0]);
+        self.b1.forward_into(x, &mut out)?;
+        chain_into(&self.b5, x, &mut out)?;
+        chain_into(&self.b3, x, &mut out)?;
+        avg_pool_branch(&self.pool, x, &mut out)?;
+        Ok(out.finish())
     }
 }
 
@@ -204,12 +315,12 @@ impl BlockB {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let b3 = self.b3.forward(x)?;
-        let mut dbl = x.shallow_clone();
-        for c in &self.dbl {
-            dbl = c.forward(&dbl)?;
-        }
-        cat(&[b3, dbl, max_pool(x, 2, 0)?])
+        let b3 = self.b3.conv(x)?;
+        let mut out = Concat::channels(&b3, 384 + 96 + x.size()[1]);
+        relu_into(&b3, &mut out)?;
+        chain_into(&self.dbl, x, &mut out)?;
+        max_pool_into(x, &mut out)?;
+        Ok(out.finish())
     }
 }
 
@@ -244,17 +355,12 @@ impl BlockC {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let b1 = self.b1.forward(x)?;
-        let mut b7 = x.shallow_clone();
-        for c in &self.b7 {
-            b7 = c.forward(&b7)?;
-        }
-        let mut dbl = x.shallow_clone();
-        for c in &self.dbl {
-            dbl = c.forward(&dbl)?;
-        }
-        let bp = self.pool.forward(&avg_pool_tf(x)?)?;
-        cat(&[b1, b7, dbl, bp])
+        let mut out = Concat::channels(x, 4 * 192);
+        self.b1.forward_into(x, &mut out)?;
+        chain_into(&self.b7, x, &mut out)?;
+        chain_into(&self.dbl, x, &mut out)?;
+        avg_pool_branch(&self.pool, x, &mut out)?;
+        Ok(out.finish())
     }
 }
 
@@ -281,12 +387,12 @@ impl BlockD {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let b3 = self.b3[1].forward(&self.b3[0].forward(x)?)?;
-        let mut b7 = x.shallow_clone();
-        for c in &self.b7 {
-            b7 = c.forward(&b7)?;
-        }
-        cat(&[b3, b7, max_pool(x, 2, 0)?])
+        let b3 = self.b3[1].conv(&self.b3[0].forward(x)?)?;
+        let mut out = Concat::channels(&b3, 320 + 192 + x.size()[1]);
+        relu_into(&b3, &mut out)?;
+        chain_into(&self.b7, x, &mut out)?;
+        max_pool_into(x, &mut out)?;
+        Ok(out.finish())
     }
 }
 
@@ -324,18 +430,21 @@ impl BlockE {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
-        let b1 = self.b1.forward(x)?;
+        // The inner concatenations (3x3 split into 1x3 and 3x1) are slices of the output too.
+        let mut out = Concat::channels(x, 320 + 2 * 384 + 2 * 384 + 192);
+        self.b1.forward_into(x, &mut out)?;
         let y = self.b3_1.forward(x)?;
-        let b3 = cat(&[self.b3_2[0].forward(&y)?, self.b3_2[1].forward(&y)?])?;
+        self.b3_2[0].forward_into(&y, &mut out)?;
+        self.b3_2[1].forward_into(&y, &mut out)?;
         let y = self.dbl_1[1].forward(&self.dbl_1[0].forward(x)?)?;
-        let dbl = cat(&[self.dbl_3[0].forward(&y)?, self.dbl_3[1].forward(&y)?])?;
-        let pooled = if self.max_pool {
-            max_pool(x, 1, 1)?
+        self.dbl_3[0].forward_into(&y, &mut out)?;
+        self.dbl_3[1].forward_into(&y, &mut out)?;
+        if self.max_pool {
+            self.pool.forward_into(&max_pool(x, 1, 1)?, &mut out)?;
         } else {
-            avg_pool_tf(x)?
-        };
-        let bp = self.pool.forward(&pooled)?;
-        cat(&[b1, b3, dbl, bp])
+            avg_pool_branch(&self.pool, x, &mut out)?;
+        }
+        Ok(out.finish())
     }
 }
 
@@ -465,8 +574,25 @@ impl FidInception {
         self.device
     }
 
+    /// Conv2d_1a-4a and both max pools: [B, 3, 299, 299] to [B, 192, 35, 35], ReLU'd into `out`.
+    fn stem_into(&self, x: &Tensor, out: &mut Concat) -> Result<(), tch::TchError> {
+        let mut x = self.stem[0].forward(x)?;
+        x = self.stem[1].forward(&x)?;
+        // ReLU and max pool commute exactly: pooling first leaves the ReLU 4x fewer values.
+        x = max_pool(&self.stem[2].conv(&x)?, 2, 0)?.f_relu_()?;
+        x = self.stem[3].forward(&x)?;
+        relu_into(&max_pool(&self.stem[4].conv(&x)?, 2, 0)?, out)
+    }
+
     /// pool3 features [B, 2048] and logits without the fc bias [B, 1008] (float32, on the
     /// network's device) of preprocessed input [B, 3, 299, 299].
+    ///
+    /// On the CPU (departures from pytorch-fid's layout, not its values; parity tests cover
+    /// this path): activations and weights are channels-last, which oneDNN's convolutions
+    /// take as they are where NCHW costs a reorder in and out of every convolution (about 2x
+    /// here); and the stem, whose activations are the largest (5.5 MB an image after
+    /// Conv2d_2b), runs [`STEM_BATCH`] images at a time, which bounds peak memory without
+    /// shrinking the batch of the later blocks.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor), MetricsError> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || size[2] != INCEPTION_SIZE || size[3] != INCEPTION_SIZE
@@ -485,15 +611,33 @@ impl FidInception {
             ));
         }
         let _guard = tch::no_grad_guard();
+        let b = size[0];
+        if b == 0 {
+            let empty = |d: usize| Tensor::zeros([0, d as i64], (Kind::Float, self.device));
+            return Ok((empty(POOL3_DIM), empty(LOGITS_DIM)));
+        }
         let run = || -> Result<(Tensor, Tensor), tch::TchError> {
-            let mut x = x.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
-            x = self.stem[0].forward(&x)?;
-            x = self.stem[1].forward(&x)?;
-            x = self.stem[2].forward(&x)?;
-            x = max_pool(&x, 2, 0)?;
-            x = self.stem[3].forward(&x)?;
-            x = self.stem[4].forward(&x)?;
-            x = max_pool(&x, 2, 0)?;
+            let x = x.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+            let cpu = self.device == Device::Cpu;
+            let mut stem = Concat {
+                size: [b, 192, 35, 35],
+                dim: 0,
+                channels_last: cpu,
+                out: None,
+                offset: 0,
+            };
+            let step = if cpu { STEM_BATCH } else { b.max(1) };
+            let mut start = 0;
+            while start < b {
+                let len = step.min(b - start);
+                let mut part = x.f_narrow(0, start, len)?;
+                if cpu {
+                    part = channels_last(&part)?;
+                }
+                self.stem_into(&part, &mut stem)?;
+                start += len;
+            }
+            let mut x = stem.finish();
             for b in &self.mixed_5 {
                 x = b.forward(&x)?;
             }

@@ -124,8 +124,9 @@ pub fn preprocess(images: &Tensor, mode: Preprocessing) -> Result<Tensor, Metric
                     None::<f64>,
                 )
             })
-            .and_then(|x| x.f_mul_scalar(2.0))
-            .and_then(|x| x.f_sub_scalar(1.0))
+            // In place: the resize's output is fresh, and these are the 299x299 passes.
+            .and_then(|mut x| x.f_mul_scalar_(2.0))
+            .and_then(|mut x| x.f_sub_scalar_(1.0))
             .map_err(tch_err("pytorch-fid preprocessing"))?,
         Preprocessing::Tf => resize_tf1_bilinear(&x, INCEPTION_SIZE, INCEPTION_SIZE)?
             .f_sub_scalar(128.0)

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{assert_close, npy, pyref, TempDir};
+use common::{assert_close, assert_rel, npy, pyref, TempDir};
 use gantry_metrics::{
-    load_state_dict, torch_file, weights_hash, FeatureExtractor, FidInception, InceptionExtractor,
-    MetricsError, Preprocessing, FID_WEIGHTS_FILE,
+    frechet_distance, load_state_dict, torch_file, weights_hash, FeatureExtractor, FidInception,
+    InceptionExtractor, MetricsError, Preprocessing, Stats, FID_WEIGHTS_FILE,
 };
 use tch::{Device, Tensor};
 
@@ -151,4 +151,34 @@ fn random_weights_match_pytorch_fid_and_torch_fidelity() {
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         expect_weights_error(&p, &format!("{src} one byte short"));
     }
+}
+
+/// The CPU path at a batch that exercises all of it (channels-last, each block written into
+/// its output slices, the stem in sub-batches of 10 with a remainder: 25 = 10 + 10 + 5) gives
+/// pytorch-fid's features, and the FID of two sets computed from them is pytorch-fid's.
+#[test]
+fn batched_cpu_path_matches_pytorch_fid_features_and_fid() {
+    let dir = TempDir::new("inception-batch");
+    pyref("metrics_inception.py", &[dir.arg(), "25"]);
+    let images = npy(dir.join("images.npy"));
+    let want = npy(dir.join("pool_pfid.npy"));
+    let ex = InceptionExtractor::load(
+        &dir.join("weights_legacy.pth"),
+        Device::Cpu,
+        Preprocessing::PytorchFid,
+    )
+    .unwrap();
+    assert_eq!(ex.batch_size, InceptionExtractor::DEFAULT_BATCH_SIZE);
+    let got = ex.extract(&images).unwrap().pool;
+    assert_close("pool3, one batch of 25", &got, &want, 1e-4);
+
+    let fid = |f: &Tensor| {
+        let stats = |a, n| Stats::from_features(&f.narrow(0, a, n)).unwrap();
+        frechet_distance(&stats(0, 13), &stats(13, 12))
+            .unwrap()
+            .value
+    };
+    let (g, w) = (fid(&got), fid(&want));
+    eprintln!("FID 13 vs 12 images: gantry features {g}, pytorch-fid features {w}");
+    assert_rel("FID from gantry's features", g, w, 1e-4);
 }

@@ -685,7 +685,8 @@ pub fn metrics_err(e: gantry_metrics::MetricsError) -> Error {
     Error::Metrics(e.to_string())
 }
 
-/// Features of the first `n` samples of a data set (0 = all), in order, as stored uint8.
+/// Features of the first `n` samples of a data set (0 = all), in order, as stored uint8. A
+/// thread reads and decodes the next chunk while the network runs on this one.
 pub fn dataset_features(
     ds: &dyn Dataset,
     n: usize,
@@ -695,27 +696,49 @@ pub fn dataset_features(
     let total = if n == 0 { ds.len() } else { n.min(ds.len()) };
     let [c, h, w] = ds.sample_shape();
     let per = c * h * w;
-    let mut set = FeatureSet::new();
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let chunk = 250;
-    let mut buf = vec![0f32; chunk * per];
-    let mut done = 0;
-    while done < total {
-        let len = chunk.min(total - done);
-        for i in 0..len {
-            ds.load_into(done + i, &mut buf[i * per..(i + 1) * per], &mut rng)?;
+    std::thread::scope(|scope| {
+        // One decoded chunk waits at most: memory stays at two chunks.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(1);
+        scope.spawn(move || {
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+            let mut buf = vec![0f32; chunk * per];
+            let mut start = 0;
+            while start < total {
+                let len = chunk.min(total - start);
+                let read = (0..len)
+                    .try_for_each(|i| {
+                        ds.load_into(start + i, &mut buf[i * per..(i + 1) * per], &mut rng)
+                            .map(drop)
+                    })
+                    .map(|()| {
+                        buf[..len * per]
+                            .iter()
+                            .map(|&v| gantry_data::image_io::to_u8(v))
+                            .collect()
+                    })
+                    .map_err(Error::from);
+                let failed = read.is_err();
+                // The receiver gone (an extraction failed) or a read failed: stop reading.
+                if tx.send(read).is_err() || failed {
+                    return;
+                }
+                start += len;
+            }
+        });
+        let mut set = FeatureSet::new();
+        let mut done = 0;
+        for bytes in rx {
+            let bytes = bytes?;
+            let len = bytes.len() / per;
+            let x = Tensor::from_slice(&bytes).view([len as i64, c as i64, h as i64, w as i64]);
+            set.push(&ex.extract(&x).map_err(metrics_err)?)
+                .map_err(metrics_err)?;
+            done += len;
+            progress(done, total);
         }
-        let bytes: Vec<u8> = buf[..len * per]
-            .iter()
-            .map(|&v| gantry_data::image_io::to_u8(v))
-            .collect();
-        let x = Tensor::from_slice(&bytes).view([len as i64, c as i64, h as i64, w as i64]);
-        set.push(&ex.extract(&x).map_err(metrics_err)?)
-            .map_err(metrics_err)?;
-        done += len;
-        progress(done, total);
-    }
-    Ok(set)
+        Ok(set)
+    })
 }
 
 /// Features of `n` samples of `g` (inference mode), latents seeded by `seed`.

@@ -87,6 +87,9 @@ pub trait Dataset: Send + Sync {
     }
 }
 
+/// A data set shared by the loader's threads and its users.
+pub type Shared = Arc<dyn Dataset>;
+
 /// Some samples of another data set, in a given order (a held-out validation part).
 pub struct Subset {
     inner: Arc<dyn Dataset>,
@@ -202,7 +205,7 @@ pub fn open(cfg: &DataConfig) -> Result<Arc<dyn Dataset>, DataError> {
 pub fn open_with_holdout(
     cfg: &DataConfig,
     seed: u64,
-) -> Result<(Arc<dyn Dataset>, Option<Arc<dyn Dataset>>), DataError> {
+) -> Result<(Shared, Option<Shared>), DataError> {
     if cfg.holdout == 0.0 {
         let held = if cfg.kind.has_test_split() && !cfg.kind.is_points() {
             let mut test = cfg.clone();

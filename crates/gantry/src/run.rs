@@ -33,7 +33,20 @@ pub struct TrainOptions {
 /// The configuration a `train` call would use, checked by the validation gate (also what
 /// `--dry-run` prints).
 pub fn resolve_config(opts: &TrainOptions) -> Result<RunConfig> {
-    resolve_with_init(opts).map(|(cfg, _)| cfg)
+    resolve_with_init(&without_auto(opts)).map(|(cfg, _)| cfg)
+}
+
+/// `--resume auto` is `train.resume = "auto"` with the configuration as given (no run to read
+/// it from yet).
+fn without_auto(opts: &TrainOptions) -> TrainOptions {
+    if opts.resume.as_deref() != Some(Path::new(RESUME_AUTO)) {
+        return opts.clone();
+    }
+    TrainOptions {
+        resume: None,
+        sets: [opts.sets.clone(), vec!["train.resume=\"auto\"".into()]].concat(),
+        ..opts.clone()
+    }
 }
 
 /// [`resolve_config`], and the weights of `--init` (whose architecture replaces `model`).
@@ -269,19 +282,7 @@ pub fn train(
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Outcome, PathBuf)> {
-    // `--resume auto` is `train.resume = "auto"` with the configuration as given.
-    let auto_flag = opts.resume.as_deref() == Some(Path::new(RESUME_AUTO));
-    let fresh_opts;
-    let opts = if auto_flag {
-        fresh_opts = TrainOptions {
-            resume: None,
-            sets: [opts.sets.clone(), vec!["train.resume=\"auto\"".into()]].concat(),
-            ..opts.clone()
-        };
-        &fresh_opts
-    } else {
-        opts
-    };
+    let opts = &without_auto(opts);
     let (mut cfg, imported) = resolve_with_init(opts)?;
     let auto = opts.resume.is_none() && cfg.train.resume == crate::train::ResumeMode::Auto;
     let resume = if auto {

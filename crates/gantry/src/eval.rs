@@ -1184,6 +1184,7 @@ impl Evaluator {
     ) -> Result<Option<Vec<(String, f64)>>> {
         let values = match &self.backend {
             Backend::Features { extractor, real } => {
+                progress("generated", 0, self.plan.generated());
                 let fake = generator_features_split(
                     g,
                     num_classes,

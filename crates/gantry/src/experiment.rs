@@ -875,6 +875,8 @@ const TRAINING_CURVES: &[&str] = &[
     "loss/g",
     "loss/d/adv",
     "loss/g/adv",
+    // D's outputs on training minus held-out reals (train.monitor_every): D memorising.
+    "overfit/gap",
     "train/loss",
     "val/loss",
     "val/acc",

@@ -56,6 +56,23 @@ fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The feature network of `fid` and `eval`, and how it sees the images.
+#[derive(clap::Args)]
+struct ExtractorFlags {
+    /// FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default $GANTRY_FID_WEIGHTS.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Whose preprocessing to reproduce.
+    #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
+    mode: Preprocessing,
+    /// Feature extraction in fp32 (the protocol), bf16 or fp16 (autocast).
+    #[arg(long, default_value = "fp32", value_parser = choice::<Precision>(Precision::NAMES))]
+    precision: Precision,
+    /// `inception` or `classifier:PATH`.
+    #[arg(long, default_value = "inception", value_parser = features)]
+    features: Features,
+}
+
 #[derive(Parser)]
 #[command(
     name = "gantry",
@@ -189,18 +206,8 @@ enum Command {
         a: String,
         /// The second set, as A.
         b: String,
-        /// FID Inception weights (pt_inception-2015-12-05-6726825d.pth); default $GANTRY_FID_WEIGHTS.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Whose preprocessing to reproduce.
-        #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
-        mode: Preprocessing,
-        /// Feature extraction in fp32 (the protocol), bf16 or fp16 (autocast).
-        #[arg(long, default_value = "fp32", value_parser = choice::<Precision>(Precision::NAMES))]
-        precision: Precision,
-        /// `inception` or `classifier:PATH`.
-        #[arg(long, default_value = "inception", value_parser = features)]
-        features: Features,
+        #[command(flatten)]
+        extractor: ExtractorFlags,
         /// Use at most N images of each set (0 = all).
         #[arg(long, default_value_t = 0)]
         n: usize,
@@ -231,18 +238,8 @@ enum Command {
         /// Real samples for metrics named without a protocol (0 = all).
         #[arg(long, default_value_t = 0)]
         real_n: usize,
-        /// FID Inception weights; default $GANTRY_FID_WEIGHTS.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Whose preprocessing to reproduce.
-        #[arg(long, default_value = "pytorch-fid", value_parser = choice::<Preprocessing>(&Preprocessing::NAMES))]
-        mode: Preprocessing,
-        /// Feature extraction in fp32 (the protocol), bf16 or fp16 (autocast).
-        #[arg(long, default_value = "fp32", value_parser = choice::<Precision>(Precision::NAMES))]
-        precision: Precision,
-        /// `inception` or `classifier:PATH`.
-        #[arg(long, default_value = "inception", value_parser = features)]
-        features: Features,
+        #[command(flatten)]
+        extractor: ExtractorFlags,
         /// cpu, cuda or cuda:N (default: the run's own).
         #[arg(long, value_parser = device)]
         device: Option<DeviceSpec>,
@@ -837,10 +834,13 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
         Command::Fid {
             a,
             b,
-            weights,
-            mode,
-            precision,
-            features,
+            extractor:
+                ExtractorFlags {
+                    weights,
+                    mode,
+                    precision,
+                    features,
+                },
             n,
             save_stats,
             device,
@@ -874,10 +874,13 @@ fn dispatch(cli: Cli) -> gantry::Result<ExitCode> {
             metrics,
             n,
             real_n,
-            weights,
-            mode,
-            precision,
-            features,
+            extractor:
+                ExtractorFlags {
+                    weights,
+                    mode,
+                    precision,
+                    features,
+                },
             device,
         } => {
             let opts = run::EvalOptions {

@@ -1116,20 +1116,11 @@ fn write_report_page(cfg: &ExperimentConfig, out: &Path, refresh: Option<u64>) -
     let figures = report::write_charts(&rdir, &charts)?;
     let mut grids = String::new();
     for arm in &cfg.arms {
-        let samples = run_dir(out, arm, cfg.seeds[0]).join("samples");
-        let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "png"))
-            .collect();
-        pngs.sort();
+        let pngs = report::sample_pictures(&run_dir(out, arm, cfg.seeds[0]));
         if let Some(last) = pngs.last() {
             let name = format!("samples-{}.png", arm.name);
             let bytes = std::fs::read(last).map_err(|e| Error::io(last, e))?;
-            let (w, h) = image::image_dimensions(last).unwrap_or((256, 256));
-            let k = 256u32.div_ceil(w.max(1)).max(1);
+            let (w, h) = report::shown_size(last);
             crate::util::write_atomic(&rdir.join(&name), &bytes)?;
             let _ = writeln!(
                 grids,
@@ -1137,8 +1128,8 @@ fn write_report_page(cfg: &ExperimentConfig, out: &Path, refresh: Option<u64>) -
                 report::html_escape(&name),
                 report::page::version(&bytes),
                 report::html_escape(&arm.name),
-                w * k,
-                h * k,
+                w,
+                h,
                 report::html_escape(&arm.name)
             );
         }

@@ -703,16 +703,7 @@ pub fn sample_with_progress(
     progress("samples", done, opts.n);
     while done < opts.n {
         let b = (opts.n - done).min(256);
-        let x = batch(b as i64);
-        let size = x.size();
-        let values: Vec<f32> = Vec::try_from(x.flatten(0, -1))
-            .map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
-        let shape4 = [
-            size[0] as usize,
-            size[1] as usize,
-            size[2] as usize,
-            size[3] as usize,
-        ];
+        let (values, shape4) = samples::host_images(&batch(b as i64))?;
         gantry_data::image_io::save_images_from(&values, shape4, &opts.out, "sample", done)
             .map_err(|e| Error::io(&opts.out, e))?;
         done += b;
@@ -786,15 +777,7 @@ fn sample_figure(opts: &SampleOptions) -> Result<SampleReport> {
     if let Some(parent) = opts.out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::input(parent, e))?;
     }
-    let size = x.size();
-    let values: Vec<f32> = Vec::try_from(x.to_kind(Kind::Float).flatten(0, -1))
-        .map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
-    let shape4 = [
-        size[0] as usize,
-        size[1] as usize,
-        size[2] as usize,
-        size[3] as usize,
-    ];
+    let (values, shape4) = samples::host_images(&x)?;
     if opts.out.extension().is_some_and(|e| e == "gif") {
         gantry_data::image_io::save_gif(&values, shape4, 4, &opts.out)?;
     } else {
@@ -802,7 +785,7 @@ fn sample_figure(opts: &SampleOptions) -> Result<SampleReport> {
     }
     Ok(SampleReport {
         path: opts.out.clone(),
-        images: size[0] as usize,
+        images: shape4[0],
         warnings: skipped_checkpoints(&opts.checkpoint),
     })
 }

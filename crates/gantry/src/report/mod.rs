@@ -54,6 +54,27 @@ pub fn html_escape(s: &str) -> String {
     page::escape(s)
 }
 
+/// A run's sample pictures (`samples/*.png`), oldest first (their names carry the step).
+pub fn sample_pictures(run_dir: &Path) -> Vec<PathBuf> {
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(run_dir.join("samples"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    pngs.sort();
+    pngs
+}
+
+/// The size a sample grid is shown at: small grids enlarged by a whole factor to at least 256
+/// pixels wide, pixels kept sharp.
+pub fn shown_size(png: &Path) -> (u32, u32) {
+    let (w, h) = image::image_dimensions(png).unwrap_or((256, 256));
+    let k = 256u32.div_ceil(w.max(1)).max(1);
+    (w * k, h * k)
+}
+
 /// Whether a higher value of the logged evaluation `key` is better (`None`: no direction, e.g.
 /// a spread `*_std`).
 pub fn higher_is_better(key: &str) -> Option<bool> {
@@ -416,14 +437,7 @@ fn write_page(run_dir: &Path, refresh: Option<u64>) -> Result<PathBuf> {
             page::table(&best)
         );
     }
-    let mut samples: Vec<PathBuf> = std::fs::read_dir(run_dir.join("samples"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    samples.sort();
+    let samples = sample_pictures(run_dir);
     body.push_str("</div><div>\n<h2 id=\"samples\">Latest samples</h2>\n");
     match samples.last() {
         Some(p) => {
@@ -433,16 +447,14 @@ fn write_page(run_dir: &Path, refresh: Option<u64>) -> Result<PathBuf> {
                 .rsplit('-')
                 .next()
                 .and_then(|s| s.parse::<u64>().ok());
-            let (w, h) = image::image_dimensions(p).unwrap_or((256, 256));
-            // Small grids are enlarged by a whole factor, pixels kept sharp.
-            let k = 256u32.div_ceil(w.max(1)).max(1);
+            let (w, h) = shown_size(p);
             let src = format!("../samples/{}", page::escape(&file));
             let _ = writeln!(
                 body,
                 "<figure><a href=\"{src}\"><img class=\"samples\" src=\"{src}?v={}\" alt=\"latest sample grid\" width=\"{}\" height=\"{}\"></a><figcaption>{}{}, the last of {} sample pictures</figcaption></figure>",
                 file_version(p),
-                w * k,
-                h * k,
+                w,
+                h,
                 page::escape(&file),
                 step.map_or(String::new(), |s| format!(" (step {s})")),
                 samples.len()

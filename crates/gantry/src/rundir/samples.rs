@@ -11,16 +11,7 @@ pub fn save(
     data: Option<&dyn Dataset>,
     kind: gantry_data::DataKind,
 ) -> Result<()> {
-    let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
-    let size = x.size();
-    let shape = [
-        size[0] as usize,
-        size[1] as usize,
-        size[2] as usize,
-        size[3] as usize,
-    ];
-    let values: Vec<f32> =
-        Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    let (values, shape) = host_images(x)?;
     if data.is_some_and(|d| d.sample_shape() == [2, 1, 1]) {
         let modes = match kind {
             gantry_data::DataKind::Gmm8 => gantry_data::gmm::Mixture::ring8().means,
@@ -31,6 +22,21 @@ pub fn save(
     }
     gantry_data::image_io::save_grid(&values, shape, grid_columns(shape[0]), path)?;
     Ok(())
+}
+
+/// A `[N, C, H, W]` batch as host floats and its shape, for `gantry_data::image_io`'s writers.
+pub fn host_images(x: &Tensor) -> Result<(Vec<f32>, [usize; 4])> {
+    let x = x.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let size = x.size();
+    let shape = [
+        size[0] as usize,
+        size[1] as usize,
+        size[2] as usize,
+        size[3] as usize,
+    ];
+    let values: Vec<f32> =
+        Vec::try_from(x.flatten(0, -1)).map_err(|e: tch::TchError| Error::Torch(e.to_string()))?;
+    Ok((values, shape))
 }
 
 /// Images per row of a grid of `n` (what [`save`] lays out).

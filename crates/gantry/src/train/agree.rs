@@ -85,13 +85,8 @@ pub fn configuration(comm: &Comm, resolved: &str) -> Result<()> {
     let (version, body) = other.split_once('\n').unwrap_or((&other, ""));
     let theirs: toml::Value = toml::from_str(body)
         .map_err(|e| Error::config("config", format!("rank {rank}'s configuration: {e}")))?;
-    let mut keys = crate::util::changed_keys(&own, &theirs);
-    keys.extend(
-        crate::util::changed_keys(&theirs, &own)
-            .into_iter()
-            .filter(|k| !keys.contains(k))
-            .collect::<Vec<_>>(),
-    );
+    // Keys set on either side only count too: changed_keys walks both tables' keys.
+    let keys = crate::util::changed_keys(&own, &theirs);
     if keys.is_empty() {
         return Err(Error::config(
             "gantry",
@@ -180,5 +175,10 @@ mod tests {
             "[train]\ndevice = \"cuda:1\"\nsteps = 11\n[data]\npath = \"/b\"\nkind = \"mnist\"\n";
         let keys = crate::util::changed_keys(&shared_part(a).unwrap(), &shared_part(c).unwrap());
         assert_eq!(keys, ["train.steps"]);
+        // A key on one side only is named from either side.
+        let d = "[train]\nsteps = 10\n[data]\nkind = \"mnist\"\nholdout = 5.0\n";
+        let (a, d) = (shared_part(a).unwrap(), shared_part(d).unwrap());
+        assert_eq!(crate::util::changed_keys(&a, &d), ["data.holdout"]);
+        assert_eq!(crate::util::changed_keys(&d, &a), ["data.holdout"]);
     }
 }
